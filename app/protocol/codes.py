@@ -1,0 +1,150 @@
+"""Numeric constants of protocol v1 (firmware/PROTOCOL.md sections 3, 4 and 9)."""
+
+from __future__ import annotations
+
+from enum import IntEnum, IntFlag
+
+PROTOCOL_VERSION = 1
+HEADER_SIZE = 6
+# Largest payload: a 4096-byte chunk plus its 12-byte chunk header, with room for later fields.
+MAX_PAYLOAD = 4200
+MAX_MESSAGE = HEADER_SIZE + MAX_PAYLOAD
+# Largest chunk of model data one XFER_CHUNK carries.
+MAX_CHUNK = 4096
+# Largest encoded serial frame: message + CRC32, plus COBS overhead (1 byte in 254) and slack.
+MAX_FRAME = 4256
+# A device re-publishes its HELLO this often, so "last seen" moves even when idle.
+HELLO_INTERVAL_S = 10
+# A stream stops by itself after this long unless renewed: a crashed operator cannot leave it on.
+STREAM_LEASE_MAX_S = 60
+# A transfer idle for this long may be taken over by another operator.
+XFER_STALE_S = 30
+# A device in a pull transfer reports progress at most this often.
+PULL_STATUS_INTERVAL_S = 0.5
+# Trial activation reverts after this many seconds when XFER_COMMIT asks for 0.
+DEFAULT_TRIAL_TIMEOUT_S = 300
+
+
+class MsgType(IntEnum):
+    HELLO = 0x01
+    TELEMETRY = 0x02
+    STREAM = 0x03
+    ACK = 0x04
+    ERROR = 0x05
+    LATENCY = 0x06
+    XFER_STATUS = 0x07
+    EVENT = 0x08
+    GET_INFO = 0x20
+    STREAM_START = 0x21
+    STREAM_STOP = 0x22
+    XFER_BEGIN = 0x23
+    XFER_CHUNK = 0x24
+    XFER_QUERY = 0x25
+    XFER_COMMIT = 0x26
+    XFER_ABORT = 0x27
+    CONFIRM = 0x28
+    ROLLBACK = 0x29
+    BENCHMARK = 0x2A
+    REBOOT = 0x2B
+    SET_FAULT = 0x2C
+    ACTIVATE = 0x2D
+
+
+class ErrorCode(IntEnum):
+    OK = 0
+    MALFORMED = 1
+    UNSUPPORTED_VERSION = 2
+    UNKNOWN_TYPE = 3
+    BAD_ARGUMENT = 4
+    BUSY = 5
+    NO_TRANSFER = 6
+    CHUNK_CRC = 7
+    CHUNK_RANGE = 8
+    TOO_LARGE = 9
+    INCOMPLETE = 10
+    HASH_MISMATCH = 11
+    BAD_IMAGE = 12
+    LOAD_FAILED = 13
+    UNSUPPORTED_OP = 14
+    ARENA_TOO_SMALL = 15
+    SELFTEST_FAILED = 16
+    NO_PREVIOUS = 17
+    NOT_TRIAL = 18
+    NO_MODEL = 19
+    INTERNAL = 20
+
+
+ERROR_TEXT = {
+    ErrorCode.MALFORMED: "payload does not parse",
+    ErrorCode.UNSUPPORTED_VERSION: "protocol version not supported",
+    ErrorCode.UNKNOWN_TYPE: "unknown message type",
+    ErrorCode.BAD_ARGUMENT: "a field is out of range",
+    ErrorCode.BUSY: "another transfer is in progress on this device",
+    ErrorCode.NO_TRANSFER: "no transfer with that id",
+    ErrorCode.CHUNK_CRC: "chunk data does not match its CRC",
+    ErrorCode.CHUNK_RANGE: "chunk index or size outside the image",
+    ErrorCode.TOO_LARGE: "image larger than the free model slot",
+    ErrorCode.INCOMPLETE: "commit before every chunk was received",
+    ErrorCode.HASH_MISMATCH: "image SHA-256 differs from the announced one",
+    ErrorCode.BAD_IMAGE: "model image container is malformed",
+    ErrorCode.LOAD_FAILED: "interpreter refused the model",
+    ErrorCode.UNSUPPORTED_OP: "model uses an op this device cannot run",
+    ErrorCode.ARENA_TOO_SMALL: "model needs more RAM than the device's arena budget",
+    ErrorCode.SELFTEST_FAILED: "model self-test score outside tolerance",
+    ErrorCode.NO_PREVIOUS: "no previous model to roll back to",
+    ErrorCode.NOT_TRIAL: "no model on trial to confirm",
+    ErrorCode.NO_MODEL: "no active model",
+    ErrorCode.INTERNAL: "unexpected device fault",
+}
+
+
+class EventCode(IntEnum):
+    BOOTED = 100
+    TRIAL_REVERTED = 101
+    FAULT_CHANGED = 102
+    MODEL_ACTIVATED = 103
+
+
+class DeviceState(IntEnum):
+    OFFLINE = 0
+    ONLINE = 1
+    STREAMING = 2
+    UPDATING = 3
+
+
+class Caps(IntFlag):
+    STREAM = 1
+    PUSH_XFER = 2
+    PULL_XFER = 4
+    TRIAL = 8
+    BENCHMARK = 16
+    FAULT_SIM = 32
+
+
+class TelemetryFlags(IntFlag):
+    ALARM = 1
+    TRIAL = 2
+    NO_MODEL = 4
+
+
+class LatencyFlags(IntFlag):
+    EMULATED = 1
+    TRIAL = 2
+
+
+class XferFlags(IntFlag):
+    PULL = 1
+
+
+class CommitMode(IntEnum):
+    STORE = 0
+    ACTIVATE = 1
+    TRIAL = 2
+
+
+class FaultMask(IntFlag):
+    IMBALANCE = 1
+    MISALIGNMENT = 2
+    BEARING_OUTER = 4
+    BEARING_INNER = 8
+    LOOSENESS = 16

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, installing what it needs: lint, firmware host tests and QEMU image, pytest.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/bootstrap.sh"
+cd "$ROOT"
+export QT_QPA_PLATFORM=offscreen
+export TF_CPP_MIN_LOG_LEVEL=2
+echo "== ruff"
+"$VENV/bin/ruff" check app tests benchmarks packaging
+if [ -f firmware/CMakeLists.txt ]; then
+    echo "== firmware: host build and ctest"
+    cmake -S firmware -B firmware/build-host -DCMAKE_BUILD_TYPE=Release >/dev/null
+    cmake --build firmware/build-host -j2 >/dev/null
+    ctest --test-dir firmware/build-host --output-on-failure
+fi
+if [ -f firmware/ports/qemu-mps2-an386/Makefile ]; then
+    echo "== firmware: Cortex-M4 image for QEMU"
+    make -s -C firmware/ports/qemu-mps2-an386
+fi
+echo "== pytest"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
