@@ -229,3 +229,22 @@ class Scorer:
             return False, float("nan")
         value = self.score(self.image.selftest_input)
         return abs(value - self.image.selftest_score) <= self.image.selftest_tolerance, value
+
+
+# The self-test passes within this many score units plus this fraction of the expected score:
+# TFLM is deterministic, so a different device-side result means a different (corrupted) model.
+SELFTEST_ABS_TOLERANCE = 1e-4
+SELFTEST_REL_TOLERANCE = 1e-3
+
+
+def build_image(name: str, version: int, tflite: bytes, mean: np.ndarray, std: np.ndarray,
+                threshold: float, selftest_features: np.ndarray) -> ModelImage:
+    """A complete model image whose self-test expectation was computed by the real TFLM."""
+    image = ModelImage(name, version, float(threshold), np.asarray(mean, np.float32),
+                       np.asarray(std, np.float32), bytes(tflite))
+    arena = min_arena_size(image.tflite)  # proves it loads (in a child) before the in-process load
+    expected = Scorer(image, arena).score(selftest_features)
+    image.selftest_input = np.asarray(selftest_features, np.float32)
+    image.selftest_score = expected
+    image.selftest_tolerance = SELFTEST_ABS_TOLERANCE + SELFTEST_REL_TOLERANCE * abs(expected)
+    return image
