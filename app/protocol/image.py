@@ -48,7 +48,7 @@ class ModelImage:
 
     @property
     def n_features(self) -> int:
-        return int(len(self.mean))
+        return len(self.mean)
 
     def to_bytes(self) -> bytes:
         name = self.name.encode("utf-8")
