@@ -1,0 +1,100 @@
+"""`tinymlops fleet list|ports`: what a broker knows about the fleet, and which serial ports exist."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from app.domain.errors import LinkError
+
+# Retained statuses arrive at once; 3 s also catches a telemetry message (about 1 Hz) from each device.
+DEFAULT_WAIT_S = 3.0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("fleet", help="list the devices a broker knows, or the serial ports")
+    sub = parser.add_subparsers(dest="fleet_command", metavar="SUBCOMMAND", required=True)
+
+    lst = sub.add_parser("list", help="devices seen on a broker: id, status, profile, firmware, model, score")
+    lst.add_argument("--broker", metavar="URL", help="mqtt://[user:pass@]host:port")
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
+    lst.add_argument("--wait", type=float, default=DEFAULT_WAIT_S, metavar="SECONDS",
+                     help=f"how long to listen before printing (default {DEFAULT_WAIT_S:g})")
+    lst.set_defaults(func=cmd_list)
+
+    ports = sub.add_parser("ports", help="serial ports on this machine")
+    ports.add_argument("--json", action="store_true", help="machine-readable output")
+    ports.set_defaults(func=cmd_ports)
+
+
+def _ago(ts: float, now: float) -> str:
+    if not ts:
+        return "-"
+    seconds = max(0.0, now - ts)
+    return f"{seconds:.0f} s ago" if seconds < 120 else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from app.services.fleet_monitor import FleetMonitor
+    from app.transport.mqtt_link import MqttConnection
+
+    if not args.broker:
+        raise LinkError("no broker: pass --broker mqtt://host:port (the embedded broker lives inside a running app)")
+    if args.wait < 0:
+        raise LinkError("--wait must be zero or more seconds")
+    conn = MqttConnection(args.broker)
+    conn.connect()
+    try:
+        monitor = FleetMonitor(conn)
+        try:
+            time.sleep(args.wait)
+            records = monitor.devices()
+            counters = dict(monitor.counters)
+        finally:
+            monitor.close()
+    finally:
+        conn.close()
+    now = time.time()
+    if args.json:
+        out = []
+        for r in records:
+            item = r.as_dict()
+            item.pop("hello")
+            out.append(item)
+        print(json.dumps({"broker": conn.url.address, "devices": out, "counters": counters}, indent=2))
+        return 0
+    if not records:
+        print(f"no devices on {conn.url.address} (listened {args.wait:g} s)")
+        return 0
+    rows = [["ID", "STATUS", "PROFILE", "FIRMWARE", "MODEL", "SCORE", "LAST SEEN"]]
+    for r in records:
+        model = f"{r.model_name}@{r.model_version}" if r.model_name else "-"
+        if r.trial:
+            model += " (trial)"
+        score = "-" if r.score is None else f"{r.score:.4g}" + (" ALARM" if r.alarm else "")
+        rows.append([r.device_id, r.state, r.profile or "-", r.firmware or "-", model, score, _ago(r.last_seen, now)])
+    print(_table(rows))
+    return 0
+
+
+def cmd_ports(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from app.transport.discovery import list_serial_ports
+
+    ports = list_serial_ports()
+    if args.json:
+        print(json.dumps([asdict(p) for p in ports], indent=2))
+        return 0
+    if not ports:
+        print("no serial ports found")
+        return 0
+    rows = [["PORT", "DESCRIPTION", "HWID"]] + [[p.device, p.description, p.hwid] for p in ports]
+    print(_table(rows))
+    return 0

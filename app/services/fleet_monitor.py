@@ -1,0 +1,433 @@
+"""FleetMonitor: every device's presence, model and latest score, from the broker alone.
+
+Presence comes from the retained HELLO on `.../status` (PROTOCOL.md 2.2) and the last will that
+replaces it when a device vanishes; a device silent for `STALE_AFTER_S` is shown offline too (its
+will may be delayed by the broker's keep-alive). Telemetry updates score and last-seen. Streams are
+subscribed and leased only while someone listens. Bad messages are counted per reason, never raised.
+Listeners run on the transport thread (MQTT network thread or serial reader): keep them quick.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from app.domain.errors import LinkError, ProtocolError
+from app.protocol import messages as m
+from app.protocol import topics
+from app.protocol.codes import HELLO_INTERVAL_S, ErrorCode, TelemetryFlags
+from app.services.channel import SerialChannel
+from app.transport.mqtt_link import MqttConnection
+
+log = logging.getLogger(__name__)
+
+# Three missed heartbeats: one lost HELLO is noise, three mean the device is gone.
+STALE_AFTER_S = 3 * HELLO_INTERVAL_S
+# How often the housekeeping thread looks for stale devices and renews stream leases.
+HOUSEKEEPING_S = 1.0
+# Stream lease asked of a device; renewed every STREAM_RENEW_S so a lost renewal costs nothing.
+STREAM_LEASE_S = 30
+STREAM_RENEW_S = 10.0
+# Telemetry is QoS 0 on the wire (a lost one is superseded); subscribing at 0 avoids broker acks.
+TELEMETRY_QOS = 0
+STREAM_QOS = 0
+
+STATE_NAMES = {0: "offline", 1: "online", 2: "streaming", 3: "updating"}
+
+Listener = Callable[[str, "DeviceRecord"], None]
+StreamListener = Callable[[str, m.Stream], None]
+
+
+@dataclass
+class DeviceRecord:
+    """What the operator sees of one device; `state` is offline/online/streaming/updating."""
+
+    device_id: str
+    site: str = ""
+    location: str = ""
+    transport: str = "mqtt"
+    state: str = "online"
+    profile: str = ""
+    firmware: str = ""
+    model_name: str = ""
+    model_version: int = 0
+    trial: bool = False
+    prev_version: int = 0
+    score: float | None = None
+    threshold: float | None = None
+    alarm: bool = False
+    shaft_hz: float | None = None
+    last_seen: float = 0.0
+    uptime_s: int = 0
+    hello: m.Hello | None = None
+
+    @property
+    def online(self) -> bool:
+        return self.state != "offline"
+
+    def as_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["hello"] = self.hello.describe() if self.hello else None
+        return out
+
+
+class FleetMonitor:
+    """Watches a broker (and attached serial devices); see the module docstring. Thread-safe."""
+
+    def __init__(self, connection: MqttConnection | None, stale_after_s: float = STALE_AFTER_S) -> None:
+        self.connection = connection
+        self.stale_after_s = stale_after_s
+        self.counters: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._records: dict[str, DeviceRecord] = {}
+        self._listeners: list[Listener] = []
+        self._stream_listeners: dict[str, list[StreamListener]] = {}
+        self._stream_renewed: dict[str, float] = {}
+        self._serial: dict[str, SerialChannel] = {}
+        self._seq = 0
+        self._stop = threading.Event()
+        self._subs: list[tuple[str, Callable[[str, bytes], None], int]] = []
+        if connection is not None:
+            self._subs = [
+                (topics.all_status(), self._on_status, 1),
+                (f"{topics.ROOT}/+/+/{topics.TELEMETRY}", self._on_telemetry, TELEMETRY_QOS),
+            ]
+            for topic, handler, qos in self._subs:
+                connection.subscribe(topic, handler, qos=qos)
+        self._thread = threading.Thread(target=self._housekeeping, name="fleet-monitor", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ queries
+
+    def devices(self) -> list[DeviceRecord]:
+        """Snapshots of every known device, sorted by id."""
+        with self._lock:
+            return [dataclasses.replace(r) for _, r in sorted(self._records.items())]
+
+    def get(self, device_id: str) -> DeviceRecord | None:
+        with self._lock:
+            record = self._records.get(device_id)
+            return dataclasses.replace(record) if record else None
+
+    def add_listener(self, callback: Listener) -> None:
+        """`callback(event, record)`; events: added, changed, telemetry, offline, removed."""
+        with self._lock:
+            self._listeners = [*self._listeners, callback]
+
+    def remove_listener(self, callback: Listener) -> None:
+        with self._lock:
+            self._listeners = [c for c in self._listeners if c is not callback]
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(HOUSEKEEPING_S * 3)
+        for device_id in list(self._stream_listeners):
+            self._stop_stream(device_id)
+        self._stream_listeners.clear()
+        if self.connection is not None:
+            for topic, handler, _ in self._subs:
+                self.connection.unsubscribe(topic, handler)
+
+    def __enter__(self) -> FleetMonitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ MQTT ingest (network thread)
+
+    def _bad(self, reason: str, detail: str) -> None:
+        self.counters[f"bad_{reason}"] += 1
+        log.debug("dropped a message: %s", detail)
+
+    def _decode(self, payload: bytes, topic: str) -> m.Packet | None:
+        try:
+            return m.decode(payload)
+        except ProtocolError as exc:
+            try:
+                reason = ErrorCode(exc.code).name.lower()
+            except ValueError:
+                reason = "invalid"
+            self._bad(reason, f"{topic}: {exc}")
+        except Exception as exc:  # the codec should only raise ProtocolError; never let it escape
+            self._bad("internal", f"{topic}: {exc!r}")
+        return None
+
+    def _on_status(self, topic: str, payload: bytes) -> None:
+        parsed = topics.parse_device_topic(topic)
+        if parsed is None:
+            self._bad("topic", topic)
+            return
+        site, device_id, _ = parsed
+        if not payload:  # a cleared retained status: the device was decommissioned
+            self._remove(device_id)
+            return
+        packet = self._decode(payload, topic)
+        if packet is None:
+            return
+        if not isinstance(packet.msg, m.Hello):
+            self._bad("wrong_type", f"{topic}: {packet.msg.TYPE.name} on a status topic")
+            return
+        if packet.msg.device_id != device_id:
+            self._bad("id_mismatch", f"{topic}: HELLO from {packet.msg.device_id!r}")
+            return
+        self.counters["status"] += 1
+        self._apply_hello(packet.msg, site, "mqtt")
+
+    def _on_telemetry(self, topic: str, payload: bytes) -> None:
+        parsed = topics.parse_device_topic(topic)
+        if parsed is None:
+            self._bad("topic", topic)
+            return
+        packet = self._decode(payload, topic)
+        if packet is None:
+            return
+        if not isinstance(packet.msg, m.Telemetry):
+            self._bad("wrong_type", f"{topic}: {packet.msg.TYPE.name} on a telemetry topic")
+            return
+        self.counters["telemetry"] += 1
+        self._apply_telemetry(packet.msg, parsed[1], parsed[0], "mqtt")
+
+    def _on_stream(self, topic: str, payload: bytes) -> None:
+        parsed = topics.parse_device_topic(topic)
+        if parsed is None:
+            self._bad("topic", topic)
+            return
+        packet = self._decode(payload, topic)
+        if packet is None:
+            return
+        if not isinstance(packet.msg, m.Stream):
+            self._bad("wrong_type", f"{topic}: {packet.msg.TYPE.name} on a stream topic")
+            return
+        self.counters["stream"] += 1
+        self._deliver_stream(parsed[1], packet.msg)
+
+    # ------------------------------------------------------------------ record updates
+
+    def _apply_hello(self, hello: m.Hello, site: str, transport: str) -> None:
+        now = time.time()
+        offline = hello.state == 0
+        with self._lock:
+            record = self._records.get(hello.device_id)
+            event = "added" if record is None else "changed"
+            if record is None:
+                record = DeviceRecord(device_id=hello.device_id)
+                self._records[hello.device_id] = record
+            was_online = record.online and event == "changed"
+            if offline and event == "changed":
+                # The will was composed when the device connected: keep what we know, mark it gone.
+                record.state = "offline"
+                record.hello = hello
+            else:
+                record.site = site
+                record.location = hello.location
+                record.transport = transport
+                record.state = STATE_NAMES.get(hello.state, "online")
+                record.profile = hello.profile
+                record.firmware = hello.firmware
+                record.model_name = hello.model_name
+                record.model_version = hello.model_version
+                record.trial = bool(hello.trial)
+                record.prev_version = hello.prev_version
+                record.uptime_s = hello.uptime_s
+                record.hello = hello
+                if not offline:
+                    record.last_seen = now
+            snapshot = dataclasses.replace(record)
+        if offline and was_online:
+            event = "offline"
+        self._emit(event, snapshot)
+
+    def _apply_telemetry(self, tel: m.Telemetry, device_id: str, site: str, transport: str) -> None:
+        with self._lock:
+            record = self._records.get(device_id)
+            added = record is None
+            if record is None:
+                record = DeviceRecord(device_id=device_id, site=site, transport=transport)
+                self._records[device_id] = record
+            came_back = record.state == "offline"
+            if came_back:
+                record.state = "online"
+            no_model = bool(tel.flags & TelemetryFlags.NO_MODEL)
+            record.score = None if no_model else tel.score
+            record.threshold = tel.threshold
+            record.alarm = bool(tel.flags & TelemetryFlags.ALARM)
+            record.trial = bool(tel.flags & TelemetryFlags.TRIAL)
+            record.shaft_hz = tel.shaft_hz or None
+            record.model_version = tel.model_version
+            record.uptime_s = tel.uptime_ms // 1000
+            record.last_seen = time.time()
+            listeners = self._listeners
+            snapshot = dataclasses.replace(record) if listeners else record
+        if added:
+            self._emit("added", snapshot)
+        elif came_back:
+            self._emit("changed", snapshot)
+        self._emit("telemetry", snapshot)
+
+    def _remove(self, device_id: str) -> None:
+        with self._lock:
+            record = self._records.pop(device_id, None)
+        if record is not None:
+            self._emit("removed", record)
+
+    def _emit(self, event: str, record: DeviceRecord) -> None:
+        listeners = self._listeners  # replaced, never mutated in place, under the lock
+        for callback in listeners:
+            try:
+                callback(event, record)
+            except Exception:
+                self.counters["listener_errors"] += 1
+                log.exception("fleet listener failed on %s %s", event, record.device_id)
+
+    # ------------------------------------------------------------------ housekeeping thread
+
+    def _housekeeping(self) -> None:
+        while not self._stop.wait(HOUSEKEEPING_S):
+            try:
+                self._mark_stale()
+                self._renew_streams()
+            except Exception:  # never let the monitor's only thread die
+                self.counters["housekeeping_errors"] += 1
+                log.exception("fleet monitor housekeeping failed")
+
+    def _mark_stale(self) -> None:
+        cutoff = time.time() - self.stale_after_s
+        gone: list[DeviceRecord] = []
+        with self._lock:
+            for record in self._records.values():
+                if record.online and record.last_seen < cutoff:
+                    record.state = "offline"
+                    gone.append(dataclasses.replace(record))
+        for record in gone:
+            log.info("device %s silent for %.0f s: shown offline", record.device_id, self.stale_after_s)
+            self._emit("offline", record)
+
+    # ------------------------------------------------------------------ streams
+
+    def add_stream_listener(self, device_id: str, callback: StreamListener) -> None:
+        """`callback(device_id, Stream)` for each raw window; the first listener starts the stream."""
+        with self._lock:
+            listeners = self._stream_listeners.get(device_id)
+            first = not listeners
+            self._stream_listeners[device_id] = [*(listeners or []), callback]
+        if first:
+            self._start_stream(device_id)
+
+    def remove_stream_listener(self, device_id: str, callback: StreamListener) -> None:
+        """Drop a listener; the last one stops the device's stream."""
+        with self._lock:
+            listeners = [c for c in self._stream_listeners.get(device_id, []) if c is not callback]
+            if listeners:
+                self._stream_listeners[device_id] = listeners
+                return
+            had = self._stream_listeners.pop(device_id, None) is not None
+        if had:
+            self._stop_stream(device_id)
+
+    def _deliver_stream(self, device_id: str, stream: m.Stream) -> None:
+        for callback in self._stream_listeners.get(device_id, ()):
+            try:
+                callback(device_id, stream)
+            except Exception:
+                self.counters["listener_errors"] += 1
+                log.exception("stream listener for %s failed", device_id)
+
+    def _stream_topic(self, device_id: str) -> str | None:
+        record = self._records.get(device_id)
+        if record is None or not record.site:
+            return None
+        return topics.device_topic(record.site, device_id, topics.STREAM)
+
+    def _command(self, device_id: str, msg: m.Message) -> None:
+        """Fire one command at a device by whichever transport it is on; failures are logged."""
+        try:
+            channel = self._serial.get(device_id)
+            if channel is not None:
+                channel.send(msg)
+                return
+            record = self._records.get(device_id)
+            if self.connection is None or record is None or not record.site:
+                log.warning("cannot command %s: unknown device", device_id)
+                return
+            with self._lock:
+                self._seq = (self._seq + 1) & 0xFFFF
+                seq = self._seq
+            self.connection.publish(topics.device_topic(record.site, device_id, topics.CMD), m.encode(msg, seq),
+                                    qos=1)
+        except (LinkError, ProtocolError) as exc:
+            self.counters["command_errors"] += 1
+            log.warning("could not send %s to %s: %s", msg.TYPE.name, device_id, exc)
+
+    def _start_stream(self, device_id: str) -> None:
+        if device_id not in self._serial and self.connection is not None:
+            topic = self._stream_topic(device_id)
+            if topic is not None:
+                self.connection.subscribe(topic, self._on_stream, qos=STREAM_QOS)
+        self._command(device_id, m.StreamStart(lease_s=STREAM_LEASE_S))
+        self._stream_renewed[device_id] = time.monotonic()
+
+    def _stop_stream(self, device_id: str) -> None:
+        self._command(device_id, m.StreamStop())
+        self._stream_renewed.pop(device_id, None)
+        if device_id not in self._serial and self.connection is not None:
+            topic = self._stream_topic(device_id)
+            if topic is not None:
+                self.connection.unsubscribe(topic, self._on_stream)
+
+    def _renew_streams(self) -> None:
+        now = time.monotonic()
+        for device_id in list(self._stream_listeners):
+            if now - self._stream_renewed.get(device_id, 0.0) >= STREAM_RENEW_S:
+                self._command(device_id, m.StreamStart(lease_s=STREAM_LEASE_S))
+                self._stream_renewed[device_id] = now
+
+    # ------------------------------------------------------------------ serial devices
+
+    def attach_serial(self, channel: SerialChannel) -> None:
+        """Show a device on a serial line in the fleet; it is asked for its HELLO at once."""
+        known: dict[str, str] = {}
+
+        def on_packet(packet: m.Packet) -> None:
+            msg = packet.msg
+            if isinstance(msg, m.Hello):
+                if not topics.valid_id(msg.device_id):
+                    self._bad("id", f"{channel.name}: invalid device id {msg.device_id!r}")
+                    return
+                known["id"] = msg.device_id
+                with self._lock:
+                    self._serial[msg.device_id] = channel
+                self.counters["status"] += 1
+                self._apply_hello(msg, msg.site, "serial")
+            elif isinstance(msg, m.Telemetry) and "id" in known:
+                self.counters["telemetry"] += 1
+                self._apply_telemetry(msg, known["id"], "", "serial")
+            elif isinstance(msg, m.Stream) and "id" in known:
+                self.counters["stream"] += 1
+                self._deliver_stream(known["id"], msg)
+
+        def on_state(up: bool, reason: str) -> None:
+            device_id = known.get("id")
+            if up or device_id is None:
+                return
+            with self._lock:
+                record = self._records.get(device_id)
+                if record is None or not record.online:
+                    return
+                record.state = "offline"
+                snapshot = dataclasses.replace(record)
+            self._emit("offline", snapshot)
+
+        channel.on_packet(on_packet)
+        channel.on_state(on_state)
+        try:
+            channel.send(m.GetInfo())
+        except LinkError as exc:
+            log.warning("could not ask %s for its HELLO: %s", channel.name, exc)
+

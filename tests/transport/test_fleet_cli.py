@@ -1,0 +1,77 @@
+"""`tinymlops fleet list` and presence against real virtual devices (app.fleet.VirtualFleet)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from app.services.fleet_monitor import FleetMonitor
+from app.transport.broker import EmbeddedBroker
+from app.transport.mqtt_link import MqttConnection
+from tests.transport.helpers import wait_until
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+N_DEVICES = 3
+
+
+def _fleet_list(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app", "fleet", "list", "--broker", url, *extra],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+def test_fleet_list_json_sees_every_simulated_device(mosquitto_factory, virtual_fleet) -> None:
+    broker = mosquitto_factory()
+    fleet = virtual_fleet(broker.url, N_DEVICES)
+    result = _fleet_list(broker.url, "--json", "--wait", "2.5")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    devices = {d["device_id"]: d for d in out["devices"]}
+    assert set(devices) == {d.device_id for d in fleet.devices}
+    for dev in fleet.devices:
+        rec = devices[dev.device_id]
+        assert rec["state"] == "online"
+        assert rec["profile"] == dev.profile.key
+        assert rec["model_version"] >= 1 and rec["model_name"]
+        assert rec["score"] is not None  # telemetry arrived within the wait
+    table = _fleet_list(broker.url, "--wait", "1.5")
+    assert table.returncode == 0 and "sim-001" in table.stdout and "LAST SEEN" in table.stdout
+
+
+def test_fleet_list_without_broker_is_a_clear_error() -> None:
+    result = subprocess.run([sys.executable, "-m", "app", "fleet", "list"], capture_output=True, text=True, cwd=ROOT,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "no broker: pass --broker mqtt://host:port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_fleet_list_on_a_dead_broker_is_a_clear_error() -> None:
+    from tests.fixtures.brokers import free_port
+
+    result = _fleet_list(f"mqtt://127.0.0.1:{free_port()}")
+    assert result.returncode == 2 and "refused the connection" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["mosquitto", "embedded"])
+def test_virtual_device_goes_offline_through_its_last_will(kind: str, mosquitto_factory, virtual_fleet) -> None:
+    embedded = None
+    if kind == "mosquitto":
+        url = mosquitto_factory().url
+    else:
+        embedded = EmbeddedBroker()
+        url = embedded.start()
+    try:
+        fleet = virtual_fleet(url, 2)
+        with MqttConnection(url) as conn, FleetMonitor(conn) as monitor:
+            wait_until(lambda: len([r for r in monitor.devices() if r.online]) == 2, what="two devices online")
+            fleet.mqtt_adapter("sim-002").kill()
+            wait_until(lambda: monitor.get("sim-002").state == "offline", what="last will of sim-002")
+            assert monitor.get("sim-001").state == "online"
+    finally:
+        if embedded is not None:
+            fleet.stop()
+            embedded.stop()
