@@ -1,0 +1,137 @@
+"""`tinymlops sim`: run a virtual device fleet with a compact terminal view; `sim fault` sends SET_FAULT."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from app.domain.errors import DeviceError, LinkError, TinyMLOpsError
+from app.protocol.codes import FaultMask
+
+# The terminal view refreshes this often.
+VIEW_REFRESH_S = 1.0
+# `sim fault` waits this long for the device's ACK.
+FAULT_REPLY_TIMEOUT_S = 10.0
+# Retained statuses arrive right after subscribing; a device not seen by then is not on the broker.
+DEVICE_SEEN_TIMEOUT_S = 3.0
+
+
+def _fault_arg(text: str) -> tuple[str, int, float]:
+    """DEVICE=MASK[:SEVERITY], MASK a number or names joined by '|' (imbalance|bearing_outer)."""
+    try:
+        device, spec = text.split("=", 1)
+        mask_text, _, sev_text = spec.partition(":")
+        return device, _mask(mask_text), float(sev_text) if sev_text else 0.8
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected DEVICE=MASK[:SEVERITY], got {text!r}: {exc}") from exc
+
+
+def _mask(text: str) -> int:
+    if text.strip().isdigit():
+        return int(text)
+    mask = 0
+    for name in text.split("|"):
+        try:
+            mask |= FaultMask[name.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown fault {name!r}; known: {', '.join(f.name.lower() for f in FaultMask)}") from None
+    return mask
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sim", help="run a virtual device fleet (embedded broker unless --broker)")
+    p.add_argument("--devices", type=int, default=5, help="number of virtual devices (default 5)")
+    p.add_argument("--broker", help="mqtt://host:port of an existing broker (default: start the embedded one)")
+    p.add_argument("--serial", action="store_true", help="also give every device a pty (paths are printed)")
+    p.add_argument("--baud", type=int, help="emulate a UART at this baud on the ptys (8N1)")
+    p.add_argument("--seed", type=int, default=0, help="simulation seed")
+    p.add_argument("--fault", type=_fault_arg, action="append", default=[], metavar="DEVICE=MASK[:SEV]",
+                   help="boot a device with a fault, e.g. sim-002=bearing_outer:0.7 (repeatable)")
+    p.set_defaults(func=run_sim)
+    fsub = p.add_subparsers(dest="sim_command", metavar="SUBCOMMAND")
+    f = fsub.add_parser("fault", help="switch a running device's simulated fault (SET_FAULT)")
+    f.add_argument("--device", required=True)
+    f.add_argument("--mask", required=True, type=_mask, help="number or names: imbalance|misalignment|"
+                   "bearing_outer|bearing_inner|looseness; 0 clears")
+    f.add_argument("--severity", type=float, default=0.8)
+    f.add_argument("--broker", required=True)
+    f.set_defaults(func=run_fault)
+
+
+def run_sim(args: argparse.Namespace) -> int:
+    from app.fleet.fleet import VirtualFleet
+
+    if args.devices < 1:
+        raise TinyMLOpsError("--devices must be at least 1")
+    broker = None
+    url = args.broker
+    if url is None:
+        from app.transport.broker import EmbeddedBroker
+
+        broker = EmbeddedBroker()
+        url = broker.start()
+    faults = {device: (mask, sev) for device, mask, sev in args.fault}
+    try:
+        fleet = VirtualFleet(url, args.devices, seed=args.seed, serial=args.serial, baud=args.baud, faults=faults)
+    except ValueError as exc:
+        if broker:
+            broker.stop()
+        raise TinyMLOpsError(str(exc)) from exc
+    print(f"broker: {url}")
+    try:
+        with fleet:
+            for device_id, path in fleet.serial_ports.items():
+                print(f"serial: {device_id} {path}" + (f" ({args.baud} baud)" if args.baud else ""))
+            print("Ctrl-C to stop")
+            _view(fleet)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if broker:
+            broker.stop()
+    return 0
+
+
+def _view(fleet) -> None:
+    interactive = sys.stdout.isatty()
+    lines = 0
+    while True:
+        rows = [f"{'device':<9} {'location':<24} {'profile':<15} {'model':<14} {'score':>9} {'thresh':>8}  state"]
+        for dev in fleet.devices:
+            model = dev.active_model
+            name = f"{model.image.name}@{model.image.version}" if model else "-"
+            threshold = model.image.threshold if model else 0.0
+            alarm = "ALARM" if model and dev.last_score > threshold else "ok"
+            rows.append(f"{dev.device_id:<9} {dev.location:<24} {dev.profile.key:<15} {name:<14} "
+                        f"{dev.last_score:>9.3f} {threshold:>8.3f}  {alarm}{' trial' if dev.trial else ''}")
+        if interactive and lines:
+            sys.stdout.write(f"\x1b[{lines}F")  # move up and redraw in place
+        sys.stdout.write("\n".join(r + ("\x1b[K" if interactive else "") for r in rows) + "\n")
+        sys.stdout.flush()
+        lines = len(rows)
+        time.sleep(VIEW_REFRESH_S)
+
+
+def run_fault(args: argparse.Namespace) -> int:
+    from app.protocol import messages as m
+    from app.services.channel import MqttChannel
+    from app.services.fleet_monitor import FleetMonitor
+    from app.transport.mqtt_link import MqttConnection
+
+    with MqttConnection(args.broker) as conn:
+        monitor = FleetMonitor(conn)
+        deadline = time.monotonic() + DEVICE_SEEN_TIMEOUT_S
+        while (record := monitor.get(args.device)) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if record is None:
+            raise LinkError(f"device {args.device} not seen on {args.broker}")
+        channel = MqttChannel(conn, record.site, args.device)
+        try:
+            channel.request(m.SetFault(args.mask, args.severity), timeout=FAULT_REPLY_TIMEOUT_S)
+        except DeviceError as exc:
+            raise TinyMLOpsError(f"{args.device} refused the fault: {exc}") from exc
+        finally:
+            channel.close()
+    print(f"{args.device}: fault mask {args.mask} severity {args.severity}")
+    return 0

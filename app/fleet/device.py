@@ -1,0 +1,627 @@
+"""A virtual device: the transport-free protocol engine of firmware/PROTOCOL.md.
+
+Bytes in (`handle`, `handle_pull_chunk`), bytes out, plus `tick(now)` for what a device does by
+itself (telemetry, stream windows, HELLO heartbeat, trial timeouts). Every output is tagged with
+the channel it belongs on (`STATUS`, `REPLY`, `TELEMETRY`, `STREAM`), which the MQTT adapter maps
+to topics and the serial adapter ignores. Nothing here raises on bad input: every defect becomes an
+ERROR reply with its protocol code. The device keeps two model slots like a real A/B flash layout:
+receiving a new image overwrites the inactive slot (the rollback target), never the active one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.domain.errors import ModelError, ProtocolError
+from app.domain.profiles import HardwareProfile, get_profile
+from app.fleet.vibration import MachineSimulator, estimate_shaft_hz
+from app.ml import tflm
+from app.ml.features import DEFAULT_SPEC, extract
+from app.protocol import messages as m
+from app.protocol.codes import (
+    DEFAULT_TRIAL_TIMEOUT_S,
+    ERROR_TEXT,
+    HELLO_INTERVAL_S,
+    PROTOCOL_VERSION,
+    PULL_STATUS_INTERVAL_S,
+    STREAM_LEASE_MAX_S,
+    XFER_STALE_S,
+    Caps,
+    CommitMode,
+    DeviceState,
+    ErrorCode,
+    EventCode,
+    FaultMask,
+    LatencyFlags,
+    MsgType,
+    TelemetryFlags,
+    XferFlags,
+)
+from app.protocol.framing import crc32
+from app.protocol.image import ModelImage
+from app.protocol.topics import REPLY, STATUS, STREAM, TELEMETRY, valid_id
+
+log = logging.getLogger(__name__)
+
+FIRMWARE_VERSION = "sim-1.0.0"
+CAPS = Caps.STREAM | Caps.PUSH_XFER | Caps.PULL_XFER | Caps.TRIAL | Caps.BENCHMARK | Caps.FAULT_SIM
+# One telemetry message per this many seconds (PROTOCOL.md: about 1 Hz).
+TELEMETRY_PERIOD_S = 1.0
+# Samples per STREAM message (PROTOCOL.md 4.3).
+STREAM_WINDOW = 256
+# STREAM int16 scale: +-16 g full range, like an ADXL345 in full-resolution mode.
+STREAM_SCALE_G = 16.0 / 32768.0
+# A device not ticked for longer than this (paused process, stopped debugger) does not replay it.
+MAX_CATCHUP_S = 2.0
+# BENCHMARK runs at most this many inferences: more would stall every device sharing the thread.
+MAX_BENCH_COUNT = 2000
+# A command repeated with the same bytes within this window is a QoS-1 duplicate: answer, don't redo.
+DUPLICATE_WINDOW_S = 10.0
+# How many recent commands the duplicate filter remembers.
+DUPLICATE_CACHE_SIZE = 64
+# Arena for "does it load at all": anything that fails here is broken, not big.
+BIG_ARENA = tflm.MAX_ARENA_PROBE
+
+Outgoing = tuple[str, bytes]
+
+# probe_load forks a child per call; a fleet rolling one model out probes it once per arena size.
+_probe_cache: dict[tuple[bytes, int], tuple[bool, bool]] = {}
+_probe_lock = threading.Lock()
+
+
+def _probe(tflite: bytes, budget: int) -> tuple[bool, bool]:
+    """(loads within budget, loads with a big arena), cached by model hash."""
+    key = (hashlib.sha256(tflite).digest(), budget)
+    with _probe_lock:
+        if key not in _probe_cache:
+            ok_budget, ok_big = tflm.probe_load(tflite, [budget, BIG_ARENA])
+            _probe_cache[key] = (ok_budget, ok_big)
+        return _probe_cache[key]
+
+
+class _Refused(Exception):
+    """A command failed with a protocol error code (becomes an ERROR reply)."""
+
+    def __init__(self, code: ErrorCode, message: str = "") -> None:
+        super().__init__(message or ERROR_TEXT.get(code, code.name))
+        self.code = code
+
+
+@dataclass
+class LoadedModel:
+    """A verified image in a slot, loaded into its own interpreter."""
+
+    raw: bytes
+    image: ModelImage
+    sha256: bytes
+    scorer: tflm.Scorer
+    load_us: int
+
+
+@dataclass
+class Slot:
+    model: LoadedModel
+    role: str  # "active", "previous" (rollback target), "stored" (committed, not activated), "reverted"
+
+
+@dataclass
+class Transfer:
+    transfer_id: int
+    image_size: int
+    chunk_size: int
+    sha256: bytes
+    model_name: str
+    model_version: int
+    pull_source: str | None
+    started: float
+    last_activity: float
+    buf: bytearray = field(default_factory=bytearray)
+    have: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    last_status: float = 0.0
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.have)
+
+    def chunk_len(self, index: int) -> int:
+        return min(self.chunk_size, self.image_size - index * self.chunk_size)
+
+    def status(self) -> m.XferStatus:
+        bits = np.packbits(self.have, bitorder="little").tobytes()
+        return m.XferStatus(self.transfer_id, self.image_size, self.chunk_size, self.n_chunks,
+                            int(self.have.sum()), bits)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.have.all())
+
+
+def _percentile(sorted_values: list[int], q: float) -> int:
+    """Nearest-rank percentile of an ascending list (PROTOCOL.md 4.4)."""
+    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+class VirtualDevice:
+    """One simulated sensor node: a machine, a feature extractor, two model slots, the protocol."""
+
+    def __init__(self, device_id: str, location: str, profile: str | HardwareProfile, factory_image: bytes,
+                 *, seed: int = 0, shaft_hz: float = 24.7, sample_rate: int = DEFAULT_SPEC.sample_rate,
+                 fault_mask: int = 0, severity: float = 0.0, firmware: str = FIRMWARE_VERSION,
+                 now: float | None = None) -> None:
+        if not valid_id(device_id) or not valid_id(location.split("/", 1)[0]):
+            raise ValueError(f"device id {device_id!r} and site of {location!r} must match [A-Za-z0-9_.-]{{1,64}}")
+        self.device_id = device_id
+        self.location = location
+        self.profile = get_profile(profile) if isinstance(profile, str) else profile
+        self.firmware = firmware
+        self.sample_rate = sample_rate
+        self.machine = MachineSimulator(seed, sample_rate, shaft_hz)
+        self.machine.set_fault(fault_mask, severity)
+        self._lock = threading.RLock()
+        try:
+            factory = self._verify(bytes(factory_image))
+        except _Refused as exc:
+            raise ModelError(f"factory model refused by {device_id} ({exc.code.name}): {exc}") from exc
+        self._slots: list[Slot | None] = [Slot(factory, "active"), None]
+        self._active = 0
+        self._trial = False
+        self._trial_deadline = 0.0
+        self._transfer: Transfer | None = None
+        self._deploy_started: dict[bytes, float] = {}
+        self._seq = 0
+        self._recent: OrderedDict[bytes, tuple[float, list[Outgoing]]] = OrderedDict()
+        self.counters: dict[str, int] = {}
+        self._boot(time.monotonic() if now is None else now)
+
+    # ------------------------------------------------------------------ state shown to the world
+    def _boot(self, now: float) -> None:
+        self._booted_at = now
+        self._generated = 0  # samples generated since boot
+        self._window = np.zeros((DEFAULT_SPEC.window, 3), np.float32)
+        self._pending_stream = np.zeros((0, 3), np.float32)
+        self._window_seq = 0
+        self._stream_seq = 0
+        self._stream_until = 0.0
+        self._next_telemetry = now + TELEMETRY_PERIOD_S
+        self._next_hello = now + HELLO_INTERVAL_S
+        self._last_hello_key: tuple | None = None
+        self.last_score = 0.0
+
+    @property
+    def active_model(self) -> LoadedModel | None:
+        slot = self._slots[self._active]
+        return slot.model if slot else None
+
+    @property
+    def previous_model(self) -> LoadedModel | None:
+        slot = self._slots[1 - self._active]
+        return slot.model if slot and slot.role == "previous" else None
+
+    @property
+    def trial(self) -> bool:
+        return self._trial
+
+    @property
+    def pull_source(self) -> str | None:
+        """MQTT topic prefix whose chunks this device wants now (the adapter subscribes to it)."""
+        t = self._transfer
+        return t.pull_source if t and t.pull_source and not t.complete else None
+
+    @property
+    def site(self) -> str:
+        return self.location.split("/", 1)[0]
+
+    def _state(self, now: float) -> DeviceState:
+        if self._transfer is not None:
+            return DeviceState.UPDATING
+        if now < self._stream_until:
+            return DeviceState.STREAMING
+        return DeviceState.ONLINE
+
+    def hello(self, now: float | None = None, state: DeviceState | None = None) -> m.Hello:
+        now = time.monotonic() if now is None else now
+        active, prev = self.active_model, self.previous_model
+        return m.Hello(
+            proto_min=PROTOCOL_VERSION, proto_max=PROTOCOL_VERSION, caps=int(CAPS),
+            state=int(self._state(now) if state is None else state), device_id=self.device_id,
+            location=self.location, profile=self.profile.key, firmware=self.firmware,
+            model_name=active.image.name if active else "", model_version=active.image.version if active else 0,
+            model_sha=active.sha256[:8] if active else b"\0" * 8, prev_version=prev.image.version if prev else 0,
+            trial=int(self._trial), slot_size=self.profile.slot_size, free_slot=self.profile.slot_size,
+            ram_budget=self.profile.arena_budget, max_chunk=self.profile.max_chunk,
+            sample_rate=self.sample_rate, uptime_s=int(max(0.0, now - self._booted_at)),
+            fault_mask=int(self.machine.fault_mask),
+        )
+
+    def offline_hello(self) -> bytes:
+        """The last-will payload: HELLO with state OFFLINE."""
+        return m.encode(self.hello(state=DeviceState.OFFLINE), 0)
+
+    def _hello_key(self, now: float) -> tuple:
+        h = self.hello(now)
+        return (h.state, h.model_version, h.model_sha, h.prev_version, h.trial, h.fault_mask)
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFF
+        return self._seq
+
+    def _unsolicited(self, channel: str, msg: m.Message) -> Outgoing:
+        return channel, m.encode(msg, self._next_seq())
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    # ------------------------------------------------------------------ input
+    def handle(self, data: bytes, now: float | None = None) -> list[Outgoing]:
+        """Process one encoded command; returns what to send. Never raises."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            seq = int.from_bytes(data[2:4], "little") if len(data) >= 4 else 0
+            try:
+                packet = m.decode(data)
+            except ProtocolError as exc:
+                self._count("bad_message")
+                log.info("%s: rejected message: %s", self.device_id, exc)
+                ref = m.peek_type(data) or 0
+                return [(REPLY, m.encode(m.Error(ref, int(exc.code), str(exc)), seq))]
+            key = bytes(data)
+            cached = self._recent.get(key)
+            if cached and now - cached[0] < DUPLICATE_WINDOW_S and packet.msg.TYPE != MsgType.XFER_CHUNK:
+                self._count("duplicate")
+                return list(cached[1])
+            try:
+                out = self._dispatch(packet, now)
+            except _Refused as exc:
+                out = [(REPLY, m.encode(m.Error(int(packet.msg.TYPE), int(exc.code), str(exc)), packet.seq))]
+            except Exception as exc:  # a bug must not kill the device: answer INTERNAL
+                log.exception("%s: internal error handling %s", self.device_id, packet.msg.TYPE.name)
+                out = [(REPLY, m.encode(m.Error(int(packet.msg.TYPE), int(ErrorCode.INTERNAL),
+                                                f"internal error: {exc}"[:255]), packet.seq))]
+            self._recent[key] = (now, out)
+            while len(self._recent) > DUPLICATE_CACHE_SIZE:
+                self._recent.popitem(last=False)
+            out += self._status_if_changed(now)
+            return out
+
+    def handle_pull_chunk(self, data: bytes, now: float | None = None) -> list[Outgoing]:
+        """A chunk fetched from the broker during a pull transfer; answers XFER_STATUS now and then."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            t = self._transfer
+            if t is None or not t.pull_source or t.complete:
+                return []  # late or retained chunks after completion are nothing new
+            try:
+                msg = m.decode(data).msg
+            except ProtocolError as exc:
+                self._count("bad_pull_chunk")
+                log.info("%s: bad pull chunk: %s", self.device_id, exc)
+                return []
+            if not isinstance(msg, m.XferChunk):
+                return []
+            try:
+                self._store_chunk(t, msg, now)
+            except _Refused as exc:
+                self._count("bad_pull_chunk")
+                log.info("%s: pull chunk %d refused: %s", self.device_id, msg.index, exc)
+                return []
+            if t.complete or now - t.last_status >= PULL_STATUS_INTERVAL_S:
+                t.last_status = now
+                return [self._unsolicited(REPLY, t.status())]
+            return []
+
+    def _dispatch(self, p: m.Packet, now: float) -> list[Outgoing]:
+        msg, seq = p.msg, p.seq
+
+        def reply(r: m.Message) -> list[Outgoing]:
+            return [(REPLY, m.encode(r, seq))]
+
+        def ack() -> list[Outgoing]:
+            return reply(m.Ack(int(msg.TYPE)))
+
+        match msg:
+            case m.GetInfo():
+                return reply(self.hello(now))
+            case m.StreamStart(lease_s=lease):
+                lease = STREAM_LEASE_MAX_S if lease == 0 else min(lease, STREAM_LEASE_MAX_S)
+                self._stream_until = now + lease
+                return ack()
+            case m.StreamStop():
+                self._stream_until = 0.0
+                self._pending_stream = self._pending_stream[:0]
+                return ack()
+            case m.XferBegin():
+                return reply(self._xfer_begin(msg, now))
+            case m.XferChunk():
+                t = self._transfer
+                if t is None or t.transfer_id != msg.transfer_id:
+                    raise _Refused(ErrorCode.NO_TRANSFER, f"no transfer with id {msg.transfer_id}")
+                self._store_chunk(t, msg, now)
+                return ack()
+            case m.XferQuery(transfer_id=tid):
+                return reply(self._transfer_by_id(tid).status())
+            case m.XferAbort(transfer_id=tid):
+                self._transfer_by_id(tid)
+                self._transfer = None
+                return ack()
+            case m.XferCommit():
+                return self._commit(msg, seq, now)
+            case m.Activate():
+                return self._activate(msg, seq, now)
+            case m.Confirm():
+                if not self._trial:
+                    raise _Refused(ErrorCode.NOT_TRIAL)
+                self._trial = False
+                return reply(self.hello(now))
+            case m.Rollback():
+                self._rollback(now)
+                return reply(self.hello(now))
+            case m.Benchmark(count=count):
+                active = self.active_model
+                if active is None:
+                    raise _Refused(ErrorCode.NO_MODEL)
+                if count == 0:
+                    raise _Refused(ErrorCode.BAD_ARGUMENT, "benchmark count must be at least 1")
+                return reply(self._latency(active, 0, count))
+            case m.SetFault(mask=mask, severity=severity):
+                if mask & ~int(sum(FaultMask)) or not math.isfinite(severity) or not 0.0 <= severity <= 1.0:
+                    raise _Refused(ErrorCode.BAD_ARGUMENT, "fault mask has unknown bits or severity not in 0..1")
+                self.machine.set_fault(mask, severity)
+                event = m.Event(int(EventCode.FAULT_CHANGED), f"fault mask {mask} severity {severity:.2f}")
+                return [*ack(), self._unsolicited(REPLY, event)]
+            case m.Reboot():
+                return self._reboot(seq, now)
+            case _:
+                raise _Refused(ErrorCode.UNKNOWN_TYPE, f"{msg.TYPE.name} is not a command")
+
+    # ------------------------------------------------------------------ transfers
+    def _transfer_by_id(self, tid: int) -> Transfer:
+        t = self._transfer
+        if t is None or t.transfer_id != tid:
+            raise _Refused(ErrorCode.NO_TRANSFER, f"no transfer with id {tid}")
+        return t
+
+    def _xfer_begin(self, b: m.XferBegin, now: float) -> m.XferStatus:
+        if b.chunk_size == 0 or b.chunk_size > self.profile.max_chunk or b.image_size == 0:
+            raise _Refused(ErrorCode.BAD_ARGUMENT,
+                           f"chunk size must be 1..{self.profile.max_chunk} and the image non-empty")
+        if b.image_size > self.profile.slot_size:
+            raise _Refused(ErrorCode.TOO_LARGE, f"image of {b.image_size} bytes exceeds the "
+                           f"{self.profile.slot_size}-byte model slot")
+        pull = bool(b.flags & XferFlags.PULL)
+        if pull and not b.source:
+            raise _Refused(ErrorCode.BAD_ARGUMENT, "a pull transfer needs a source topic")
+        if pull and any(c in b.source for c in "+#"):
+            raise _Refused(ErrorCode.BAD_ARGUMENT, "source must be a plain topic prefix")
+        t = self._transfer
+        if t is not None and t.sha256 == b.sha256 and t.image_size == b.image_size \
+                and t.chunk_size == b.chunk_size:
+            t.transfer_id = b.transfer_id  # resume: keep every chunk already held
+            t.pull_source = b.source if pull else None
+            t.last_activity = now
+            self._count("resumed")
+            return t.status()
+        if t is not None and now - t.last_activity < XFER_STALE_S:
+            raise _Refused(ErrorCode.BUSY, f"transfer {t.transfer_id} in progress "
+                           f"({int(t.have.sum())}/{t.n_chunks} chunks)")
+        # A/B flash: the new image overwrites the inactive slot, so the rollback target is gone
+        self._slots[1 - self._active] = None
+        n_chunks = -(-b.image_size // b.chunk_size)
+        self._transfer = Transfer(b.transfer_id, b.image_size, b.chunk_size, bytes(b.sha256), b.model_name,
+                                  b.model_version, b.source if pull else None, now, now,
+                                  bytearray(b.image_size), np.zeros(n_chunks, bool))
+        return self._transfer.status()
+
+    def _store_chunk(self, t: Transfer, c: m.XferChunk, now: float) -> None:
+        if crc32(c.data) != c.crc32:
+            raise _Refused(ErrorCode.CHUNK_CRC, f"chunk {c.index} fails its CRC")
+        if c.index >= t.n_chunks or len(c.data) != t.chunk_len(c.index):
+            raise _Refused(ErrorCode.CHUNK_RANGE, f"chunk {c.index} of {len(c.data)} bytes does not fit "
+                           f"a {t.n_chunks}-chunk image")
+        start = c.index * t.chunk_size
+        t.buf[start:start + len(c.data)] = c.data
+        t.have[c.index] = True
+        t.last_activity = now
+
+    def _commit(self, c: m.XferCommit, seq: int, now: float) -> list[Outgoing]:
+        t = self._transfer_by_id(c.transfer_id)
+        if c.mode not in tuple(CommitMode):
+            raise _Refused(ErrorCode.BAD_ARGUMENT, f"commit mode {c.mode} unknown")
+        if not t.complete:
+            raise _Refused(ErrorCode.INCOMPLETE, f"{int(t.have.sum())} of {t.n_chunks} chunks held")
+        raw = bytes(t.buf)
+        self._transfer = None  # whatever happens next, this transfer is over
+        started = time.perf_counter()
+        if hashlib.sha256(raw).digest() != t.sha256:
+            raise _Refused(ErrorCode.HASH_MISMATCH)
+        model = self._verify(raw)
+        # the device's view: XFER_BEGIN received -> image verified (hash, load, self-test)
+        deploy_us = int((max(0.0, now - t.started) + time.perf_counter() - started) * 1e6)
+        inactive = 1 - self._active
+        self._slots[inactive] = Slot(model, "stored")
+        out: list[Outgoing] = []
+        trial = c.mode == CommitMode.TRIAL
+        if c.mode != CommitMode.STORE:
+            out += self._switch(model, trial, c.trial_timeout_s, now)
+        latency = self._latency(model, deploy_us, c.bench_count, trial=trial)
+        return [(REPLY, m.encode(latency, seq)), *out]
+
+    def _activate(self, a: m.Activate, seq: int, now: float) -> list[Outgoing]:
+        if self._transfer is not None and now - self._transfer.last_activity < XFER_STALE_S:
+            raise _Refused(ErrorCode.BUSY, "a transfer is writing the inactive slot")
+        slot = self._slots[1 - self._active]
+        if slot is None:
+            raise _Refused(ErrorCode.NO_MODEL, "the inactive slot holds no model")
+        model = self._verify(slot.model.raw)  # re-verify: a slot is not trusted blindly
+        self._slots[1 - self._active] = Slot(model, slot.role)
+        out = self._switch(model, bool(a.trial), a.trial_timeout_s, now)
+        return [(REPLY, m.encode(self._latency(model, 0, a.bench_count, trial=bool(a.trial)), seq)), *out]
+
+    def _switch(self, model: LoadedModel, trial: bool, timeout_s: int, now: float) -> list[Outgoing]:
+        """Atomically make the inactive slot active; the old active becomes the rollback target."""
+        old = self._slots[self._active]
+        self._active = 1 - self._active
+        self._slots[self._active] = Slot(model, "active")
+        if old is not None:
+            self._slots[1 - self._active] = Slot(old.model, "previous")
+        self._trial = trial
+        self._trial_deadline = now + (timeout_s or DEFAULT_TRIAL_TIMEOUT_S)
+        log.info("%s: activated %s v%d%s", self.device_id, model.image.name, model.image.version,
+                 " on trial" if trial else "")
+        text = f"{model.image.name} v{model.image.version}{' on trial' if trial else ''}"
+        return [self._unsolicited(REPLY, m.Event(int(EventCode.MODEL_ACTIVATED), text))]
+
+    def _rollback(self, now: float) -> None:
+        inactive = self._slots[1 - self._active]
+        if inactive is None or inactive.role != "previous":
+            raise _Refused(ErrorCode.NO_PREVIOUS)
+        self._switch(inactive.model, False, 0, now)
+
+    def _revert_trial(self, reason: str) -> list[Outgoing]:
+        inactive = self._slots[1 - self._active]
+        failed = self._slots[self._active]
+        self._trial = False
+        if inactive is None or failed is None:
+            return []
+        self._active = 1 - self._active
+        self._slots[self._active] = Slot(inactive.model, "active")
+        self._slots[1 - self._active] = Slot(failed.model, "reverted")
+        text = f"trial of v{failed.model.image.version} reverted to v{inactive.model.image.version}: {reason}"
+        log.info("%s: %s", self.device_id, text)
+        return [self._unsolicited(REPLY, m.Event(int(EventCode.TRIAL_REVERTED), text))]
+
+    def _reboot(self, seq: int, now: float) -> list[Outgoing]:
+        out: list[Outgoing] = [(REPLY, m.encode(self.hello(now), seq))]
+        if self._trial:
+            out += self._revert_trial("rebooted before CONFIRM")
+        # a partially received transfer survives in flash; the RAM-side stream and windows do not
+        self._boot(now)
+        out.append(self._unsolicited(REPLY, m.Event(int(EventCode.BOOTED), f"{self.firmware} booted")))
+        return out
+
+    # ------------------------------------------------------------------ verification and latency
+    def _verify(self, raw: bytes) -> LoadedModel:
+        """Parse, check ops and arena, load, self-test; a _Refused with the exact code otherwise."""
+        try:
+            image = ModelImage.from_bytes(raw)
+        except ModelError as exc:
+            raise _Refused(ErrorCode.BAD_IMAGE, str(exc)) from exc
+        if image.selftest_input is None:
+            raise _Refused(ErrorCode.BAD_IMAGE, "image has no SELFTEST section: a model must prove itself")
+        if image.n_features != DEFAULT_SPEC.n_features:
+            raise _Refused(ErrorCode.BAD_IMAGE, f"model takes {image.n_features} features, device computes "
+                           f"{DEFAULT_SPEC.n_features}")
+        try:
+            ops = tflm.model_ops(image.tflite)
+        except tflm.LoadError as exc:
+            raise _Refused(ErrorCode(exc.code), str(exc)) from exc
+        missing = [op for op in ops if op not in self.profile.ops]
+        if missing:
+            raise _Refused(ErrorCode.UNSUPPORTED_OP, f"{self.profile.key} cannot run {', '.join(missing)}")
+        budget = self.profile.arena_budget
+        try:
+            ok_budget, ok_big = _probe(image.tflite, budget)
+        except tflm.LoadError as exc:
+            raise _Refused(ErrorCode.LOAD_FAILED, str(exc)) from exc
+        if not ok_budget:
+            if ok_big:
+                raise _Refused(ErrorCode.ARENA_TOO_SMALL, f"model does not load in the {budget}-byte arena")
+            raise _Refused(ErrorCode.LOAD_FAILED, "interpreter refused the model")
+        try:
+            scorer = tflm.Scorer(image, budget)
+        except tflm.LoadError as exc:
+            raise _Refused(ErrorCode(exc.code), str(exc)) from exc
+        passed, value = scorer.self_test()
+        if not passed:
+            raise _Refused(ErrorCode.SELFTEST_FAILED, f"self-test score {value:.6g}, expected "
+                           f"{image.selftest_score:.6g} +- {image.selftest_tolerance:.2g}")
+        return LoadedModel(raw, image, hashlib.sha256(raw).digest(), scorer, int(scorer.load_s * 1e6))
+
+    def _latency(self, model: LoadedModel, deploy_us: int, count: int, trial: bool = False) -> m.Latency:
+        count = min(count, MAX_BENCH_COUNT)
+        times: list[int] = []
+        features = model.image.selftest_input
+        for _ in range(count):
+            _, seconds = model.scorer.timed_score(features)
+            times.append(max(1, int(seconds * 1e6)))
+        times.sort()
+        flags = LatencyFlags.TRIAL if trial else LatencyFlags(0)
+        if not times:
+            return m.Latency(model.image.version, int(flags), deploy_us, model.load_us, 0, 0, 0, 0, 0)
+        return m.Latency(model.image.version, int(flags), deploy_us, model.load_us, len(times), times[0],
+                         _percentile(times, 50), _percentile(times, 95), times[-1])
+
+    # ------------------------------------------------------------------ time passing
+    def tick(self, now: float | None = None) -> list[Outgoing]:
+        """Advance the simulation to `now`: signal, telemetry, stream windows, heartbeat, trial timeout."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            out: list[Outgoing] = []
+            if self._trial and now >= self._trial_deadline:
+                out += self._revert_trial("not confirmed in time")
+            self._advance_signal(now, out)
+            if now >= self._next_telemetry:
+                self._next_telemetry = max(self._next_telemetry + TELEMETRY_PERIOD_S, now)
+                out.append(self._unsolicited(TELEMETRY, self._telemetry(now)))
+            out += self._status_if_changed(now)
+            return out
+
+    def _advance_signal(self, now: float, out: list[Outgoing]) -> None:
+        due = int((now - self._booted_at) * self.sample_rate + 1e-6)  # samples the sensor has taken
+        self._generated = max(self._generated, due - int(MAX_CATCHUP_S * self.sample_rate))
+        n = due - self._generated
+        if n <= 0:
+            return
+        self._generated = due
+        block = self.machine.generate(n)
+        w = len(self._window)
+        self._window = np.concatenate([self._window, block])[-w:] if n < w else block[-w:]
+        # samples taken before the lease ended stream, even when the tick comes a little later
+        leased = min(n, max(0, int((self._stream_until - self._booted_at) * self.sample_rate + 1e-6) - (due - n)))
+        if leased:
+            self._pending_stream = np.concatenate([self._pending_stream, block[:leased]])
+            while len(self._pending_stream) >= STREAM_WINDOW:
+                chunk, self._pending_stream = (self._pending_stream[:STREAM_WINDOW],
+                                               self._pending_stream[STREAM_WINDOW:])
+                samples = np.clip(np.round(chunk / STREAM_SCALE_G), -32768, 32767).astype(np.int16)
+                self._stream_seq = (self._stream_seq + 1) & 0xFFFFFFFF
+                out.append(self._unsolicited(STREAM, m.Stream(self._stream_seq, self.sample_rate,
+                                                              STREAM_SCALE_G, samples)))
+        else:
+            self._pending_stream = self._pending_stream[:0]
+
+    def _telemetry(self, now: float) -> m.Telemetry:
+        features = extract(self._window)
+        model = self.active_model
+        flags = TelemetryFlags(0)
+        score = threshold = 0.0
+        if model is None:
+            flags |= TelemetryFlags.NO_MODEL
+        else:
+            score = model.scorer.score(features)
+            threshold = model.image.threshold
+            if score > threshold:
+                flags |= TelemetryFlags.ALARM
+        if self._trial:
+            flags |= TelemetryFlags.TRIAL
+        self.last_score = score
+        self._window_seq = (self._window_seq + 1) & 0xFFFFFFFF
+        return m.Telemetry(int((now - self._booted_at) * 1000) & 0xFFFFFFFF, self._window_seq,
+                           model.image.version if model else 0, score, threshold, int(flags),
+                           estimate_shaft_hz(self._window, self.sample_rate), tuple(float(v) for v in features))
+
+    def _status_if_changed(self, now: float) -> list[Outgoing]:
+        key = self._hello_key(now)
+        if key != self._last_hello_key or now >= self._next_hello:
+            self._last_hello_key = key
+            self._next_hello = now + HELLO_INTERVAL_S
+            return [self._unsolicited(STATUS, self.hello(now))]
+        return []
