@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 # 8N1: start bit, 8 data bits, stop bit.
 BITS_PER_BYTE = 10
+# Time a UART's receive FIFO/DMA keeps the line busy while the device processes what it read.
+UART_FIFO_S = 0.0005
 # The reader wakes this often to notice `stop()`.
 POLL_S = 0.2
 # Bytes read per pacing step at a line rate: small enough that pacing is smooth.
@@ -38,13 +40,20 @@ WRITE_STALL_S = 0.2
 
 
 class LinePacer:
-    """Holds a stream to `baud` bits per second at 10 bits per byte: one direction of a UART."""
+    """Holds a stream to `baud` bits per second at 10 bits per byte: one direction of a UART.
+
+    The line stays busy from one burst to the next when the caller is late only because our own
+    `time.sleep` overshot (plus the device's processing time while its UART FIFO keeps receiving);
+    real idle time (nothing to send) is lost as on a real line. Without that, every sleep overshoot
+    would count as line time and a fast link would look slower than its wire rate.
+    """
 
     def __init__(self, baud: int | None) -> None:
         if baud is not None and baud <= 0:
             raise ValueError("baud must be positive")
         self.baud = baud
         self._free_at = 0.0
+        self._late_allowance = 0.0
         self._lock = threading.Lock()
 
     def wait(self, nbytes: int) -> None:
@@ -53,10 +62,14 @@ class LinePacer:
             return
         with self._lock:
             now = time.monotonic()
-            self._free_at = max(self._free_at, now) + nbytes * BITS_PER_BYTE / self.baud
-            delay = self._free_at - now
+            busy = now - self._free_at <= self._late_allowance
+            self._free_at = (self._free_at if busy else now) + nbytes * BITS_PER_BYTE / self.baud
+            target = self._free_at
+            delay = target - now
         if delay > 0:
             time.sleep(delay)
+            with self._lock:
+                self._late_allowance = max(0.0, time.monotonic() - target) + UART_FIFO_S
 
 
 class SerialDevice:

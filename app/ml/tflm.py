@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -62,21 +63,27 @@ def model_ops(tflite: bytes) -> list[str]:
         raise LoadError(f"not a valid TFLite flatbuffer: {exc}", code=ErrorCode.BAD_IMAGE) from exc
 
 
+# dup2 on fds 1/2 affects the whole process: two threads interleaving it (devices loading models at
+# once) would leave stdout and stderr pointing at /dev/null for good. One redirection at a time.
+_NATIVE_OUTPUT_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _quiet_native_output():
     """TFLM prints allocation failures on the C stdout/stderr; keep them out of the operator's terminal."""
-    saved = []
-    try:
-        for fd in (1, 2):
-            saved.append((fd, os.dup(fd)))
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, fd)
-            os.close(devnull)
-        yield
-    finally:
-        for fd, copy in saved:
-            os.dup2(copy, fd)
-            os.close(copy)
+    with _NATIVE_OUTPUT_LOCK:
+        saved = []
+        try:
+            for fd in (1, 2):
+                saved.append((fd, os.dup(fd)))
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, fd)
+                os.close(devnull)
+            yield
+        finally:
+            for fd, copy in saved:
+                os.dup2(copy, fd)
+                os.close(copy)
 
 
 def load_interpreter(tflite: bytes, arena_size: int):
@@ -92,6 +99,11 @@ def load_interpreter(tflite: bytes, arena_size: int):
 
 
 def _probe_child(tflite: bytes, arena_sizes: list[int], conn) -> None:
+    import faulthandler
+
+    faulthandler.disable()  # a crash here is an expected answer, not a traceback for the terminal
+    global _NATIVE_OUTPUT_LOCK
+    _NATIVE_OUTPUT_LOCK = threading.Lock()  # another parent thread may have held it at fork time
     for size in arena_sizes:
         try:
             interp = load_interpreter(tflite, size)
@@ -238,11 +250,15 @@ SELFTEST_REL_TOLERANCE = 1e-3
 
 
 def build_image(name: str, version: int, tflite: bytes, mean: np.ndarray, std: np.ndarray,
-                threshold: float, selftest_features: np.ndarray) -> ModelImage:
-    """A complete model image whose self-test expectation was computed by the real TFLM."""
+                threshold: float, selftest_features: np.ndarray, arena: int | None = None) -> ModelImage:
+    """A complete model image whose self-test expectation was computed by the real TFLM.
+
+    `arena`: a size already proven by `min_arena_size`/`probe_load` for this flatbuffer (saves
+    the search); by default it is searched here."""
     image = ModelImage(name, version, float(threshold), np.asarray(mean, np.float32),
                        np.asarray(std, np.float32), bytes(tflite))
-    arena = min_arena_size(image.tflite)  # proves it loads (in a child) before the in-process load
+    if arena is None:
+        arena = min_arena_size(image.tflite)  # proves it loads (in a child) before the in-process load
     expected = Scorer(image, arena).score(selftest_features)
     image.selftest_input = np.asarray(selftest_features, np.float32)
     image.selftest_score = expected

@@ -1,0 +1,257 @@
+"""`tinymlops model train|list|show|check|import|export|mlperf`: the model pipeline and registry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+# Redraw a terminal progress bar at most this often (an epoch can take milliseconds).
+PROGRESS_REDRAW_S = 0.1
+BAR_WIDTH = 30
+
+
+class ProgressPrinter:
+    """progress(stage, fraction, message) -> a bar on a terminal (stderr), plain lines otherwise."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._last = 0.0
+        self._stage = None
+
+    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
+        now = time.monotonic()
+        fraction = min(max(fraction, 0.0), 1.0)
+        if self.tty:
+            if now - self._last < PROGRESS_REDRAW_S and fraction < 1.0 and stage == self._stage:
+                return
+            filled = int(BAR_WIDTH * fraction)
+            self.stream.write(f"\r{stage:<9} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] "
+                              f"{fraction:4.0%} {message[:60]:<60}")
+            if fraction >= 1.0:
+                self.stream.write("\n")
+        elif stage != self._stage or fraction >= 1.0 or now - self._last > 5.0:
+            self.stream.write(f"{stage}: {fraction:.0%} {message}\n")
+        self.stream.flush()
+        self._last, self._stage = now, stage
+
+    def done(self) -> None:
+        if self.tty and self._stage is not None:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def register(sub) -> None:
+    model = sub.add_parser("model", help="train, import, check and export model versions",
+                           description="Model registry: NAME@VERSION or NAME@latest names a version.")
+    msub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+
+    p = msub.add_parser("train", help="train a new version from normal datasets")
+    p.add_argument("--data", action="append", required=True, metavar="DATASET", help="normal dataset id (repeat)")
+    p.add_argument("--fault-data", action="append", default=[], metavar="DATASET",
+                   help="fault dataset id, for ROC AUC / precision / recall in the model card (repeat)")
+    p.add_argument("--name", required=True, help="model family, e.g. pump-3")
+    p.add_argument("--epochs", type=int, help="maximum epochs (early stopping usually ends sooner)")
+    p.add_argument("--hidden", help="hidden layer sizes, comma separated (default 32,16)")
+    p.add_argument("--latent", type=int, help="bottleneck size (default 8)")
+    p.add_argument("--percentile", type=float, help="threshold percentile of held-out normal scores (99.5)")
+    p.add_argument("--margin", type=float, help="threshold = percentile score x margin (1.5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--parent", help="parent version (default: the family's latest)")
+    p.add_argument("--notes", default="")
+    p.set_defaults(func=cmd_train)
+
+    p = msub.add_parser("list", help="model versions")
+    p.add_argument("--family")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = msub.add_parser("show", help="one version's model card")
+    p.add_argument("ref", help="NAME@VERSION or NAME@latest")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+    p = msub.add_parser("check", help="fit table: image vs slot, arena vs RAM, ops, per profile")
+    p.add_argument("ref", help="NAME@VERSION or NAME@latest")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--recompute", action="store_true", help="re-measure ops and arena with TFLM now")
+    p.add_argument("--require", metavar="PROFILE", help="exit with an error unless it fits this profile")
+    p.set_defaults(func=cmd_check)
+
+    p = msub.add_parser("import", help="import .tmlm, .tflite (int8), .keras, .h5 or a SavedModel dir")
+    p.add_argument("file", type=Path)
+    p.add_argument("--name", required=True)
+    p.add_argument("--data", action="append", default=[], metavar="DATASET",
+                   help="normal dataset for normalisation, int8 calibration and threshold")
+    p.add_argument("--external", action="store_true",
+                   help="store a model of another input shape as check-only (never deployed)")
+    p.add_argument("--notes", default="")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_import)
+
+    p = msub.add_parser("export", help="export a package (.tflite + .tmlm + manifest) or a C header")
+    p.add_argument("ref", help="NAME@VERSION or NAME@latest")
+    p.add_argument("--out", type=Path, default=Path("."), help="directory (default .)")
+    p.add_argument("--header", action="store_true", help="also write a C header with the model bytes")
+    p.add_argument("--header-content", choices=("image", "tflite"), default="image",
+                   help="what the header holds: the TMLM image (default) or the bare flatbuffer")
+    p.add_argument("--symbol", default="model", help="C array name (default model)")
+    p.set_defaults(func=cmd_export)
+
+    p = msub.add_parser("mlperf", help="build the MLPerf Tiny AD reference and store it (check-only)")
+    p.add_argument("--name", default="mlperf-ad")
+    p.set_defaults(func=cmd_mlperf)
+
+
+def _registry():
+    from app.ml.registry import Registry
+
+    return Registry()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import threading
+
+    from app.ml import training, workflows
+
+    overrides = {}
+    if args.epochs:
+        overrides["epochs"] = args.epochs
+    if args.hidden:
+        try:
+            overrides["hidden"] = tuple(int(v) for v in args.hidden.split(",") if v.strip())
+        except ValueError:
+            from app.domain.errors import DataError
+
+            raise DataError(f"--hidden must be comma-separated integers, not {args.hidden!r}") from None
+    if args.latent:
+        overrides["latent"] = args.latent
+    if args.percentile:
+        overrides["threshold_percentile"] = args.percentile
+    if args.margin:
+        overrides["threshold_margin"] = args.margin
+    config = training.TrainConfig(seed=args.seed, **overrides)
+    progress = ProgressPrinter()
+    mv = workflows.train_and_register(args.data, args.fault_data, args.name, config=config, parent=args.parent,
+                                      notes=args.notes, progress=progress, cancel=threading.Event())
+    progress.done()
+    m = mv.metrics
+    fits = [k for k, f in mv.fit.items() if f["fits"]]
+    print(f"threshold {mv.threshold:.4f}, image {mv.image_size} B, arena {mv.arena} B, fits: {', '.join(fits)}"
+          + (f", AUC {m['auc']:.3f}, precision {m['precision']:.2f}, recall {m['recall']:.2f}" if "auc" in m else ""),
+          file=sys.stderr)
+    print(mv.ref)
+    return 0
+
+
+def _fmt_time(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _registry() as reg:
+        versions = reg.list(args.family)
+    if args.json:
+        print(json.dumps([v.summary() for v in versions], indent=2))
+        return 0
+    if not versions:
+        print("no models yet: `tinymlops model train --data DATASET --name NAME`")
+        return 0
+    print(f"{'model':<24} {'kind':<8} {'created':<16} {'image':>8} {'arena':>7} {'threshold':>9} {'AUC':>5}  fits")
+    for v in versions:
+        fits = ",".join(k for k, f in v.fit.items() if f["fits"]) or "none"
+        auc = f"{v.metrics['auc']:.3f}" if "auc" in v.metrics else "-"
+        thr = f"{v.threshold:.4f}" if v.threshold is not None else "-"
+        print(f"{v.ref:<24} {v.kind:<8} {_fmt_time(v.created):<16} {v.image_size:>8} {v.arena:>7} {thr:>9} "
+              f"{auc:>5}  {fits}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from app.ml.validation import format_table
+
+    with _registry() as reg:
+        mv = reg.resolve(args.ref)
+    if args.json:
+        print(json.dumps({**mv.summary(), "card": mv.card}, indent=2, default=float))
+        return 0
+    card = mv.card
+    print(f"{mv.ref} ({mv.kind}{', deployable' if mv.deployable else ', check-only'})")
+    print(f"  created   {_fmt_time(mv.created)}   parent {mv.parent or '-'}   datasets {mv.dataset or '-'}")
+    print(f"  sha256    {mv.sha256}")
+    print(f"  sizes     image {mv.image_size} B, tflite {mv.tflite_size} B, arena {mv.arena} B, "
+          f"ops {', '.join(mv.ops)}")
+    if mv.threshold is not None:
+        print(f"  threshold {mv.threshold:.5f}")
+    if mv.metrics:
+        print("  metrics   " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                         for k, v in mv.metrics.items()))
+    conv = card.get("conversion", {})
+    if conv.get("seconds"):
+        sizes = ", ".join(f"{k} {v} B" for k, v in conv.get("sizes", {}).items())
+        print("  convert   " + ", ".join(f"{k} {v:.2f} s" for k, v in conv["seconds"].items())
+              + (f"; sizes {sizes}" if sizes else ""))
+    if conv.get("int8_vs_float"):
+        print("  int8/float " + ", ".join(f"{k} {v:.4f}" for k, v in conv["int8_vs_float"].items()))
+    if mv.notes:
+        print(f"  notes     {mv.notes}")
+    print(format_table(mv.fit))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from app.ml import validation
+
+    with _registry() as reg:
+        mv = reg.resolve(args.ref)
+        fit, ops, arena = mv.fit, mv.ops, mv.arena
+        if args.recompute:
+            checked = validation.validate(reg.tflite_bytes(mv), mv.image_size)
+            fit, ops, arena = checked.fit_dict(), checked.ops, checked.arena
+    if args.json:
+        print(json.dumps({"model": mv.ref, "kind": mv.kind, "deployable": mv.deployable, "ops": ops,
+                          "arena": arena, "image_size": mv.image_size, "fit": fit}, indent=2))
+    else:
+        print(f"{mv.ref}: ops {', '.join(ops)}; minimum arena {arena} B (TFLM); image {mv.image_size} B"
+              + ("" if mv.deployable else "; external model: check-only, not deployable"))
+        print(validation.format_table(fit))
+    if args.require:
+        validation.require_fit(args.require, mv.image_size, arena, ops, label=mv.ref)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from app.ml import workflows
+
+    mv = workflows.import_and_register(args.file, args.name, data=args.data, external=args.external,
+                                       notes=args.notes)
+    if args.json:
+        print(json.dumps(mv.summary(), indent=2))
+    print(mv.ref)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from app.ml import export
+
+    with _registry() as reg:
+        mv = reg.resolve(args.ref)
+        written = export.export_package(reg, mv, args.out)
+        if args.header:
+            written.append(export.export_header(reg, mv, args.out, content=args.header_content,
+                                                symbol=args.symbol))
+    for path in written:
+        print(path)
+    return 0
+
+
+def cmd_mlperf(args: argparse.Namespace) -> int:
+    from app.ml import mlperf
+
+    with _registry() as reg:
+        mv = mlperf.register_reference(reg, args.name)
+    print(mv.ref)
+    return 0

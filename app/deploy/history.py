@@ -1,0 +1,121 @@
+"""Deployment history: one row per device per deployment, in the registry's SQLite file.
+
+The paper's three figures (deployment, loading, inference latency) are first-class data: every
+deployment, successful or not, is recorded with what was sent, over which link, and what the
+device reported, so runs can be compared and exported (CSV, JSON) for a report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+import threading
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from app.domain import paths
+
+# Other engineers' writers (the registry) share the file; wait this long for their lock.
+DB_TIMEOUT_S = 10.0
+
+
+@dataclass
+class DeploymentRecord:
+    """One device's deployment: identity, link, sizes, the three latencies and the outcome."""
+
+    started: float = 0.0  # time.time() when the deployment began
+    device: str = ""
+    model_name: str = ""
+    model_version: int = 0
+    model_sha: str = ""  # full SHA-256 hex of the image
+    transport: str = ""  # "serial", "mqtt-push", "mqtt-pull"
+    baud: int | None = None
+    broker: str | None = None
+    port: str | None = None
+    image_size: int = 0
+    wire_bytes: int = 0
+    host_deploy_s: float | None = None  # first byte sent -> COMMIT reply (host clock)
+    device_deploy_us: int | None = None  # XFER_BEGIN received -> image verified (device clock)
+    load_us: int | None = None
+    bench_n: int | None = None
+    inference_min_us: int | None = None
+    inference_median_us: int | None = None
+    inference_p95_us: int | None = None
+    inference_max_us: int | None = None
+    emulated: bool = False
+    trial: bool = False
+    outcome: str = ""  # "ok", "failed", "refused", "cancelled", "rolled-back", "confirmed"
+    error_code: int | None = None
+    error_message: str | None = None
+    id: int | None = None
+
+
+_COLUMNS = [f for f in fields(DeploymentRecord) if f.name != "id"]
+_SQL_TYPE = {"float": "REAL", "int": "INTEGER", "str": "TEXT", "bool": "INTEGER",
+             "int | None": "INTEGER", "float | None": "REAL", "str | None": "TEXT"}
+
+
+def _schema() -> str:
+    cols = ",\n  ".join(f"{f.name} {_SQL_TYPE[str(f.type)]}" for f in _COLUMNS)
+    return f"CREATE TABLE IF NOT EXISTS deployments (\n  id INTEGER PRIMARY KEY AUTOINCREMENT,\n  {cols}\n)"
+
+
+class DeploymentHistory:
+    """The `deployments` table; creates it when absent and touches no other table."""
+
+    def __init__(self, db_path: str | Path | None = None) -> None:
+        self.db_path = Path(db_path) if db_path is not None else paths.database_path()
+        self._lock = threading.Lock()
+        with self._connect() as db:
+            db.execute(_schema())
+            db.execute("CREATE INDEX IF NOT EXISTS deployments_device ON deployments(device, started)")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.db_path, timeout=DB_TIMEOUT_S)
+
+    def add(self, record: DeploymentRecord) -> int:
+        names = [f.name for f in _COLUMNS]
+        values = [getattr(record, n) for n in names]
+        with self._lock, self._connect() as db:
+            cur = db.execute(f"INSERT INTO deployments ({', '.join(names)}) VALUES "
+                             f"({', '.join('?' * len(names))})", values)
+            record.id = int(cur.lastrowid)
+        return record.id
+
+    def list(self, device: str | None = None, limit: int | None = None) -> list[DeploymentRecord]:
+        """Newest first."""
+        sql = "SELECT * FROM deployments"
+        args: list = []
+        if device:
+            sql += " WHERE device = ?"
+            args.append(device)
+        sql += " ORDER BY started DESC, id DESC"
+        if limit:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        with self._connect() as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute(sql, args).fetchall()
+        out = []
+        for row in rows:
+            data = dict(row)
+            data["emulated"] = bool(data["emulated"])
+            data["trial"] = bool(data["trial"])
+            out.append(DeploymentRecord(**data))
+        return out
+
+
+def to_json(records: list[DeploymentRecord]) -> str:
+    return json.dumps([asdict(r) for r in records], indent=2)
+
+
+def to_csv(records: list[DeploymentRecord]) -> str:
+    buf = io.StringIO()
+    names = ["id"] + [f.name for f in _COLUMNS]
+    writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+    writer.writeheader()
+    for r in records:
+        writer.writerow({k: ("" if v is None else v) for k, v in asdict(r).items()})
+    return buf.getvalue()

@@ -1,0 +1,116 @@
+"""Opening a channel to one device (serial port, pty, socket:// or via an MQTT broker).
+
+The deploy API works on DeviceChannels; this module is the one place that knows how to reach a
+device from what an operator types (`--via serial --port ...` or `--via mqtt --broker ...`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from app.domain.errors import LinkError, ProtocolError
+from app.protocol.messages import GetInfo, Hello
+
+log = logging.getLogger(__name__)
+
+# Where an operator's broker usually is when none is named (Mosquitto's default listener).
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+# Serial default: the rate every UART and the firmware start at (PROTOCOL.md 2.1).
+DEFAULT_BAUD = 115200
+# Connecting to a broker on the plant network, TLS included.
+CONNECT_TIMEOUT_S = 10.0
+# GET_INFO answers at once; a serial device may be mid-frame, so allow one resend.
+INFO_TIMEOUT_S = 3.0
+INFO_RETRIES = 2
+
+
+@dataclass
+class DeviceLink:
+    """A channel to one device, what it said about itself, and how to get a fresh channel."""
+
+    channel: object
+    hello: Hello
+    transport: str  # "serial" or "mqtt"
+    reconnect: Callable[[], object] | None = None
+    baud: int | None = None
+    port: str | None = None
+    broker: str | None = None
+
+
+def get_info(channel, device_id: str = "?", timeout: float = INFO_TIMEOUT_S) -> Hello:
+    try:
+        pkt = channel.request(GetInfo(), timeout=timeout, retries=INFO_RETRIES)
+    except LinkError as exc:
+        raise LinkError(f"device {device_id} did not answer GET_INFO: {exc}") from exc
+    if not isinstance(pkt.msg, Hello):
+        raise ProtocolError(f"device {device_id} answered {type(pkt.msg).__name__} to GET_INFO")
+    return pkt.msg
+
+
+def open_serial_channel(port: str, baud: int):
+    from app.services.channel import SerialChannel
+    from app.transport.serial_link import SerialLink
+
+    link = SerialLink(port, baud=baud)
+    link.open()
+    return SerialChannel(link)
+
+
+@contextlib.contextmanager
+def serial_device(port: str, baud: int = DEFAULT_BAUD, expect_id: str | None = None) -> Iterator[DeviceLink]:
+    """The device on a serial port; LinkError when it is someone else than `expect_id`."""
+    state = {"channel": open_serial_channel(port, baud)}
+
+    def reconnect():
+        with contextlib.suppress(Exception):
+            state["channel"].close()
+        state["channel"] = open_serial_channel(port, baud)
+        return state["channel"]
+
+    try:
+        hello = get_info(state["channel"], expect_id or port)
+        if expect_id and hello.device_id != expect_id:
+            raise LinkError(f"{port} is device {hello.device_id!r}, not {expect_id!r}")
+        yield DeviceLink(state["channel"], hello, "serial", reconnect, baud=baud, port=port)
+    finally:
+        with contextlib.suppress(Exception):
+            state["channel"].close()
+
+
+@contextlib.contextmanager
+def broker_connection(url: str | None) -> Iterator[object]:
+    from app.transport.mqtt_link import MqttConnection
+
+    conn = MqttConnection(url or DEFAULT_BROKER, client_id=f"tinymlops-deploy-{secrets.token_hex(4)}")
+    conn.connect(CONNECT_TIMEOUT_S)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def mqtt_channel(connection, site: str, device_id: str):
+    from app.services.channel import MqttChannel
+
+    return MqttChannel(connection, site, device_id)
+
+
+@contextlib.contextmanager
+def mqtt_device(connection, device_id: str, broker: str | None = None) -> Iterator[DeviceLink]:
+    """One device through the broker: its site from its retained HELLO, then a fresh GET_INFO."""
+    from app.deploy.rollout import find_devices
+
+    found = find_devices(connection, [device_id])
+    if device_id not in found:
+        raise LinkError(f"device {device_id} is not online on {broker or 'the broker'} (no status from it)")
+    channel = mqtt_channel(connection, found[device_id].site, device_id)
+    try:
+        hello = get_info(channel, device_id)
+        yield DeviceLink(channel, hello, "mqtt", None, broker=broker)
+    finally:
+        with contextlib.suppress(Exception):
+            channel.close()

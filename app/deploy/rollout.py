@@ -1,0 +1,399 @@
+"""Fleet rollout over MQTT in pull mode (firmware/PROTOCOL.md section 5.2).
+
+The operator publishes every chunk ONCE, retained, QoS 1, to a content-addressed topic
+`tinymlops/v1/<site>/models/<sha256>/<index>`; each device is told (XFER_BEGIN flag PULL) to fetch
+them from the broker, so the operator's uplink carries the model once however many devices take
+it, and a device that reconnects simply gets the retained chunks again. Devices are driven with a
+concurrency limit; a staged rollout runs a canary group first and stops unless enough of it
+succeeded. The retained chunks are cleared when the rollout ends, whatever its outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import secrets
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from app.deploy.transfer import COMMIT_TIMEOUT_S, DEFAULT_BENCH_COUNT, TransferStats, device_error, listen
+from app.domain.errors import Cancelled, DeviceError, LinkError, ProtocolError, TinyMLOpsError
+from app.protocol import topics
+from app.protocol.codes import MAX_CHUNK, CommitMode, ErrorCode, EventCode, XferFlags
+from app.protocol.image import sha256
+from app.protocol.messages import (
+    Event,
+    Hello,
+    Latency,
+    Message,
+    Packet,
+    XferAbort,
+    XferBegin,
+    XferChunk,
+    XferCommit,
+    XferQuery,
+    XferStatus,
+    encode,
+)
+
+log = logging.getLogger(__name__)
+
+# Devices fetching at once: each pull is mostly broker work; more than this mainly adds contention.
+DEFAULT_CONCURRENCY = 8
+# A command (GET_INFO, XFER_BEGIN, XFER_QUERY) to one device over the broker; a reply is one hop.
+COMMAND_TIMEOUT_S = 5.0
+# Resends of a command whose reply did not come (QoS 1 delivers, but the device may be busy).
+COMMAND_RETRIES = 2
+# A pulling device reports every PULL_STATUS_INTERVAL_S (0.5 s); this much silence -> XFER_QUERY.
+PULL_QUIET_S = 3.0
+# Queries in a row without progress before the device is declared stuck.
+PULL_STALL_QUERIES = 3
+# Retained device HELLOs arrive right after subscribing; this bounds the wait for missing ones.
+DISCOVERY_TIMEOUT_S = 5.0
+
+DeviceProgressFn = Callable[[str, int, int], None]
+
+
+def publish_size(topic: str, payload: bytes, qos: int = 1) -> int:
+    """Bytes of one MQTT 3.1.1 PUBLISH packet: what the operator's uplink actually carries."""
+    remaining = 2 + len(topic.encode()) + (2 if qos else 0) + len(payload)
+    varint = 1 if remaining < 128 else 2 if remaining < 16384 else 3 if remaining < 2097152 else 4
+    return 1 + varint + remaining
+
+
+@dataclass
+class PullResult:
+    device_id: str
+    stats: TransferStats | None = None
+    error: TinyMLOpsError | None = None
+    skipped: str = ""  # why the device was not attempted (canary failed, cancelled)
+
+    @property
+    def ok(self) -> bool:
+        return self.stats is not None and self.error is None and not self.skipped
+
+
+@dataclass
+class RolloutReport:
+    results: list[PullResult] = field(default_factory=list)
+    image_size: int = 0
+    chunk_size: int = 0
+    n_chunks: int = 0
+    published_bytes: int = 0  # every MQTT PUBLISH the operator sent: chunks, commands, clean-up
+    chunk_bytes: int = 0  # of which the model chunks (published once per site)
+    elapsed_s: float = 0.0
+    canary_rate: float | None = None
+
+    @property
+    def uplink_ratio(self) -> float:
+        """Published bytes / (N devices x image size): 1/N means "the model once"."""
+        n = sum(1 for r in self.results if not r.skipped) or 1
+        return self.published_bytes / (n * self.image_size) if self.image_size else 0.0
+
+
+def find_devices(connection, device_ids: list[str], timeout: float = DISCOVERY_TIMEOUT_S) -> dict[str, Hello]:
+    """Each online device's retained HELLO (its site, slot, max chunk), from the broker alone.
+
+    Devices whose retained status says OFFLINE (their last will) are left out at once; only devices
+    the broker knows nothing about cost the timeout."""
+    from app.protocol.messages import decode
+
+    found: dict[str, Hello] = {}
+    resolved: set[str] = set()
+    lock = threading.Lock()
+    done = threading.Event()
+    wanted = set(device_ids)
+
+    def on_status(topic: str, payload: bytes) -> None:
+        parsed = topics.parse_device_topic(topic)
+        if not parsed or parsed[1] not in wanted or not payload:
+            return
+        try:
+            msg = decode(payload).msg
+        except ProtocolError:
+            return
+        if not isinstance(msg, Hello):
+            return
+        with lock:
+            if msg.state != 0:
+                found[parsed[1]] = msg
+            else:
+                found.pop(parsed[1], None)
+            resolved.add(parsed[1])
+            if wanted <= resolved:
+                done.set()
+
+    filters = [f"{topics.ROOT}/+/{d}/{topics.STATUS}" for d in device_ids]
+    for f in filters:
+        connection.subscribe(f, on_status)
+    try:
+        done.wait(timeout)
+    finally:
+        for f in filters:
+            connection.unsubscribe(f, on_status)
+    with lock:
+        return dict(found)
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.total = 0
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.total += n
+
+
+class Rollout:
+    """One image to many devices through the broker; `run()` returns a RolloutReport.
+
+    `targets` maps device id -> its HELLO (site, max_chunk, free_slot), e.g. from find_devices.
+    `channel_factory(connection, site, device_id)` makes a DeviceChannel (MqttChannel by default).
+    """
+
+    def __init__(self, connection, image: bytes, targets: dict[str, Hello], *, model_name: str = "",
+                 model_version: int = 0, concurrency: int = DEFAULT_CONCURRENCY, canary: int = 0,
+                 canary_threshold: float = 1.0, mode: CommitMode = CommitMode.ACTIVATE,
+                 trial_timeout_s: int = 0, bench_count: int = DEFAULT_BENCH_COUNT,
+                 progress: DeviceProgressFn | None = None, cancel: threading.Event | None = None,
+                 channel_factory: Callable | None = None, command_timeout_s: float = COMMAND_TIMEOUT_S,
+                 pull_quiet_s: float = PULL_QUIET_S, commit_timeout_s: float = COMMIT_TIMEOUT_S) -> None:
+        if not targets:
+            raise ValueError("no devices to roll out to")
+        self.connection = connection
+        self.image = bytes(image)
+        self.sha = sha256(self.image)
+        self.targets = dict(targets)
+        self.model_name, self.model_version = model_name, model_version
+        self.concurrency = max(1, concurrency)
+        self.canary = max(0, min(canary, len(targets)))
+        self.canary_threshold = canary_threshold
+        self.mode, self.trial_timeout_s, self.bench_count = mode, trial_timeout_s, bench_count
+        self.progress = progress
+        self.cancel = cancel or threading.Event()
+        if channel_factory is None:
+            from app.services.channel import MqttChannel
+
+            channel_factory = MqttChannel
+        self.channel_factory = channel_factory
+        self.command_timeout_s = command_timeout_s
+        self.pull_quiet_s = pull_quiet_s
+        self.commit_timeout_s = commit_timeout_s
+        # every device must take the chunks as published: the smallest advertised maximum wins
+        self.chunk_size = min([MAX_CHUNK] + [h.max_chunk for h in targets.values() if h.max_chunk])
+        self.n_chunks = -(-len(self.image) // self.chunk_size)
+        self._published = _Counter()
+        self._chunk_bytes = _Counter()
+
+    def _publish(self, topic: str, payload: bytes, retain: bool) -> None:
+        self.connection.publish(topic, payload, qos=1, retain=retain)
+        self._published.add(publish_size(topic, payload))
+
+    def _prefix(self, site: str) -> str:
+        return topics.model_chunk_prefix(site, self.sha.hex())
+
+    def _publish_chunks(self, sites: set[str]) -> None:
+        for site in sorted(sites):
+            prefix = self._prefix(site)
+            for index in range(self.n_chunks):
+                if self.cancel.is_set():
+                    raise Cancelled("rollout cancelled while publishing the model")
+                data = self.image[index * self.chunk_size:(index + 1) * self.chunk_size]
+                payload = encode(XferChunk(0, index, zlib.crc32(data) & 0xFFFFFFFF, data))
+                topic = f"{prefix}/{index}"
+                self._publish(topic, payload, retain=True)
+                self._chunk_bytes.add(publish_size(topic, payload))
+        self.connection.wait_published()
+
+    def _clear_chunks(self, sites: set[str]) -> None:
+        """Empty retained payloads delete the retained chunks from the broker."""
+        for site in sorted(sites):
+            prefix = self._prefix(site)
+            for index in range(self.n_chunks):
+                try:
+                    self._publish(f"{prefix}/{index}", b"", retain=True)
+                except LinkError as exc:
+                    log.warning("could not clear retained chunks under %s: %s", prefix, exc)
+                    return
+        try:
+            self.connection.wait_published()
+        except LinkError as exc:
+            log.warning("clearing retained chunks not confirmed: %s", exc)
+
+    def run(self) -> RolloutReport:
+        started = time.perf_counter()
+        report = RolloutReport(image_size=len(self.image), chunk_size=self.chunk_size, n_chunks=self.n_chunks)
+        order = list(self.targets)
+        results: dict[str, PullResult] = {}
+        sites = {h.site for h in self.targets.values()}
+        try:
+            self._publish_chunks(sites)
+            groups = [order[:self.canary], order[self.canary:]] if self.canary else [order]
+            for gi, group in enumerate(groups):
+                for r in self._run_group(group):
+                    results[r.device_id] = r
+                if self.canary and gi == 0:
+                    ok = sum(results[d].ok for d in group)
+                    report.canary_rate = ok / len(group)
+                    if report.canary_rate < self.canary_threshold:
+                        why = (f"canary group succeeded on {ok}/{len(group)} devices "
+                               f"({report.canary_rate:.0%} < {self.canary_threshold:.0%}); rollout stopped")
+                        log.warning(why)
+                        for d in groups[1]:
+                            results[d] = PullResult(d, skipped=why)
+                        break
+        except Cancelled:
+            for d in order:
+                results.setdefault(d, PullResult(d, skipped="cancelled"))
+        finally:
+            self._clear_chunks(sites)
+        report.results = [results.get(d, PullResult(d, skipped="not attempted")) for d in order]
+        report.published_bytes = self._published.total
+        report.chunk_bytes = self._chunk_bytes.total
+        report.elapsed_s = time.perf_counter() - started
+        return report
+
+    def _run_group(self, group: list[str]) -> list[PullResult]:
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(group)) or 1,
+                                thread_name_prefix="rollout") as pool:
+            return list(pool.map(self._one, group))
+
+    def _one(self, device_id: str) -> PullResult:
+        if self.cancel.is_set():
+            return PullResult(device_id, skipped="cancelled")
+        hello = self.targets[device_id]
+        try:
+            channel = self.channel_factory(self.connection, hello.site, device_id)
+        except TinyMLOpsError as exc:
+            return PullResult(device_id, error=exc)
+        try:
+            stats = _PullTransfer(self, channel, device_id, hello.site).run()
+            return PullResult(device_id, stats=stats)
+        except Cancelled as exc:
+            return PullResult(device_id, error=exc, skipped="cancelled")
+        except TinyMLOpsError as exc:
+            log.warning("rollout to %s failed: %s", device_id, exc)
+            return PullResult(device_id, error=exc)
+        finally:
+            try:
+                channel.close()
+            except Exception:
+                log.debug("closing channel failed", exc_info=True)
+
+
+class _PullTransfer:
+    """One device fetching the published chunks: XFER_BEGIN(PULL) -> status reports -> COMMIT."""
+
+    def __init__(self, rollout: Rollout, channel, device_id: str, site: str) -> None:
+        self.r = rollout
+        self.channel = channel
+        self.device_id = device_id
+        self.cmd_topic = topics.device_topic(site, device_id, topics.CMD)
+        self.source = rollout._prefix(site)
+        self.stats = TransferStats(transfer_id=secrets.randbits(32), image_size=len(rollout.image),
+                                   chunk_size=rollout.chunk_size, n_chunks=rollout.n_chunks)
+        self.inbox: queue.Queue[Packet] = queue.Queue()
+        self._unsubscribe = listen(channel, self.inbox.put)
+        self._started = 0.0
+        self._begun = False
+
+    def _request(self, msg: Message, timeout: float, retries: int) -> Message:
+        payload = encode(msg)
+        self.r._published.add(publish_size(self.cmd_topic, payload))
+        self.stats.wire_bytes += len(payload)
+        try:
+            return self.channel.request(msg, timeout=timeout, retries=retries).msg
+        except DeviceError as exc:
+            raise device_error(self.device_id, exc.code, str(exc)) from exc
+
+    def _progress(self, received: int) -> None:
+        if self.r.progress is not None:
+            self.r.progress(self.device_id, min(received * self.r.chunk_size, len(self.r.image)),
+                            len(self.r.image))
+
+    def _status(self, msg: Message) -> XferStatus:
+        try:
+            reply = self._request(msg, self.r.command_timeout_s, COMMAND_RETRIES)
+        except LinkError as exc:
+            raise LinkError(f"device {self.device_id} did not answer {msg.TYPE.name}: {exc}") from exc
+        if not isinstance(reply, XferStatus):
+            raise ProtocolError(f"device {self.device_id} answered {type(reply).__name__} to {msg.TYPE.name}")
+        return reply
+
+    def _begin(self) -> XferStatus:
+        return self._status(XferBegin(self.stats.transfer_id, len(self.r.image), self.r.chunk_size,
+                                      int(XferFlags.PULL), self.r.sha, self.r.model_name,
+                                      self.r.model_version, self.source))
+
+    def _wait_complete(self, status: XferStatus) -> None:
+        received = status.received
+        self._progress(received)
+        quiet_queries = 0
+        last = received
+        while received < self.r.n_chunks:
+            if self.r.cancel.is_set():
+                raise Cancelled(f"deployment to {self.device_id} cancelled")
+            try:
+                pkt = self.inbox.get(timeout=self.r.pull_quiet_s)
+            except queue.Empty:
+                pkt = None
+            if pkt is not None:
+                msg = pkt.msg
+                self.stats.wire_bytes_in += len(encode(msg, pkt.seq))
+                if isinstance(msg, XferStatus) and msg.transfer_id == self.stats.transfer_id:
+                    received = msg.received
+                    self._progress(received)
+                elif isinstance(msg, Event) and msg.code == EventCode.BOOTED:
+                    self.stats.events.append("device rebooted")
+                    self.stats.resyncs += 1
+                    received = self._begin().received  # same sha256: resumes
+                if received > last:
+                    last, quiet_queries = received, 0
+                continue
+            # quiet: ask, and re-announce when the device lost the transfer
+            try:
+                received = self._status(XferQuery(self.stats.transfer_id)).received
+            except DeviceError as exc:
+                if exc.code != ErrorCode.NO_TRANSFER:
+                    raise
+                self.stats.resyncs += 1
+                received = self._begin().received
+            if received > last:
+                last, quiet_queries = received, 0
+                self._progress(received)
+            else:
+                quiet_queries += 1
+                if quiet_queries >= PULL_STALL_QUERIES:
+                    raise LinkError(f"device {self.device_id} stopped fetching the model at chunk "
+                                    f"{received}/{self.r.n_chunks}")
+
+    def run(self) -> TransferStats:
+        self._started = time.perf_counter()
+        try:
+            status = self._begin()
+            self._begun = True
+            self.stats.resumed_chunks = status.received
+            self._wait_complete(status)
+            self.stats.transfer_s = time.perf_counter() - self._started
+            reply = self._request(XferCommit(self.stats.transfer_id, int(self.r.mode), self.r.trial_timeout_s,
+                                             self.r.bench_count), self.r.commit_timeout_s, 0)
+            if not isinstance(reply, Latency):
+                raise ProtocolError(f"device {self.device_id} answered {type(reply).__name__} to XFER_COMMIT")
+            self.stats.latency = reply
+            self.stats.host_deploy_s = time.perf_counter() - self._started
+            self.stats.wire_bytes += self.r.n_chunks * 18 + len(self.r.image)  # what the broker delivered
+            return self.stats
+        except (Cancelled, DeviceError, ProtocolError):
+            if self._begun:
+                try:
+                    self.channel.request(XferAbort(self.stats.transfer_id), timeout=1.0, retries=0)
+                except TinyMLOpsError as exc:
+                    log.info("XFER_ABORT to %s not confirmed: %s", self.device_id, exc)
+            raise
+        finally:
+            self._unsubscribe()

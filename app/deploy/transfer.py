@@ -1,0 +1,470 @@
+"""Push transfer of a model image over one DeviceChannel (firmware/PROTOCOL.md sections 5.1-5.3).
+
+XFER_BEGIN -> the device's bitmap -> only the missing chunks, with a window of chunks in flight
+(not stop-and-wait, so a serial line stays busy) -> XFER_QUERY to confirm -> XFER_COMMIT.
+A lost ACK, a CHUNK_CRC or a timeout retransmits one chunk; a link drop or a device reboot
+re-synchronises with XFER_BEGIN (same SHA-256: the device says what it already holds) and sends
+only the rest. Cancellation is cooperative (a threading.Event) and ends with a best-effort
+XFER_ABORT. The device alone decides what is activated; this module only moves bytes and reads
+the verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import secrets
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from app.domain.errors import Cancelled, DeviceError, LinkError, ProtocolError
+from app.protocol import framing
+from app.protocol.codes import ERROR_TEXT, MAX_CHUNK, CommitMode, ErrorCode, EventCode, MsgType
+from app.protocol.image import sha256
+from app.protocol.messages import (
+    Ack,
+    Error,
+    Event,
+    GetInfo,
+    Hello,
+    Latency,
+    Message,
+    Packet,
+    XferAbort,
+    XferBegin,
+    XferChunk,
+    XferCommit,
+    XferQuery,
+    XferStatus,
+    encode,
+)
+
+log = logging.getLogger(__name__)
+
+# Chunks in flight: at 921600 baud a 4 KB chunk is ~45 ms on the wire and the ACK comes back in
+# ~1 ms, so two would keep the line busy; 8 also hides MQTT broker round trips and thread
+# scheduling jitter, and stays far below what a device buffers (one chunk at a time, in order).
+WINDOW = 8
+# Chunks in flight over MQTT: a broker round trip measured ~85 ms on loopback (Mosquitto without
+# TCP_NODELAY: Nagle meets delayed ACK), so 8 x 2 KB per round trip would cap a push at ~190 KB/s;
+# 32 covers it, and the broker, not the device, queues what is in flight.
+MQTT_WINDOW = 32
+# Time a device may take to ACK a chunk beyond its own line time: flash write, plus a full MQTT
+# window queued at the broker on a slow plant link (32 x 4 KB at ~50 KB/s).
+ACK_TIMEOUT_S = 3.0
+# A chunk retransmitted this many times without an ACK means the link is gone: re-synchronise.
+CHUNK_RETRIES = 3
+# XFER_BEGIN/XFER_QUERY answer at once on every device; longer means the message or reply was lost.
+BEGIN_TIMEOUT_S = 3.0
+# Resends of XFER_BEGIN/XFER_QUERY before a re-synchronisation round counts as failed.
+BEGIN_RETRIES = 2
+# COMMIT verifies SHA-256, loads, self-tests and benchmarks: seconds on a slow MCU or an emulator.
+COMMIT_TIMEOUT_S = 60.0
+# COMMIT (or the GET_INFO that checks a lost COMMIT reply) is tried this often on a lossy link.
+COMMIT_ATTEMPTS = 3
+# Re-synchronisation rounds in a row that acknowledge no new chunk before the device is declared gone.
+STALL_ROUNDS = 4
+# Pause before re-synchronising after a link error, so a reconnecting transport gets a chance.
+RESYNC_BACKOFF_S = 0.5
+# XFER_ABORT on cancel is best effort: the operator is not kept waiting for a dead link.
+ABORT_TIMEOUT_S = 1.0
+# Inferences the device times in the COMMIT reply (min/median/p95/max need a sample).
+DEFAULT_BENCH_COUNT = 100
+
+ProgressFn = Callable[[int, int], None]
+
+
+class _Resync(Exception):
+    """The pump lost its footing (link drop, reboot, stall): ask the device what it holds."""
+
+
+@dataclass
+class TransferStats:
+    """What a transfer cost: host-measured latency and bytes on the wire (host -> device)."""
+
+    transfer_id: int = 0
+    image_size: int = 0
+    chunk_size: int = 0
+    n_chunks: int = 0
+    chunks_sent: int = 0
+    retransmits: int = 0
+    resyncs: int = 0
+    resumed_chunks: int = 0  # chunks the device already held when this transfer started
+    wire_bytes: int = 0  # every byte the host sent for this transfer, framing included on serial
+    wire_bytes_in: int = 0  # bytes of the device's replies
+    host_deploy_s: float = 0.0  # first byte sent -> COMMIT reply (image verified and active)
+    transfer_s: float = 0.0  # first byte sent -> every chunk acknowledged
+    latency: Latency | None = None
+    events: list[str] = field(default_factory=list)
+
+
+def listen(channel, callback: Callable[[Packet], None]) -> Callable[[], None]:
+    """Register a packet listener; returns what removes it (DeviceChannel.remove_packet_listener)."""
+    handle = channel.on_packet(callback)
+    if callable(handle):
+        return handle
+    remove = getattr(channel, "remove_packet_listener", None)
+    return (lambda: remove(callback)) if remove else (lambda: None)
+
+
+def error_text(code: int) -> str:
+    try:
+        return ERROR_TEXT[ErrorCode(code)]
+    except (ValueError, KeyError):
+        return f"error code {code}"
+
+
+def device_error(device_id: str, code: int, detail: str = "") -> DeviceError:
+    """A DeviceError whose message names the device, the code and its human text."""
+    try:
+        name = ErrorCode(code).name
+    except ValueError:
+        name = str(code)
+    if name in detail:  # the channel already said "<device> refused <command>: NAME (text): detail"
+        text = detail if device_id in detail else f"device {device_id}: {detail}"
+    else:
+        text = f"device {device_id}: {name} ({code}): {error_text(code)}"
+        if detail and detail not in text:
+            text += f" ({detail})"
+    return DeviceError(text, code=code)
+
+
+class PushTransfer:
+    """One image to one device over one channel; `run()` returns TransferStats or raises.
+
+    `reconnect`, when given, returns a fresh channel after a link error (serial port re-opened);
+    without it the same channel is retried (an MQTT connection reconnects by itself).
+    `line_bytes_per_s` (serial: baud / 10) stretches the ACK timeout by the window's line time.
+    """
+
+    def __init__(self, channel, image: bytes, *, device_id: str, model_name: str = "",
+                 model_version: int = 0, max_chunk: int = MAX_CHUNK, window: int = WINDOW,
+                 framed: bool = False, line_bytes_per_s: float | None = None,
+                 ack_timeout_s: float = ACK_TIMEOUT_S, begin_timeout_s: float = BEGIN_TIMEOUT_S,
+                 commit_timeout_s: float = COMMIT_TIMEOUT_S, resync_backoff_s: float = RESYNC_BACKOFF_S,
+                 reconnect: Callable[[], object] | None = None, progress: ProgressFn | None = None,
+                 cancel: threading.Event | None = None, transfer_id: int | None = None) -> None:
+        if not image:
+            raise ValueError("empty image")
+        self.image = bytes(image)
+        self.sha = sha256(self.image)
+        self.device_id = device_id
+        self.model_name = model_name
+        self.model_version = model_version
+        self.chunk_size = max(1, min(int(max_chunk or MAX_CHUNK), MAX_CHUNK))
+        self.window = max(1, window)
+        self.framed = framed
+        self.ack_timeout_s = ack_timeout_s
+        if line_bytes_per_s:
+            per_chunk = framing.wire_size(self.chunk_size + 18) / line_bytes_per_s
+            self.ack_timeout_s += (self.window + 1) * per_chunk
+        self.begin_timeout_s = begin_timeout_s
+        self.commit_timeout_s = commit_timeout_s
+        self.resync_backoff_s = resync_backoff_s
+        self.reconnect = reconnect
+        self.progress = progress
+        self.cancel = cancel or threading.Event()
+        self.stats = TransferStats(transfer_id=transfer_id if transfer_id is not None else secrets.randbits(32),
+                                   image_size=len(self.image))
+        self._inbox: queue.Queue[Packet] = queue.Queue()
+        self._channel = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._held: set[int] = set()
+        self._started: float | None = None
+        self._begun = False  # XFER_BEGIN accepted: from then on a failure aborts our transfer
+        self._set_channel(channel)
+
+    # ----------------------------------------------------------------- channel plumbing
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-len(self.image) // self.chunk_size)
+
+    def _set_channel(self, channel) -> None:
+        self.close()
+        self._channel = channel
+        self._unsubscribe = listen(channel, self._on_packet)
+
+    def _on_packet(self, packet: Packet) -> None:
+        self._inbox.put(packet)
+
+    def _wire(self, msg: Message, seq: int) -> int:
+        raw = encode(msg, seq)
+        return len(framing.frame(raw)) if self.framed else len(raw)
+
+    def _mark_start(self) -> None:
+        if self._started is None:
+            self._started = time.perf_counter()
+
+    def _send(self, msg: Message) -> int:
+        self._mark_start()
+        seq = self._channel.send(msg)
+        self.stats.wire_bytes += self._wire(msg, seq)
+        return seq
+
+    def _request(self, msg: Message, timeout: float, retries: int) -> Packet:
+        self._mark_start()
+        self.stats.wire_bytes += self._wire(msg, 0)  # resends inside the channel are not visible here
+        pkt = self._channel.request(msg, timeout=timeout, retries=retries)
+        self.stats.wire_bytes_in += len(encode(pkt.msg, pkt.seq))
+        return pkt
+
+    def _check_cancel(self) -> None:
+        if self.cancel.is_set():
+            self.abort()
+            raise Cancelled(f"deployment to {self.device_id} cancelled")
+
+    def abort(self) -> None:
+        """Tell the device to drop the transfer; never raises (the link may be the reason we stop)."""
+        try:
+            self._channel.request(XferAbort(self.stats.transfer_id), timeout=min(ABORT_TIMEOUT_S, self.begin_timeout_s),
+                                  retries=0)
+        except Exception as exc:
+            log.info("XFER_ABORT to %s not confirmed: %s", self.device_id, exc)
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            try:
+                self._unsubscribe()
+            except Exception:
+                log.debug("unsubscribe failed", exc_info=True)
+            self._unsubscribe = None
+
+    # ----------------------------------------------------------------- phases
+
+    def _adopt(self, status: XferStatus) -> None:
+        """Take the device's view of the transfer: its bitmap, and its geometry when resuming
+        a transfer of the same image another session started with another chunk size or id."""
+        if status.image_size != len(self.image):
+            raise ProtocolError(f"device {self.device_id} reports an image of {status.image_size} bytes "
+                                f"for a {len(self.image)}-byte transfer")
+        if status.chunk_size != self.chunk_size:
+            if not 0 < status.chunk_size <= MAX_CHUNK:
+                raise ProtocolError(f"device {self.device_id} reports chunk size {status.chunk_size}")
+            log.info("%s: resuming with the device's chunk size %d", self.device_id, status.chunk_size)
+            self.chunk_size = status.chunk_size
+        if status.n_chunks != self.n_chunks:
+            raise ProtocolError(f"device {self.device_id} reports {status.n_chunks} chunks, expected {self.n_chunks}")
+        self.stats.transfer_id = status.transfer_id
+        self._held = {i for i in range(self.n_chunks) if status.has(i)}
+        self._report()
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            done = sum(min(self.chunk_size, len(self.image) - i * self.chunk_size) for i in self._held)
+            self.progress(done, len(self.image))
+
+    def _begin(self) -> XferStatus:
+        msg = XferBegin(self.stats.transfer_id, len(self.image), self.chunk_size, 0, self.sha,
+                        self.model_name, self.model_version, "")
+        return self._status_request(msg)
+
+    def _status_request(self, msg: Message) -> XferStatus:
+        try:
+            pkt = self._request(msg, self.begin_timeout_s, BEGIN_RETRIES)
+        except DeviceError as exc:
+            raise device_error(self.device_id, exc.code, str(exc)) from exc
+        if not isinstance(pkt.msg, XferStatus):
+            raise ProtocolError(f"device {self.device_id} answered {type(pkt.msg).__name__} to {msg.TYPE.name}")
+        return pkt.msg
+
+    def _resync(self) -> None:
+        """Ask the device which chunks it holds (XFER_BEGIN with the same SHA-256 resumes)."""
+        self.stats.resyncs += 1
+        time.sleep(self.resync_backoff_s)
+        self._check_cancel()
+        self._reconnect()
+        self._drain()
+        try:
+            self._adopt(self._begin())
+        except LinkError as exc:
+            raise _Resync(str(exc)) from exc
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _chunk(self, index: int) -> XferChunk:
+        data = self.image[index * self.chunk_size:(index + 1) * self.chunk_size]
+        return XferChunk(self.stats.transfer_id, index, zlib.crc32(data) & 0xFFFFFFFF, data)
+
+    def _pump(self) -> None:
+        """Send every chunk the device lacks, W in flight, until each is acknowledged."""
+        todo = deque(i for i in range(self.n_chunks) if i not in self._held)
+        inflight: dict[int, tuple[int, float]] = {}  # seq -> (chunk index, deadline)
+        tries: dict[int, int] = {}
+        sent_once: set[int] = set()
+        while todo or inflight:
+            self._check_cancel()
+            while todo and len(inflight) < self.window:
+                index = todo.popleft()
+                if index in self._held:
+                    continue
+                try:
+                    seq = self._send(self._chunk(index))
+                except LinkError as exc:
+                    raise _Resync(f"send failed: {exc}") from exc
+                self.stats.chunks_sent += 1
+                if index in sent_once:
+                    self.stats.retransmits += 1
+                sent_once.add(index)
+                inflight[seq] = (index, time.monotonic() + self.ack_timeout_s)
+            if not inflight:
+                continue
+            wait = min(deadline for _, deadline in inflight.values()) - time.monotonic()
+            try:
+                pkt = self._inbox.get(timeout=max(0.0, min(wait, 0.25)))
+            except queue.Empty:
+                pkt = None
+            if pkt is not None:
+                self._handle(pkt, inflight, todo, tries)
+            now = time.monotonic()
+            for seq, (index, deadline) in list(inflight.items()):
+                if deadline <= now:
+                    del inflight[seq]
+                    self._retry(index, todo, tries, "no ACK")
+
+    def _retry(self, index: int, todo: deque[int], tries: dict[int, int], why: str) -> None:
+        tries[index] = tries.get(index, 0) + 1
+        if tries[index] > CHUNK_RETRIES:
+            raise _Resync(f"chunk {index}: {why} after {CHUNK_RETRIES} retransmissions")
+        log.debug("%s: chunk %d %s, retransmitting", self.device_id, index, why)
+        todo.appendleft(index)
+
+    def _handle(self, pkt: Packet, inflight: dict[int, tuple[int, float]], todo: deque[int],
+                tries: dict[int, int]) -> None:
+        msg = pkt.msg
+        self.stats.wire_bytes_in += len(encode(msg, pkt.seq))
+        if isinstance(msg, Event) and msg.code == EventCode.BOOTED:
+            self.stats.events.append("device rebooted")
+            raise _Resync("device rebooted")
+        if isinstance(msg, Ack) and msg.ref_type == MsgType.XFER_CHUNK and pkt.seq in inflight:
+            index, _ = inflight.pop(pkt.seq)
+            if index not in self._held:
+                self._held.add(index)
+                self._report()
+        elif isinstance(msg, Error) and msg.ref_type == MsgType.XFER_CHUNK and pkt.seq in inflight:
+            index, _ = inflight.pop(pkt.seq)
+            if msg.code == ErrorCode.CHUNK_CRC:
+                self._retry(index, todo, tries, "arrived corrupted (CHUNK_CRC)")
+            elif msg.code == ErrorCode.NO_TRANSFER:
+                raise _Resync("device lost the transfer (NO_TRANSFER)")
+            else:
+                raise device_error(self.device_id, msg.code, msg.message)
+
+    def _transfer(self) -> None:
+        """Begin (or resume), then pump and confirm until the device holds every chunk."""
+        for attempt in range(STALL_ROUNDS):
+            try:
+                self._adopt(self._begin())
+                break
+            except LinkError as exc:
+                if attempt == STALL_ROUNDS - 1:
+                    raise LinkError(f"device {self.device_id} is not answering: no reply to XFER_BEGIN "
+                                    f"({exc})") from exc
+                time.sleep(self.resync_backoff_s)
+                self._check_cancel()
+                self._reconnect()
+        self._begun = True
+        self.stats.chunk_size = self.chunk_size
+        self.stats.n_chunks = self.n_chunks
+        self.stats.resumed_chunks = len(self._held)
+        idle_rounds = 0
+        last_error = ""
+        while True:
+            before = len(self._held)
+            try:
+                if len(self._held) < self.n_chunks:
+                    self._pump()
+                status = self._status_request(XferQuery(self.stats.transfer_id))
+                self._adopt(status)
+                if len(self._held) == self.n_chunks:
+                    return
+            except (_Resync, LinkError) as exc:
+                last_error = str(exc)
+                log.info("%s: re-synchronising: %s", self.device_id, exc)
+                try:
+                    self._resync()
+                except _Resync as again:
+                    last_error = str(again)
+            except DeviceError as exc:
+                if exc.code != ErrorCode.NO_TRANSFER:
+                    raise
+                last_error = "device lost the transfer"
+                try:
+                    self._resync()
+                except _Resync as again:
+                    last_error = str(again)
+            idle_rounds = idle_rounds + 1 if len(self._held) <= before else 0
+            if idle_rounds >= STALL_ROUNDS:
+                raise LinkError(f"device {self.device_id} stopped answering: no chunk acknowledged in "
+                                f"{STALL_ROUNDS} attempts ({last_error})")
+
+    def _reconnect(self) -> None:
+        """A fresh channel after a link error, when we know how to make one; errors are retried later."""
+        if self.reconnect is None:
+            return
+        try:
+            self._set_channel(self.reconnect())
+        except LinkError as exc:
+            log.info("%s: reconnect failed: %s", self.device_id, exc)
+
+    def _commit(self, mode: CommitMode, trial_timeout_s: int, bench_count: int) -> Latency:
+        """XFER_COMMIT; a lost reply is resolved by asking the device which image is active."""
+        msg = XferCommit(self.stats.transfer_id, int(mode), trial_timeout_s, bench_count)
+        last = ""
+        for _ in range(COMMIT_ATTEMPTS):
+            self._check_cancel()
+            try:
+                pkt = self._request(msg, self.commit_timeout_s, 0)
+            except DeviceError as exc:
+                # NO_TRANSFER: an earlier (or duplicated) COMMIT may have worked and its reply was lost
+                if exc.code == ErrorCode.NO_TRANSFER and self._active_is_ours():
+                    return Latency(self.model_version)
+                raise device_error(self.device_id, exc.code, str(exc)) from exc
+            except LinkError as exc:
+                last = str(exc)
+                log.info("%s: no COMMIT reply (%s); asking the device", self.device_id, exc)
+                time.sleep(self.resync_backoff_s)
+                self._reconnect()
+                if self._active_is_ours():
+                    return Latency(self.model_version)
+                continue
+            if not isinstance(pkt.msg, Latency):
+                raise ProtocolError(f"device {self.device_id} answered {type(pkt.msg).__name__} to XFER_COMMIT")
+            return pkt.msg
+        raise LinkError(f"device {self.device_id} did not answer XFER_COMMIT ({last})")
+
+    def _active_is_ours(self) -> bool:
+        for _ in range(COMMIT_ATTEMPTS):
+            try:
+                pkt = self._request(GetInfo(), self.begin_timeout_s, BEGIN_RETRIES)
+            except LinkError:
+                self._reconnect()
+                continue
+            return isinstance(pkt.msg, Hello) and pkt.msg.model_sha == self.sha[:8]
+        return False
+
+    def run(self, mode: CommitMode = CommitMode.ACTIVATE, trial_timeout_s: int = 0,
+            bench_count: int = DEFAULT_BENCH_COUNT) -> TransferStats:
+        """Transfer and commit; raises DeviceError (device's code), LinkError or Cancelled."""
+        try:
+            self._check_cancel()
+            self._transfer()
+            self.stats.transfer_s = time.perf_counter() - (self._started or time.perf_counter())
+            self.stats.latency = self._commit(mode, trial_timeout_s, bench_count)
+            self.stats.host_deploy_s = time.perf_counter() - (self._started or time.perf_counter())
+            return self.stats
+        except (DeviceError, ProtocolError):
+            if self._begun:
+                self.abort()  # a refused transfer must not keep the device BUSY for XFER_STALE_S
+            raise
+        finally:
+            self.close()

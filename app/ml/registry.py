@@ -1,0 +1,252 @@
+"""Model registry: families and auto-numbered versions, metadata in the application's SQLite file,
+artifacts content-addressed by SHA-256 under `artifacts/`. Adding a version is one step: artifacts
+written atomically, metadata in one transaction, and on any failure both are undone.
+
+Two kinds of version:
+* "spec": a feature-spec-1 anomaly detector with a TMLM image (threshold, normalisation,
+  self-test): deployable.
+* "external": any full-int8 TFLite model of another input shape (the MLPerf Tiny reference, a
+  foreign model): ops, arena and fit are checked, but no image exists, because a device computes
+  feature spec 1 and cannot feed it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.domain import paths
+from app.domain.errors import ModelError
+from app.ml import store
+from app.protocol.image import ModelImage
+
+log = logging.getLogger(__name__)
+
+KIND_SPEC = "spec"
+KIND_EXTERNAL = "external"
+# Family names travel in the TMLM META `str` and in file names: keep them short and plain.
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS model_versions (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    image_sha256 TEXT,
+    tflite_sha256 TEXT NOT NULL,
+    image_size INTEGER NOT NULL,
+    tflite_size INTEGER NOT NULL,
+    arena INTEGER NOT NULL,
+    ops TEXT NOT NULL,
+    threshold REAL,
+    quantization TEXT NOT NULL,
+    feature_spec TEXT,
+    metrics TEXT NOT NULL,
+    fit TEXT NOT NULL,
+    card TEXT NOT NULL,
+    created REAL NOT NULL,
+    parent TEXT,
+    dataset TEXT,
+    notes TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (name, version)
+);
+"""
+
+
+@dataclass
+class ModelVersion:
+    name: str
+    version: int
+    kind: str
+    sha256: str  # of the TMLM image (what a device reports); of the flatbuffer for external models
+    image_sha256: str | None
+    tflite_sha256: str
+    image_size: int
+    tflite_size: int
+    arena: int
+    ops: list[str]
+    threshold: float | None
+    quantization: str
+    feature_spec: dict | None
+    metrics: dict
+    fit: dict
+    card: dict
+    created: float
+    parent: str | None = None
+    dataset: str | None = None
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def deployable(self) -> bool:
+        return self.kind == KIND_SPEC
+
+    def summary(self) -> dict:
+        """JSON-able view (everything but the full card)."""
+        return {k: getattr(self, k) for k in (
+            "name", "version", "kind", "sha256", "image_size", "tflite_size", "arena", "ops",
+            "threshold", "quantization", "metrics", "fit", "created", "parent", "dataset", "notes")}
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """'NAME@VERSION' or 'NAME@latest' (or bare 'NAME', meaning latest) -> (name, version-text)."""
+    name, _, version = ref.partition("@")
+    return name, (version or "latest")
+
+
+class Registry:
+    def __init__(self, db_path: Path | None = None, artifacts_dir: Path | None = None) -> None:
+        self.db_path = Path(db_path) if db_path else paths.database_path()
+        self.artifacts = store.ContentStore(Path(artifacts_dir) if artifacts_dir else paths.artifacts_dir())
+        self._conn = store.connect(self.db_path)
+        self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- reading -------------------------------------------------------------------------------
+    def _row(self, row) -> ModelVersion:
+        return ModelVersion(
+            name=row["name"], version=row["version"], kind=row["kind"], sha256=row["sha256"],
+            image_sha256=row["image_sha256"], tflite_sha256=row["tflite_sha256"],
+            image_size=row["image_size"], tflite_size=row["tflite_size"], arena=row["arena"],
+            ops=json.loads(row["ops"]), threshold=row["threshold"], quantization=row["quantization"],
+            feature_spec=json.loads(row["feature_spec"]) if row["feature_spec"] else None,
+            metrics=json.loads(row["metrics"]), fit=json.loads(row["fit"]), card=json.loads(row["card"]),
+            created=row["created"], parent=row["parent"], dataset=row["dataset"], notes=row["notes"])
+
+    def _query(self, sql: str, args: tuple = ()) -> list:
+        with self._conn.lock:  # never read another thread's half-done transaction on this connection
+            return self._conn.execute(sql, args).fetchall()
+
+    def families(self) -> list[str]:
+        return [r[0] for r in self._query("SELECT DISTINCT name FROM model_versions ORDER BY name")]
+
+    def list(self, family: str | None = None) -> list[ModelVersion]:
+        if family:
+            rows = self._query("SELECT * FROM model_versions WHERE name=? ORDER BY version", (family,))
+        else:
+            rows = self._query("SELECT * FROM model_versions ORDER BY name, version")
+        return [self._row(r) for r in rows]
+
+    def resolve(self, ref: str) -> ModelVersion:
+        """'NAME@VERSION', 'NAME@latest' or 'NAME' -> ModelVersion, or ModelError."""
+        name, version = parse_ref(ref.strip())
+        if version == "latest":
+            rows = self._query("SELECT * FROM model_versions WHERE name=? ORDER BY version DESC LIMIT 1", (name,))
+        else:
+            try:
+                number = int(version)
+            except ValueError:
+                raise ModelError(f"bad model reference {ref!r}: expected NAME@VERSION or NAME@latest") from None
+            rows = self._query("SELECT * FROM model_versions WHERE name=? AND version=?", (name, number))
+        row = rows[0] if rows else None
+        if row is None:
+            known = ", ".join(self.families()) or "none"
+            raise ModelError(f"no model {ref!r} in the registry (families: {known})")
+        return self._row(row)
+
+    def _artifact(self, digest: str, what: str) -> bytes:
+        try:
+            return self.artifacts.get(digest)
+        except FileNotFoundError:
+            raise ModelError(f"the {what} artifact {digest[:12]} is missing from "
+                             f"{self.artifacts.root}") from None
+        except OSError as exc:
+            raise ModelError(str(exc)) from exc
+
+    def image_bytes(self, mv: ModelVersion) -> bytes:
+        """The TMLM image to deploy. External models have none (see module docstring)."""
+        if mv.kind != KIND_SPEC or not mv.image_sha256:
+            raise ModelError(f"{mv.ref} is an external model ({mv.card.get('input_shape', '?')} input, not "
+                             "feature spec 1): it can be checked against devices but not deployed")
+        return self._artifact(mv.image_sha256, "image")
+
+    def image(self, mv: ModelVersion) -> ModelImage:
+        return ModelImage.from_bytes(self.image_bytes(mv))
+
+    def tflite_bytes(self, mv: ModelVersion) -> bytes:
+        return self._artifact(mv.tflite_sha256, "TFLite")
+
+    def next_version(self, name: str) -> int:
+        row = self._query("SELECT MAX(version) FROM model_versions WHERE name=?", (name,))[0]
+        return (row[0] or 0) + 1
+
+    # --- writing -------------------------------------------------------------------------------
+    def add(self, *, name: str, tflite: bytes, card: dict, image: ModelImage | None = None,
+            parent: str | None = None, dataset: str | None = None, notes: str = "") -> ModelVersion:
+        """Store a new version of `name` (numbered here, stamped into the image's META).
+
+        `card` must hold ops, arena, image_size and fit (from app.ml.validation); `image` is
+        required for a deployable ("spec") model and absent for an external one."""
+        if not NAME_RE.match(name):
+            raise ModelError(f"bad model name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
+        for key in ("ops", "arena", "fit"):
+            if key not in card:
+                raise ModelError(f"model card lacks {key!r} (validate the model before registering it)")
+        created: list[str] = []
+        try:
+            with store.transaction(self._conn):
+                version = self.next_version(name)
+                image_bytes = None
+                if image is not None:
+                    image_bytes = dataclasses.replace(image, name=name, version=version).to_bytes()
+                tflite_sha, new = self.artifacts.put(bytes(tflite))
+                if new:
+                    created.append(tflite_sha)
+                image_sha = None
+                if image_bytes is not None:
+                    image_sha, new = self.artifacts.put(image_bytes)
+                    if new:
+                        created.append(image_sha)
+                now = time.time()
+                full_card = {**card, "name": name, "version": version, "created": now,
+                             "parent": parent, "dataset": dataset, "notes": notes,
+                             "kind": KIND_SPEC if image is not None else KIND_EXTERNAL,
+                             "sha256": image_sha or tflite_sha}
+                self._conn.execute(
+                    "INSERT INTO model_versions (name, version, kind, sha256, image_sha256, tflite_sha256, "
+                    "image_size, tflite_size, arena, ops, threshold, quantization, feature_spec, metrics, "
+                    "fit, card, created, parent, dataset, notes) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (name, version, full_card["kind"], image_sha or tflite_sha, image_sha, tflite_sha,
+                     len(image_bytes) if image_bytes is not None else int(card.get("image_size", 0)),
+                     len(tflite), int(card["arena"]), json.dumps(card["ops"]),
+                     image.threshold if image is not None else None, card.get("quantization", "int8"),
+                     json.dumps(card.get("feature_spec")) if card.get("feature_spec") else None,
+                     json.dumps(card.get("metrics", {})), json.dumps(card["fit"]),
+                     json.dumps(full_card, default=float), now, parent, dataset, notes))
+        except BaseException:
+            for digest in created:
+                if not self._referenced(digest):
+                    self.artifacts.remove(digest)
+            raise
+        mv = self.resolve(f"{name}@{version}")
+        log.info("registered %s (%s, %d bytes)", mv.ref, mv.kind, mv.image_size)
+        return mv
+
+    def _referenced(self, digest: str) -> bool:
+        return bool(self._query("SELECT 1 FROM model_versions WHERE image_sha256=? OR tflite_sha256=? LIMIT 1",
+                                (digest, digest)))
+
+    def set_notes(self, ref: str, notes: str) -> ModelVersion:
+        mv = self.resolve(ref)
+        with store.transaction(self._conn):
+            self._conn.execute("UPDATE model_versions SET notes=? WHERE name=? AND version=?",
+                               (notes, mv.name, mv.version))
+        return self.resolve(mv.ref)

@@ -1,0 +1,90 @@
+"""The model pipeline's user-level operations, shared by the CLI and the GUI: datasets in, a
+registered version out. Every check runs before the registry is touched; the version is stored in
+one step at the end, so a failure or a cancel leaves the registry as it was."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from app.domain.errors import DataError
+from app.ml import importer, pipeline, training
+from app.ml.datasets import DatasetStore
+from app.ml.registry import ModelVersion, Registry
+
+log = logging.getLogger(__name__)
+
+
+def load_features(store: DatasetStore, ids: list[str], label: str) -> tuple[np.ndarray, list[dict]]:
+    """Feature rows of the datasets (each must carry `label`) and their provenance."""
+    rows, info = [], []
+    for ds_id in ids:
+        ds = store.get(ds_id)
+        if ds.label != label:
+            other = "--fault-data" if ds.label == "fault" else "--data"
+            raise DataError(f"dataset {ds.id} is labelled {ds.label!r}, not {label!r}; pass it with {other}")
+        rows.append(store.features(ds))
+        info.append({"id": ds.id, "fingerprint": ds.fingerprint, "windows": ds.windows, "source": ds.source})
+    if not rows:
+        return np.zeros((0, 0), np.float32), info
+    return np.concatenate(rows), info
+
+
+def train_and_register(data: list[str], fault_data: list[str] | None, name: str, *,
+                       config: training.TrainConfig = training.TrainConfig(), parent: str | None = None,
+                       notes: str = "", progress: training.ProgressFn | None = None,
+                       cancel: threading.Event | None = None, registry: Registry | None = None,
+                       datasets: DatasetStore | None = None) -> ModelVersion:
+    """Train a new version of `name` from normal datasets (fault datasets only for metrics)."""
+    own_store, own_reg = datasets is None, registry is None
+    datasets = datasets or DatasetStore()
+    registry = registry or Registry()
+    try:
+        normal, normal_info = load_features(datasets, list(data), "normal")
+        fault, fault_info = load_features(datasets, list(fault_data or []), "fault")
+        if parent is None:
+            latest = registry.list(name)
+            parent = latest[-1].ref if latest else None
+        elif parent:
+            parent = registry.resolve(parent).ref
+        trained = pipeline.train_model(normal, name=name, fault=fault if len(fault) else None, config=config,
+                                       progress=progress, cancel=cancel,
+                                       provenance={"datasets": normal_info, "fault_datasets": fault_info})
+        if cancel is not None and cancel.is_set():
+            from app.domain.errors import Cancelled
+
+            raise Cancelled("training cancelled")
+        return registry.add(name=name, tflite=trained.tflite, card=trained.card, image=trained.image,
+                            parent=parent, dataset=",".join(i["id"] for i in normal_info), notes=notes)
+    finally:
+        if own_store:
+            datasets.close()
+        if own_reg:
+            registry.close()
+
+
+def import_and_register(path: Path, name: str, *, data: list[str] | None = None, external: bool = False,
+                        notes: str = "", registry: Registry | None = None,
+                        datasets: DatasetStore | None = None) -> ModelVersion:
+    """Check, convert and calibrate a model file (see app.ml.importer) and store it as a version."""
+    own_store, own_reg = datasets is None, registry is None
+    datasets = datasets or DatasetStore()
+    registry = registry or Registry()
+    try:
+        normal = None
+        info: list[dict] = []
+        if data:
+            normal, info = load_features(datasets, list(data), "normal")
+        imported = importer.import_model(Path(path), normal=normal, external=external)
+        latest = registry.list(name)
+        return registry.add(name=name, tflite=imported.tflite, card={**imported.card, "datasets": info},
+                            image=imported.image, parent=latest[-1].ref if latest else None,
+                            dataset=",".join(i["id"] for i in info) or None, notes=notes)
+    finally:
+        if own_store:
+            datasets.close()
+        if own_reg:
+            registry.close()
