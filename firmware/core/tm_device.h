@@ -1,0 +1,67 @@
+/* Device logic of protocol v1 (PROTOCOL.md 3-6) over a serial link, transport-free: bytes in via
+ * tm_device_rx, frames out via the HAL's write. Owns the model store, the inference engine, the
+ * feature pipeline, telemetry, streaming with a lease, trial timeout and latency reports. */
+#ifndef TM_DEVICE_H
+#define TM_DEVICE_H
+#include <stddef.h>
+#include <stdint.h>
+#include "tm_features.h"
+#include "tm_frame.h"
+#include "tm_image.h"
+#include "tm_store.h"
+
+typedef struct {
+    void (*write)(void *ctx, const uint8_t *data, size_t len);
+    uint32_t (*now_us)(void *ctx); /* monotonic microseconds (wraps; used for durations) */
+    uint32_t (*now_ms)(void *ctx); /* milliseconds since boot */
+    void (*read_window)(void *ctx, float *samples, int frames); /* interleaved xyz, g */
+    void (*set_fault)(void *ctx, uint8_t mask, float severity); /* NULL: real sensor */
+    void (*reboot)(void *ctx);
+    void *ctx;
+    const char *device_id, *location, *profile, *firmware;
+    int emulated; /* times come from an emulator's instruction clock */
+    /* Message transports (MQTT): when set, bare messages go here instead of framed to write(). */
+    void (*send_message)(void *ctx, uint8_t type, const uint8_t *msg, size_t len);
+} tm_hal_t;
+
+/* Telemetry period and the number of frames per STREAM message (PROTOCOL.md 4.3). */
+#define TM_TELEMETRY_PERIOD_MS 1000u
+#define TM_STREAM_FRAMES 256
+/* STREAM sample scale: +-16 g full scale in int16. */
+#define TM_STREAM_SCALE (16.0f / 32768.0f)
+
+typedef struct {
+    tm_hal_t hal;
+    tm_store_t store;
+    tm_framer_t rx;
+    tm_model_t model[2];
+    uint8_t *arena[2];
+    size_t arena_size;
+    int cur;       /* model[cur] is the active one when has_model */
+    int has_model;
+    uint32_t load_us;
+    uint16_t seq;
+    uint32_t window_seq, next_tlm_ms, next_hello_ms, stream_until_ms, trial_deadline_ms;
+    int streaming;
+    uint8_t fault_mask;
+    uint32_t xfer_begin_us;
+    uint8_t tx[TM_MAX_MESSAGE];
+    uint8_t frame[TM_FRAME_WORST(TM_MAX_MESSAGE)];
+    float window[TM_WINDOW * TM_AXES];
+    float features[TM_N_FEATURES];
+    float score, shaft_hz;
+    tm_feat_work_t work;
+    uint32_t bench[TM_MAX_BENCH];
+} tm_device_t;
+
+/* Mount the store (installing the factory image on an empty one), load the active model and
+ * announce the boot (EVENT BOOTED, HELLO, and EVENT TRIAL_REVERTED after an unconfirmed trial). */
+int tm_device_init(tm_device_t *d, const tm_hal_t *hal, const tm_flash_t *flash, uint32_t slot_size,
+                   const uint8_t *factory, uint32_t factory_len, uint8_t *arena0, uint8_t *arena1, size_t arena_size);
+void tm_device_rx(tm_device_t *d, const uint8_t *data, size_t len);
+/* One bare message from a message transport (MQTT payload): no framing, no CRC. */
+void tm_device_message(tm_device_t *d, const uint8_t *msg, size_t len);
+/* Periodic work: telemetry, streaming, lease and trial expiry, HELLO heartbeat. Call often. */
+void tm_device_poll(tm_device_t *d);
+
+#endif

@@ -1,0 +1,256 @@
+#include "tm_store.h"
+#include <string.h>
+#include "tm_crc32.h"
+#include "tm_sha256.h"
+
+#define META_MAGIC 0x54534D54u /* "TMST" */
+
+static uint32_t slot_addr(const tm_store_t *s, uint8_t slot) { return (uint32_t)slot * s->slot_size; }
+static uint32_t meta_addr(const tm_store_t *s, uint8_t page) { return 2u * s->slot_size + page * s->flash.page_size; }
+
+static int meta_ok(const tm_meta_t *m)
+{
+    if (m->magic != META_MAGIC || tm_crc32(0, m, offsetof(tm_meta_t, crc)) != m->crc) return 0;
+    if ((m->active > 1 && m->active != TM_SLOT_NONE) || (m->previous > 1 && m->previous != TM_SLOT_NONE)) return 0;
+    return 1;
+}
+
+static int write_meta(tm_store_t *s)
+{
+    uint8_t page = (uint8_t)(1u - s->meta_page);
+    s->meta.magic = META_MAGIC;
+    s->meta.seq++;
+    s->meta.crc = tm_crc32(0, &s->meta, offsetof(tm_meta_t, crc));
+    if (s->flash.erase(s->flash.ctx, meta_addr(s, page))) return TM_E_INTERNAL;
+    if (s->flash.write(s->flash.ctx, meta_addr(s, page), &s->meta, sizeof(s->meta))) return TM_E_INTERNAL;
+    if (memcmp(s->flash.base + meta_addr(s, page), &s->meta, sizeof(s->meta)) != 0) return TM_E_INTERNAL;
+    s->meta_page = page;
+    return TM_OK;
+}
+
+static int slot_intact(const tm_store_t *s, uint8_t slot)
+{
+    if (slot > 1) return 0;
+    const tm_slot_meta_t *m = &s->meta.slot[slot];
+    if (!m->valid || m->size == 0 || m->size > s->slot_size) return 0;
+    uint8_t d[32];
+    tm_sha256(s->flash.base + slot_addr(s, slot), m->size, d);
+    return memcmp(d, m->sha, 32) == 0;
+}
+
+static int erase_range(tm_store_t *s, uint32_t addr, uint32_t len)
+{
+    for (uint32_t off = 0; off < len; off += s->flash.page_size)
+        if (s->flash.erase(s->flash.ctx, addr + off)) return TM_E_INTERNAL;
+    return TM_OK;
+}
+
+static int install(tm_store_t *s, uint8_t slot, const uint8_t *image, uint32_t len, uint32_t version)
+{
+    s->meta.slot[slot].valid = 0;
+    if (s->meta.previous == slot) s->meta.previous = TM_SLOT_NONE;
+    if (s->meta.active == slot) s->meta.active = TM_SLOT_NONE;
+    int rc = write_meta(s);
+    if (!rc) rc = erase_range(s, slot_addr(s, slot), len);
+    if (!rc && s->flash.write(s->flash.ctx, slot_addr(s, slot), image, len)) rc = TM_E_INTERNAL;
+    if (rc) return rc;
+    tm_slot_meta_t *m = &s->meta.slot[slot];
+    m->size = len;
+    m->version = version;
+    tm_sha256(image, len, m->sha);
+    m->valid = 1;
+    s->meta.active = slot;
+    s->meta.trial = 0;
+    return write_meta(s);
+}
+
+static uint32_t image_version(const uint8_t *img, uint32_t len)
+{
+    /* META is the first section by convention; 0 when the layout differs (only for HELLO) */
+    if (len >= 36 && img[16] == 1) return img[32] | (img[33] << 8) | (img[34] << 16) | ((uint32_t)img[35] << 24);
+    return 0;
+}
+
+int tm_store_init(tm_store_t *s, const tm_flash_t *flash, uint32_t slot_size,
+                  const uint8_t *factory, uint32_t factory_len, int *reverted)
+{
+    memset(s, 0, sizeof(*s));
+    s->flash = *flash;
+    s->slot_size = slot_size;
+    *reverted = 0;
+    if (slot_size % flash->page_size || 2u * slot_size + 2u * flash->page_size > flash->size ||
+        sizeof(tm_meta_t) > flash->page_size)
+        return TM_E_INTERNAL;
+    tm_meta_t a, b;
+    memcpy(&a, flash->base + meta_addr(s, 0), sizeof(a));
+    memcpy(&b, flash->base + meta_addr(s, 1), sizeof(b));
+    int oka = meta_ok(&a), okb = meta_ok(&b);
+    if (oka && (!okb || (int32_t)(a.seq - b.seq) > 0)) { s->meta = a; s->meta_page = 0; }
+    else if (okb) { s->meta = b; s->meta_page = 1; }
+    else {
+        memset(&s->meta, 0, sizeof(s->meta));
+        s->meta.active = s->meta.previous = TM_SLOT_NONE;
+        s->meta_page = 1; /* the first record goes to page 0 */
+    }
+    int rc = TM_OK;
+    if (s->meta.trial) { /* rebooted before CONFIRM: MCUboot-style revert */
+        uint8_t bad = s->meta.active;
+        s->meta.active = s->meta.previous;
+        s->meta.previous = bad;
+        s->meta.trial = 0;
+        *reverted = 1;
+        rc = write_meta(s);
+    }
+    if (!slot_intact(s, s->meta.active)) {
+        uint8_t other = s->meta.active == TM_SLOT_NONE ? s->meta.previous : (uint8_t)(s->meta.active ^ 1u);
+        if (slot_intact(s, other)) {
+            s->meta.active = other;
+            s->meta.previous = TM_SLOT_NONE;
+            rc = write_meta(s);
+        } else if (factory && factory_len && factory_len <= slot_size) {
+            rc = install(s, 0, factory, factory_len, image_version(factory, factory_len));
+        } else {
+            s->meta.active = TM_SLOT_NONE;
+        }
+    }
+    if (s->meta.previous != TM_SLOT_NONE && !slot_intact(s, s->meta.previous)) s->meta.previous = TM_SLOT_NONE;
+    return rc;
+}
+
+const uint8_t *tm_store_slot(const tm_store_t *s, uint8_t slot, uint32_t *len)
+{
+    if (slot > 1 || !s->meta.slot[slot].valid) return NULL;
+    *len = s->meta.slot[slot].size;
+    return s->flash.base + slot_addr(s, slot);
+}
+
+const uint8_t *tm_store_active(const tm_store_t *s, uint32_t *len) { return tm_store_slot(s, s->meta.active, len); }
+
+uint8_t tm_store_inactive(const tm_store_t *s) { return s->meta.active == 0 ? 1 : 0; }
+
+uint32_t tm_store_version(const tm_store_t *s, uint8_t slot)
+{
+    return slot <= 1 && s->meta.slot[slot].valid ? s->meta.slot[slot].version : 0;
+}
+
+int tm_store_begin(tm_store_t *s, uint32_t id, uint32_t image_size, uint16_t chunk_size, uint16_t max_chunk,
+                   const uint8_t sha[32], uint32_t version, uint32_t now_ms, int *resumed)
+{
+    *resumed = 0;
+    if (s->xfer && memcmp(sha, s->sha, 32) == 0 && image_size == s->image_size && chunk_size == s->chunk_size) {
+        s->xfer_id = id; /* same image: resume, keep what is held */
+        s->last_ms = now_ms;
+        *resumed = 1;
+        return TM_OK;
+    }
+    if (s->xfer && id != s->xfer_id && now_ms - s->last_ms < TM_XFER_STALE_S * 1000u) return TM_E_BUSY;
+    if (image_size > s->slot_size) return TM_E_TOO_LARGE;
+    if (chunk_size == 0 || chunk_size > max_chunk || image_size == 0) return TM_E_BAD_ARGUMENT;
+    uint32_t n = (image_size + chunk_size - 1u) / chunk_size;
+    if (n > TM_MAX_XFER_CHUNKS) return TM_E_BAD_ARGUMENT;
+    s->xfer = 0;
+    uint8_t t = tm_store_inactive(s);
+    if (s->meta.slot[t].valid || s->meta.previous == t) { /* journal first: never point at a slot being erased */
+        s->meta.slot[t].valid = 0;
+        if (s->meta.previous == t) s->meta.previous = TM_SLOT_NONE;
+        int rc = write_meta(s);
+        if (rc) return rc;
+    }
+    int rc = erase_range(s, slot_addr(s, t), image_size);
+    if (rc) return rc;
+    s->xfer = 1;
+    s->xfer_id = id;
+    s->image_size = image_size;
+    s->chunk_size = chunk_size;
+    s->n_chunks = n;
+    s->received = 0;
+    s->version = version;
+    s->target = t;
+    s->last_ms = now_ms;
+    memcpy(s->sha, sha, 32);
+    memset(s->bitmap, 0, sizeof(s->bitmap));
+    return TM_OK;
+}
+
+int tm_store_chunk(tm_store_t *s, uint32_t id, uint32_t index, uint32_t crc, const uint8_t *data, uint32_t len,
+                   uint32_t now_ms)
+{
+    if (!s->xfer || id != s->xfer_id) return TM_E_NO_TRANSFER;
+    if (index >= s->n_chunks) return TM_E_CHUNK_RANGE;
+    uint32_t off = index * s->chunk_size;
+    uint32_t want = s->image_size - off < s->chunk_size ? s->image_size - off : s->chunk_size;
+    if (len != want) return TM_E_CHUNK_RANGE;
+    if (tm_crc32(0, data, len) != crc) return TM_E_CHUNK_CRC;
+    s->last_ms = now_ms;
+    if (s->bitmap[index / 8] & (1u << (index % 8))) return TM_OK; /* duplicate: harmless */
+    if (s->flash.write(s->flash.ctx, slot_addr(s, s->target) + off, data, len)) return TM_E_INTERNAL;
+    s->bitmap[index / 8] |= (uint8_t)(1u << (index % 8));
+    s->received++;
+    return TM_OK;
+}
+
+int tm_store_verify(tm_store_t *s, uint32_t id, const uint8_t **image)
+{
+    if (!s->xfer || id != s->xfer_id) return TM_E_NO_TRANSFER;
+    if (s->received != s->n_chunks) return TM_E_INCOMPLETE;
+    const uint8_t *img = s->flash.base + slot_addr(s, s->target);
+    uint8_t d[32];
+    tm_sha256(img, s->image_size, d);
+    if (memcmp(d, s->sha, 32) != 0) return TM_E_HASH_MISMATCH;
+    *image = img;
+    return TM_OK;
+}
+
+int tm_store_commit(tm_store_t *s, int activate, int trial, uint32_t trial_timeout_s)
+{
+    if (!s->xfer) return TM_E_NO_TRANSFER;
+    uint8_t t = s->target;
+    tm_slot_meta_t *m = &s->meta.slot[t];
+    m->valid = 1;
+    m->size = s->image_size;
+    m->version = s->version;
+    memcpy(m->sha, s->sha, 32);
+    if (activate) {
+        s->meta.previous = s->meta.active;
+        s->meta.active = t;
+        s->meta.trial = trial ? 1 : 0;
+        s->meta.trial_timeout_s = trial_timeout_s;
+    }
+    s->xfer = 0;
+    return write_meta(s);
+}
+
+int tm_store_abort(tm_store_t *s, uint32_t id)
+{
+    if (!s->xfer || id != s->xfer_id) return TM_E_NO_TRANSFER;
+    s->xfer = 0;
+    return TM_OK;
+}
+
+int tm_store_activate_inactive(tm_store_t *s, int trial, uint32_t trial_timeout_s)
+{
+    uint8_t t = tm_store_inactive(s);
+    if (!slot_intact(s, t)) return TM_E_NO_MODEL;
+    s->meta.previous = s->meta.active;
+    s->meta.active = t;
+    s->meta.trial = trial ? 1 : 0;
+    s->meta.trial_timeout_s = trial_timeout_s;
+    return write_meta(s);
+}
+
+int tm_store_rollback(tm_store_t *s)
+{
+    if (s->meta.previous == TM_SLOT_NONE || !slot_intact(s, s->meta.previous)) return TM_E_NO_PREVIOUS;
+    uint8_t old = s->meta.active;
+    s->meta.active = s->meta.previous;
+    s->meta.previous = old;
+    s->meta.trial = 0;
+    return write_meta(s);
+}
+
+int tm_store_confirm(tm_store_t *s)
+{
+    if (!s->meta.trial) return TM_E_NOT_TRIAL;
+    s->meta.trial = 0;
+    return write_meta(s);
+}

@@ -1,0 +1,75 @@
+/* Model store: two image slots plus a double-buffered metadata journal on NOR-like flash.
+ * Every state change is one metadata record written to the older of two journal pages (erase,
+ * then write with a CRC); the newest valid record wins at boot, so a power cut at any flash
+ * operation leaves either the old or the new state, never a corrupt one (host test cuts at
+ * every operation). Trial activations revert at boot unless confirmed (as MCUboot's test state). */
+#ifndef TM_STORE_H
+#define TM_STORE_H
+#include <stddef.h>
+#include <stdint.h>
+#include "tm_config.h"
+
+typedef struct {
+    uint32_t size, page_size;
+    const uint8_t *base; /* memory-mapped reads: images are parsed in place */
+    int (*erase)(void *ctx, uint32_t addr);                            /* one page */
+    int (*write)(void *ctx, uint32_t addr, const void *data, uint32_t len); /* clears bits only */
+    void *ctx;
+} tm_flash_t;
+
+#define TM_SLOT_NONE 0xFFu
+
+typedef struct {
+    uint32_t valid, size, version;
+    uint8_t sha[32];
+} tm_slot_meta_t;
+
+typedef struct {
+    uint32_t magic, seq;
+    uint8_t active, previous, trial, reserved;
+    uint32_t trial_timeout_s;
+    tm_slot_meta_t slot[2];
+    uint32_t crc;
+} tm_meta_t;
+
+typedef struct {
+    tm_flash_t flash;
+    uint32_t slot_size;
+    tm_meta_t meta;
+    uint8_t meta_page;
+    /* transfer in progress (RAM only: a reboot restarts it) */
+    int xfer;
+    uint32_t xfer_id, image_size, n_chunks, received, version, last_ms;
+    uint16_t chunk_size;
+    uint8_t target;
+    uint8_t sha[32];
+    uint8_t bitmap[TM_MAX_XFER_CHUNKS / 8];
+} tm_store_t;
+
+/* Mount: read the journal, revert an unconfirmed trial (*reverted = 1), check the active image's
+ * SHA-256, fall back to the other slot, and install the factory image when nothing valid is left. */
+int tm_store_init(tm_store_t *s, const tm_flash_t *flash, uint32_t slot_size,
+                  const uint8_t *factory, uint32_t factory_len, int *reverted);
+/* The active image in place, or NULL. */
+const uint8_t *tm_store_active(const tm_store_t *s, uint32_t *len);
+/* Stored image of a slot (valid ones only), or NULL. */
+const uint8_t *tm_store_slot(const tm_store_t *s, uint8_t slot, uint32_t *len);
+uint8_t tm_store_inactive(const tm_store_t *s);
+
+int tm_store_begin(tm_store_t *s, uint32_t id, uint32_t image_size, uint16_t chunk_size, uint16_t max_chunk,
+                   const uint8_t sha[32], uint32_t version, uint32_t now_ms, int *resumed);
+int tm_store_chunk(tm_store_t *s, uint32_t id, uint32_t index, uint32_t crc, const uint8_t *data, uint32_t len,
+                   uint32_t now_ms);
+/* All chunks held and SHA-256 right: returns TM_OK and the image in place. */
+int tm_store_verify(tm_store_t *s, uint32_t id, const uint8_t **image);
+/* Record the verified image; activate it (on trial or not) or only store it. Ends the transfer. */
+int tm_store_commit(tm_store_t *s, int activate, int trial, uint32_t trial_timeout_s);
+int tm_store_abort(tm_store_t *s, uint32_t id);
+/* Activate the valid image in the inactive slot (ACTIVATE); the active one becomes previous. */
+int tm_store_activate_inactive(tm_store_t *s, int trial, uint32_t trial_timeout_s);
+int tm_store_rollback(tm_store_t *s);
+int tm_store_confirm(tm_store_t *s);
+/* Slots' versions for HELLO. */
+uint32_t tm_store_version(const tm_store_t *s, uint8_t slot);
+
+#endif

@@ -1,0 +1,69 @@
+/* MQTT transport (PROTOCOL.md 2.2) with esp-mqtt: bare messages, one topic per message kind,
+ * HELLO retained on .../status with an OFFLINE HELLO as last will. Pull transfers (fleet rollout
+ * from retained chunk topics) are not implemented on this port: caps never advertise PULL_XFER. */
+#include <stdio.h>
+#include <string.h>
+#include "board.h"
+#include "mqtt_client.h"
+
+static esp_mqtt_client_handle_t client;
+static tm_device_t *s_dev;
+static char topic_base[160];
+
+static void topic(char *out, size_t cap, const char *leaf) { snprintf(out, cap, "%s/%s", topic_base, leaf); }
+
+void hal_mqtt_send(void *ctx, uint8_t type, const uint8_t *msg, size_t len)
+{
+    (void)ctx;
+    char t[200];
+    int qos = 1, retain = 0;
+    if (type == TM_TELEMETRY) { topic(t, sizeof(t), "telemetry"); qos = 0; }
+    else if (type == TM_STREAM) { topic(t, sizeof(t), "stream"); qos = 0; }
+    else if (type == TM_HELLO) {
+        /* a HELLO is both the reply and the retained presence */
+        topic(t, sizeof(t), "status");
+        esp_mqtt_client_publish(client, t, (const char *)msg, (int)len, 1, 1);
+        topic(t, sizeof(t), "reply");
+    } else topic(t, sizeof(t), "reply");
+    esp_mqtt_client_publish(client, t, (const char *)msg, (int)len, qos, retain);
+}
+
+static void on_event(void *arg, esp_event_base_t base, int32_t id, void *data)
+{
+    (void)arg; (void)base;
+    esp_mqtt_event_handle_t ev = (esp_mqtt_event_handle_t)data;
+    char t[200];
+    if (id == MQTT_EVENT_CONNECTED) {
+        topic(t, sizeof(t), "cmd");
+        esp_mqtt_client_subscribe(client, t, 1);
+    } else if (id == MQTT_EVENT_DATA && ev->current_data_offset == 0 && ev->data_len == ev->total_data_len) {
+        tm_device_message(s_dev, (const uint8_t *)ev->data, (size_t)ev->data_len); /* commands fit one event */
+    }
+}
+
+int hal_mqtt_start(tm_device_t *dev, const char *broker_uri, const char *site, const char *device_id)
+{
+    s_dev = dev;
+    snprintf(topic_base, sizeof(topic_base), "tinymlops/v1/%s/%s", site, device_id);
+    static char will_topic[200];
+    topic(will_topic, sizeof(will_topic), "status");
+    /* last will: a minimal HELLO with state OFFLINE (encoded by the core's codec) */
+    static uint8_t will[128];
+    tm_msg_t m;
+    memset(&m, 0, sizeof(m));
+    m.type = TM_HELLO;
+    m.u.hello.proto_min = m.u.hello.proto_max = TM_PROTOCOL_VERSION;
+    m.u.hello.state = TM_STATE_OFFLINE;
+    m.u.hello.device_id = tm_str(device_id);
+    size_t will_len = tm_encode(&m, will, sizeof(will));
+    const esp_mqtt_client_config_t cfg = {
+        .broker.address.uri = broker_uri,
+        .credentials.client_id = device_id,
+        .session.last_will = {.topic = will_topic, .msg = (const char *)will, .msg_len = (int)will_len,
+                              .qos = 1, .retain = 1},
+        .buffer.size = TM_MAX_MESSAGE + 256,
+    };
+    client = esp_mqtt_client_init(&cfg);
+    esp_mqtt_client_register_event(client, ESP_EVENT_ANY_ID, on_event, NULL);
+    return esp_mqtt_client_start(client) == ESP_OK ? 0 : -1;
+}

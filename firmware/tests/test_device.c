@@ -1,0 +1,415 @@
+/* Device logic end to end on the host: protocol in, protocol out, over an in-memory serial link,
+ * with the real store (simulated NOR flash), engine, features and vibration source. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "flashsim.h"
+#include "testutil.h"
+#include "tm_crc32.h"
+#include "tm_device.h"
+#include "tm_sha256.h"
+#include "tm_vibration.h"
+
+#define PAGE 4096u
+#define SLOT (512u * 1024u)
+#define FLASH_SIZE (2u * SLOT + 2u * PAGE)
+#define ARENA 8192u /* small on purpose: the MLPerf AE (14 KB) must be refused */
+#define MAX_OUT 64
+
+static uint8_t mem[FLASH_SIZE];
+static flashsim_t fsim;
+static uint8_t arena0[ARENA], arena1[ARENA];
+static tm_device_t dev;
+static tm_vib_t vib;
+static uint64_t clock_us;
+static int rebooted;
+static tm_framer_t host_rx;
+static uint8_t out_msgs[MAX_OUT][TM_MAX_MESSAGE];
+static size_t out_len[MAX_OUT];
+static int n_out;
+static uint8_t factory[16384], image[400 * 1024];
+static long factory_len;
+
+static void hal_write(void *ctx, const uint8_t *data, size_t len)
+{
+    (void)ctx;
+    for (size_t i = 0; i < len; i++) {
+        const uint8_t *msg;
+        size_t n = tm_framer_feed(&host_rx, data[i], &msg);
+        if (n && n_out < MAX_OUT) {
+            memcpy(out_msgs[n_out], msg, n);
+            out_len[n_out++] = n;
+        }
+    }
+}
+static uint32_t hal_us(void *ctx) { (void)ctx; return (uint32_t)clock_us; }
+static uint32_t hal_ms(void *ctx) { (void)ctx; return (uint32_t)(clock_us / 1000u); }
+static void hal_window(void *ctx, float *s, int n) { (void)ctx; tm_vib_generate(&vib, s, n); }
+static void hal_fault(void *ctx, uint8_t m, float sev) { (void)ctx; tm_vib_set_fault(&vib, m, sev); }
+static void hal_reboot(void *ctx) { (void)ctx; rebooted = 1; }
+
+static const tm_hal_t HAL = {hal_write, hal_us, hal_ms, hal_window, hal_fault, hal_reboot, NULL,
+                             "host-1", "lab/bench/host", "qemu-mps2-an386", "test", 0, NULL};
+
+static void boot(void)
+{
+    tm_flash_t fl = flashsim_hal(&fsim);
+    n_out = 0;
+    tm_framer_init(&host_rx);
+    CHECK_EQ(tm_device_init(&dev, &HAL, &fl, SLOT, factory, (uint32_t)factory_len, arena0, arena1, ARENA), TM_OK);
+}
+
+static void cmd(tm_msg_t *m)
+{
+    static uint8_t buf[TM_MAX_MESSAGE], fr[TM_MAX_FRAME + 16];
+    size_t n = tm_encode(m, buf, sizeof(buf));
+    CHECK(n > 0);
+    size_t f = tm_frame_encode(buf, n, fr, sizeof(fr));
+    n_out = 0;
+    tm_device_rx(&dev, fr, f);
+}
+
+/* The i-th output message decoded (static storage, valid until the next call). */
+static tm_msg_t *out(int i)
+{
+    static tm_msg_t m;
+    if (i >= n_out || tm_decode(out_msgs[i], out_len[i], &m) != TM_OK) { memset(&m, 0, sizeof(m)); m.type = 0; }
+    return &m;
+}
+
+static tm_msg_t *find(uint8_t type)
+{
+    for (int i = 0; i < n_out; i++)
+        if (out(i)->type == type) return out(i);
+    return NULL;
+}
+
+static int expect_error(uint16_t code)
+{
+    tm_msg_t *e = find(TM_ERROR);
+    if (!e || e->u.error.code != code) {
+        fprintf(stderr, "expected ERROR %u, got %s %u\n", code, e ? "ERROR" : "no error", e ? e->u.error.code : 0);
+        g_failures++;
+        return 0;
+    }
+    return 1;
+}
+
+static uint32_t active_version(void)
+{
+    tm_msg_t m = {TM_GET_INFO, 77, {{0}}};
+    cmd(&m);
+    tm_msg_t *h = find(TM_HELLO);
+    CHECK(h && h->seq == 77);
+    return h ? h->u.hello.model_version : 0xFFFFFFFFu;
+}
+
+/* Advance time by one telemetry period and return the TELEMETRY sent. */
+static tm_msg_t *tick(void)
+{
+    clock_us += TM_TELEMETRY_PERIOD_MS * 1000u;
+    n_out = 0;
+    tm_device_poll(&dev);
+    return find(TM_TELEMETRY);
+}
+
+static float mean_score(int windows)
+{
+    float s = 0;
+    for (int i = 0; i < windows; i++) {
+        tm_msg_t *t = tick();
+        CHECK(t && !(t->u.telemetry.flags & TM_TLM_NO_MODEL));
+        if (t) s += t->u.telemetry.score;
+    }
+    return s / windows;
+}
+
+/* Push an image in 1 KB chunks and commit it; returns the commit reply. */
+static tm_msg_t *deploy(const uint8_t *img, uint32_t len, const uint8_t sha[32], uint8_t mode, uint16_t timeout)
+{
+    static uint32_t xfer_id = 100;
+    xfer_id++;
+    tm_msg_t b = {TM_XFER_BEGIN, 1, {{0}}};
+    b.u.xfer_begin.transfer_id = xfer_id;
+    b.u.xfer_begin.image_size = len;
+    b.u.xfer_begin.chunk_size = 1024;
+    b.u.xfer_begin.sha256.len = 32;
+    b.u.xfer_begin.sha256.p = sha;
+    b.u.xfer_begin.model_name = tm_str("x");
+    cmd(&b);
+    tm_msg_t *s = find(TM_XFER_STATUS);
+    CHECK(s != NULL);
+    if (!s) return out(0);
+    CHECK_EQ(s->u.xfer_status.n_chunks, (len + 1023) / 1024);
+    for (uint32_t i = 0; i * 1024 < len; i++) {
+        uint32_t l = len - i * 1024 < 1024 ? len - i * 1024 : 1024;
+        tm_msg_t c = {TM_XFER_CHUNK, (uint16_t)(10 + i), {{0}}};
+        c.u.xfer_chunk.transfer_id = xfer_id;
+        c.u.xfer_chunk.index = i;
+        c.u.xfer_chunk.crc32 = tm_crc32(0, img + i * 1024, l);
+        c.u.xfer_chunk.data.len = l;
+        c.u.xfer_chunk.data.p = img + i * 1024;
+        cmd(&c);
+        tm_msg_t *a = find(TM_ACK);
+        CHECK(a && a->seq == 10 + i);
+    }
+    tm_msg_t c = {TM_XFER_COMMIT, 9, {{0}}};
+    c.u.xfer_commit.transfer_id = xfer_id;
+    c.u.xfer_commit.mode = mode;
+    c.u.xfer_commit.trial_timeout_s = timeout;
+    c.u.xfer_commit.bench_count = 20;
+    cmd(&c);
+    return out(0);
+}
+
+static long load(const char *name, uint8_t *buf, size_t cap)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", TM_DATA_DIR, name);
+    return read_file(path, buf, cap);
+}
+
+/* The message-transport path (MQTT on the ESP32 port): bare messages in and out, typed. */
+static uint8_t msg_types[8];
+static int n_msgs;
+static void hal_message(void *ctx, uint8_t type, const uint8_t *msg, size_t len)
+{
+    (void)ctx;
+    CHECK(len >= TM_HEADER_SIZE && msg[1] == type);
+    if (n_msgs < 8) msg_types[n_msgs++] = type;
+}
+
+static void test_message_transport(void)
+{
+    static tm_device_t mdev;
+    static uint8_t mem2[FLASH_SIZE];
+    flashsim_t f2 = {mem2, FLASH_SIZE, PAGE, 0, -1, 0};
+    memset(mem2, 0xFF, sizeof(mem2));
+    tm_flash_t fl = flashsim_hal(&f2);
+    tm_hal_t hal = HAL;
+    hal.send_message = hal_message;
+    CHECK_EQ(tm_device_init(&mdev, &hal, &fl, SLOT, factory, (uint32_t)factory_len, arena0, arena1, ARENA), TM_OK);
+    CHECK(n_msgs >= 2 && msg_types[0] == TM_EVENT && msg_types[1] == TM_HELLO);
+    n_msgs = 0;
+    static const uint8_t get_info[] = {1, TM_GET_INFO, 9, 0, 0, 0};
+    tm_device_message(&mdev, get_info, sizeof(get_info));
+    CHECK(n_msgs == 1 && msg_types[0] == TM_HELLO);
+    CHECK_EQ(n_out, 0); /* nothing went to the serial writer */
+}
+
+static void test_bad_input(void)
+{
+    uint32_t v = active_version();
+    /* garbage, a bad CRC: dropped and counted, no reply, link still works */
+    static const uint8_t junk[] = {0x13, 0x37, 0xFF, 0, 5, 1, 2, 3, 4, 0, 0, 0};
+    n_out = 0;
+    tm_device_rx(&dev, junk, sizeof(junk));
+    CHECK_EQ(n_out, 0);
+    CHECK(dev.rx.counters.bad_cobs + dev.rx.counters.truncated >= 1);
+    static const uint8_t bad_crc[] = {0x04, 0x01, 0x2a, 0x01, 0x02, 0x02, 0x02, 0x05, 0x05, 0x4e, 0x56, 0x67, 0x21, 0x00};
+    tm_device_rx(&dev, bad_crc, sizeof(bad_crc));
+    CHECK_EQ(dev.rx.counters.bad_crc, 1);
+    CHECK_EQ(active_version(), v);
+    /* a message the codec refuses gets the protocol error */
+    static uint8_t raw[16], fr[32];
+    uint8_t unk[] = {1, 0x7F, 5, 0, 0, 0};
+    size_t f = tm_frame_encode(unk, sizeof(unk), fr, sizeof(fr));
+    n_out = 0;
+    tm_device_rx(&dev, fr, f);
+    expect_error(TM_E_UNKNOWN_TYPE);
+    CHECK_EQ(out(0)->seq, 5);
+    uint8_t ver[] = {9, 0x20, 6, 0, 0, 0};
+    f = tm_frame_encode(ver, sizeof(ver), fr, sizeof(fr));
+    n_out = 0;
+    tm_device_rx(&dev, fr, f);
+    expect_error(TM_E_UNSUPPORTED_VERSION);
+    uint8_t mal[] = {1, TM_BENCHMARK, 7, 0, 1, 0, 5};
+    f = tm_frame_encode(mal, sizeof(mal), fr, sizeof(fr));
+    n_out = 0;
+    tm_device_rx(&dev, fr, f);
+    expect_error(TM_E_MALFORMED);
+    (void)raw;
+    tm_msg_t m = {TM_CONFIRM, 3, {{0}}};
+    cmd(&m);
+    expect_error(TM_E_NOT_TRIAL);
+    tm_msg_t sf = {TM_SET_FAULT, 4, {{0}}};
+    sf.u.set_fault.severity = 2.0f;
+    cmd(&sf);
+    expect_error(TM_E_BAD_ARGUMENT);
+    tm_msg_t q = {TM_XFER_QUERY, 4, {{0}}};
+    q.u.xfer_id.transfer_id = 12345;
+    cmd(&q);
+    expect_error(TM_E_NO_TRANSFER);
+    tm_msg_t ch = {TM_XFER_CHUNK, 4, {{0}}};
+    ch.u.xfer_chunk.transfer_id = 12345;
+    cmd(&ch);
+    expect_error(TM_E_NO_TRANSFER);
+    tm_msg_t pull = {TM_XFER_BEGIN, 4, {{0}}};
+    static const uint8_t zero_sha[32];
+    pull.u.xfer_begin.flags = 1;
+    pull.u.xfer_begin.image_size = 100;
+    pull.u.xfer_begin.chunk_size = 100;
+    pull.u.xfer_begin.sha256.len = 32;
+    pull.u.xfer_begin.sha256.p = zero_sha;
+    cmd(&pull);
+    expect_error(TM_E_BAD_ARGUMENT); /* serial-only device: no PULL */
+    CHECK_EQ(active_version(), v);
+    CHECK(tick() != NULL); /* still running */
+}
+
+static void test_bad_models(void)
+{
+    uint32_t v = active_version();
+    uint8_t sha[32];
+    long len = load("fw_test_v2.tmlm", image, sizeof(image));
+    tm_sha256(image, (size_t)len, sha);
+    sha[5] ^= 1;
+    deploy(image, (uint32_t)len, sha, 1, 0);
+    expect_error(TM_E_HASH_MISMATCH);
+    len = load("tanh_v3.tmlm", image, sizeof(image));
+    tm_sha256(image, (size_t)len, sha);
+    deploy(image, (uint32_t)len, sha, 1, 0);
+    expect_error(TM_E_UNSUPPORTED_OP);
+    len = load("mlperf_ad_v4.tmlm", image, sizeof(image));
+    tm_sha256(image, (size_t)len, sha);
+    deploy(image, (uint32_t)len, sha, 1, 0);
+    expect_error(TM_E_ARENA_TOO_SMALL);
+    /* truncated container (its SHA is right: the host sent what it meant to) */
+    len = load("fw_test_v2.tmlm", image, sizeof(image));
+    tm_sha256(image, (size_t)len - 100, sha);
+    deploy(image, (uint32_t)len - 100, sha, 1, 0);
+    expect_error(TM_E_BAD_IMAGE);
+    /* truncated flatbuffer inside a well-formed container: shrink the TFLITE section to 1 KB */
+    len = load("fw_test_v2.tmlm", image, sizeof(image));
+    size_t pos = 16;
+    for (int s = 0; s < 4; s++) {
+        uint32_t type = image[pos], slen = image[pos + 4] | (image[pos + 5] << 8) | (image[pos + 6] << 16);
+        if (type == 3) { image[pos + 4] = 0; image[pos + 5] = 4; image[pos + 6] = 0; break; }
+        pos += 16 + slen + (16 - slen % 16) % 16;
+    }
+    tm_sha256(image, (size_t)len, sha);
+    deploy(image, (uint32_t)len, sha, 1, 0);
+    tm_msg_t *e = find(TM_ERROR);
+    CHECK(e && (e->u.error.code == TM_E_LOAD_FAILED || e->u.error.code == TM_E_BAD_IMAGE));
+    /* a self-test that fails: corrupt the expected score */
+    len = load("fw_test_v2.tmlm", image, sizeof(image));
+    image[len - 13] ^= 0x40; /* exponent byte of expected_score (SELFTEST is last, padded by 8) */
+    tm_sha256(image, (size_t)len, sha);
+    deploy(image, (uint32_t)len, sha, 1, 0);
+    expect_error(TM_E_SELFTEST_FAILED);
+    CHECK_EQ(active_version(), v); /* nothing was activated */
+    tm_msg_t *t = tick();
+    CHECK(t && t->u.telemetry.model_version == v && !(t->u.telemetry.flags & TM_TLM_NO_MODEL));
+}
+
+int main(void)
+{
+    factory_len = load("../../../resources/models/factory.tmlm", factory, sizeof(factory));
+    CHECK(factory_len > 0);
+    if (factory_len <= 0) return TEST_DONE();
+    memset(mem, 0xFF, sizeof(mem));
+    fsim.mem = mem; fsim.size = FLASH_SIZE; fsim.page = PAGE; fsim.cut_at = -1;
+    tm_vib_init(&vib, 1, 24.7f, TM_SAMPLE_RATE);
+    boot();
+    CHECK(find(TM_EVENT) && find(TM_EVENT)->u.event.code == TM_EV_BOOTED);
+    tm_msg_t *h = find(TM_HELLO);
+    CHECK(h && h->u.hello.model_version >= 1 && h->u.hello.caps == 59 && h->u.hello.max_chunk == 4096);
+    uint32_t v1 = active_version();
+
+    /* telemetry with a score; a fault raises it */
+    tm_msg_t *t = tick();
+    CHECK(t && t->u.telemetry.features.n == 36 && t->u.telemetry.model_version == v1);
+    CHECK(t && fabsf(t->u.telemetry.shaft_hz - 24.7f) < 2.0f);
+    float healthy = mean_score(5);
+    tm_msg_t sf = {TM_SET_FAULT, 21, {{0}}};
+    sf.u.set_fault.mask = 1;
+    sf.u.set_fault.severity = 1.0f;
+    cmd(&sf);
+    CHECK(find(TM_ACK) && find(TM_ACK)->seq == 21);
+    CHECK(find(TM_EVENT) && find(TM_EVENT)->u.event.code == TM_EV_FAULT_CHANGED);
+    float faulty = mean_score(5);
+    printf("score healthy %.4f, imbalance %.4f\n", healthy, faulty);
+    CHECK(faulty > 2.0f * healthy);
+    sf.u.set_fault.mask = 0;
+    sf.u.set_fault.severity = 0.0f;
+    cmd(&sf);
+
+    test_bad_input();
+    test_bad_models();
+    n_out = 0;
+    test_message_transport();
+
+    /* deploy v2, see it in telemetry and latency, roll back */
+    uint8_t sha[32];
+    long len = load("fw_test_v2.tmlm", image, sizeof(image));
+    tm_sha256(image, (size_t)len, sha);
+    tm_msg_t *l = deploy(image, (uint32_t)len, sha, 1, 0);
+    CHECK_EQ(l->type, TM_LATENCY);
+    CHECK_EQ(l->u.latency.model_version, 2);
+    CHECK_EQ(l->u.latency.n, 20);
+    CHECK(l->u.latency.min_us <= l->u.latency.median_us && l->u.latency.median_us <= l->u.latency.p95_us &&
+          l->u.latency.p95_us <= l->u.latency.max_us);
+    CHECK_EQ(active_version(), 2);
+    t = tick();
+    CHECK(t && t->u.telemetry.model_version == 2);
+    tm_msg_t rb = {TM_ROLLBACK, 30, {{0}}};
+    cmd(&rb);
+    h = find(TM_HELLO);
+    CHECK(h && h->seq == 30);
+    if (h) { CHECK_EQ(h->u.hello.model_version, v1); CHECK_EQ(h->u.hello.prev_version, 2); }
+    /* BENCHMARK */
+    tm_msg_t bm = {TM_BENCHMARK, 31, {{0}}};
+    bm.u.benchmark.count = 50;
+    cmd(&bm);
+    CHECK(find(TM_LATENCY) && find(TM_LATENCY)->u.latency.n == 50 && find(TM_LATENCY)->seq == 31);
+
+    /* trial that is not confirmed reverts by timeout */
+    l = deploy(image, (uint32_t)len, sha, 2, 3);
+    CHECK_EQ(l->type, TM_LATENCY);
+    CHECK(l->u.latency.flags & TM_LAT_TRIAL);
+    CHECK_EQ(active_version(), 2);
+    int reverted_at = -1;
+    for (int i = 0; i < 5 && reverted_at < 0; i++) {
+        tick();
+        if (find(TM_EVENT) && find(TM_EVENT)->u.event.code == TM_EV_TRIAL_REVERTED) reverted_at = i;
+    }
+    CHECK_EQ(reverted_at, 2); /* the third second: not before its 3 s timeout, not later */
+    CHECK_EQ(active_version(), v1);
+    /* a confirmed trial stays, also across a reboot */
+    l = deploy(image, (uint32_t)len, sha, 2, 60);
+    tm_msg_t cf = {TM_CONFIRM, 40, {{0}}};
+    cmd(&cf);
+    CHECK(find(TM_HELLO) && find(TM_HELLO)->u.hello.trial == 0);
+    tm_msg_t rbt = {TM_REBOOT, 41, {{0}}};
+    cmd(&rbt);
+    CHECK(rebooted && find(TM_HELLO));
+    boot();
+    CHECK_EQ(active_version(), 2);
+    /* store only, then ACTIVATE */
+    tm_msg_t rb2 = {TM_ROLLBACK, 42, {{0}}};
+    cmd(&rb2);
+    CHECK_EQ(active_version(), v1);
+    l = deploy(image, (uint32_t)len, sha, 0, 0);
+    CHECK_EQ(l->type, TM_LATENCY);
+    CHECK_EQ(active_version(), v1);
+    tm_msg_t act = {TM_ACTIVATE, 43, {{0}}};
+    act.u.activate.bench_count = 5;
+    cmd(&act);
+    CHECK(find(TM_LATENCY) && find(TM_LATENCY)->u.latency.model_version == 2);
+    CHECK_EQ(active_version(), 2);
+
+    /* streaming with a lease */
+    tm_msg_t ss = {TM_STREAM_START, 50, {{0}}};
+    ss.u.stream_start.lease_s = 2;
+    cmd(&ss);
+    CHECK(find(TM_ACK));
+    tick();
+    int streams = 0;
+    for (int i = 0; i < n_out; i++) streams += out(i)->type == TM_STREAM;
+    CHECK_EQ(streams, TM_WINDOW / TM_STREAM_FRAMES);
+    tm_msg_t *sm = find(TM_STREAM);
+    CHECK(sm && sm->u.stream.n == 256 && sm->u.stream.axes == 3);
+    tick(); tick();
+    CHECK(find(TM_STREAM) == NULL); /* lease ran out */
+    return TEST_DONE();
+}

@@ -1,0 +1,78 @@
+"""The QEMU device fixture: the real firmware (firmware/ports/qemu-mps2-an386) on an emulated
+Cortex-M4 whose UART0 is a TCP server; pyserial reaches it as `socket://127.0.0.1:PORT`."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PORT_DIR = ROOT / "firmware" / "ports" / "qemu-mps2-an386"
+ELF = PORT_DIR / "build" / "tinymlops.elf"
+DATA = ROOT / "firmware" / "tests" / "data"
+# -icount shift: each emulated instruction advances virtual time by 2**3 ns (125 MIPS), close to
+# the 120 MHz STM32L4R5 of MLPerf Tiny; timings are deterministic and reported as EMULATED.
+ICOUNT_SHIFT = 3
+# QEMU opens its TCP server within a few hundred ms; a loaded CI machine gets this long.
+QEMU_START_TIMEOUT_S = 20.0
+# Building the image from scratch takes a few seconds with arm-none-eabi-gcc.
+BUILD_TIMEOUT_S = 300
+
+
+@dataclass
+class QemuDevice:
+    url: str
+    port: int
+    process: subprocess.Popen
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def firmware_elf() -> Path:
+    for tool in ("qemu-system-arm", "arm-none-eabi-gcc", "make"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed: apt-get install qemu-system-arm gcc-arm-none-eabi "
+                        "libnewlib-arm-none-eabi make")
+    subprocess.run(["make", "-s", "-C", str(PORT_DIR)], check=True, timeout=BUILD_TIMEOUT_S)
+    return ELF
+
+
+@pytest.fixture
+def qemu_device(firmware_elf: Path) -> Iterator[QemuDevice]:
+    """A freshly booted emulated device (empty model flash: it installs its factory model)."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        ["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none",
+         "-icount", f"shift={ICOUNT_SHIFT}", "-serial", f"tcp:127.0.0.1:{port},server=on,wait=off",
+         "-kernel", str(firmware_elf)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + QEMU_START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            pytest.fail(f"qemu-system-arm exited with {proc.returncode}: {out}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("QEMU did not open its serial socket")
+            time.sleep(0.05)
+    try:
+        yield QemuDevice(f"socket://127.0.0.1:{port}", port, proc)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
