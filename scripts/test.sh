@@ -7,7 +7,7 @@ cd "$ROOT"
 export QT_QPA_PLATFORM=offscreen
 export TF_CPP_MIN_LOG_LEVEL=2
 echo "== ruff"
-"$VENV/bin/ruff" check app tests benchmarks packaging
+"$VENV/bin/ruff" check .
 if [ -f firmware/CMakeLists.txt ]; then
     echo "== firmware: host build and ctest"
     cmake -S firmware -B firmware/build-host -DCMAKE_BUILD_TYPE=Release >/dev/null
