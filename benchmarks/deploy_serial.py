@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from app.ml.conversion import to_int8
+
 # Hidden width giving an int8 image of about the MLPerf Tiny AD reference's 270 KB.
 MLPERF_HIDDEN = 352
 # Bottleneck width of the MLPerf Tiny AD autoencoder.
@@ -54,17 +56,7 @@ def mlperf_sized_image(cache: Path = CACHE) -> bytes:
         tf.keras.layers.Dense(w, activation="relu") for w in (h, h, MLPERF_BOTTLENECK, h, h)
     ] + [tf.keras.layers.Dense(n)])
 
-    def representative():
-        for row in x[:100]:
-            yield [row[None, :]]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    tflite = conv.convert()
+    tflite = to_int8(model, x[:100])
     image = build_image("mlperf-sized", 7, tflite, np.zeros(n, np.float32), np.ones(n, np.float32), 1.0, x[0])
     data = image.to_bytes()
     cache.write_bytes(data)

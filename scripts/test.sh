@@ -19,4 +19,4 @@ if [ -f firmware/ports/qemu-mps2-an386/Makefile ]; then
     make -s -C firmware/ports/qemu-mps2-an386
 fi
 echo "== pytest"
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
+"$VENV/bin/python" -m pytest -q "$@"
