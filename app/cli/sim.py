@@ -46,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--serial", action="store_true", help="also give every device a pty (paths are printed)")
     p.add_argument("--baud", type=int, help="emulate a UART at this baud on the ptys (8N1)")
     p.add_argument("--seed", type=int, default=0, help="simulation seed")
+    p.add_argument("--telemetry-period", type=float, default=1.0, metavar="S",
+                   help="seconds between an idle device's telemetry (default 1; >= 1, larger for big fleets)")
     p.add_argument("--fault", type=_fault_arg, action="append", default=[], metavar="DEVICE=MASK[:SEV]",
                    help="boot a device with a fault, e.g. sim-002=bearing_outer:0.7 (repeatable)")
     p.set_defaults(func=run_sim)
@@ -73,7 +75,8 @@ def run_sim(args: argparse.Namespace) -> int:
         url = broker.start()
     faults = {device: (mask, sev) for device, mask, sev in args.fault}
     try:
-        fleet = VirtualFleet(url, args.devices, seed=args.seed, serial=args.serial, baud=args.baud, faults=faults)
+        fleet = VirtualFleet(url, args.devices, seed=args.seed, serial=args.serial, baud=args.baud, faults=faults,
+                             telemetry_period_s=args.telemetry_period)
     except ValueError as exc:
         if broker:
             broker.stop()
