@@ -401,6 +401,10 @@ class VirtualDevice:
             raise _Refused(ErrorCode.BAD_ARGUMENT, "a pull transfer needs a source topic")
         if pull and any(c in b.source for c in "+#"):
             raise _Refused(ErrorCode.BAD_ARGUMENT, "source must be a plain topic prefix")
+        if self._trial:
+            # the inactive slot holds the trial's rollback target: receiving would erase it, and the
+            # unconfirmed model would stay active for good (PROTOCOL.md 5.3)
+            raise _Refused(ErrorCode.BUSY, "a model is on trial: CONFIRM or ROLLBACK it before a new transfer")
         t = self._transfer
         if t is not None and t.sha256 == b.sha256 and t.image_size == b.image_size \
                 and t.chunk_size == b.chunk_size:

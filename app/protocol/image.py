@@ -102,6 +102,8 @@ class ModelImage:
         if spec != FEATURE_SPEC_ID:
             raise ModelError(f"feature specification {spec} not supported")
         name_len = meta[_META.size]
+        if _META.size + 1 + name_len > len(meta):
+            raise ModelError("model name runs past the end of the META section")
         try:
             name = meta[_META.size + 1 : _META.size + 1 + name_len].decode("utf-8")
         except UnicodeDecodeError as exc:

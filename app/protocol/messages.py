@@ -6,6 +6,7 @@ unpacker serve every type, so the byte layout is written once, next to the field
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
@@ -27,8 +28,13 @@ _SCALARS = {"u8": struct.Struct("<B"), "u16": struct.Struct("<H"), "u32": struct
 
 
 def _f32(value: float) -> float:
-    """Round a Python float to binary32, so a decoded message compares equal to its source."""
-    return struct.unpack("<f", struct.pack("<f", value))[0]
+    """Round a Python float to binary32, so a decoded message compares equal to its source.
+
+    Beyond the binary32 range the result is +-inf, as an IEEE conversion gives (struct raises)."""
+    try:
+        return struct.unpack("<f", struct.pack("<f", value))[0]
+    except OverflowError:
+        return math.copysign(math.inf, value)
 
 
 @dataclass
@@ -70,7 +76,9 @@ class Message:
 
 def _pack_field(out: bytearray, kind: str, value: Any, name: str) -> None:
     try:
-        if kind in _SCALARS:
+        if kind == "f32":
+            out += _SCALARS[kind].pack(_f32(value))
+        elif kind in _SCALARS:
             out += _SCALARS[kind].pack(value)
         elif kind == "str":
             raw = value.encode("utf-8")
@@ -287,6 +295,17 @@ class XferStatus(Message):
     n_chunks: int = 0
     received: int = 0
     bitmap: bytes = b""
+
+    @classmethod
+    def from_payload(cls, data: bytes | memoryview) -> XferStatus:
+        """The bitmap is exactly ceil(n_chunks / 8) bytes: fewer is MALFORMED, more is a later field."""
+        msg = super().from_payload(data)
+        size = -(-msg.n_chunks // 8)
+        if len(msg.bitmap) < size:
+            raise ProtocolError(f"bitmap of {len(msg.bitmap)} bytes cannot cover {msg.n_chunks} chunks",
+                                code=ErrorCode.MALFORMED)
+        msg.bitmap = msg.bitmap[:size]
+        return msg
 
     def has(self, index: int) -> bool:
         byte = index // 8

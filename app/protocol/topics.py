@@ -16,7 +16,7 @@ REPLY = "reply"
 
 def valid_id(value: str) -> bool:
     """Ids and sites become topic elements: no '/', '+', '#', no empty string."""
-    return bool(_ID.match(value))
+    return bool(_ID.fullmatch(value))  # not match(): `$` also matches before a trailing newline
 
 
 def device_topic(site: str, device: str, leaf: str) -> str:

@@ -293,3 +293,4 @@ class MqttChannel(DeviceChannel):
     def _release(self) -> None:
         for topic, handler in self._subs:
             self.connection.unsubscribe(topic, handler)
+        self.connection.remove_state_listener(self._link_state)

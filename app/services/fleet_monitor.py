@@ -10,7 +10,9 @@ Listeners run on the transport thread (MQTT network thread or serial reader): ke
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
+import random
 import threading
 import time
 from collections import Counter
@@ -33,6 +35,10 @@ HOUSEKEEPING_S = 1.0
 # Stream lease asked of a device; renewed every STREAM_RENEW_S so a lost renewal costs nothing.
 STREAM_LEASE_S = 30
 STREAM_RENEW_S = 10.0
+# Command seqs of every monitor in this process come from one counter with a random start: a device
+# drops a command whose bytes repeat within its duplicate window, so a monitor restarted (or a second
+# one) must never resend the same seq as the last one.
+_COMMAND_SEQ = itertools.count(random.randrange(1 << 16))
 # Telemetry is QoS 0 on the wire (a lost one is superseded); subscribing at 0 avoids broker acks.
 TELEMETRY_QOS = 0
 STREAM_QOS = 0
@@ -88,8 +94,8 @@ class FleetMonitor:
         self._listeners: list[Listener] = []
         self._stream_listeners: dict[str, list[StreamListener]] = {}
         self._stream_renewed: dict[str, float] = {}
+        self._stream_subscribed: set[str] = set()  # devices whose stream topic we subscribed
         self._serial: dict[str, SerialChannel] = {}
-        self._seq = 0
         self._stop = threading.Event()
         self._subs: list[tuple[str, Callable[[str, bytes], None], int]] = []
         if connection is not None:
@@ -243,6 +249,9 @@ class FleetMonitor:
         if offline and was_online:
             event = "offline"
         self._emit(event, snapshot)
+        if not offline and not was_online and hello.device_id in self._stream_listeners:
+            # a stream was asked for before the device was known (or while it was away): start it now
+            self._start_stream(hello.device_id)
 
     def _apply_telemetry(self, tel: m.Telemetry, device_id: str, site: str, transport: str) -> None:
         with self._lock:
@@ -356,9 +365,7 @@ class FleetMonitor:
             if self.connection is None or record is None or not record.site:
                 log.warning("cannot command %s: unknown device", device_id)
                 return
-            with self._lock:
-                self._seq = (self._seq + 1) & 0xFFFF
-                seq = self._seq
+            seq = next(_COMMAND_SEQ) & 0xFFFF
             self.connection.publish(topics.device_topic(record.site, device_id, topics.CMD), m.encode(msg, seq),
                                     qos=1)
         except (LinkError, ProtocolError) as exc:
@@ -367,7 +374,10 @@ class FleetMonitor:
 
     def _start_stream(self, device_id: str) -> None:
         if device_id not in self._serial and self.connection is not None:
-            topic = self._stream_topic(device_id)
+            with self._lock:  # the network thread (a HELLO) and the caller may both get here
+                topic = None if device_id in self._stream_subscribed else self._stream_topic(device_id)
+                if topic is not None:
+                    self._stream_subscribed.add(device_id)
             if topic is not None:
                 self.connection.subscribe(topic, self._on_stream, qos=STREAM_QOS)
         self._command(device_id, m.StreamStart(lease_s=STREAM_LEASE_S))
@@ -376,8 +386,10 @@ class FleetMonitor:
     def _stop_stream(self, device_id: str) -> None:
         self._command(device_id, m.StreamStop())
         self._stream_renewed.pop(device_id, None)
-        if device_id not in self._serial and self.connection is not None:
-            topic = self._stream_topic(device_id)
+        if self.connection is not None:
+            with self._lock:
+                topic = self._stream_topic(device_id) if device_id in self._stream_subscribed else None
+                self._stream_subscribed.discard(device_id)
             if topic is not None:
                 self.connection.unsubscribe(topic, self._on_stream)
 

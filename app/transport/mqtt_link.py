@@ -172,6 +172,11 @@ class MqttConnection:
         with self._lock:
             self._state_callbacks.append(callback)
 
+    def remove_state_listener(self, callback: StateCallback) -> None:
+        """Undo `on_state` (a closed channel must not be kept alive by a shared connection)."""
+        with self._lock:
+            self._state_callbacks = [c for c in self._state_callbacks if c != callback]
+
     # ------------------------------------------------------------------ pub/sub
 
     def subscribe(self, topic_filter: str, handler: Handler, qos: int = SUBSCRIBE_QOS) -> None:
@@ -192,7 +197,8 @@ class MqttConnection:
             entry = self._subs.get(topic_filter)
             if entry is None:
                 return
-            handlers = [h for h in entry[1] if handler is not None and h is not handler]
+            # `==`, not `is`: each `obj.method` access makes a new bound-method object (equal, not identical)
+            handlers = [h for h in entry[1] if handler is not None and h != handler]
             if handlers:
                 self._subs[topic_filter] = (entry[0], handlers)
             else:

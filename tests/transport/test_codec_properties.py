@@ -30,8 +30,10 @@ _STRATEGIES = [
     st.builds(m.Error, ref_type=u8, code=u16, message=text),
     st.builds(m.Latency, model_version=u32, flags=u8, deploy_us=u32, load_us=u32, n=u16, min_us=u32, median_us=u32,
               p95_us=u32, max_us=u32),
-    st.builds(m.XferStatus, transfer_id=u32, image_size=u32, chunk_size=u16, n_chunks=u32, received=u32,
-              bitmap=st.binary(max_size=64)),
+    # the bitmap is exactly ceil(n_chunks / 8) bytes (PROTOCOL.md 4.5)
+    st.integers(0, 512).flatmap(lambda n: st.builds(
+        m.XferStatus, transfer_id=u32, image_size=u32, chunk_size=u16, n_chunks=st.just(n), received=u32,
+        bitmap=st.binary(min_size=-(-n // 8), max_size=-(-n // 8)))),
     st.builds(m.Event, code=u16, message=text),
     st.builds(m.GetInfo), st.builds(m.StreamStart, lease_s=u16), st.builds(m.StreamStop),
     st.builds(m.XferBegin, transfer_id=u32, image_size=u32, chunk_size=u16, flags=u8,
