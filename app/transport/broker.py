@@ -40,6 +40,16 @@ def _quiet_cancelled(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -
     loop.default_exception_handler(context)
 
 
+class _SnapshotDict(dict):
+    """A dict whose iteration walks a copy of its keys/items, safe across awaits that mutate it."""
+
+    def __iter__(self):
+        return iter(list(super().keys()))
+
+    def items(self):
+        return list(super().items())
+
+
 class EmbeddedBroker:
     """`start()` returns `mqtt://127.0.0.1:PORT`; `stop()` shuts the broker and its loop down."""
 
@@ -89,6 +99,10 @@ class EmbeddedBroker:
 
         self._stopped = asyncio.Event()
         self._broker = Broker(_config())
+        # amqtt 0.12 iterates its subscription table across awaits (publishing retained messages
+        # to a connecting client) while other clients (un)subscribe: "dictionary changed size
+        # during iteration" kills that client's session. Iterating a snapshot is what it means.
+        self._broker._subscriptions = _SnapshotDict(self._broker._subscriptions)
         await self._broker.start()
         server = self._broker._servers["default"].instance  # amqtt keeps the asyncio.Server here
         ready.set_result(server.sockets[0].getsockname()[1])
