@@ -144,6 +144,8 @@ int tm_store_begin(tm_store_t *s, uint32_t id, uint32_t image_size, uint16_t chu
         return TM_OK;
     }
     if (s->xfer && id != s->xfer_id && now_ms - s->last_ms < TM_XFER_STALE_S * 1000u) return TM_E_BUSY;
+    /* the inactive slot holds the model a trial reverts to: no transfer may overwrite it */
+    if (s->meta.trial) return TM_E_BUSY;
     if (image_size > s->slot_size) return TM_E_TOO_LARGE;
     if (chunk_size == 0 || chunk_size > max_chunk || image_size == 0) return TM_E_BAD_ARGUMENT;
     uint32_t n = (image_size + chunk_size - 1u) / chunk_size;

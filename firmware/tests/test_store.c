@@ -113,6 +113,8 @@ static void test_basic(void)
     CHECK_EQ(push(img_b, len_b, sha_b, 1000, 2), TM_OK);
     CHECK_EQ(tm_store_commit(&st, 1, 1, 60), TM_OK);
     CHECK_EQ(booted(), 'B');
+    /* while B is on trial, A (the revert target) cannot be overwritten by a new transfer */
+    CHECK_EQ(tm_store_begin(&st, 9, (uint32_t)len_a, 1024, 4096, sha_a, 3, 0, &resumed), TM_E_BUSY);
     CHECK_EQ(boot(&f, &rev), TM_OK);
     CHECK_EQ(rev, 1);
     CHECK_EQ(booted(), 'A');
