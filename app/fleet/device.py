@@ -23,6 +23,7 @@ import numpy as np
 from app.domain.errors import ModelError, ProtocolError
 from app.domain.profiles import HardwareProfile, get_profile
 from app.fleet.vibration import MachineSimulator, estimate_shaft_hz
+from app.fleet.window_analysis import WindowAnalyzer
 from app.ml import tflm
 from app.ml.features import DEFAULT_SPEC, extract
 from app.protocol import messages as m
@@ -156,7 +157,7 @@ class VirtualDevice:
     def __init__(self, device_id: str, location: str, profile: str | HardwareProfile, factory_image: bytes,
                  *, seed: int = 0, shaft_hz: float = 24.7, sample_rate: int = DEFAULT_SPEC.sample_rate,
                  fault_mask: int = 0, severity: float = 0.0, firmware: str = FIRMWARE_VERSION,
-                 now: float | None = None) -> None:
+                 now: float | None = None, full_rate: bool = False) -> None:
         if not valid_id(device_id) or not valid_id(location.split("/", 1)[0]):
             raise ValueError(f"device id {device_id!r} and site of {location!r} must match [A-Za-z0-9_.-]{{1,64}}")
         self.device_id = device_id
@@ -166,6 +167,11 @@ class VirtualDevice:
         self.sample_rate = sample_rate
         self.machine = MachineSimulator(seed, sample_rate, shaft_hz)
         self.machine.set_fault(fault_mask, severity)
+        # full_rate: the reference tick (every sample generated, shaft lines by sin/cos, the spec's
+        # reference feature and shaft code), kept for benchmarks/fleet_tick.py and the tests
+        self.full_rate = bool(full_rate)
+        self.machine.reference_lines = self.full_rate
+        self._analyzer = WindowAnalyzer(DEFAULT_SPEC, sample_rate)
         self._lock = threading.RLock()
         try:
             factory = self._verify(bytes(factory_image))
@@ -578,18 +584,39 @@ class VirtualDevice:
             out += self._status_if_changed(now)
             return out
 
+    def _sample_index(self, t: float) -> int:
+        """How many samples the sensor has taken since boot at monotonic time t."""
+        return int((t - self._booted_at) * self.sample_rate + 1e-6)
+
     def _advance_signal(self, now: float, out: list[Outgoing]) -> None:
-        due = int((now - self._booted_at) * self.sample_rate + 1e-6)  # samples the sensor has taken
+        """Bring the machine to `now`. Samples that can reach neither the stream nor the next
+        telemetry window (everything before its last DEFAULT_SPEC.window samples) are skipped, not
+        generated: an idle device pays for ~1/3 of the signal, and what it measures is unchanged."""
+        due = self._sample_index(now)  # samples the sensor has taken
         self._generated = max(self._generated, due - int(MAX_CATCHUP_S * self.sample_rate))
         n = due - self._generated
         if n <= 0:
             return
+        lease_end = self._sample_index(self._stream_until)
+        skip = 0
+        if not self.full_rate and lease_end <= self._generated:
+            # the next window ends at this tick's last sample if telemetry goes out now, else at the
+            # telemetry deadline or later
+            window_end = due if now >= self._next_telemetry else self._sample_index(self._next_telemetry)
+            skip = min(n, max(0, window_end - len(self._window) - self._generated))
+            if skip:
+                self.machine.skip(skip)
+                n -= skip
+                self._generated += skip
+                self._pending_stream = self._pending_stream[:0]
+                if n == 0:
+                    return
         self._generated = due
         block = self.machine.generate(n)
         w = len(self._window)
         self._window = np.concatenate([self._window, block])[-w:] if n < w else block[-w:]
         # samples taken before the lease ended stream, even when the tick comes a little later
-        leased = min(n, max(0, int((self._stream_until - self._booted_at) * self.sample_rate + 1e-6) - (due - n)))
+        leased = min(n, max(0, lease_end - (due - n)))
         if leased:
             self._pending_stream = np.concatenate([self._pending_stream, block[:leased]])
             while len(self._pending_stream) >= STREAM_WINDOW:
@@ -603,7 +630,10 @@ class VirtualDevice:
             self._pending_stream = self._pending_stream[:0]
 
     def _telemetry(self, now: float) -> m.Telemetry:
-        features = extract(self._window)
+        if self.full_rate:
+            features, shaft_hz = extract(self._window), estimate_shaft_hz(self._window, self.sample_rate)
+        else:
+            features, shaft_hz = self._analyzer.analyse(self._window)
         model = self.active_model
         flags = TelemetryFlags(0)
         score = threshold = 0.0
@@ -620,7 +650,7 @@ class VirtualDevice:
         self._window_seq = (self._window_seq + 1) & 0xFFFFFFFF
         return m.Telemetry(int((now - self._booted_at) * 1000) & 0xFFFFFFFF, self._window_seq,
                            model.image.version if model else 0, score, threshold, int(flags),
-                           estimate_shaft_hz(self._window, self.sample_rate), tuple(float(v) for v in features))
+                           shaft_hz, tuple(float(v) for v in features))
 
     def _status_if_changed(self, now: float) -> list[Outgoing]:
         key = self._hello_key(now)

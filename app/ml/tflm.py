@@ -64,8 +64,14 @@ def model_ops(tflite: bytes) -> list[str]:
 
 
 # dup2 on fds 1/2 affects the whole process: two threads interleaving it (devices loading models at
-# once) would leave stdout and stderr pointing at /dev/null for good. One redirection at a time.
-_NATIVE_OUTPUT_LOCK = threading.Lock()
+# once) would leave stdout and stderr pointing at /dev/null for good. One redirection at a time,
+# shared with app.ml.tfimport's stderr capture (reentrant: a redirection may nest in the same thread).
+_NATIVE_OUTPUT_LOCK = threading.RLock()
+
+
+def native_output_lock() -> threading.RLock:
+    """The lock every dup2 of fds 1/2 in this process holds (see _NATIVE_OUTPUT_LOCK)."""
+    return _NATIVE_OUTPUT_LOCK
 
 
 @contextlib.contextmanager
@@ -103,7 +109,7 @@ def _probe_child(tflite: bytes, arena_sizes: list[int], conn) -> None:
 
     faulthandler.disable()  # a crash here is an expected answer, not a traceback for the terminal
     global _NATIVE_OUTPUT_LOCK
-    _NATIVE_OUTPUT_LOCK = threading.Lock()  # another parent thread may have held it at fork time
+    _NATIVE_OUTPUT_LOCK = threading.RLock()  # another parent thread may have held it at fork time
     for size in arena_sizes:
         try:
             interp = load_interpreter(tflite, size)
@@ -225,9 +231,9 @@ class Scorer:
         y_q = self.interpreter.get_output(0).reshape(-1).astype(np.float32)
         y = (y_q - np.float32(self.q_out.zero_point)) * np.float32(self.q_out.scale)
         err = (y - x).astype(np.float32) ** 2
-        total = np.float32(0.0)
-        for v in err:  # index order in f32, as PROTOCOL.md 6.1 and the firmware sum it
-            total = np.float32(total + v)
+        # index order in f32, as PROTOCOL.md 6.1 and the firmware sum it: add.accumulate is strictly
+        # sequential (unlike sum's pairwise reduction), 10x cheaper than a Python loop
+        total = np.add.accumulate(err, dtype=np.float32)[-1]
         return float(total / np.float32(len(err)))
 
     def timed_score(self, features: np.ndarray) -> tuple[float, float]:
