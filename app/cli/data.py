@@ -51,7 +51,7 @@ def register(sub) -> None:
 def record(broker: str, device: str, seconds: float, progress=None):
     """(samples, HELLO-derived metadata) recorded from `device`'s STREAM over MQTT."""
     from app.domain.errors import DataError, LinkError
-    from app.ml.datasets import MIN_DATASET_WINDOWS
+    from app.ml.datasets import MAX_SAMPLES, MIN_DATASET_WINDOWS
     from app.ml.features import DEFAULT_SPEC
     from app.ml.recording import StreamRecorder
     from app.services.fleet_monitor import FleetMonitor
@@ -62,6 +62,10 @@ def record(broker: str, device: str, seconds: float, progress=None):
         shortest = MIN_DATASET_WINDOWS * DEFAULT_SPEC.window / DEFAULT_SPEC.sample_rate
         raise DataError(f"{seconds} s gives {recorder.windows} windows; a dataset needs at least "
                         f"{MIN_DATASET_WINDOWS} ({shortest:.1f} s)")
+    if recorder.windows * DEFAULT_SPEC.window > MAX_SAMPLES:
+        longest = MAX_SAMPLES / DEFAULT_SPEC.sample_rate
+        raise DataError(f"{seconds:g} s is longer than one dataset holds (at most {longest:.0f} s); record "
+                        "several shorter datasets and train on all of them (--data repeats)")
     conn = MqttConnection(broker)
     conn.connect()
     monitor = FleetMonitor(conn)

@@ -8,10 +8,16 @@ import sys
 import threading
 import time
 
+from app.deploy.links import DEFAULT_BAUD, DEFAULT_BROKER
+from app.deploy.rollout import DEFAULT_CONCURRENCY
+from app.deploy.transfer import DEFAULT_BENCH_COUNT
+
 # Redraw a progress bar at most this often: a 4 KB chunk ACK can come every few milliseconds.
 PROGRESS_REDRAW_S = 0.1
 # After Ctrl-C, time the deployment gets to abort on the device before the command exits.
 CANCEL_GRACE_S = 5.0
+# The main thread wakes this often while the deployment runs (Ctrl-C is handled between waits).
+WAIT_POLL_S = 0.2
 # Width of the bar in characters.
 BAR_WIDTH = 30
 
@@ -25,11 +31,13 @@ def register(sub) -> None:
     p.add_argument("--trial", action="store_true", help="activate on trial: reverts unless confirmed")
     p.add_argument("--trial-timeout", type=int, default=0, metavar="S",
                    help="seconds before an unconfirmed trial reverts (0: device default, 300 s)")
-    p.add_argument("--bench", type=int, default=100, metavar="N", help="inferences the device times (default 100)")
+    p.add_argument("--bench", type=int, default=DEFAULT_BENCH_COUNT, metavar="N",
+                   help=f"inferences the device times (default {DEFAULT_BENCH_COUNT})")
     p.add_argument("--canary", type=int, default=0, metavar="N", help="MQTT: deploy to the first N devices first")
     p.add_argument("--canary-threshold", type=float, default=1.0, metavar="F",
                    help="continue past the canary group only if this fraction succeeded (default 1.0)")
-    p.add_argument("--concurrency", type=int, default=8, metavar="N", help="MQTT: devices fetching at once")
+    p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N",
+                   help=f"MQTT: devices fetching at once (default {DEFAULT_CONCURRENCY})")
     p.add_argument("--json", action="store_true", help="print a JSON report instead of a table")
     p.set_defaults(func=cmd_deploy)
 
@@ -56,9 +64,9 @@ def _link_args(p: argparse.ArgumentParser, many: bool) -> None:
     p.add_argument("--device", action="append", default=[], metavar="ID",
                    help="device id (repeat for several)" if many else "device id")
     p.add_argument("--via", choices=("mqtt", "serial"), default="mqtt")
-    p.add_argument("--broker", help="mqtt://[user:pass@]host:port (default mqtt://127.0.0.1:1883)")
+    p.add_argument("--broker", help=f"mqtt://[user:pass@]host:port (default {DEFAULT_BROKER})")
     p.add_argument("--port", help="serial: /dev/ttyUSB0, COM3, a pty path or socket://host:port")
-    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--baud", type=int, default=DEFAULT_BAUD, help=f"serial line rate (default {DEFAULT_BAUD})")
 
 
 class _Bars:
@@ -112,6 +120,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     bars = _Bars(enabled=sys.stderr.isatty() and not args.json)
     cancel = threading.Event()
+    finished = threading.Event()
     box: dict = {}
 
     def work() -> None:
@@ -122,17 +131,20 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 canary_threshold=args.canary_threshold, concurrency=args.concurrency, progress=bars, cancel=cancel)
         except BaseException as exc:  # handed to the main thread
             box["error"] = exc
+        finally:
+            finished.set()
 
-    # the deployment runs in a worker so that Ctrl-C cancels it cleanly (XFER_ABORT) instead of
-    # abandoning a transfer half-way
+    # the deployment runs in a worker so that Ctrl-C cancels it cleanly (XFER_ABORT, a "cancelled"
+    # history row) instead of abandoning a transfer half-way. Waiting on an Event, not Thread.join:
+    # before Python 3.13 a join interrupted by Ctrl-C returns at once ever after (CPython gh-90882).
     worker = threading.Thread(target=work, name="deploy", daemon=True)
     worker.start()
     try:
-        while worker.is_alive():
-            worker.join(0.2)
+        while not finished.wait(WAIT_POLL_S):
+            pass
     except KeyboardInterrupt:
         cancel.set()
-        worker.join(CANCEL_GRACE_S)
+        finished.wait(CANCEL_GRACE_S)
         raise
     finally:
         bars.finish()
@@ -151,6 +163,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                  r.error_message or ""] for r in results]
         print(_table(rows, ["device", "outcome", "model", "via", "image B", "wire B", "deploy (host)",
                             "deploy (dev)", "load", "infer us min/med/p95/max", "error"]))
+        on_trial = [r.device for r in results if r.ok and r.trial]
+        if on_trial:
+            broker = f" --broker {args.broker}" if args.broker else ""
+            where = (f"--via serial --port {args.port}" if args.via == "serial"
+                     else " ".join(f"--device {d}" for d in on_trial) + broker)
+            after = f"{args.trial_timeout} s" if args.trial_timeout else "the device's trial timeout (300 s)"
+            print(f"on trial: `tinymlops confirm {where}` keeps it; without that it reverts after {after}",
+                  file=sys.stderr)
     return 0 if all(r.ok for r in results) else 1
 
 
@@ -160,11 +180,22 @@ def _switch(args: argparse.Namespace, fn) -> int:
         from app.domain.errors import LinkError
 
         raise LinkError("name the --device")
-    results = [fn(d, via=args.via, broker=args.broker, port=args.port, baud=args.baud) for d in devices]
+    from app.deploy.api import SwitchResult
+    from app.domain.errors import TinyMLOpsError
+
+    if len(devices) == 1:  # one device: its error is the command's error (exit code 2)
+        results = [fn(devices[0], via=args.via, broker=args.broker, port=args.port, baud=args.baud)]
+    else:  # several: an unreachable one must not hide what happened to the others
+        results = []
+        for d in devices:
+            try:
+                results.append(fn(d, via=args.via, broker=args.broker, port=args.port, baud=args.baud))
+            except TinyMLOpsError as exc:
+                results.append(SwitchResult(d, False, error_code=exc.code or None, error_message=str(exc)))
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
-        rows = [[r.device, "ok" if r.ok else "failed", f"{r.model_name}@{r.model_version}",
+        rows = [[r.device, "ok" if r.ok else "failed", f"{r.model_name}@{r.model_version}" if r.model_name else "-",
                  "yes" if r.trial else "no", r.prev_version or "-", r.error_message or ""] for r in results]
         print(_table(rows, ["device", "result", "active model", "trial", "previous", "error"]))
     return 0 if all(r.ok for r in results) else 1

@@ -11,6 +11,8 @@ from pathlib import Path
 # Redraw a terminal progress bar at most this often (an epoch can take milliseconds).
 PROGRESS_REDRAW_S = 0.1
 BAR_WIDTH = 30
+# Without a terminal (CI log, `| tee`) a long stage still prints a line this often.
+LOG_PROGRESS_EVERY_S = 5.0
 
 
 class ProgressPrinter:
@@ -21,6 +23,7 @@ class ProgressPrinter:
         self.tty = self.stream.isatty()
         self._last = 0.0
         self._stage = None
+        self._open_line = False  # a bar drawn without its final newline
 
     def __call__(self, stage: str, fraction: float, message: str = "") -> None:
         now = time.monotonic()
@@ -28,20 +31,26 @@ class ProgressPrinter:
         if self.tty:
             if now - self._last < PROGRESS_REDRAW_S and fraction < 1.0 and stage == self._stage:
                 return
+            if self._open_line and stage != self._stage:
+                self.stream.write("\n")  # keep the last state of the stage before (early stopping at 39%)
             filled = int(BAR_WIDTH * fraction)
             self.stream.write(f"\r{stage:<9} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] "
                               f"{fraction:4.0%} {message[:60]:<60}")
-            if fraction >= 1.0:
+            self._open_line = fraction < 1.0
+            if not self._open_line:
                 self.stream.write("\n")
-        elif stage != self._stage or fraction >= 1.0 or now - self._last > 5.0:
+        elif stage != self._stage or fraction >= 1.0 or now - self._last > LOG_PROGRESS_EVERY_S:
             self.stream.write(f"{stage}: {fraction:.0%} {message}\n")
+        else:
+            return  # nothing written: the next line is due LOG_PROGRESS_EVERY_S after the last one
         self.stream.flush()
         self._last, self._stage = now, stage
 
     def done(self) -> None:
-        if self.tty and self._stage is not None:
+        if self.tty and self._open_line:
             self.stream.write("\n")
             self.stream.flush()
+            self._open_line = False
 
 
 def register(sub) -> None:
@@ -112,13 +121,18 @@ def _registry():
     return Registry()
 
 
+def _families() -> list[str]:
+    with _registry() as reg:
+        return reg.families()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import threading
 
     from app.ml import training, workflows
 
     overrides = {}
-    if args.epochs:
+    if args.epochs is not None:
         overrides["epochs"] = args.epochs
     if args.hidden:
         try:
@@ -127,11 +141,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             from app.domain.errors import DataError
 
             raise DataError(f"--hidden must be comma-separated integers, not {args.hidden!r}") from None
-    if args.latent:
+    if args.latent is not None:
         overrides["latent"] = args.latent
-    if args.percentile:
+    if args.percentile is not None:
         overrides["threshold_percentile"] = args.percentile
-    if args.margin:
+    if args.margin is not None:
         overrides["threshold_margin"] = args.margin
     config = training.TrainConfig(seed=args.seed, **overrides)
     progress = ProgressPrinter()
@@ -158,7 +172,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps([v.summary() for v in versions], indent=2))
         return 0
     if not versions:
-        print("no models yet: `tinymlops model train --data DATASET --name NAME`")
+        if args.family:
+            print(f"no versions of {args.family!r} (families: {', '.join(_families()) or 'none'})")
+        else:
+            print("no models yet: `tinymlops model train --data DATASET --name NAME`")
         return 0
     print(f"{'model':<24} {'kind':<8} {'created':<16} {'image':>8} {'arena':>7} {'threshold':>9} {'AUC':>5}  fits")
     for v in versions:
@@ -226,17 +243,22 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from app.ml import workflows
 
+    progress = ProgressPrinter()
     mv = workflows.import_and_register(args.file, args.name, data=args.data, external=args.external,
-                                       notes=args.notes)
+                                       notes=args.notes, progress=progress)
+    progress.done()
     if args.json:
         print(json.dumps(mv.summary(), indent=2))
-    print(mv.ref)
+    else:
+        print(mv.ref)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from app.ml import export
 
+    if args.header:
+        export.c_header(b"", args.symbol)  # a bad --symbol is refused before anything is written
     with _registry() as reg:
         mv = reg.resolve(args.ref)
         written = export.export_package(reg, mv, args.out)
@@ -251,7 +273,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_mlperf(args: argparse.Namespace) -> int:
     from app.ml import mlperf
 
+    progress = ProgressPrinter()
     with _registry() as reg:
-        mv = mlperf.register_reference(reg, args.name)
+        mv = mlperf.register_reference(reg, args.name, progress=progress)
+    progress.done()
     print(mv.ref)
     return 0

@@ -12,7 +12,8 @@ a pull rollout through the broker, which carries the model once. Every device ge
 DeploymentResult with the three latencies and the outcome, and one row in the history; errors
 carry the device's code and its human text. Nothing here raises for a device's failure: a
 failed device is a result with `ok = False` (connection failures before any device is reached
-still raise LinkError).
+still raise LinkError, after recording a failed row per named device). A refused ROLLBACK or
+CONFIRM is recorded too ("rollback-failed", "confirm-failed").
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from app.deploy.transfer import (
     device_error,
     error_text,
 )
-from app.domain.errors import Cancelled, DeviceError, LinkError, ModelError, TinyMLOpsError
+from app.domain.errors import Cancelled, DeviceError, LinkError, ModelError, ProtocolError, TinyMLOpsError
 from app.protocol.codes import Caps, CommitMode, ErrorCode, LatencyFlags
 from app.protocol.image import ModelImage, sha256
 from app.protocol.messages import Confirm, Hello, Rollback
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 DeviceProgressFn = Callable[[str, int, int], None]
 # ROLLBACK/CONFIRM reload a model on the device (load + self-test): longer than a plain query.
 SWITCH_TIMEOUT_S = 30.0
+# Largest bench count and trial timeout XFER_COMMIT can carry (u16 fields).
+U16_MAX = 0xFFFF
 
 
 @dataclass
@@ -169,6 +172,9 @@ def deploy(ref_or_image: str | Path | bytes, devices: list[str] | str | None = N
     (or an open `connection`). `pull` forces (True) or forbids (False) the broker-pull rollout.
     """
     started = time.time()
+    for field_name, value in (("bench_count", bench_count), ("trial_timeout_s", trial_timeout_s)):
+        if not 0 <= int(value) <= U16_MAX:  # XFER_COMMIT carries both as u16 (PROTOCOL.md 3)
+            raise ProtocolError(f"{field_name} must be 0..{U16_MAX}, not {value}", code=ErrorCode.BAD_ARGUMENT)
     image = load_image(ref_or_image, registry)
     if isinstance(devices, str):
         devices = [devices]
@@ -181,12 +187,16 @@ def deploy(ref_or_image: str | Path | bytes, devices: list[str] | str | None = N
             raise LinkError("--port is required for a serial deployment")
         if len(devices) > 1:
             raise LinkError("a serial port reaches one device; give one --device (or use MQTT)")
-        results = [_deploy_serial(image, devices[0] if devices else None, port, baud, mode, trial_timeout_s,
-                                  bench_count, progress, cancel)]
     elif via == "mqtt":
         if not devices:
             raise LinkError("name at least one --device for an MQTT deployment")
-        if connection is not None:
+    else:
+        raise LinkError(f"unknown transport {via!r}: use 'serial' or 'mqtt'")
+    try:
+        if via == "serial":
+            results = [_deploy_serial(image, devices[0] if devices else None, port, baud, mode, trial_timeout_s,
+                                      bench_count, progress, cancel)]
+        elif connection is not None:
             results = _deploy_mqtt(connection, broker, image, devices, mode, trial_timeout_s, bench_count, canary,
                                    canary_threshold, concurrency, pull, progress, cancel)
         else:
@@ -194,8 +204,20 @@ def deploy(ref_or_image: str | Path | bytes, devices: list[str] | str | None = N
                 results = _deploy_mqtt(conn, broker or links.DEFAULT_BROKER, image, devices, mode,
                                        trial_timeout_s, bench_count, canary, canary_threshold, concurrency,
                                        pull, progress, cancel)
-    else:
-        raise LinkError(f"unknown transport {via!r}: use 'serial' or 'mqtt'")
+    except TinyMLOpsError as exc:
+        # the link failed before any device answered (port does not open, wrong device on it,
+        # broker unreachable): still an attempt the history must show, one row per named device
+        transport = "serial" if via == "serial" else "mqtt"
+        failed = [_fail(_base(image, d, transport, trial), exc) for d in (devices or [port])]
+        _record(hist, failed, started, via, broker, port, baud)
+        raise
+    _record(hist, results, started, via, broker, port, baud)
+    return results
+
+
+def _record(hist: DeploymentHistory, results: list[DeploymentResult], started: float, via: str,
+            broker: str | None, port: str | None, baud: int) -> None:
+    """One history row per device result (its record_id is set)."""
     for r in results:
         rec = DeploymentRecord(
             started=started, device=r.device, model_name=r.model_name, model_version=r.model_version,
@@ -207,7 +229,6 @@ def deploy(ref_or_image: str | Path | bytes, devices: list[str] | str | None = N
             inference_p95_us=r.inference_p95_us, inference_max_us=r.inference_max_us, emulated=r.emulated,
             trial=r.trial, outcome=r.outcome, error_code=r.error_code, error_message=r.error_message)
         r.record_id = hist.add(rec)
-    return results
 
 
 def _base(image: _Image, device: str, transport: str, trial: bool) -> DeploymentResult:
@@ -236,7 +257,10 @@ def _push(link: links.DeviceLink, image: _Image, base: DeploymentResult,
     try:
         return _result_from_stats(base, push.run(mode, trial_timeout_s, bench_count))
     except TinyMLOpsError as exc:
-        log.warning("deployment to %s failed: %s", base.device, exc)
+        if isinstance(exc, Cancelled):
+            log.info("%s", exc)
+        else:
+            log.warning("deployment to %s failed: %s", base.device, exc)
         base.wire_bytes = push.stats.wire_bytes
         return _fail(base, exc)
 
@@ -318,20 +342,31 @@ class SwitchResult:
 
 def _switch(command, outcome: str, device: str | None, via: str, broker: str | None, port: str | None,
             baud: int, history: DeploymentHistory | None, connection=None) -> SwitchResult:
+    """`outcome` names the history row on success; a refusal is recorded as "<verb>-failed"."""
+    failed_outcome = f"{type(command).__name__.lower()}-failed"
+
     def run(link: links.DeviceLink) -> SwitchResult:
         dev = link.hello.device_id
+        started = time.time()
+
+        def record(hello: Hello, outcome: str, err: DeviceError | None = None) -> None:
+            hist = history or DeploymentHistory()
+            hist.add(DeploymentRecord(
+                started=started, device=dev, model_name=hello.model_name, model_version=hello.model_version,
+                model_sha=hist.full_sha(dev, hello.model_sha.hex()), transport=link.transport, baud=link.baud,
+                broker=link.broker,
+                port=link.port, trial=bool(hello.trial), outcome=outcome,
+                error_code=err.code if err else None, error_message=str(err) if err else None))
+
         try:
             pkt = link.channel.request(command, timeout=SWITCH_TIMEOUT_S, retries=0)
         except DeviceError as exc:
             err = device_error(dev, exc.code, str(exc))
+            record(link.hello, failed_outcome, err)  # the device keeps what it ran: the HELLO says what
             return SwitchResult(dev, False, link.hello.model_name, link.hello.model_version, link.hello.prev_version,
                                 bool(link.hello.trial), err.code, str(err))
         hello = pkt.msg if isinstance(pkt.msg, Hello) else links.get_info(link.channel, dev)
-        rec = DeploymentRecord(started=time.time(), device=dev, model_name=hello.model_name,
-                               model_version=hello.model_version, model_sha=hello.model_sha.hex(),
-                               transport=link.transport, baud=link.baud, broker=link.broker, port=link.port,
-                               trial=bool(hello.trial), outcome=outcome)
-        (history or DeploymentHistory()).add(rec)
+        record(hello, outcome)
         return SwitchResult(dev, True, hello.model_name, hello.model_version, hello.prev_version, bool(hello.trial))
 
     if via == "serial":

@@ -7,6 +7,7 @@ device reported, so runs can be compared and exported (CSV, JSON) for a report.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -46,7 +47,9 @@ class DeploymentRecord:
     inference_max_us: int | None = None
     emulated: bool = False
     trial: bool = False
-    outcome: str = ""  # "ok", "failed", "refused", "cancelled", "rolled-back", "confirmed"
+    # "ok", "failed", "refused", "cancelled", "skipped"; "rolled-back", "confirmed",
+    # "rollback-failed", "confirm-failed"
+    outcome: str = ""
     error_code: int | None = None
     error_message: str | None = None
     id: int | None = None
@@ -68,7 +71,7 @@ class DeploymentHistory:
     def __init__(self, db_path: str | Path | None = None) -> None:
         self.db_path = Path(db_path) if db_path is not None else paths.database_path()
         self._lock = threading.Lock()
-        with self._connect() as db:
+        with contextlib.closing(self._connect()) as db, db:
             db.execute(_schema())
             db.execute("CREATE INDEX IF NOT EXISTS deployments_device ON deployments(device, started)")
 
@@ -78,11 +81,20 @@ class DeploymentHistory:
     def add(self, record: DeploymentRecord) -> int:
         names = [f.name for f in _COLUMNS]
         values = [getattr(record, n) for n in names]
-        with self._lock, self._connect() as db:
+        with self._lock, contextlib.closing(self._connect()) as db, db:
             cur = db.execute(f"INSERT INTO deployments ({', '.join(names)}) VALUES "
                              f"({', '.join('?' * len(names))})", values)
             record.id = int(cur.lastrowid)
         return record.id
+
+    def full_sha(self, device: str, prefix: str) -> str:
+        """The full SHA-256 hex of an image this history deployed to `device` whose hash starts
+        with `prefix` (a HELLO carries only 8 bytes); `prefix` itself when none is known."""
+        with contextlib.closing(self._connect()) as db:
+            row = db.execute("SELECT model_sha FROM deployments WHERE device = ? AND length(model_sha) = 64 "
+                             "AND substr(model_sha, 1, ?) = ? ORDER BY id DESC LIMIT 1",
+                             (device, len(prefix), prefix)).fetchone()
+        return row[0] if row and prefix else prefix
 
     def list(self, device: str | None = None, limit: int | None = None) -> list[DeploymentRecord]:
         """Newest first."""
@@ -95,7 +107,7 @@ class DeploymentHistory:
         if limit:
             sql += " LIMIT ?"
             args.append(int(limit))
-        with self._connect() as db:
+        with contextlib.closing(self._connect()) as db:
             db.row_factory = sqlite3.Row
             rows = db.execute(sql, args).fetchall()
         out = []

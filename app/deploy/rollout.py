@@ -20,13 +20,21 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from app.deploy.transfer import COMMIT_TIMEOUT_S, DEFAULT_BENCH_COUNT, TransferStats, device_error, listen
+from app.deploy.transfer import (
+    ABORT_TIMEOUT_S,
+    COMMIT_TIMEOUT_S,
+    DEFAULT_BENCH_COUNT,
+    TransferStats,
+    device_error,
+    listen,
+)
 from app.domain.errors import Cancelled, DeviceError, LinkError, ProtocolError, TinyMLOpsError
 from app.protocol import topics
 from app.protocol.codes import MAX_CHUNK, CommitMode, ErrorCode, EventCode, XferFlags
 from app.protocol.image import sha256
 from app.protocol.messages import (
     Event,
+    GetInfo,
     Hello,
     Latency,
     Message,
@@ -237,6 +245,8 @@ class Rollout:
             for gi, group in enumerate(groups):
                 for r in self._run_group(group):
                     results[r.device_id] = r
+                if self.cancel.is_set():  # the operator stopped it: not a verdict on the canary
+                    raise Cancelled("rollout cancelled")
                 if self.canary and gi == 0:
                     ok = sum(results[d].ok for d in group)
                     report.canary_rate = ok / len(group)
@@ -372,6 +382,14 @@ class _PullTransfer:
                     raise LinkError(f"device {self.device_id} stopped fetching the model at chunk "
                                     f"{received}/{self.r.n_chunks}")
 
+    def _active_is_ours(self) -> bool:
+        try:
+            hello = self._request(GetInfo(), self.r.command_timeout_s, COMMAND_RETRIES)
+        except TinyMLOpsError as exc:
+            log.info("%s: GET_INFO after a lost COMMIT reply failed: %s", self.device_id, exc)
+            return False
+        return isinstance(hello, Hello) and hello.model_sha == self.r.sha[:8]
+
     def run(self) -> TransferStats:
         self._started = time.perf_counter()
         try:
@@ -380,8 +398,15 @@ class _PullTransfer:
             self.stats.resumed_chunks = status.received
             self._wait_complete(status)
             self.stats.transfer_s = time.perf_counter() - self._started
-            reply = self._request(XferCommit(self.stats.transfer_id, int(self.r.mode), self.r.trial_timeout_s,
-                                             self.r.bench_count), self.r.commit_timeout_s, 0)
+            try:
+                reply = self._request(XferCommit(self.stats.transfer_id, int(self.r.mode), self.r.trial_timeout_s,
+                                                 self.r.bench_count), self.r.commit_timeout_s, 0)
+            except LinkError:
+                # the reply, not necessarily the COMMIT, was lost: the device's HELLO says which model runs
+                if not self._active_is_ours():
+                    raise
+                log.info("%s: COMMIT reply lost, but the device runs the new image", self.device_id)
+                reply = Latency(self.r.model_version)  # activated; its figures went with the reply
             if not isinstance(reply, Latency):
                 raise ProtocolError(f"device {self.device_id} answered {type(reply).__name__} to XFER_COMMIT")
             self.stats.latency = reply
@@ -391,7 +416,7 @@ class _PullTransfer:
         except (Cancelled, DeviceError, ProtocolError):
             if self._begun:
                 try:
-                    self.channel.request(XferAbort(self.stats.transfer_id), timeout=1.0, retries=0)
+                    self.channel.request(XferAbort(self.stats.transfer_id), timeout=ABORT_TIMEOUT_S, retries=0)
                 except TinyMLOpsError as exc:
                     log.info("XFER_ABORT to %s not confirmed: %s", self.device_id, exc)
             raise

@@ -124,10 +124,13 @@ def device_error(device_id: str, code: int, detail: str = "") -> DeviceError:
         name = ErrorCode(code).name
     except ValueError:
         name = str(code)
+    text = error_text(code)
+    # the device's own message often repeats the code's text: "NAME (text): text" says it twice
+    detail = detail.replace(f"({text}): {text}", f"({text})")
     if name in detail:  # the channel already said "<device> refused <command>: NAME (text): detail"
         text = detail if device_id in detail else f"device {device_id}: {detail}"
     else:
-        text = f"device {device_id}: {name} ({code}): {error_text(code)}"
+        text = f"device {device_id}: {name} ({code}): {text}"
         if detail and detail not in text:
             text += f" ({detail})"
     return DeviceError(text, code=code)

@@ -68,6 +68,10 @@ MAX_BENCH_COUNT = 2000
 DUPLICATE_WINDOW_S = 10.0
 # How many recent commands the duplicate filter remembers.
 DUPLICATE_CACHE_SIZE = 64
+# A pull transfer that received no chunk for this long re-fetches (the adapter resubscribes, and the
+# broker sends every retained chunk again): a chunk lost or held up in the broker costs seconds, not
+# the whole rollout.
+PULL_REFETCH_S = 2.0
 # Arena for "does it load at all": anything that fails here is broken, not big.
 BIG_ARENA = tflm.MAX_ARENA_PROBE
 
@@ -127,6 +131,8 @@ class Transfer:
     buf: bytearray = field(default_factory=bytearray)
     have: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     last_status: float = 0.0
+    last_fetch: float = 0.0  # last chunk received or re-fetch asked, for PULL_REFETCH_S
+    pull_round: int = 0  # bumped to make the adapter resubscribe
 
     @property
     def n_chunks(self) -> int:
@@ -223,6 +229,12 @@ class VirtualDevice:
         return t.pull_source if t and t.pull_source and not t.complete else None
 
     @property
+    def pull_request(self) -> tuple[str, int] | None:
+        """(topic prefix, fetch round): a new round means "subscribe again" (PULL_REFETCH_S)."""
+        t = self._transfer
+        return (t.pull_source, t.pull_round) if t and t.pull_source and not t.complete else None
+
+    @property
     def site(self) -> str:
         return self.location.split("/", 1)[0]
 
@@ -315,6 +327,7 @@ class VirtualDevice:
                 return []
             try:
                 self._store_chunk(t, msg, now)
+                t.last_fetch = now
             except _Refused as exc:
                 self._count("bad_pull_chunk")
                 log.info("%s: pull chunk %d refused: %s", self.device_id, msg.index, exc)
@@ -578,6 +591,13 @@ class VirtualDevice:
             if self._trial and now >= self._trial_deadline:
                 out += self._revert_trial("not confirmed in time")
             self._advance_signal(now, out)
+            t = self._transfer
+            pulling = t is not None and t.pull_source and not t.complete
+            if pulling and now - max(t.last_fetch, t.started) >= PULL_REFETCH_S:
+                t.last_fetch = now
+                t.pull_round += 1
+                self._count("pull_refetch")
+                log.info("%s: no pull chunk for %.1f s, fetching again", self.device_id, PULL_REFETCH_S)
             if now >= self._next_telemetry:
                 self._next_telemetry = max(self._next_telemetry + TELEMETRY_PERIOD_S, now)
                 out.append(self._unsolicited(TELEMETRY, self._telemetry(now)))

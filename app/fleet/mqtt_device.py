@@ -50,7 +50,7 @@ class MqttDevice:
         self.on_command: Callable[[], None] | None = None
         self._topic = {leaf: topics.device_topic(device.site, device.device_id, leaf)
                        for leaf in (topics.STATUS, topics.REPLY, topics.TELEMETRY, topics.STREAM, topics.CMD)}
-        self._pull_sub: str | None = None
+        self._pull_sub: tuple[str, int] | None = None
         self._lock = threading.Lock()
         self.connected = threading.Event()
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"tinymlops-sim-{device.device_id}",
@@ -159,14 +159,15 @@ class MqttDevice:
             self.client.publish(self._topic[channel], data, qos=QOS[channel], retain=channel == topics.STATUS)
 
     def _sync_pull(self) -> None:
-        """Subscribe to the pull source while the engine wants chunks, unsubscribe when done."""
-        want = self.device.pull_source
+        """Subscribe to the pull source while the engine wants chunks, unsubscribe when done, and
+        subscribe again when the engine starts a new fetch round (a subscribe redelivers retained chunks)."""
+        want = self.device.pull_request
         with self._lock:
             have = self._pull_sub
             if want == have:
                 return
             self._pull_sub = want
         if have:
-            self.client.unsubscribe(f"{have}/+")
+            self.client.unsubscribe(f"{have[0]}/+")
         if want:
-            self.client.subscribe(f"{want}/+", qos=1)
+            self.client.subscribe(f"{want[0]}/+", qos=1)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app.domain.errors import Cancelled, ModelError
-from app.ml.tfimport import tensorflow
+from app.ml.tfimport import native_stderr_to_log, tensorflow
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _run(converter, what: str) -> bytes:
     try:
         # Keras' export prints "Saved artifact at ..." and a signature dump on stdout; the int8
         # converter warns about input statistics it takes from the representative data anyway
-        with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
+        with contextlib.redirect_stdout(chatter), warnings.catch_warnings(), native_stderr_to_log():
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             return bytes(converter.convert())
     except Exception as exc:

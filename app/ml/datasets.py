@@ -192,31 +192,34 @@ class DatasetStore:
             raise DataError(f"label must be one of {', '.join(LABELS)}, not {label!r}")
         arr = check_samples(samples, sample_rate, spec, what=source)
         fp = fingerprint(arr, sample_rate)
-        existing = self._conn.execute("SELECT * FROM datasets WHERE fingerprint=?", (fp,)).fetchone()
-        if existing is not None:
-            ds = self._row(existing)
-            if ds.label != label:
-                raise DataError(f"this recording is already dataset {ds.id} labelled {ds.label!r}")
-            log.info("recording already stored as %s", ds.id)
-            return ds
         buf = io.BytesIO()
         np.save(buf, arr, allow_pickle=False)
         path = self._file(fp)
-        store.write_atomic(path, buf.getvalue())
         windows = 1 + (len(arr) - spec.window) // spec.hop
         ds = Dataset(id=f"ds-{fp[:12]}", fingerprint=fp, label=label, source=source,
                      sample_rate=int(sample_rate), n_samples=len(arr), windows=windows, created=time.time(),
                      notes=notes, meta=meta or {})
-        try:
-            with store.transaction(self._conn):
+        # check, write and insert under the database write lock: another process storing the same
+        # recording at the same moment either sees our row or we see its row, and a failed insert
+        # never removes a file someone else's committed row points at
+        with store.transaction(self._conn):
+            existing = self._conn.execute("SELECT * FROM datasets WHERE fingerprint=?", (fp,)).fetchone()
+            if existing is not None:
+                known = self._row(existing)
+                if known.label != label:
+                    raise DataError(f"this recording is already dataset {known.id} labelled {known.label!r}")
+                log.info("recording already stored as %s", known.id)
+                return known
+            store.write_atomic(path, buf.getvalue())
+            try:
                 self._conn.execute(
                     "INSERT INTO datasets (id, fingerprint, label, source, sample_rate, n_samples, windows, "
                     "created, notes, meta) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (ds.id, fp, label, source, ds.sample_rate, ds.n_samples, windows, ds.created, notes,
                      json.dumps(ds.meta)))
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
         log.info("stored dataset %s: %d windows, label %s", ds.id, windows, label)
         return ds
 

@@ -33,6 +33,8 @@ MAX_MODEL_FILE = 64 * 1024 * 1024
 TFLITE_IDENT = b"TFL3"  # flatbuffer file identifier at offset 4
 INT8 = 9  # schema.TensorType.INT8
 
+ProgressFn = training.ProgressFn
+
 
 @dataclass
 class Imported:
@@ -109,7 +111,7 @@ def _external(tflite: bytes, in_shape: list[int], source: str) -> Imported:
 
 
 def _spec_from_int8(tflite: bytes, normal: np.ndarray | None, source: str, percentile: float,
-                    margin: float) -> Imported:
+                    margin: float, progress: ProgressFn | None = None) -> Imported:
     if normal is None:
         raise ModelError("importing a feature-spec model needs normal data (--data DATASET): its "
                          "normalisation and alarm threshold are computed from it")
@@ -118,7 +120,7 @@ def _spec_from_int8(tflite: bytes, normal: np.ndarray | None, source: str, perce
     conv = conversion.Conversion(int8=tflite)
     model = pipeline.finish(name="imported", conv=conv, mean=mean, std=std, calib=normal, fault=None,
                             float_model=None, percentile=percentile, margin=margin,
-                            card={"kind": "autoencoder", "source": source})
+                            card={"kind": "autoencoder", "source": source}, progress=progress)
     return Imported(tflite=tflite, card=model.card, image=model.image)
 
 
@@ -171,8 +173,12 @@ def _load_keras(path: Path):
 
 
 def _import_float(path: Path, normal: np.ndarray | None, percentile: float, margin: float,
-                  external: bool) -> Imported:
+                  external: bool, progress: ProgressFn | None = None) -> Imported:
+    if progress:
+        progress("load", 0.0, f"loading {path.name} with TensorFlow")
     model = _load_keras(path)
+    if progress:
+        progress("load", 1.0, f"loaded {path.name}")
     in_shape = [1, *[int(d) if d is not None else -1 for d in model.input_shape[1:]]]
     out_shape = [1, *[int(d) if d is not None else -1 for d in model.output_shape[1:]]]
     source = f"file:{path.name}"
@@ -183,7 +189,11 @@ def _import_float(path: Path, normal: np.ndarray | None, percentile: float, marg
         rng = np.random.default_rng(0)  # no data of that shape here: calibrate int8 on N(0, 1)
         rep = rng.standard_normal((200, *in_shape[1:])).astype(np.float32)
         started = time.perf_counter()
+        if progress:
+            progress("convert", 0.0, "converting to int8")
         tflite = conversion.to_int8(model, rep)
+        if progress:
+            progress("convert", 1.0, "conversion done")
         imported = _external(tflite, in_shape, source)
         imported.card["conversion"] = {"seconds": {"int8": time.perf_counter() - started},
                                        "representative": "standard normal (no data of this shape)"}
@@ -193,20 +203,22 @@ def _import_float(path: Path, normal: np.ndarray | None, percentile: float, marg
                          "its normalisation, int8 calibration and threshold")
     normal = np.asarray(normal, np.float32)
     mean, std = training.normalisation(normal)
-    conv = conversion.convert_all(model, (normal - mean) / std)
+    conv = conversion.convert_all(model, (normal - mean) / std, progress)
     result = pipeline.finish(name="imported", conv=conv, mean=mean, std=std, calib=normal, fault=None,
                              float_model=model, percentile=percentile, margin=margin,
-                             card={"kind": "autoencoder", "source": source})
+                             card={"kind": "autoencoder", "source": source}, progress=progress)
     return Imported(tflite=result.tflite, card=result.card, image=result.image)
 
 
 def import_model(path: Path, normal: np.ndarray | None = None, external: bool = False,
                  percentile: float = training.TrainConfig.threshold_percentile,
-                 margin: float = training.TrainConfig.threshold_margin) -> Imported:
-    """Read, check and (if needed) convert and calibrate a model file; stores nothing."""
+                 margin: float = training.TrainConfig.threshold_margin,
+                 progress: ProgressFn | None = None) -> Imported:
+    """Read, check and (if needed) convert and calibrate a model file; stores nothing.
+    `progress(stage, fraction, message)` as in training: "load", "convert", "validate"."""
     path = Path(path)
     if path.is_dir():
-        return _import_float(path, normal, percentile, margin, external)
+        return _import_float(path, normal, percentile, margin, external, progress)
     data = _read(path)
     suffix = path.suffix.lower()
     source = f"file:{path.name}"
@@ -215,12 +227,12 @@ def import_model(path: Path, normal: np.ndarray | None = None, external: bool = 
     if suffix == ".tflite":
         shape = check_int8_io(data, path.name)
         if shape == _spec_shape() and not external:
-            return _spec_from_int8(data, normal, source, percentile, margin)
+            return _spec_from_int8(data, normal, source, percentile, margin, progress)
         if not external:
             raise ModelError(f"{path.name} takes input {shape}, not feature spec 1's {_spec_shape()}; "
                              "import it with --external to check it against devices")
         return _external(data, shape, source)
     if suffix in (".keras", ".h5", ".hdf5"):
-        return _import_float(path, normal, percentile, margin, external)
+        return _import_float(path, normal, percentile, margin, external, progress)
     raise ModelError(f"{path.name}: unsupported model format {suffix!r} (use .tmlm, .tflite, .keras, .h5 "
                      "or a SavedModel directory)")

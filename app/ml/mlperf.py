@@ -57,16 +57,26 @@ def convert_reference(model=None) -> tuple[bytes, float]:
 
 
 def register_reference(reg: registry.Registry, name: str = DEFAULT_NAME, notes: str = "",
-                       built: tuple[object, bytes] | None = None) -> registry.ModelVersion:
+                       built: tuple[object, bytes] | None = None,
+                       progress: importer.ProgressFn | None = None) -> registry.ModelVersion:
     """Build, convert, validate and store the reference as an external model version
     (`built`: an already built (keras model, int8 flatbuffer) pair)."""
+    registry.check_name(name)
     seconds = None
     if built is None:
+        if progress:
+            progress("build", 0.0, "building the MLPerf Tiny AD reference in Keras")
         model = build_reference()
+        if progress:
+            progress("convert", 0.0, "converting to full int8")
         tflite, seconds = convert_reference(model)
     else:
         model, tflite = built
+    if progress:
+        progress("validate", 0.0, "finding the tensor arena with TFLM")
     imported = importer._external(tflite, [1, INPUT_DIM], "mlperf-tiny-ad-reference")
+    if progress:
+        progress("validate", 1.0, "validated")
     imported.card.update(
         architecture={"type": "MLPerf Tiny AD reference", "layers": "640 -> 128x4 -> 8 -> 128x4 -> 640",
                       "batchnorm": True, "params": int(model.count_params()), "trained": False},

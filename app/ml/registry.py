@@ -98,6 +98,13 @@ class ModelVersion:
             "threshold", "quantization", "metrics", "fit", "created", "parent", "dataset", "notes")}
 
 
+def check_name(name: str) -> str:
+    """`name` if it is a valid family name, else ModelError (checked before any long work)."""
+    if not NAME_RE.match(name):
+        raise ModelError(f"bad model name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
+    return name
+
+
 def parse_ref(ref: str) -> tuple[str, str]:
     """'NAME@VERSION' or 'NAME@latest' (or bare 'NAME', meaning latest) -> (name, version-text)."""
     name, _, version = ref.partition("@")
@@ -195,14 +202,14 @@ class Registry:
 
         `card` must hold ops, arena, image_size and fit (from app.ml.validation); `image` is
         required for a deployable ("spec") model and absent for an external one."""
-        if not NAME_RE.match(name):
-            raise ModelError(f"bad model name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
+        check_name(name)
         for key in ("ops", "arena", "fit"):
             if key not in card:
                 raise ModelError(f"model card lacks {key!r} (validate the model before registering it)")
         created: list[str] = []
-        try:
-            with store.transaction(self._conn):
+        version = 0
+        with store.transaction(self._conn):
+            try:
                 version = self.next_version(name)
                 image_bytes = None
                 if image is not None:
@@ -231,18 +238,20 @@ class Registry:
                      json.dumps(card.get("feature_spec")) if card.get("feature_spec") else None,
                      json.dumps(card.get("metrics", {})), json.dumps(card["fit"]),
                      json.dumps(full_card, default=float), now, parent, dataset, notes))
-        except BaseException:
-            for digest in created:
-                if not self._referenced(digest):
-                    self.artifacts.remove(digest)
-            raise
+            except BaseException:
+                # still inside the write transaction: no other writer can commit a reference
+                # to one of these files between the check and the removal
+                for digest in created:
+                    if not self._referenced(digest, other_than=(name, version)):
+                        self.artifacts.remove(digest)
+                raise
         mv = self.resolve(f"{name}@{version}")
         log.info("registered %s (%s, %d bytes)", mv.ref, mv.kind, mv.image_size)
         return mv
 
-    def _referenced(self, digest: str) -> bool:
-        return bool(self._query("SELECT 1 FROM model_versions WHERE image_sha256=? OR tflite_sha256=? LIMIT 1",
-                                (digest, digest)))
+    def _referenced(self, digest: str, other_than: tuple[str, int] = ("", 0)) -> bool:
+        return bool(self._query("SELECT 1 FROM model_versions WHERE (image_sha256=? OR tflite_sha256=?) "
+                                "AND NOT (name=? AND version=?) LIMIT 1", (digest, digest, *other_than)))
 
     def set_notes(self, ref: str, notes: str) -> ModelVersion:
         mv = self.resolve(ref)

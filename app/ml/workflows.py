@@ -13,7 +13,7 @@ import numpy as np
 from app.domain.errors import DataError
 from app.ml import importer, pipeline, training
 from app.ml.datasets import DatasetStore
-from app.ml.registry import ModelVersion, Registry
+from app.ml.registry import ModelVersion, Registry, check_name
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ def train_and_register(data: list[str], fault_data: list[str] | None, name: str,
                        cancel: threading.Event | None = None, registry: Registry | None = None,
                        datasets: DatasetStore | None = None) -> ModelVersion:
     """Train a new version of `name` from normal datasets (fault datasets only for metrics)."""
+    check_name(name)
     own_store, own_reg = datasets is None, registry is None
     datasets = datasets or DatasetStore()
     registry = registry or Registry()
@@ -68,8 +69,10 @@ def train_and_register(data: list[str], fault_data: list[str] | None, name: str,
 
 def import_and_register(path: Path, name: str, *, data: list[str] | None = None, external: bool = False,
                         notes: str = "", registry: Registry | None = None,
-                        datasets: DatasetStore | None = None) -> ModelVersion:
+                        datasets: DatasetStore | None = None,
+                        progress: training.ProgressFn | None = None) -> ModelVersion:
     """Check, convert and calibrate a model file (see app.ml.importer) and store it as a version."""
+    check_name(name)
     own_store, own_reg = datasets is None, registry is None
     datasets = datasets or DatasetStore()
     registry = registry or Registry()
@@ -78,7 +81,7 @@ def import_and_register(path: Path, name: str, *, data: list[str] | None = None,
         info: list[dict] = []
         if data:
             normal, info = load_features(datasets, list(data), "normal")
-        imported = importer.import_model(Path(path), normal=normal, external=external)
+        imported = importer.import_model(Path(path), normal=normal, external=external, progress=progress)
         latest = registry.list(name)
         return registry.add(name=name, tflite=imported.tflite, card={**imported.card, "datasets": info},
                             image=imported.image, parent=latest[-1].ref if latest else None,

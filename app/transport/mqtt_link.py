@@ -39,7 +39,8 @@ DISPATCH_CACHE_MAX = 4096
 # Some brokers (amqtt) send one copy of a message per matching subscription, Mosquitto sends one:
 # every handler of every matching filter already gets each copy, so an identical payload on the
 # same topic within this window is dropped when filters overlap. Protocol messages carry a seq or
-# counter, so a legitimate identical repeat is itself a duplicate.
+# counter, so a legitimate identical repeat is itself a duplicate. Retained deliveries (the answer to
+# a new subscription) are never dropped.
 DUPLICATE_WINDOW_S = 0.5
 # Default subscription QoS: the broker delivers at min(publish QoS, this), so QoS 1 topics stay QoS 1.
 SUBSCRIBE_QOS = 1
@@ -351,7 +352,9 @@ class MqttConnection:
             log.warning("dropped a message whose topic is not UTF-8: %r", message._topic[:80])
             return
         handlers, overlapping = self._handlers_for(topic)
-        if overlapping and self._duplicate(topic, message.payload):
+        # A retained delivery answers a (new) subscription: its handler has not seen it yet, even when
+        # another handler got the same bytes a moment ago; only live copies can be overlap duplicates.
+        if overlapping and not message.retain and self._duplicate(topic, message.payload):
             self.counters["duplicates_dropped"] += 1
             return
         for handler in handlers:

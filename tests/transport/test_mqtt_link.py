@@ -220,3 +220,23 @@ def test_embedded_broker_stops_cleanly_and_frees_its_port() -> None:
     conn.close()
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass
+
+
+def test_new_subscriber_on_a_shared_connection_gets_the_retained_message(broker_url: str) -> None:
+    """A channel opened right after a status arrived on overlapping filters of the same connection
+    (fleet monitor + another channel) must still get the retained status: the broker's retained
+    delivery answers its own new subscription and is not an overlap copy."""
+    conn = MqttConnection(broker_url)
+    conn.connect()
+    try:
+        monitor: list[bytes] = []
+        channel: list[bytes] = []
+        late: list[bytes] = []
+        conn.subscribe("tinymlops/v1/+/+/status", lambda _t, p: monitor.append(p))
+        conn.subscribe("tinymlops/v1/site/dev-1/#", lambda _t, p: channel.append(p))
+        conn.publish("tinymlops/v1/site/dev-1/status", b"hello-2", qos=1, retain=True)
+        wait_until(lambda: b"hello-2" in monitor and b"hello-2" in channel)
+        conn.subscribe("tinymlops/v1/site/dev-1/status", lambda _t, p: late.append(p))
+        wait_until(lambda: b"hello-2" in late)
+    finally:
+        conn.close()

@@ -1,0 +1,174 @@
+"""The GUI's back-end session: one broker connection, one fleet monitor, and (by default) the
+embedded broker plus a virtual fleet, so a newcomer sees live devices at once.
+
+Qt-free, so the start-up work can run in a worker thread while the first window is already shown.
+Everything it starts it stops, in reverse order, in `close()`; a failure part-way through start
+closes what was started and raises one TinyMLOpsError with a sentence the GUI can show.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from app.domain.errors import LinkError, TinyMLOpsError
+
+log = logging.getLogger(__name__)
+
+# Virtual devices of the embedded default: enough for every site/line/machine grouping and a
+# faulty one (VirtualFleet makes every 7th device faulty), few enough for a laptop.
+DEFAULT_DEVICE_COUNT = 8
+# A loopback broker answers in milliseconds; a plant broker over a slow VPN may take seconds.
+CONNECT_TIMEOUT_S = 10.0
+
+ProgressFn = Callable[[int, str], None]
+
+
+@dataclass
+class SessionConfig:
+    """What to connect to: `broker_url` None means the embedded default (broker + virtual fleet)."""
+
+    broker_url: str | None = None
+    devices: int = DEFAULT_DEVICE_COUNT
+    username: str | None = None
+    password: str | None = None
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url is None
+
+
+class AppSession:
+    """Start with `start(progress)`; then `.connection`, `.monitor`, `.broker_url`, `.fleet`."""
+
+    def __init__(self, config: SessionConfig | None = None) -> None:
+        self.config = config or SessionConfig()
+        self.broker = None
+        self.fleet = None
+        self.connection = None
+        self.monitor = None
+        self.broker_url: str | None = None
+        self._target = None  # the broker URL with its credentials, for further connections
+        self.serial: dict[str, object] = {}  # port -> SerialChannel attached to the fleet monitor
+        self._closed = threading.Event()
+
+    @property
+    def embedded(self) -> bool:
+        return self.config.embedded
+
+    def start(self, progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> AppSession:
+        """Bring the session up; raises TinyMLOpsError (never a bare library error) on failure."""
+        from app.services.fleet_monitor import FleetMonitor
+        from app.transport.mqtt_link import MqttConnection
+        from app.transport.urls import parse_broker_url
+
+        def step(pct: int, text: str) -> None:
+            log.info("session: %s", text)
+            if progress:
+                progress(pct, text)
+            if cancel is not None and cancel.is_set():
+                from app.domain.errors import Cancelled
+
+                raise Cancelled("start-up cancelled")
+
+        target = None
+        try:
+            if self.config.embedded:
+                from app.transport.broker import EmbeddedBroker
+
+                step(5, "starting the embedded MQTT broker")
+                self.broker = EmbeddedBroker()
+                self.broker_url = self.broker.start()
+            else:
+                url = parse_broker_url(self.config.broker_url or "")
+                if self.config.username:
+                    from dataclasses import replace
+
+                    url = replace(url, username=self.config.username, password=self.config.password)
+                target = url
+                self.broker_url = str(url)  # shown and recorded: never holds the password
+            step(30, f"connecting to {self.address}")
+            self._target = target if not self.config.embedded else self.broker_url
+            self.connection = MqttConnection(self._target)
+            self.connection.connect(CONNECT_TIMEOUT_S)
+            self.monitor = FleetMonitor(self.connection)
+            if self.config.embedded:
+                from app.fleet.fleet import VirtualFleet
+
+                step(50, f"starting {self.config.devices} virtual devices")
+                self.fleet = VirtualFleet(self.broker_url, self.config.devices, seed=self.config.seed)
+                self.fleet.start()
+            step(100, f"connected to {self.address}")
+            return self
+        except TinyMLOpsError:
+            self.close()
+            raise
+        except Exception as exc:  # library errors become one domain error with a sentence
+            log.exception("session start failed")
+            self.close()
+            raise LinkError(f"could not start the session: {exc}") from exc
+
+    def open_connection(self, client_id: str | None = None):
+        """A further, connected MqttConnection to the same broker (same credentials), for one job.
+
+        Deployments and rollbacks use their own: they subscribe to status topics the fleet
+        monitor's connection already has, and a connection drops a payload repeated on the same
+        topic within DUPLICATE_WINDOW_S, which would hide a device's freshly re-sent retained
+        HELLO from them."""
+        from app.transport.mqtt_link import MqttConnection
+
+        if self._target is None:
+            raise LinkError("not connected to a broker")
+        return MqttConnection(self._target, client_id=client_id).connect(CONNECT_TIMEOUT_S)
+
+    def attach_serial(self, port: str, baud: int) -> None:
+        """Open a device's serial port and show the device in the fleet (FleetMonitor.attach_serial)."""
+        from app.deploy.links import open_serial_channel
+
+        if self.monitor is None:
+            raise LinkError("the session is not started")
+        if port in self.serial:
+            raise LinkError(f"{port} is already attached")
+        channel = open_serial_channel(port, baud)
+        self.serial[port] = channel
+        self.monitor.attach_serial(channel)
+
+    def detach_serial(self, port: str) -> bool:
+        """Close an attached port (before a serial deployment opens it itself); True if it was attached."""
+        channel = self.serial.pop(port, None)
+        if channel is None:
+            return False
+        try:
+            channel.close()
+        except Exception:
+            log.exception("closing %s", port)
+        return True
+
+    @property
+    def address(self) -> str:
+        """`host:port` of the broker, for the status bar (never the password)."""
+        if not self.broker_url:
+            return "-"
+        from app.transport.urls import parse_broker_url
+
+        return parse_broker_url(self.broker_url).address
+
+    def close(self) -> None:
+        """Stop everything this session started (idempotent)."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        for port in list(self.serial):
+            self.detach_serial(port)
+        for name in ("fleet", "monitor", "connection", "broker"):
+            part = getattr(self, name)
+            if part is None:
+                continue
+            try:
+                part.stop() if name in ("fleet", "broker") else part.close()
+            except Exception:
+                log.exception("session: error while stopping the %s", name)

@@ -1,0 +1,499 @@
+"""The fleet as a Qt tree model (site / line / machine / device), fed in batches.
+
+FleetMonitor listeners run on the network thread and only drop the newest record per device into
+a dict; a GUI timer (`flush`) applies the batch: new devices are inserted per parent in one
+`beginInsertRows`, changed ones are announced with one `dataChanged` per parent and row range. So
+1,000 devices at 1 Hz cost ~4 small model updates a second, not 1,000 signals.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtGui import QBrush, QColor
+
+COLUMNS = ("Device", "Status", "Profile", "Firmware", "Model", "Score", "Last seen", "Transport")
+COL_NAME, COL_STATUS, COL_PROFILE, COL_FIRMWARE, COL_MODEL, COL_SCORE, COL_SEEN, COL_TRANSPORT = range(8)
+STATUSES = ("online", "offline", "streaming", "deploying", "alarm")
+STATUS_COLORS = {"online": "#2e7d32", "offline": "#757575", "streaming": "#1565c0", "deploying": "#ef6c00",
+                 "alarm": "#c62828"}
+# A score above this share of the threshold is shown amber: close to alarming.
+SCORE_WARN_RATIO = 0.7
+SCORE_COLORS = {"ok": "#2e7d32", "warn": "#ef6c00", "alarm": "#c62828"}
+
+DEVICE_ID_ROLE = Qt.ItemDataRole.UserRole + 1
+SORT_ROLE = Qt.ItemDataRole.UserRole + 2
+STATUS_ROLE = Qt.ItemDataRole.UserRole + 3
+KIND_ROLE = Qt.ItemDataRole.UserRole + 4
+RECORD_ROLE = Qt.ItemDataRole.UserRole + 5
+
+LEVELS = ("site", "line", "machine")
+# More devices than this arriving in one batch are announced as one event, not one each.
+APPEARED_DETAIL_MAX = 20
+UNKNOWN = "(unknown)"
+
+
+def status_of(record, deploying: bool = False) -> str:
+    """One word for the operator: deploying > offline > alarm > streaming > online."""
+    if deploying or record.state == "updating":
+        return "deploying"
+    if record.state == "offline":
+        return "offline"
+    if record.alarm:
+        return "alarm"
+    if record.state == "streaming":
+        return "streaming"
+    return "online"
+
+
+def score_level(score: float | None, threshold: float | None) -> str | None:
+    if score is None or not threshold:
+        return None
+    ratio = score / threshold
+    return "alarm" if ratio > 1.0 else "warn" if ratio > SCORE_WARN_RATIO else "ok"
+
+
+def age_text(last_seen: float, now: float | None = None) -> str:
+    if not last_seen:
+        return "never"
+    age = max(0.0, (now or time.time()) - last_seen)
+    if age < 60:
+        return f"{age:.0f} s ago"
+    if age < 3600:
+        return f"{age / 60:.0f} min ago"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(last_seen))
+
+
+def _structure(record, deploying: bool) -> tuple:
+    """What filters, sorting by state and group counts depend on; telemetry values are not in it."""
+    return (status_of(record, deploying), record.trial, record.model_name, record.model_version,
+            record.firmware, record.profile, record.transport, record.location)
+
+
+def _num(value: float) -> str:
+    """Scores span orders of magnitude (a faulty machine scores 1000x its threshold): 4 digits."""
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def group_path(record) -> tuple[str, str, str]:
+    parts = [p for p in (record.location or "").split("/") if p]
+    if not parts and record.site:
+        parts = [record.site]
+    parts += [UNKNOWN] * (3 - len(parts))
+    return parts[0], parts[1], "/".join(parts[2:])
+
+
+@dataclass(eq=False)
+class Node:
+    kind: str  # "root", "site", "line", "machine", "device"
+    name: str
+    parent: Node | None = None
+    children: list[Node] = field(default_factory=list)
+    by_name: dict[str, Node] = field(default_factory=dict)
+    record: object = None
+    row: int = 0
+
+
+class FleetModel(QAbstractItemModel):
+    """Tree of DeviceRecords; `enqueue` from any thread, `flush` on the GUI thread (a timer).
+    `events` carries, per flush, the transitions worth telling the operator (app.ui.events)."""
+
+    events = Signal(list)
+    repaint = Signal()
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._root = Node("root", "")
+        self._devices: dict[str, Node] = {}
+        self._lock = threading.Lock()
+        self._pending: dict[str, object] = {}
+        self._removed: set[str] = set()
+        self._deploying: set[str] = set()
+        self._gone: dict[str, object] = {}  # last record of a device removed from the tree (moved)
+        self._summaries: dict[int, tuple] = {}  # group node -> counts, until the next structural change
+        self.flushes = 0
+        self.applied = 0
+
+    # ------------------------------------------------------------------ feeding
+
+    def enqueue(self, event: str, record) -> None:
+        """FleetMonitor listener (any thread): keep only the newest record per device."""
+        with self._lock:
+            if event == "removed":
+                self._removed.add(record.device_id)
+                self._pending.pop(record.device_id, None)
+            else:
+                self._pending[record.device_id] = record
+                self._removed.discard(record.device_id)
+
+    def set_deploying(self, device_ids, on: bool) -> None:
+        """Mark devices the GUI is deploying to (shown 'deploying' until cleared)."""
+        for device_id in device_ids:
+            (self._deploying.add if on else self._deploying.discard)(device_id)
+            node = self._devices.get(device_id)
+            if node is not None:
+                self._changed([node])
+
+    def flush(self) -> int:
+        """Apply every pending update; returns how many devices changed.
+
+        Only changes that can move a row or change what filters see (state, alarm, model, identity)
+        are announced with dataChanged (per parent, per row range; group rows once each). Plain
+        telemetry (score, last seen) is stored quietly and `repaint` asks the view to redraw what
+        it shows: with 1,000 devices a QSortFilterProxyModel re-filtering and re-sorting on a
+        thousand dataChanged signals four times a second would cost the GUI thread most of its time.
+        """
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            removed, self._removed = self._removed, set()
+        for device_id in removed:
+            self._remove(device_id)
+        if not pending:
+            return 0
+        from app.ui.events import transitions
+
+        changed: list[Node] = []
+        quiet = 0
+        events: list[tuple[str, str, str]] = []
+        new_by_parent: dict[int, tuple[Node, list[Node]]] = {}
+        for device_id, record in pending.items():
+            node = self._devices.get(device_id)
+            if node is not None and group_path(node.record) != group_path(record):
+                self._remove(device_id)  # moved to another machine: re-insert under its new parent
+                node = None
+            events.extend(transitions(node.record if node is not None else self._gone.pop(device_id, None),
+                                      record))
+            if node is None:
+                parent = self._ensure_groups(group_path(record))
+                node = Node("device", device_id, parent=parent, record=record)
+                new_by_parent.setdefault(id(parent), (parent, []))[1].append(node)
+                self._devices[device_id] = node
+            else:
+                deploying = device_id in self._deploying
+                structural = _structure(node.record, deploying) != _structure(record, deploying)
+                node.record = record
+                if structural:
+                    changed.append(node)
+                else:
+                    quiet += 1
+        groups: dict[int, Node] = {}
+        for parent, nodes in new_by_parent.values():
+            first = len(parent.children)
+            self.beginInsertRows(self._index_of(parent), first, first + len(nodes) - 1)
+            for i, node in enumerate(nodes):
+                node.row = first + i
+                parent.children.append(node)
+            self.endInsertRows()
+            groups[id(parent)] = parent
+        self._changed(changed, groups)
+        self._emit_groups(groups)
+        appeared = [e for e in events if e[2].startswith("appeared")]
+        if len(appeared) > APPEARED_DETAIL_MAX:  # a whole fleet arriving is one line, not a thousand
+            events = [e for e in events if not e[2].startswith("appeared")]
+            events.insert(0, ("info", "", f"{len(appeared)} devices appeared"))
+        self.flushes += 1
+        self.applied += len(pending)
+        if quiet:
+            self.repaint.emit()
+        if events:
+            self.events.emit(events)
+        return len(pending)
+
+    def refresh_ages(self) -> None:
+        """'Last seen' is relative: have the view redraw (it fetches only the rows it shows)."""
+        self.repaint.emit()
+
+    def _machines(self):
+        for site in self._root.children:
+            for line in site.children:
+                yield from line.children
+
+    def _ensure_groups(self, path: tuple[str, str, str]) -> Node:
+        node = self._root
+        for kind, name in zip(LEVELS, path, strict=True):
+            child = node.by_name.get(name)
+            if child is None:
+                child = Node(kind, name, parent=node, row=len(node.children))
+                self.beginInsertRows(self._index_of(node), child.row, child.row)
+                node.children.append(child)
+                node.by_name[name] = child
+                self.endInsertRows()
+            node = child
+        return node
+
+    def _remove(self, device_id: str) -> None:
+        node = self._devices.pop(device_id, None)
+        if node is None:
+            return
+        self._gone[device_id] = node.record
+        self._summaries.clear()
+        while node is not None and node.kind != "root":
+            parent = node.parent
+            self.beginRemoveRows(self._index_of(parent), node.row, node.row)
+            parent.children.pop(node.row)
+            parent.by_name.pop(node.name, None)
+            for i, sibling in enumerate(parent.children):
+                sibling.row = i
+            self.endRemoveRows()
+            node = parent if parent.kind != "root" and not parent.children else None
+
+    def _changed(self, nodes: list[Node], groups: dict[int, Node] | None = None) -> None:
+        """dataChanged per parent over the changed rows' range; their groups are collected in
+        `groups` (emitted once each by `_emit_groups`), or emitted here when none is given."""
+        own = groups is None
+        groups = {} if groups is None else groups
+        by_parent: dict[int, tuple[Node, list[int]]] = {}
+        for node in nodes:
+            by_parent.setdefault(id(node.parent), (node.parent, []))[1].append(node.row)
+        last = len(COLUMNS) - 1
+        for parent, rows in by_parent.values():
+            lo, hi = min(rows), max(rows)
+            self.dataChanged.emit(self.createIndex(lo, 0, parent.children[lo]),
+                                  self.createIndex(hi, last, parent.children[hi]))
+            groups[id(parent)] = parent
+        if own:
+            self._emit_groups(groups)
+
+    def _emit_groups(self, groups: dict[int, Node]) -> None:
+        """Group rows (their online/alarm counts) above the given nodes, each ancestor once."""
+        if groups:
+            self._summaries.clear()
+        seen: set[int] = set()
+        for node in groups.values():
+            while node is not None and node.kind != "root" and id(node) not in seen:
+                seen.add(id(node))
+                self.dataChanged.emit(self.createIndex(node.row, 0, node),
+                                      self.createIndex(node.row, len(COLUMNS) - 1, node))
+                node = node.parent
+
+    # ------------------------------------------------------------------ queries
+
+    def device_ids(self) -> list[str]:
+        return sorted(self._devices)
+
+    def record(self, device_id: str):
+        node = self._devices.get(device_id)
+        return node.record if node else None
+
+    def index_of_device(self, device_id: str, column: int = 0) -> QModelIndex:
+        node = self._devices.get(device_id)
+        return self.createIndex(node.row, column, node) if node else QModelIndex()
+
+    def status(self, device_id: str) -> str | None:
+        node = self._devices.get(device_id)
+        return status_of(node.record, device_id in self._deploying) if node else None
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(STATUSES, 0)
+        for device_id, node in self._devices.items():
+            out[status_of(node.record, device_id in self._deploying)] += 1
+        return out
+
+    # ------------------------------------------------------------------ QAbstractItemModel
+
+    def _node(self, index: QModelIndex | QPersistentModelIndex) -> Node:
+        return index.internalPointer() if index.isValid() else self._root
+
+    def _index_of(self, node: Node) -> QModelIndex:
+        return QModelIndex() if node.kind == "root" else self.createIndex(node.row, 0, node)
+
+    def index(self, row: int, column: int, parent=QModelIndex()) -> QModelIndex:
+        node = self._node(parent)
+        if 0 <= row < len(node.children) and 0 <= column < len(COLUMNS):
+            return self.createIndex(row, column, node.children[row])
+        return QModelIndex()
+
+    def parent(self, index=QModelIndex()):  # type: ignore[override]
+        if not index.isValid():
+            return QModelIndex()
+        node = index.internalPointer()
+        return self._index_of(node.parent) if node.parent is not None else QModelIndex()
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        if parent.isValid() and parent.column() != 0:
+            return 0
+        return len(self._node(parent).children)
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return len(COLUMNS)
+
+    def headerData(self, section: int, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        return None
+
+    def flags(self, index):
+        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable if index.isValid() else Qt.ItemFlag.NoItemFlags
+
+    def _group_summary(self, node: Node) -> tuple[int, int, int]:
+        """(devices, online, alarms) below a group node (cached until the
+        next structural change)."""
+        cached = self._summaries.get(id(node))
+        if cached is None:
+            cached = self._summaries[id(node)] = self._count(node)
+        return cached
+
+    def _count(self, node: Node) -> tuple[int, int, int]:
+        total = online = alarms = 0
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if n.kind == "device":
+                rec = n.record
+                total += 1
+                online += rec.state != "offline"
+                alarms += bool(rec.alarm) and rec.state != "offline"
+            else:
+                stack.extend(n.children)
+        return total, online, alarms
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        node: Node = index.internalPointer()
+        col = index.column()
+        if role == KIND_ROLE:
+            return node.kind
+        if node.kind != "device":
+            return self._group_data(node, col, role)
+        rec = node.record
+        status = status_of(rec, node.name in self._deploying)
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._device_text(rec, status, col)
+        if role == DEVICE_ID_ROLE:
+            return rec.device_id
+        if role == STATUS_ROLE:
+            return status
+        if role == RECORD_ROLE:
+            return rec
+        if role == SORT_ROLE:
+            if col == COL_SCORE:
+                return -1.0 if rec.score is None else float(rec.score) / float(rec.threshold or 1.0)
+            if col == COL_SEEN:
+                return float(rec.last_seen)
+            if col == COL_MODEL:
+                return f"{rec.model_name}@{rec.model_version:06d}"
+            if col == COL_STATUS:
+                return STATUSES.index(status)
+            return self._device_text(rec, status, col) or ""
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if col == COL_STATUS:
+                return QBrush(QColor(STATUS_COLORS[status]))
+            if col == COL_SCORE:
+                level = score_level(rec.score, rec.threshold)
+                return QBrush(QColor(SCORE_COLORS[level])) if level else None
+            if status == "offline":
+                return QBrush(QColor(STATUS_COLORS["offline"]))
+        if role == Qt.ItemDataRole.FontRole and col in (COL_STATUS, COL_SCORE):
+            from PySide6.QtGui import QFont
+
+            font = QFont()
+            font.setBold(status == "alarm" or (col == COL_SCORE and score_level(rec.score, rec.threshold) == "alarm"))
+            return font
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._tooltip(rec, status)
+        if role == Qt.ItemDataRole.TextAlignmentRole and col == COL_SCORE:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    @staticmethod
+    def _device_text(rec, status: str, col: int) -> str | None:
+        if col == COL_NAME:
+            return rec.device_id
+        if col == COL_STATUS:
+            return status + (" (trial)" if rec.trial and status != "offline" else "")
+        if col == COL_PROFILE:
+            return rec.profile
+        if col == COL_FIRMWARE:
+            return rec.firmware
+        if col == COL_MODEL:
+            return f"{rec.model_name}@{rec.model_version}" if rec.model_name else ("none" if rec.hello else "")
+        if col == COL_SCORE:
+            if rec.score is None:
+                return "-"
+            return f"{_num(rec.score)} / {_num(rec.threshold)}" if rec.threshold else _num(rec.score)
+        if col == COL_SEEN:
+            return age_text(rec.last_seen)
+        if col == COL_TRANSPORT:
+            return rec.transport
+        return None
+
+    @staticmethod
+    def _tooltip(rec, status: str) -> str:
+        lines = [f"<b>{rec.device_id}</b> — {status}", f"location: {rec.location or '?'}",
+                 f"profile: {rec.profile or '?'}, firmware {rec.firmware or '?'}",
+                 f"model: {rec.model_name or 'none'}@{rec.model_version}"
+                 + (f" (trial, previous {rec.prev_version})" if rec.trial else
+                    f" (previous {rec.prev_version})" if rec.prev_version else "")]
+        if rec.score is not None:
+            lines.append(f"anomaly score {rec.score:.4f}, threshold {rec.threshold or 0:.4f}"
+                         + (" — ALARM" if rec.alarm else ""))
+        if rec.shaft_hz:
+            lines.append(f"shaft {rec.shaft_hz:.1f} Hz ({rec.shaft_hz * 60:.0f} rpm)")
+        lines.append(f"uptime {rec.uptime_s} s, last seen {age_text(rec.last_seen)}, via {rec.transport}")
+        return "<br>".join(lines)
+
+    def _group_data(self, node: Node, col: int, role):
+        if role == Qt.ItemDataRole.DisplayRole:
+            if col == COL_NAME:
+                return node.name
+            total, online, alarms = self._group_summary(node)
+            if col == COL_STATUS:
+                return f"{online}/{total} online" + (f", {alarms} alarm" if alarms else "")
+            return None
+        if role == Qt.ItemDataRole.ForegroundRole and col == COL_STATUS:
+            total, online, alarms = self._group_summary(node)
+            key = "alarm" if alarms else "offline" if online < total else "online"
+            return QBrush(QColor(STATUS_COLORS[key]))
+        if role == SORT_ROLE:
+            return node.name
+        if role == Qt.ItemDataRole.ToolTipRole:
+            total, online, alarms = self._group_summary(node)
+            return f"{node.kind} {node.name}: {total} devices, {online} online, {alarms} in alarm"
+        return None
+
+
+class FleetFilter(QSortFilterProxyModel):
+    """Text search over id, location, profile, firmware, model (groups match by name, and then show
+    all their devices), plus a status filter applied to devices only."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setRecursiveFilteringEnabled(True)
+        self.setAutoAcceptChildRows(True)
+        self.setSortRole(SORT_ROLE)
+        self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.setDynamicSortFilter(True)
+        self._text = ""
+        self._status = ""
+
+    def set_text(self, text: str) -> None:
+        self.beginFilterChange()
+        self._text = text.strip().lower()
+        self.endFilterChange()
+
+    def set_status(self, status: str) -> None:
+        """'' for all, else one of STATUSES."""
+        self.beginFilterChange()
+        self._status = status
+        self.endFilterChange()
+
+    def filterAcceptsRow(self, row: int, parent) -> bool:
+        model = self.sourceModel()
+        index = model.index(row, 0, parent)
+        node: Node = index.internalPointer()
+        if node.kind != "device":
+            return not self._status and bool(self._text) and self._text in node.name.lower()
+        rec = node.record
+        if self._status and model.data(index, STATUS_ROLE) != self._status:
+            return False
+        if not self._text:
+            return True
+        hay = " ".join((rec.device_id, rec.location, rec.profile, rec.firmware,
+                        f"{rec.model_name}@{rec.model_version}", rec.transport)).lower()
+        return self._text in hay

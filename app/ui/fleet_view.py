@@ -1,0 +1,188 @@
+"""Fleet browser: search box, status filter and a tree view over FleetModel through FleetFilter.
+
+A widget that shows and emits: it owns no devices; the main window reacts to its signals.
+"""
+
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QLineEdit,
+    QMenu,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.ui.fleet_model import COL_NAME, COL_SCORE, COL_SEEN, DEVICE_ID_ROLE, STATUSES, FleetFilter, FleetModel
+
+# Sorted by score or last seen, the order is refreshed this often (not on every telemetry batch).
+RESORT_INTERVAL_S = 2.0
+VOLATILE_COLUMNS = (COL_SCORE, COL_SEEN)
+# Column widths (px) that fit their usual content; the user can resize, and the state is saved.
+COLUMN_WIDTHS = (140, 145, 110, 70, 85, 100, 75, 70)
+
+
+class FleetView(QWidget):
+    """Signals carry device ids."""
+
+    selection_changed = Signal(list)
+    live_requested = Signal(str)
+    compare_requested = Signal(str)
+    deploy_requested = Signal(list)
+    rollback_requested = Signal(str)
+    confirm_requested = Signal(str)
+
+    def __init__(self, model: FleetModel, parent=None) -> None:
+        super().__init__(parent)
+        self.model = model
+        self.proxy = FleetFilter(self)
+        self.proxy.setSourceModel(model)
+
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search id, location, profile, model…  (Ctrl+F)")
+        self.search.setClearButtonEnabled(True)
+        self.search.setToolTip("Filter the fleet: a site, line or machine name shows all its devices")
+        self.search.textChanged.connect(self._text_changed)
+        self.status_filter = QComboBox()
+        self.status_filter.addItem("All states", "")
+        for status in STATUSES:
+            self.status_filter.addItem(status.capitalize(), status)
+        self.status_filter.setToolTip("Show only devices in this state (e.g. the red ones)")
+        self.status_filter.currentIndexChanged.connect(
+            lambda _i: (self.proxy.set_status(self.status_filter.currentData()), self._expand()))
+
+        self.tree = QTreeView()
+        self.tree.setModel(self.proxy)
+        self.tree.setSortingEnabled(True)
+        self.tree.sortByColumn(COL_NAME, Qt.SortOrder.AscendingOrder)
+        self.tree.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.tree.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.tree.setUniformRowHeights(True)  # lets the view skip measuring 1,000 rows
+        self.tree.setAlternatingRowColors(True)
+        self.tree.setAllColumnsShowFocus(True)
+        self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.tree.customContextMenuRequested.connect(self._context_menu)
+        self.tree.doubleClicked.connect(self._double_clicked)
+        self.tree.selectionModel().selectionChanged.connect(lambda *_: self.selection_changed.emit(self.selected()))
+        for col, width in enumerate(COLUMN_WIDTHS):
+            self.tree.setColumnWidth(col, width)
+        self._expand_pending = False
+        self.proxy.rowsInserted.connect(self._rows_inserted)
+        self._last_resort = 0.0
+        model.repaint.connect(self._repaint)
+
+        top = QHBoxLayout()
+        top.addWidget(self.search, 1)
+        top.addWidget(self.status_filter)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(top)
+        layout.addWidget(self.tree, 1)
+
+    def _text_changed(self, text: str) -> None:
+        self.proxy.set_text(text)
+        self._expand()
+
+    def _expand(self) -> None:
+        self.tree.expandAll()
+
+    def _rows_inserted(self, parent, first: int, last: int) -> None:
+        # New groups open by default (site, line, machine), so new devices are visible at once;
+        # one expandAll per event-loop pass however many rows arrived.
+        if not self._expand_pending:
+            self._expand_pending = True
+            QTimer.singleShot(0, self._expand_now)
+
+    def _repaint(self) -> None:
+        """Telemetry changed values only: redraw the visible rows; re-sort (throttled) when the
+        view is sorted by a column telemetry moves."""
+        self.tree.viewport().update()
+        column = self.tree.header().sortIndicatorSection()
+        now = time.monotonic()
+        if column in VOLATILE_COLUMNS and now - self._last_resort >= RESORT_INTERVAL_S:
+            self._last_resort = now
+            self.proxy.invalidate()
+
+    def _expand_now(self) -> None:
+        self._expand_pending = False
+        self.tree.expandAll()
+
+    def selected(self) -> list[str]:
+        """Selected device ids; a selected group counts as all its (visible) devices."""
+        out: list[str] = []
+        for index in self.tree.selectionModel().selectedRows(0):
+            out.extend(self._devices_under(index))
+        return list(dict.fromkeys(out))
+
+    def _devices_under(self, index) -> list[str]:
+        device_id = self.proxy.data(index, DEVICE_ID_ROLE)
+        if device_id:
+            return [device_id]
+        out = []
+        for row in range(self.proxy.rowCount(index)):
+            out.extend(self._devices_under(self.proxy.index(row, 0, index)))
+        return out
+
+    def visible_devices(self) -> list[str]:
+        return self._devices_under_root()
+
+    def _devices_under_root(self) -> list[str]:
+        out = []
+        for row in range(self.proxy.rowCount()):
+            out.extend(self._devices_under(self.proxy.index(row, 0)))
+        return out
+
+    def select_device(self, device_id: str) -> bool:
+        source = self.model.index_of_device(device_id)
+        index = self.proxy.mapFromSource(source)
+        if not index.isValid():
+            return False
+        self.tree.selectionModel().select(
+            index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+        self.tree.scrollTo(index)
+        return True
+
+    def _double_clicked(self, index) -> None:
+        device_id = self.proxy.data(index.siblingAtColumn(0), DEVICE_ID_ROLE)
+        if device_id:
+            self.live_requested.emit(device_id)
+
+    def context_menu_for(self, device_id: str | None) -> QMenu:
+        """The menu the tree shows for a device (also used by tests)."""
+        menu = QMenu(self)
+        selected = self.selected()
+        record = self.model.record(device_id) if device_id else None
+        act = menu.addAction("Show live", lambda: self.live_requested.emit(device_id))
+        act.setEnabled(bool(device_id))
+        act = menu.addAction("Compare with the live device", lambda: self.compare_requested.emit(device_id))
+        act.setEnabled(bool(device_id))
+        menu.addSeparator()
+        n = len(selected)
+        act = menu.addAction(f"Deploy a model to {n} selected device{'s' if n != 1 else ''}…",
+                             lambda: self.deploy_requested.emit(selected))
+        act.setEnabled(n > 0)
+        menu.addSeparator()
+        prev = getattr(record, "prev_version", 0) if record else 0
+        act = menu.addAction(f"Roll back to version {prev}" if prev else "Roll back (no previous version)",
+                             lambda: self.rollback_requested.emit(device_id))
+        act.setObjectName("rollback")
+        act.setEnabled(bool(record and prev and record.state != "offline"))
+        act.setToolTip("Make the device's previous model active again")
+        act = menu.addAction("Confirm trial model", lambda: self.confirm_requested.emit(device_id))
+        act.setObjectName("confirm")
+        act.setEnabled(bool(record and record.trial and record.state != "offline"))
+        return menu
+
+    def _context_menu(self, pos) -> None:
+        index = self.tree.indexAt(pos)
+        device_id = self.proxy.data(index.siblingAtColumn(0), DEVICE_ID_ROLE) if index.isValid() else None
+        self.context_menu_for(device_id).exec(self.tree.viewport().mapToGlobal(pos))
+
+    def score_column(self) -> int:
+        return COL_SCORE

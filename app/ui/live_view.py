@@ -1,0 +1,470 @@
+"""Live view: 3-axis waveform, amplitude spectrum with 1x/2x/3x shaft markers, anomaly-score trend
+with threshold and alarm band, for one device and optionally a second one overlaid (dashed).
+
+Data arrival is separated from drawing: the stream callback (network thread) only writes into a
+bounded numpy ring buffer, and a display timer (~30 Hz) redraws curves that were created once
+(setData, clip to view, peak downsampling). The device's stream is requested from the
+FleetMonitor only while this view is visible and streaming is switched on.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QKeySequence
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QSizePolicy,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.ui.ringbuffer import RingBuffer
+
+log = logging.getLogger(__name__)
+
+# Display rate: smooth to the eye, and a fraction of one core even with four streams.
+DRAW_INTERVAL_MS = 33
+# Waveform history kept per device (bounded memory: 4 s x 3200 Hz x 3 axes x 4 B = 154 KB).
+WAVE_SECONDS = 4.0
+# How much of it the waveform plot shows.
+WAVE_SHOWN_S = 0.5
+# Spectrum: one feature window (PROTOCOL.md 8), so the picture matches what the model sees.
+SPECTRUM_N = 1024
+# Score trend: one point per telemetry second, ten minutes kept.
+SCORE_POINTS = 600
+DEFAULT_SAMPLE_RATE = 3200
+AXES = ("x", "y", "z")
+AXIS_COLORS = ("#e53935", "#43a047", "#1e88e5")
+COMPARE_COLORS = ("#ff8a80", "#a5d6a7", "#90caf9")
+HARMONICS = (1, 2, 3)
+
+
+class DeviceFeed:
+    """One device's buffers; `on_stream` / `on_telemetry` are called from IO threads."""
+
+    def __init__(self, device_id: str) -> None:
+        self.device_id = device_id
+        self.sample_rate = DEFAULT_SAMPLE_RATE
+        self.wave = RingBuffer(int(WAVE_SECONDS * DEFAULT_SAMPLE_RATE), 3)
+        self.scores = RingBuffer(SCORE_POINTS, 2, np.float64)  # (time.time(), score)
+        self.threshold: float | None = None
+        self.shaft_hz: float | None = None
+        self.last_seq: int | None = None
+        self.gaps = 0
+        self.windows = 0
+        self._lock = threading.Lock()
+
+    def on_stream(self, _device_id: str, msg) -> None:
+        samples = msg.samples.astype(np.float32) * np.float32(msg.scale)
+        with self._lock:
+            if msg.sample_rate and msg.sample_rate != self.sample_rate:
+                self.sample_rate = int(msg.sample_rate)
+                self.wave = RingBuffer(int(WAVE_SECONDS * self.sample_rate), 3)
+            if self.last_seq is not None and msg.window_seq != (self.last_seq + 1) & 0xFFFFFFFF:
+                self.gaps += 1
+                self.wave.write(np.full((1, 3), np.nan, np.float32))  # a lost window is a gap in the plot
+            self.last_seq = msg.window_seq
+            self.windows += 1
+        self.wave.write(samples)
+
+    def on_record(self, record) -> None:
+        if record.score is not None:
+            self.scores.write(np.array([[record.last_seen or time.time(), record.score]]))
+        self.threshold = record.threshold
+        self.shaft_hz = record.shaft_hz
+
+
+def amplitude_spectrum(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Single-sided amplitude spectrum (g) per axis of the last SPECTRUM_N samples, Hann window."""
+    n = len(samples)
+    window = np.hanning(n).astype(np.float32)
+    detrended = samples - samples.mean(axis=0)
+    spec = np.abs(np.fft.rfft(detrended * window[:, None], axis=0)) * (2.0 / window.sum())
+    freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    return freqs, spec
+
+
+class LiveView(QWidget):
+    """Give it the FleetMonitor with `set_monitor`, devices with `show_devices(primary, compare)`."""
+
+    status_message = Signal(str)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.monitor = None
+        self.primary: str | None = None
+        self.compare: str | None = None
+        self.feeds: dict[str, DeviceFeed] = {}
+        self.streaming_wanted = True
+        self.paused = False
+        self.frames = 0  # redraws done: the benchmark's frames-per-second figure
+        self._subscribed: set[str] = set()
+        self._drawn: dict[str, tuple[int, int]] = {}
+        self._listening: dict = {}
+        self._tools: list[QToolButton] = []
+        self._build()
+        self.timer = QTimer(self)
+        self.timer.setInterval(DRAW_INTERVAL_MS)
+        self.timer.timeout.connect(self.draw)
+
+    # ------------------------------------------------------------------ layout
+
+    def _build(self) -> None:
+        bar = QHBoxLayout()
+        self.title = QLabel("Select a device in the fleet to see it live.")
+        self.title.setTextFormat(Qt.TextFormat.RichText)
+        # the title may be cut rather than make the page (and the window's central area) wider
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        bar.addWidget(self.title, 1)
+        self.stream_button = self._tool("Stream", "Request the raw vibration stream from the device while "
+                                        "this view shows it (Ctrl+R)", checkable=True, shortcut="Ctrl+R")
+        self.stream_button.setChecked(True)
+        self.stream_button.toggled.connect(self.set_streaming)
+        self.pause_button = self._tool("Pause", "Freeze the plots; data keeps arriving (Space)",
+                                       checkable=True, shortcut="Space")
+        self.pause_button.toggled.connect(self.set_paused)
+        bar.addWidget(QLabel("Compare with:"))
+        self.compare_box = QComboBox()
+        self.compare_box.setToolTip("Overlay a second device (dashed curves) to compare two machines")
+        self.compare_box.setMinimumWidth(110)
+        self.compare_box.addItem("(none)", None)
+        self.compare_box.activated.connect(self._compare_chosen)
+        bar.addWidget(self.compare_box)
+        self._tool("Export PNG", "Save the plots as a PNG picture", slot=self.export_png_dialog)
+        self._tool("Export CSV", "Save the buffered waveform and score history as CSV", slot=self.export_csv_dialog)
+        self._bar = bar
+        for w in self._tools:
+            bar.addWidget(w)
+
+        pg.setConfigOptions(antialias=False, background="w", foreground="#333")
+        self.plots = pg.GraphicsLayoutWidget()
+        self.wave_plot = self.plots.addPlot(row=0, col=0, title="Vibration (g)")
+        self.wave_plot.setLabel("bottom", "time", "s")
+        self.spec_plot = self.plots.addPlot(row=1, col=0, title="Amplitude spectrum (g)")
+        self.spec_plot.setLabel("bottom", "frequency", "Hz")
+        self.score_plot = self.plots.addPlot(row=2, col=0, title="Anomaly score (log scale)")
+        self.score_plot.setLabel("bottom", "time", "s")
+        for plot in (self.wave_plot, self.spec_plot, self.score_plot):
+            # no grid: pyqtgraph draws grid lines as part of the axes, replayed on every redraw of
+            # the plot area, which cost more than the curves themselves (benchmarks/gui_responsiveness.py)
+            plot.setClipToView(True)
+            plot.setDownsampling(auto=True, mode="peak")
+            plot.addLegend(offset=(-5, 5) if plot is not self.score_plot else (60, 5), labelTextSize="8pt")
+        # Reconstruction errors span orders of magnitude (a faulty machine scores 1000x its
+        # threshold): a log axis keeps the threshold and the healthy scores readable.
+        self.score_plot.setLogMode(y=True)
+        self.wave_plot.setXRange(-WAVE_SHOWN_S, 0, padding=0)
+        self.spec_plot.setXRange(0, DEFAULT_SAMPLE_RATE / 2 * 0.25, padding=0)
+        self.wave_curves = [self.wave_plot.plot(pen=pg.mkPen(c, width=1), name=f"{a}", connect="finite")
+                            for a, c in zip(AXES, AXIS_COLORS, strict=True)]
+        self.spec_curves = [self.spec_plot.plot(pen=pg.mkPen(c, width=1), name=f"{a}")
+                            for a, c in zip(AXES, AXIS_COLORS, strict=True)]
+        dash = Qt.PenStyle.DashLine
+        self.wave_cmp = [self.wave_plot.plot(pen=pg.mkPen(c, width=1, style=dash), connect="finite")
+                         for c in COMPARE_COLORS]
+        self.spec_cmp = [self.spec_plot.plot(pen=pg.mkPen(c, width=1, style=dash)) for c in COMPARE_COLORS]
+        self.markers = []
+        for h in HARMONICS:
+            line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#8e24aa", width=1, style=Qt.PenStyle.DotLine),
+                                   label=f"{h}x", labelOpts={"position": 0.92, "color": "#8e24aa"})
+            line.setVisible(False)
+            self.spec_plot.addItem(line)
+            self.markers.append(line)
+        self.score_curve = self.score_plot.plot(pen=pg.mkPen("#263238", width=2), symbol="o", symbolSize=4,
+                                                symbolBrush="#263238", name="score")
+        self.score_cmp = self.score_plot.plot(pen=pg.mkPen("#78909c", width=2, style=dash), name="compare")
+        self.threshold_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen("#c62828", width=1.5),
+                                              label="threshold", labelOpts={"position": 0.5, "color": "#c62828"})
+        self.threshold_line.setVisible(False)
+        self.alarm_band = pg.LinearRegionItem(orientation="horizontal", movable=False,
+                                              brush=pg.mkBrush(198, 40, 40, 35), pen=pg.mkPen(None))
+        self.alarm_band.setVisible(False)
+        self.score_plot.addItem(self.alarm_band)
+        self.score_plot.addItem(self.threshold_line)
+        self.score_plot.setXRange(-120, 0, padding=0)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(bar)
+        layout.addWidget(self.plots, 1)
+        self.info = QLabel("")
+        self.info.setStyleSheet("color: #555")
+        layout.addWidget(self.info)
+
+    def _tool(self, text: str, tip: str, checkable: bool = False, shortcut: str | None = None, slot=None):
+        button = QToolButton()
+        button.setText(text)
+        button.setToolTip(tip)
+        button.setCheckable(checkable)
+        if shortcut:
+            button.setShortcut(QKeySequence(shortcut))
+        if slot:
+            button.clicked.connect(slot)
+        self._tools.append(button)
+        return button
+
+    # ------------------------------------------------------------------ wiring
+
+    def set_monitor(self, monitor) -> None:
+        """Attach the FleetMonitor (after the session started); telemetry feeds the score trend."""
+        if self.monitor is not None:
+            self.monitor.remove_listener(self._on_fleet_event)
+        self._unsubscribe_all()
+        self.monitor = monitor
+        if monitor is not None:
+            monitor.add_listener(self._on_fleet_event)
+            self._sync_streams()
+
+    def set_device_choices(self, device_ids: list[str]) -> None:
+        current = self.compare_box.currentData()
+        if [self.compare_box.itemData(i) for i in range(1, self.compare_box.count())] == device_ids:
+            return
+        self.compare_box.blockSignals(True)
+        self.compare_box.clear()
+        self.compare_box.addItem("(none)", None)
+        for device_id in device_ids:
+            self.compare_box.addItem(device_id, device_id)
+        i = self.compare_box.findData(current)
+        self.compare_box.setCurrentIndex(max(0, i))
+        self.compare_box.blockSignals(False)
+
+    def _compare_chosen(self, _index: int) -> None:
+        self.show_devices(self.primary, self.compare_box.currentData())
+
+    def show_devices(self, primary: str | None, compare: str | None = None) -> None:
+        """Show `primary` (and `compare` overlaid); streams follow what is shown."""
+        if compare == primary:
+            compare = None
+        self.primary, self.compare = primary, compare
+        wanted = {d for d in (primary, compare) if d}
+        for device_id in list(self.feeds):
+            if device_id not in wanted:
+                self.feeds.pop(device_id)
+        for device_id in wanted:
+            if device_id not in self.feeds:
+                feed = DeviceFeed(device_id)
+                record = self.monitor.get(device_id) if self.monitor else None
+                if record is not None:
+                    feed.on_record(record)
+                self.feeds[device_id] = feed
+        i = self.compare_box.findData(compare)
+        self.compare_box.setCurrentIndex(max(0, i))
+        self._drawn.clear()
+        self._update_title()
+        self._sync_streams()
+        self.draw(force=True)
+
+    def _update_title(self) -> None:
+        if not self.primary:
+            self.title.setText("Select a device in the fleet to see it live.")
+            return
+        text = f"<b>{self.primary}</b>"
+        if self.compare:
+            text += f" &nbsp;vs&nbsp; <b>{self.compare}</b> <span style='color:#777'>(dashed)</span>"
+        self.title.setText(text)
+
+    def set_streaming(self, on: bool) -> None:
+        self.streaming_wanted = on
+        self._sync_streams()
+
+    def set_paused(self, on: bool) -> None:
+        self.paused = on
+        if not on:
+            self.draw(force=True)
+
+    def _on_fleet_event(self, event: str, record) -> None:  # network thread: a dict lookup, a write
+        feed = self.feeds.get(record.device_id)
+        if feed is not None and event in ("telemetry", "changed", "added"):
+            if event == "telemetry":
+                feed.on_record(record)
+            else:
+                feed.threshold = record.threshold if record.threshold is not None else feed.threshold
+
+    def _sync_streams(self) -> None:
+        """Request exactly the streams the view shows, only while visible and streaming is on."""
+        want: set[str] = set()
+        if self.monitor is not None and self.streaming_wanted and self.isVisible():
+            want = set(self.feeds)
+        for device_id in self._subscribed - want:
+            self._unsubscribe(device_id)
+        for device_id in want - self._subscribed:
+            callback = self.feeds[device_id].on_stream  # one bound method: removal matches by identity
+            self.monitor.add_stream_listener(device_id, callback)
+            self._subscribed.add(device_id)
+            self._listening[device_id] = callback
+        if want:
+            self.timer.start()
+        elif not self.feeds or not self.isVisible():
+            self.timer.stop()
+
+    def _unsubscribe(self, device_id: str) -> None:
+        callback = self._listening.pop(device_id, None)
+        self._subscribed.discard(device_id)
+        if callback is not None and self.monitor is not None:
+            self.monitor.remove_stream_listener(device_id, callback)
+
+    def _unsubscribe_all(self) -> None:
+        for device_id in list(self._subscribed):
+            self._unsubscribe(device_id)
+
+    @property
+    def streaming_devices(self) -> set[str]:
+        return set(self._subscribed)
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self._sync_streams()
+        if self.feeds:
+            self.timer.start()
+
+    def hideEvent(self, event) -> None:
+        super().hideEvent(event)
+        self._sync_streams()
+        self.timer.stop()
+
+    def shutdown(self) -> None:
+        self.timer.stop()
+        self._unsubscribe_all()
+        if self.monitor is not None:
+            self.monitor.remove_listener(self._on_fleet_event)
+
+    # ------------------------------------------------------------------ drawing (GUI thread)
+
+    def draw(self, force: bool = False) -> None:
+        if self.paused and not force:
+            return
+        drew = False
+        for device_id, wave_curves, spec_curves, score_curve in (
+                (self.primary, self.wave_curves, self.spec_curves, self.score_curve),
+                (self.compare, self.wave_cmp, self.spec_cmp, self.score_cmp)):
+            feed = self.feeds.get(device_id) if device_id else None
+            if feed is None:
+                for c in (*wave_curves, *spec_curves, score_curve):
+                    c.setData([], [])
+                continue
+            key = (feed.wave.total, feed.scores.total)
+            if not force and self._drawn.get(device_id) == key:
+                continue
+            self._drawn[device_id] = key
+            drew = True
+            self._draw_feed(feed, wave_curves, spec_curves, score_curve, device_id == self.primary)
+        if drew:
+            self.frames += 1
+            self._update_info()
+
+    def _draw_feed(self, feed: DeviceFeed, wave_curves, spec_curves, score_curve, primary: bool) -> None:
+        fs = feed.sample_rate
+        wave = feed.wave.latest(int(WAVE_SHOWN_S * fs * 1.2))
+        if len(wave):
+            t = (np.arange(len(wave)) - len(wave)) / fs
+            for i, curve in enumerate(wave_curves):
+                curve.setData(t, wave[:, i])
+            tail = feed.wave.latest(SPECTRUM_N)
+            tail = tail[np.all(np.isfinite(tail), axis=1)]
+            if len(tail) >= SPECTRUM_N // 2:
+                freqs, spec = amplitude_spectrum(tail, fs)
+                for i, curve in enumerate(spec_curves):
+                    curve.setData(freqs, spec[:, i])
+        else:
+            for curve in (*wave_curves, *spec_curves):
+                curve.setData([], [])
+        scores = feed.scores.latest()
+        if len(scores):
+            score_curve.setData(scores[:, 0] - time.time(), scores[:, 1])
+        else:
+            score_curve.setData([], [])
+        if primary:
+            shaft = feed.shaft_hz
+            for h, line in zip(HARMONICS, self.markers, strict=True):
+                line.setVisible(bool(shaft))
+                if shaft:
+                    line.setValue(h * shaft)
+            thr = feed.threshold
+            self.threshold_line.setVisible(bool(thr))
+            self.alarm_band.setVisible(bool(thr))
+            if thr:  # in log mode, items are placed in log10 view coordinates
+                self.threshold_line.setValue(math.log10(thr))
+                top = max(thr * 10.0, float(np.nanmax(scores[:, 1])) * 3.0 if len(scores) else 0.0)
+                self.alarm_band.setRegion((math.log10(thr), math.log10(top)))
+
+    def _update_info(self) -> None:
+        parts = []
+        for device_id in (self.primary, self.compare):
+            feed = self.feeds.get(device_id) if device_id else None
+            if feed is None:
+                continue
+            streaming = "streaming" if device_id in self._subscribed else "not streaming"
+            shaft = f", shaft {feed.shaft_hz:.1f} Hz" if feed.shaft_hz else ""
+            parts.append(f"{device_id}: {streaming}, {feed.windows} windows, {feed.gaps} gaps{shaft}")
+        self.info.setText("   |   ".join(parts))
+
+    # ------------------------------------------------------------------ export
+
+    def export_png(self, path: str | Path) -> Path:
+        from pyqtgraph.exporters import ImageExporter
+
+        path = Path(path)
+        exporter = ImageExporter(self.plots.scene())
+        exporter.export(str(path))
+        return path
+
+    def export_csv(self, path: str | Path) -> Path:
+        """Waveforms (device, t_s, x_g, y_g, z_g) of the shown devices, and score history next to it."""
+        path = Path(path)
+        with open(path, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["device", "t_s", "x_g", "y_g", "z_g"])
+            for device_id in (self.primary, self.compare):
+                feed = self.feeds.get(device_id) if device_id else None
+                if feed is None:
+                    continue
+                wave = feed.wave.latest()
+                t = (np.arange(len(wave)) - len(wave)) / feed.sample_rate
+                for ti, row in zip(t, wave, strict=True):
+                    writer.writerow([device_id, f"{ti:.6f}", *(f"{v:.6f}" for v in row)])
+        scores_path = path.with_name(path.stem + "-scores.csv")
+        with open(scores_path, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["device", "unix_time", "score", "threshold"])
+            for device_id in (self.primary, self.compare):
+                feed = self.feeds.get(device_id) if device_id else None
+                if feed is None:
+                    continue
+                for ts, score in feed.scores.latest():
+                    writer.writerow([device_id, f"{ts:.3f}", f"{score:.6f}", feed.threshold or ""])
+        return path
+
+    def _export_dialog(self, what: str, suffix: str, fn) -> None:
+        if not self.primary:
+            QMessageBox.information(self, "Export", "Select a device first.")
+            return
+        name = f"{self.primary}-{time.strftime('%Y%m%d-%H%M%S')}.{suffix}"
+        path, _ = QFileDialog.getSaveFileName(self, f"Export {what}", name, f"{what} (*.{suffix})")
+        if not path:
+            return
+        try:
+            fn(path)
+        except OSError as exc:
+            QMessageBox.warning(self, "Export failed", f"Could not write {path}: {exc.strerror or exc}")
+            return
+        self.status_message.emit(f"exported {path}")
+
+    def export_png_dialog(self) -> None:
+        self._export_dialog("PNG image", "png", self.export_png)
+
+    def export_csv_dialog(self) -> None:
+        self._export_dialog("CSV data", "csv", self.export_csv)

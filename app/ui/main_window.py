@@ -1,0 +1,525 @@
+"""Main window: fleet browser (dock), Live / Models / Latency tabs, events and alarms (dock),
+status bar with broker and serial state. The window is built first and shown at once; the
+session (broker, fleet, monitor) is started in a worker and attached when it is up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from PySide6.QtCore import QByteArray, QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QIcon, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QTabWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.ui import workers
+from app.ui.events import EventsPanel
+from app.ui.fleet_model import STATUS_COLORS, FleetModel
+from app.ui.fleet_view import FleetView
+from app.ui.live_view import LiveView
+from app.ui.settings import Settings, qsettings
+
+log = logging.getLogger(__name__)
+
+# Fleet updates are applied this often: 4 batches a second look live and cost little at 1,000 devices.
+FLEET_FLUSH_MS = 250
+# "Last seen" ages and the status bar are refreshed this often.
+AGE_REFRESH_MS = 1000
+DEFAULT_SIZE = (1440, 900)
+FLEET_DOCK_WIDTH = 800
+EVENTS_DOCK_HEIGHT = 170
+TAB_LIVE, TAB_MODELS, TAB_LATENCY = range(3)
+
+
+class _Bridge(QObject):
+    """Carries rare notifications (connection state) from IO threads to the GUI thread."""
+
+    connection_state = Signal(bool, str)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: Settings | None = None) -> None:
+        super().__init__()
+        self.settings = settings or Settings.load()
+        self.session = None
+        self._session_worker = None
+        self._jobs: list = []
+        self._connected = False
+        self._conn_reason = "starting"
+        self.setWindowTitle("Tiny-MLOps operator")
+        icon = _app_icon()
+        if icon is not None:
+            self.setWindowIcon(icon)
+        self.bridge = _Bridge()
+        self.bridge.connection_state.connect(self._on_connection_state)
+
+        self.fleet_model = FleetModel(self)
+        self.fleet_view = FleetView(self.fleet_model)
+        self.events = EventsPanel()
+        self.fleet_model.events.connect(self._on_fleet_events)
+        self.live = LiveView()
+        self.live.status_message.connect(lambda t: self.statusBar().showMessage(t, 5000))
+        from app.ui.dashboard import DashboardPage
+        from app.ui.models_page import ModelsPage
+
+        self.models = ModelsPage(self)
+        self.dashboard = DashboardPage(self)
+
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.live, "Live")
+        self.tabs.addTab(self.models, "Models")
+        self.tabs.addTab(self.dashboard, "Latency")
+        self.tabs.setTabToolTip(TAB_LIVE, "Live vibration, spectrum and anomaly score of the selected device (Ctrl+1)")
+        self.tabs.setTabToolTip(TAB_MODELS, "Model registry: record data, train, import, check (Ctrl+2)")
+        self.tabs.setTabToolTip(TAB_LATENCY, "Deployment history: deployment, loading and inference latency (Ctrl+3)")
+        self.tabs.currentChanged.connect(self._tab_changed)
+
+        self.banner = QLabel("")
+        self.banner.setWordWrap(True)
+        self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.banner_box = QWidget()
+        banner_row = QHBoxLayout(self.banner_box)
+        banner_row.setContentsMargins(8, 4, 8, 4)
+        banner_row.addWidget(self.banner, 1)
+        close = QToolButton()
+        close.setText("✕")
+        close.setToolTip("Dismiss")
+        close.clicked.connect(self.banner_box.hide)
+        banner_row.addWidget(close)
+        self.banner_box.hide()
+        central = QWidget()
+        col = QVBoxLayout(central)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.addWidget(self.banner_box)
+        col.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
+
+        self.fleet_dock = self._dock("Fleet", "fleet", self.fleet_view, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.events_dock = self._dock("Events and alarms", "events", self.events,
+                                      Qt.DockWidgetArea.BottomDockWidgetArea)
+
+        self.fleet_view.selection_changed.connect(self._selection_changed)
+        self.fleet_view.live_requested.connect(self.show_live)
+        self.fleet_view.compare_requested.connect(lambda d: self.live.show_devices(self.live.primary, d))
+        self.fleet_view.deploy_requested.connect(self.open_deploy_wizard)
+        self.fleet_view.rollback_requested.connect(self.rollback)
+        self.fleet_view.confirm_requested.connect(self.confirm_trial)
+
+        self._build_status_bar()
+        self._build_menus()
+        self.flush_timer = QTimer(self)
+        self.flush_timer.setInterval(FLEET_FLUSH_MS)
+        self.flush_timer.timeout.connect(self._flush)
+        self.flush_timer.start()
+        self.age_timer = QTimer(self)
+        self.age_timer.setInterval(AGE_REFRESH_MS)
+        self.age_timer.timeout.connect(self._tick)
+        self.age_timer.start()
+        self.resize(*DEFAULT_SIZE)
+        self._layout_restored = self._restore_layout()
+
+    # ------------------------------------------------------------------ construction
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if not self._layout_restored:  # first start: give the fleet its room (docks size once shown)
+            self._layout_restored = True
+            self.resizeDocks([self.fleet_dock], [FLEET_DOCK_WIDTH], Qt.Orientation.Horizontal)
+            self.resizeDocks([self.events_dock], [EVENTS_DOCK_HEIGHT], Qt.Orientation.Vertical)
+
+    def _dock(self, title: str, name: str, widget: QWidget, area) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock-{name}")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.broker_label = QLabel("broker: starting…")
+        self.broker_label.setToolTip("MQTT broker connection")
+        self.serial_label = QLabel("serial: -")
+        self.serial_label.setToolTip("Serial ports on this computer / devices attached over serial")
+        self.fleet_label = QLabel("")
+        self.fleet_label.setToolTip("Devices by state")
+        self.job_progress = QProgressBar()
+        self.job_progress.setMaximumWidth(160)
+        self.job_progress.setTextVisible(True)
+        self.job_progress.hide()
+        bar.addPermanentWidget(self.job_progress)
+        bar.addPermanentWidget(self.fleet_label)
+        bar.addPermanentWidget(self.serial_label)
+        bar.addPermanentWidget(self.broker_label)
+
+    def _action(self, menu, text: str, slot, shortcut: str | None = None, tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut:
+            action.setShortcut(QKeySequence(shortcut))
+        if tip:
+            action.setStatusTip(tip)
+            action.setToolTip(tip)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        m = bar.addMenu("&File")
+        self._action(m, "&Settings…", self.open_settings, "Ctrl+,", "Broker, transport and data directory")
+        self._action(m, "&Reconnect", self.reconnect, "Ctrl+Shift+R", "Start the session again with the settings")
+        m.addSeparator()
+        self._action(m, "&Quit", self.close, QKeySequence(QKeySequence.StandardKey.Quit).toString(), "Quit")
+        m = bar.addMenu("&Fleet")
+        self._action(m, "&Find device", self._focus_search, "Ctrl+F", "Search the fleet")
+        self._action(m, "&Deploy to selection…", lambda: self.open_deploy_wizard(self.fleet_view.selected()),
+                     "Ctrl+D", "Deploy a model version to the selected devices")
+        self._action(m, "Roll &back selected", self._rollback_selected, "Ctrl+Shift+B",
+                     "Make the selected device's previous model active again")
+        m.addSeparator()
+        self._action(m, "&Attach serial device…", self._attach_serial_dialog, "Ctrl+Shift+A",
+                     "Show a device connected to this computer's serial port (USB) in the fleet")
+        m = bar.addMenu("&View")
+        for i, (name, key) in enumerate((("Live", "Ctrl+1"), ("Models", "Ctrl+2"), ("Latency", "Ctrl+3"))):
+            self._action(m, name, lambda _=False, i=i: self.tabs.setCurrentIndex(i), key, f"Show the {name} page")
+        m.addSeparator()
+        m.addAction(self.fleet_dock.toggleViewAction())
+        m.addAction(self.events_dock.toggleViewAction())
+        m = bar.addMenu("&Help")
+        self._action(m, "&About", self.show_about, "F1", "Versions of this build")
+
+    # ------------------------------------------------------------------ session
+
+    def start_session(self, config=None) -> workers.Worker:
+        """Start the back end in a worker; the window stays responsive while it comes up."""
+        from app.services.app_session import AppSession, SessionConfig
+
+        if config is None:
+            s = self.settings
+            config = SessionConfig(broker_url=s.broker_url or None, username=s.username or None,
+                                   password=s.password or None)
+        self._detach_session()
+        session = AppSession(config)
+        target = "the embedded broker and a virtual fleet" if config.embedded else config.broker_url
+        self.broker_label.setText(f"broker: connecting to {target}…")
+        self.banner_box.hide()
+
+        def started(result) -> None:
+            self.attach_session(result)
+
+        def failed(message: str) -> None:
+            self._connected = False
+            self.broker_label.setText("<span style='color:#c62828'>● broker: not connected</span>")
+            self.show_banner(f"Could not connect: {message}. Check the broker URL and credentials in "
+                             "File ▸ Settings, then File ▸ Reconnect.", "error")
+            self.events.model.add("error", "", f"connection failed: {message}")
+
+        self._session_worker = workers.run_in_thread(session.start, name="session-start", on_result=started,
+                                                     on_error=failed,
+                                                     on_progress=lambda p, t: self.statusBar().showMessage(t, 3000))
+        return self._session_worker
+
+    def attach_session(self, session) -> None:
+        self.session = session
+        self._bad_seen = 0
+        session.connection.on_state(lambda up, reason: self.bridge.connection_state.emit(up, reason))
+        session.monitor.add_listener(self.fleet_model.enqueue)
+        for record in session.monitor.devices():
+            self.fleet_model.enqueue("added", record)
+        self.live.set_monitor(session.monitor)
+        self._on_connection_state(session.connection.connected, "connected")
+        mode = "embedded broker, virtual fleet" if session.embedded else "plant broker"
+        self.events.model.add("ok", "", f"connected to {session.address} ({mode})")
+        self.models.session_changed()
+        self.dashboard.refresh()
+
+    def _detach_session(self) -> None:
+        session, self.session = self.session, None
+        if session is None:
+            return
+        self.live.set_monitor(None)
+        if session.monitor is not None:
+            session.monitor.remove_listener(self.fleet_model.enqueue)
+        session.close()
+
+    def reconnect(self) -> None:
+        self.start_session()
+
+    def _on_connection_state(self, up: bool, reason: str) -> None:
+        self._connected, self._conn_reason = up, reason
+        addr = self.session.address if self.session else "-"
+        if up:
+            self.broker_label.setText(f"<span style='color:#2e7d32'>●</span> broker {addr}")
+            self.broker_label.setToolTip(f"Connected to the MQTT broker at {addr}")
+        else:
+            self.broker_label.setText(f"<span style='color:#c62828'>●</span> broker {addr}: {reason}")
+            self.broker_label.setToolTip(f"Not connected ({reason}); reconnecting with back-off")
+            if self.session is not None:
+                self.events.model.add("warning", "", f"broker connection lost: {reason}")
+
+    # ------------------------------------------------------------------ periodic
+
+    def _flush(self) -> None:
+        if self.fleet_model.flush():
+            ids = self.fleet_model.device_ids()
+            self.live.set_device_choices(ids)
+
+    def _tick(self) -> None:
+        self.fleet_model.refresh_ages()
+        counts = self.fleet_model.counts()
+        total = sum(counts.values())
+        parts = [f"<span style='color:{STATUS_COLORS[k]}'>{v} {k}</span>" for k, v in counts.items() if v]
+        self.fleet_label.setText(f"{total} devices: " + ", ".join(parts) if total else "no devices yet")
+        self._update_serial_label()
+        self._report_bad_messages()
+
+    def _report_bad_messages(self) -> None:
+        """Messages the fleet monitor dropped (garbage, wrong type, bad id): counted there, told here."""
+        if self.session is None or self.session.monitor is None:
+            return
+        counters = self.session.monitor.counters
+        bad = {k[4:]: v for k, v in list(counters.items()) if k.startswith("bad_")}
+        total = sum(bad.values())
+        seen = getattr(self, "_bad_seen", 0)
+        if total > seen:
+            reasons = ", ".join(f"{v} {k}" for k, v in sorted(bad.items()))
+            self.events.model.add("warning", "", f"dropped {total - seen} malformed message"
+                                  f"{'s' if total - seen != 1 else ''} from the broker (so far: {reasons})")
+            self.broker_label.setToolTip(f"Dropped messages so far: {reasons}")
+        self._bad_seen = total
+
+    def _update_serial_label(self) -> None:
+        serial_devices = sum(1 for d in self.fleet_model.device_ids()
+                             if getattr(self.fleet_model.record(d), "transport", "") == "serial"
+                             and self.fleet_model.status(d) != "offline")
+        ports = getattr(self, "_port_count", None)
+        if ports is None or time.monotonic() - getattr(self, "_ports_checked", 0) > 10:
+            try:
+                from app.transport.discovery import list_serial_ports
+
+                ports = len(list_serial_ports())
+            except Exception:  # a broken udev/sysfs must not break the status bar
+                ports = 0
+            self._port_count, self._ports_checked = ports, time.monotonic()
+        self.serial_label.setText(f"serial: {ports} port{'s' if ports != 1 else ''}, "
+                                  f"{serial_devices} device{'s' if serial_devices != 1 else ''}")
+
+    def _on_fleet_events(self, events: list) -> None:
+        self.events.model.add_many(events)
+
+    # ------------------------------------------------------------------ selection, live
+
+    def _selection_changed(self, device_ids: list[str]) -> None:
+        if device_ids:
+            self.live.show_devices(device_ids[0], device_ids[1] if len(device_ids) > 1 else self.live.compare)
+        self.models.selection_changed(device_ids)
+
+    def show_live(self, device_id: str) -> None:
+        self.tabs.setCurrentIndex(TAB_LIVE)
+        self.live.show_devices(device_id, self.live.compare)
+
+    def _tab_changed(self, index: int) -> None:
+        if index == TAB_LATENCY:
+            self.dashboard.refresh()
+        elif index == TAB_MODELS:
+            self.models.refresh()
+
+    def _focus_search(self) -> None:
+        self.fleet_dock.show()
+        self.fleet_view.search.setFocus()
+        self.fleet_view.search.selectAll()
+
+    # ------------------------------------------------------------------ messages
+
+    def show_banner(self, text: str, level: str = "error") -> None:
+        colors = {"error": ("#ffebee", "#b71c1c"), "warning": ("#fff3e0", "#e65100"), "info": ("#e3f2fd", "#0d47a1")}
+        bg, fg = colors.get(level, colors["info"])
+        self.banner_box.setStyleSheet(f"background: {bg}; color: {fg};")
+        self.banner.setText(text)
+        self.banner_box.show()
+
+    def notify(self, level: str, device: str, text: str) -> None:
+        """A job's outcome: status bar, events panel, and the banner for failures."""
+        self.statusBar().showMessage(text, 8000)
+        self.events.model.add(level, device, text)
+        if level == "error":
+            self.show_banner(text, "error")
+
+    def track_job(self, worker: workers.Worker, label: str) -> None:
+        """Show a running job's progress in the status bar."""
+        self._jobs.append(worker)
+        self.job_progress.setFormat(f"{label} %p%")
+        self.job_progress.setValue(0)
+        self.job_progress.show()
+        worker.progress.connect(lambda p, _t: self.job_progress.setValue(p))
+
+        def done() -> None:
+            if worker in self._jobs:
+                self._jobs.remove(worker)
+            if not self._jobs:
+                self.job_progress.hide()
+
+        worker.finished.connect(done)
+
+    # ------------------------------------------------------------------ device actions
+
+    def _require_session(self) -> bool:
+        if self.session is None:
+            self.notify("warning", "", "not connected to a broker yet")
+            return False
+        return True
+
+    def _switch(self, device_id: str, what: str) -> workers.Worker | None:
+        if not device_id or not self._require_session():
+            return None
+        from app.deploy import api
+
+        session = self.session
+        fn = api.rollback if what == "rollback" else api.confirm
+
+        def job(_progress, _cancel):
+            connection = session.open_connection()
+            try:
+                return fn(device_id, via="mqtt", connection=connection, broker=session.broker_url)
+            finally:
+                connection.close()
+
+        def result(res) -> None:
+            if res.ok:
+                word = "rolled back to" if what == "rollback" else "confirmed"
+                self.notify("ok", device_id, f"{word} {res.model_name}@{res.model_version}")
+            else:
+                self.notify("error", device_id, f"{what} failed: {res.error_message}")
+            self.dashboard.refresh()
+
+        self.statusBar().showMessage(f"{what} {device_id}…")
+        worker = workers.run_in_thread(job, name=what, on_result=result,
+                                       on_error=lambda msg: self.notify("error", device_id, f"{what} failed: {msg}"))
+        self.track_job(worker, what)
+        return worker
+
+    def rollback(self, device_id: str) -> workers.Worker | None:
+        return self._switch(device_id, "rollback")
+
+    def confirm_trial(self, device_id: str) -> workers.Worker | None:
+        return self._switch(device_id, "confirm")
+
+    def _rollback_selected(self) -> None:
+        for device_id in self.fleet_view.selected()[:1]:
+            self.rollback(device_id)
+
+    def attach_serial(self, port: str, baud: int | None = None) -> workers.Worker | None:
+        """Open `port` in a worker; the device then appears in the fleet with transport 'serial'."""
+        if not port or not self._require_session():
+            return None
+        session, baud = self.session, int(baud or self.settings.baud)
+        worker = workers.run_in_thread(
+            lambda _p, _c: session.attach_serial(port, baud), name="attach-serial",
+            on_result=lambda _r: self.notify("ok", "", f"serial port {port} attached ({baud} baud)"),
+            on_error=lambda msg: self.notify("error", "", f"could not attach {port}: {msg}"))
+        return worker
+
+    def _attach_serial_dialog(self) -> None:
+        from PySide6.QtWidgets import QInputDialog
+
+        from app.transport.discovery import list_serial_ports
+
+        ports = [p.device for p in list_serial_ports()]
+        port, ok = QInputDialog.getItem(self, "Attach serial device", "Serial port (or a pty path / socket://):",
+                                        ports or [""], 0, True)
+        if ok and port.strip():
+            self.attach_serial(port.strip())
+
+    def open_deploy_wizard(self, device_ids: list[str] | None = None, exec_: bool = True, source: str | None = None):
+        from app.ui.deploy_wizard import DeployWizard
+
+        wizard = DeployWizard(self, list(device_ids or self.fleet_view.selected()), source=source)
+        if exec_:
+            wizard.show()
+        return wizard
+
+    # ------------------------------------------------------------------ dialogs
+
+    def open_settings(self) -> None:
+        from app.ui.settings import SettingsDialog
+
+        dialog = SettingsDialog(self.settings, self)
+        if dialog.exec():
+            old = self.settings
+            self.settings = dialog.result_settings()
+            self.settings.save()
+            if (old.broker_url, old.username, old.password) != (self.settings.broker_url, self.settings.username,
+                                                                 self.settings.password):
+                self.reconnect()
+            if old.data_dir != self.settings.data_dir:
+                self.notify("info", "", "the new data directory is used from the next start")
+
+    def show_about(self) -> None:
+        from app.ui.about import about_html
+
+        QMessageBox.about(self, "About Tiny-MLOps operator", about_html())
+
+    # ------------------------------------------------------------------ layout memory, shutdown
+
+    def _restore_layout(self) -> bool:
+        """Geometry, dock layout, fleet columns and tab of the last session; True if there was one."""
+        s = qsettings()
+        geometry = s.value("window/geometry")
+        state = s.value("window/state")
+        if isinstance(geometry, QByteArray | bytes):
+            self.restoreGeometry(geometry)
+        if isinstance(state, QByteArray | bytes):
+            self.restoreState(state)
+        header = s.value("fleet/header")
+        if isinstance(header, QByteArray | bytes):
+            self.fleet_view.tree.header().restoreState(header)
+        tab = s.value("window/tab")
+        if tab is not None:
+            try:
+                self.tabs.setCurrentIndex(int(tab))
+            except (TypeError, ValueError):
+                pass
+        return isinstance(state, QByteArray | bytes)
+
+    def save_layout(self) -> None:
+        s = qsettings()
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState())
+        s.setValue("fleet/header", self.fleet_view.tree.header().saveState())
+        s.setValue("window/tab", self.tabs.currentIndex())
+        s.sync()
+
+    def shutdown(self) -> None:
+        """Stop timers, streams, workers and the session (idempotent)."""
+        self.flush_timer.stop()
+        self.age_timer.stop()
+        self.live.shutdown()
+        workers.stop_all()
+        self._detach_session()
+
+    def closeEvent(self, event) -> None:
+        self.save_layout()
+        self.shutdown()
+        super().closeEvent(event)
+
+
+def _app_icon() -> QIcon | None:
+    from app.domain.paths import resources_dir
+
+    icons = resources_dir() / "icons"
+    icon = QIcon()
+    for size in (16, 24, 32, 48, 64, 128, 256):
+        path = icons / f"tinymlops-{size}.png"
+        if path.is_file():
+            icon.addFile(str(path))
+    return None if icon.isNull() else icon

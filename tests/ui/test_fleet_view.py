@@ -1,0 +1,117 @@
+"""Fleet browser: fills from the virtual fleet over a real broker, groups by site/line/machine,
+filters by text and state, colours alarms, and batches updates for a large fleet."""
+
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
+
+from tests.ui.conftest import FAULTY_DEVICE, FLEET_SIZE, wait_for
+
+
+def test_fleet_fills_groups_and_filters(window, qtbot):
+    view = window.fleet_view
+    model = window.fleet_model
+    assert model.device_ids() == [f"sim-{i:03d}" for i in range(1, FLEET_SIZE + 1)]
+    # grouped site / line / machine / device
+    sites = [view.proxy.index(r, 0).data() for r in range(view.proxy.rowCount())]
+    assert sites == ["plant-a", "plant-b"]
+    assert sorted(view.visible_devices()) == model.device_ids()
+
+    # text search: a site name shows all its devices, an id shows one
+    qtbot.keyClicks(view.search, "plant-b")
+    visible = view.visible_devices()
+    assert visible and all(model.record(d).location.startswith("plant-b/") for d in visible)
+    assert len(visible) == sum(model.record(d).location.startswith("plant-b/") for d in model.device_ids())
+    view.search.clear()
+    qtbot.keyClicks(view.search, "sim-002")
+    assert view.visible_devices() == ["sim-002"]
+    view.search.clear()
+
+    # the faulty machine alarms (scores from its telemetry), shown red, and the state filter finds it
+    wait_for(qtbot, lambda: model.status(FAULTY_DEVICE) == "alarm", 15, "the faulty device's alarm")
+    view.status_filter.setCurrentIndex(view.status_filter.findData("alarm"))
+    assert FAULTY_DEVICE in view.visible_devices()
+    assert all(model.status(d) == "alarm" for d in view.visible_devices())
+    index = model.index_of_device(FAULTY_DEVICE, 1)
+    assert index.data() == "alarm"
+    assert index.data(Qt.ItemDataRole.ForegroundRole).color() == QColor("#c62828")
+    score = model.index_of_device(FAULTY_DEVICE, 5).data()
+    assert "/" in score  # score / threshold
+    view.status_filter.setCurrentIndex(0)
+    assert sorted(view.visible_devices()) == model.device_ids()
+    assert any(row[1] == "alarm" and row[2] == FAULTY_DEVICE for row in window.events.model.rows())
+    assert "broker" in window.broker_label.text() and "●" in window.broker_label.text()
+
+
+def test_selection_drives_live_view_and_context_menu(window, qtbot):
+    assert window.fleet_view.select_device("sim-001")
+    assert window.live.primary == "sim-001"
+    menu = window.fleet_view.context_menu_for("sim-001")
+    names = [a.text() for a in menu.actions() if a.text()]
+    assert "Show live" in names
+    assert any(a.objectName() == "rollback" for a in menu.actions())
+
+
+def _record(i: int, **kw):
+    from app.services.fleet_monitor import DeviceRecord
+
+    site = ("north", "south")[i % 2]
+    fields = dict(profile="stm32l4r5", firmware="1.0", model_name="m", model_version=1, score=0.1, threshold=1.0,
+                  last_seen=time.time())
+    return DeviceRecord(device_id=f"dev-{i:04d}", site=site, location=f"{site}/line-{i % 5}/pump-{i % 20}",
+                        **{**fields, **kw})
+
+
+def test_a_thousand_devices_arrive_in_a_few_batched_model_updates(qapp):
+    from app.ui.fleet_model import FleetFilter, FleetModel
+
+    model = FleetModel()
+    proxy = FleetFilter()
+    proxy.setSourceModel(model)
+    inserts, changes, repaints = [], [], []
+    model.rowsInserted.connect(lambda *a: inserts.append(a))
+    model.dataChanged.connect(lambda *a: changes.append(a))
+    model.repaint.connect(lambda: repaints.append(1))
+    for i in range(1000):
+        model.enqueue("added", _record(i))
+    assert model.flush() == 1000
+    assert len(model.device_ids()) == 1000
+    groups = {(r.location.rsplit("/", 1)[0]) for r in map(_record, range(1000))}
+    # one insert per new group node and one per machine's batch of devices, never one per device
+    assert len(inserts) < 1000 / 3
+    assert len(groups) < len(inserts)
+
+    # 3,000 telemetry updates collapse into one flush: score changes repaint the view once; only
+    # the device whose state changed (alarm) is announced, with its group rows
+    inserts.clear()
+    changes.clear()
+    for repeat in range(3):
+        for i in range(1000):
+            model.enqueue("telemetry", _record(i, score=0.1 + repeat, alarm=(i == 7 and repeat == 2)))
+    assert model.flush() == 1000
+    assert not inserts
+    assert repaints == [1]
+    assert len(changes) == 1 + 3  # the device's row, then its machine, line and site
+    assert model.status("dev-0007") == "alarm"
+    assert model.record("dev-0500").score == 2.1  # the newest value is what the view shows
+    assert model.index_of_device("dev-0500", 5).data().startswith("2.100")
+    proxy.set_status("alarm")
+    assert proxy.rowCount() == 1  # only the site holding the alarming device
+
+
+def test_a_device_sending_garbage_is_reported_not_raised(window, qtbot, ui_fleet):
+    from app.protocol import topics
+    from app.transport.mqtt_link import MqttConnection
+
+    conn = MqttConnection(ui_fleet).connect()
+    try:
+        conn.publish(topics.device_topic("plant-a", "sim-001", topics.TELEMETRY), b"\x01\x02garbage", qos=1)
+        conn.wait_published()
+    finally:
+        conn.close()
+    wait_for(qtbot, lambda: any("malformed" in row[3] for row in window.events.model.rows()), 10,
+             "the dropped-message warning")
+    assert window.fleet_model.status("sim-001") != "offline"  # the device itself is unaffected
