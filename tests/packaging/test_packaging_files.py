@@ -84,7 +84,9 @@ def test_png_icons_exist_at_every_size_with_those_dimensions():
         assert _png_size(ICONS / f"tinymlops-{size}.png") == (size, size)
 
 
-def test_icon_renderer_writes_every_size(tmp_path):
+def test_icon_renderer_writes_every_size(tmp_path, qapp):
+    # `qapp`: the process's one Qt application must be a QApplication (widget tests run later in
+    # the same process); render_icons would otherwise create a bare QGuiApplication.
     sys.path.insert(0, str(PACKAGING))
     try:
         import render_icons
