@@ -14,6 +14,7 @@ import pytest
 from app.domain.errors import LinkError
 from app.services import smoke
 from app.services.fleet_monitor import FleetMonitor
+from app.transport.broker import EmbeddedBroker
 from app.transport.mqtt_link import MqttConnection
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,16 +40,18 @@ def test_smoke_test_command_reports_devices_and_a_converted_model(tmp_path):
     assert {"broker", "devices", "convert", "total"} <= set(result["seconds"])
 
 
-def test_waiting_for_devices_that_never_come_is_a_clear_link_error(embedded_broker_url):
-    connection = MqttConnection(embedded_broker_url, client_id="smoke-test-empty")
-    connection.connect(smoke.CONNECT_TIMEOUT_S)
-    monitor = FleetMonitor(connection)
-    try:
-        with pytest.raises(LinkError, match=r"only 0 of 2 virtual devices appeared"):
-            smoke.wait_for_devices(monitor, 2, timeout=0.5)
-    finally:
-        monitor.close()
-        connection.close()
+def test_waiting_for_devices_that_never_come_is_a_clear_link_error():
+    # a broker of its own: the session's shared brokers hold other tests' retained device statuses
+    with EmbeddedBroker() as broker:
+        connection = MqttConnection(broker.url, client_id="smoke-test-empty")
+        connection.connect(smoke.CONNECT_TIMEOUT_S)
+        monitor = FleetMonitor(connection)
+        try:
+            with pytest.raises(LinkError, match=r"only 0 of 2 virtual devices appeared"):
+                smoke.wait_for_devices(monitor, 2, timeout=0.5)
+        finally:
+            monitor.close()
+            connection.close()
 
 
 def test_a_failed_step_is_reported_in_the_result_not_raised(tmp_path, monkeypatch):
