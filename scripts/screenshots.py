@@ -5,8 +5,8 @@
 Runs the real application on the embedded default (in-process broker + virtual fleet) with a
 throw-away data directory: streams live vibration from a faulty machine, trains and converts a
 small model from simulated normal data on the Models page, deploys it from the wizard to three
-devices (and one over a second version), and captures the fleet, live view, models page, deploy
-wizard and latency dashboard. Takes about a minute (TensorFlow trains the model).
+devices (and one over a second version), and captures the fleet, live view (overlay and side by
+side), models page, deploy wizard and latency dashboard. Takes about a minute (TensorFlow trains the model).
 """
 
 from __future__ import annotations
@@ -103,6 +103,10 @@ def main() -> int:
     wait_until(app, lambda: window.live.feeds[LIVE_DEVICE].windows > 40, what="the live stream")
     pump(app, 3.0)
     grab(window, "live-view")
+    window.live.set_compare_mode("side")
+    pump(app, 1.0)
+    grab(window, "live-side-by-side")
+    window.live.set_compare_mode("overlay")
 
     dataset = add_normal_dataset()
     window.tabs.setCurrentIndex(TAB_MODELS)
@@ -113,6 +117,7 @@ def main() -> int:
         wait_until(app, lambda w=worker: w.done, what="training")
         if worker.failed:
             raise SystemExit(f"screenshots: training failed: {worker.failed}")
+    pump(app, 0.5)  # the last job's result handler selects the version it registered
     window.models.select_version("pump-ae@1")
     pump(app, 0.5)
     grab(window, "models")

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QTableView,
     QVBoxLayout,
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 HISTORY_LIMIT = 2000
 COLUMNS = ("When", "Device", "Model", "Transport", "Outcome", "Image", "Deploy (host)", "Deploy (device)",
            "Load", "Inference median", "Inference p95", "Notes")
+PLOT_TITLE_SIZE = "10pt"
 TRANSPORT_COLORS = {"serial": "#6a1b9a", "mqtt-push": "#00838f", "mqtt-pull": "#1565c0"}
 # key -> (menu text, short name for plot titles, unit, value of a record in that unit)
 METRICS = {
@@ -125,6 +127,8 @@ class DashboardPage(QWidget):
         export.setToolTip("Save the whole deployment history as CSV")
         export.clicked.connect(self._export_dialog)
         self.summary = QLabel("")
+        # a long summary or error is cut (full text in the tooltip) rather than widen every page
+        self.summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         top = QHBoxLayout()
         top.addWidget(QLabel("Plot:"))
         top.addWidget(self.metric)
@@ -137,7 +141,8 @@ class DashboardPage(QWidget):
         self.version_plot = self.plots.addPlot(row=0, col=0, title="by model version")
         self.device_plot = self.plots.addPlot(row=0, col=1, title="by device (mean)")
         self.transport_plot = self.plots.addPlot(row=1, col=0, title="by transport (mean)")
-        self.size_plot = self.plots.addPlot(row=1, col=1, title="Model size vs deployment time")
+        self.size_plot = self.plots.addPlot(row=1, col=1)
+        self.size_plot.setTitle("Image size vs deployment", size=PLOT_TITLE_SIZE)
         self.size_plot.setLabel("bottom", "image size", "B")
         self.size_plot.setLabel("left", "deployment", "s")
         self.size_plot.addLegend(offset=(5, 5), labelTextSize="8pt")
@@ -174,7 +179,8 @@ class DashboardPage(QWidget):
         ok = [r for r in self.model.records if r.outcome == "ok" and value(r) is not None]
         for p, what in ((self.version_plot, "by model version"), (self.device_plot, "by device (mean)"),
                         (self.transport_plot, "by transport (mean)")):
-            p.setTitle(f"{short} latency {what}")
+            # short titles: four plots share a ~700 px page beside the fleet; the metric is in the menu
+            p.setTitle(f"{short} {what}", size=PLOT_TITLE_SIZE)
             p.setLabel("left", units=unit)  # SI prefixes: ms, µs
         # per version: every deployment a point, per family a colour
         self.version_plot.clear()

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
+from app.domain.errors import TinyMLOpsError
 from app.ui import workers
 from app.ui.settings import BAUDS
 
@@ -356,8 +357,30 @@ class RunPage(QWizardPage):
                 item = QTableWidgetItem(text)
                 if col == 1:
                     item.setForeground(Qt.GlobalColor.darkGreen if r.ok else Qt.GlobalColor.red)
+                if col == len(cells) - 1 and text:
+                    item.setToolTip(text)
                 self.table.setItem(row, col, item)
+        self._fit()
+
+    def show_failure(self, targets: list[str], via: str, message: str) -> None:
+        """The deployment stopped before any device result: each target's row says so."""
+        self.table.setRowCount(len(targets))
+        for row, device_id in enumerate(targets):
+            self.table.removeCellWidget(row, 1)
+            cells = (device_id, "not deployed", via, "-", "-", "-", "-", "-", message)
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if col == 1:
+                    item.setForeground(Qt.GlobalColor.red)
+                if col == len(cells) - 1:
+                    item.setToolTip(message)
+                self.table.setItem(row, col, item)
+        self._fit()
+
+    def _fit(self) -> None:
         self.table.resizeColumnsToContents()
+        self.table.clearSelection()
+        self.table.setCurrentCell(-1, -1)  # no focus frame on the first cell
         self.bars.clear()
 
 
@@ -384,6 +407,7 @@ class DeployWizard(QWizard):
         self.worker: workers.Worker | None = None
         self.results: list = []
         self.error: str | None = None
+        self.reattach_error: str | None = None
         self.version_page = VersionPage(self)
         self.targets_page = TargetsPage(self)
         self.transport_page = TransportPage(self)
@@ -424,7 +448,11 @@ class DeployWizard(QWizard):
                     return api.deploy(source, targets, progress=per_device, cancel=cancel, **kwargs)
                 finally:
                     if reattach:
-                        session.attach_serial(self.port, self.baud)
+                        try:
+                            session.attach_serial(self.port, self.baud)
+                        except TinyMLOpsError as exc:  # the port vanished: the deployment's outcome still counts
+                            log.warning("could not attach %s again: %s", self.port, exc)
+                            self.reattach_error = str(exc)
             api.load_image(source)  # a bad image is refused before any connection is made
             connection = session.open_connection()  # its own: see AppSession.open_connection
             try:
@@ -433,6 +461,7 @@ class DeployWizard(QWizard):
             finally:
                 connection.close()
 
+        self.reattach_error = None
         self.run_page.status.setText(f"Deploying {source if isinstance(source, str) else Path(source).name} to "
                                      f"{len(targets)} device{'s' if len(targets) != 1 else ''} over {self.via}…")
         self.main.fleet_model.set_deploying(targets, True)
@@ -456,8 +485,14 @@ class DeployWizard(QWizard):
         self.run_page.show_results(results)
         self.run_page.setTitle("Deployment finished")
         color = "#2e7d32" if ok == len(results) else "#c62828"
-        self.run_page.status.setText(f"<span style='color:{color}'><b>{ok} of {len(results)} devices updated."
-                                     "</b></span> Latencies are in the table and on the Latency page.")
+        text = (f"<span style='color:{color}'><b>{ok} of {len(results)} devices updated.</b></span> "
+                + ("Latencies are in the table and on the Latency page." if ok else
+                   "The reason is in the table; every device keeps a working model."))
+        if self.reattach_error:
+            text += (f"<br><span style='color:#e65100'>The fleet view lost the device's serial port: "
+                     f"{html.escape(self.reattach_error)}. Reconnect it, then Fleet ▸ Attach serial device.</span>")
+            self.main.events.model.add("warning", "", f"serial port {self.port} not re-attached: {self.reattach_error}")
+        self.run_page.status.setText(text)
         for r in results:
             if r.ok:
                 self.main.events.model.add("ok", r.device, f"deployed {r.model_name}@{r.model_version} over "
@@ -473,6 +508,7 @@ class DeployWizard(QWizard):
         self.run_page.status.setText(f"<span style='color:#c62828'><b>Nothing was deployed:</b> "
                                      f"{html.escape(message)}</span><br>Every device keeps its current model.")
         self.main.events.model.add("error", "", f"deployment failed: {message}")
+        self.run_page.show_failure(self.targets, self.via, message)
 
     def _mark_done(self) -> None:
         self.main.fleet_model.set_deploying(self.targets, False)

@@ -25,7 +25,13 @@ from app.ui.fleet_model import COL_NAME, COL_SCORE, COL_SEEN, DEVICE_ID_ROLE, ST
 RESORT_INTERVAL_S = 2.0
 VOLATILE_COLUMNS = (COL_SCORE, COL_SEEN)
 # Column widths (px) that fit their usual content; the user can resize, and the state is saved.
-COLUMN_WIDTHS = (140, 145, 110, 70, 85, 100, 75, 70)
+COLUMN_WIDTHS = (130, 130, 105, 70, 85, 105, 70, 65)
+# Columns widen to their content (never narrower than above, never wider than this) while the
+# fleet fills and its first scores arrive, until the user resizes a column or a saved layout exists.
+COLUMN_MAX_WIDTH = 240
+AUTOSIZE_PERIOD_S = 15.0
+# Room for the cell's margins and the sort arrow next to a header's text.
+COLUMN_PADDING = 12
 
 
 class FleetView(QWidget):
@@ -72,6 +78,10 @@ class FleetView(QWidget):
         self.tree.selectionModel().selectionChanged.connect(lambda *_: self.selection_changed.emit(self.selected()))
         for col, width in enumerate(COLUMN_WIDTHS):
             self.tree.setColumnWidth(col, width)
+        self.auto_size_columns = True  # the main window clears it when it restored the user's columns
+        self._sizing = False
+        self._first_fill: float | None = None
+        self.tree.header().sectionResized.connect(self._section_resized)
         self._expand_pending = False
         self.proxy.rowsInserted.connect(self._rows_inserted)
         self._last_resort = 0.0
@@ -103,6 +113,11 @@ class FleetView(QWidget):
         """Telemetry changed values only: redraw the visible rows; re-sort (throttled) when the
         view is sorted by a column telemetry moves."""
         self.tree.viewport().update()
+        if self.auto_size_columns and self._first_fill is not None:
+            if time.monotonic() - self._first_fill < AUTOSIZE_PERIOD_S:
+                self.fit_columns()
+            else:
+                self.auto_size_columns = False
         column = self.tree.header().sortIndicatorSection()
         now = time.monotonic()
         if column in VOLATILE_COLUMNS and now - self._last_resort >= RESORT_INTERVAL_S:
@@ -112,6 +127,30 @@ class FleetView(QWidget):
     def _expand_now(self) -> None:
         self._expand_pending = False
         self.tree.expandAll()
+        if self.auto_size_columns:
+            if self._first_fill is None:
+                self._first_fill = time.monotonic()
+            self.fit_columns()
+
+    def fit_columns(self) -> None:
+        """Widen columns whose content (or header) is cut; never narrower than COLUMN_WIDTHS."""
+        header = self.tree.header()
+        self._sizing = True
+        try:
+            for col, default in enumerate(COLUMN_WIDTHS):
+                want = max(default, self.tree.sizeHintForColumn(col) + COLUMN_PADDING,
+                           header.sectionSizeHint(col) + COLUMN_PADDING)
+                want = min(want, COLUMN_MAX_WIDTH)
+                if want > header.sectionSize(col):
+                    header.resizeSection(col, want)
+        finally:
+            self._sizing = False
+
+    def _section_resized(self, logical: int, _old: int, _new: int) -> None:
+        header = self.tree.header()
+        stretched = header.stretchLastSection() and logical == header.count() - 1  # follows the view's width
+        if not self._sizing and not stretched:  # the user dragged a column edge: leave the widths to them
+            self.auto_size_columns = False
 
     def selected(self) -> list[str]:
         """Selected device ids; a selected group counts as all its (visible) devices."""

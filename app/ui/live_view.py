@@ -1,5 +1,6 @@
 """Live view: 3-axis waveform, amplitude spectrum with 1x/2x/3x shaft markers, anomaly-score trend
-with threshold and alarm band, for one device and optionally a second one overlaid (dashed).
+with threshold and alarm band, for one device and optionally a second one, overlaid (dashed) or
+side by side (a second column of plots with linked axes, each with its own markers and threshold).
 
 Data arrival is separated from drawing: the stream callback (network thread) only writes into a
 bounded numpy ring buffer, and a display timer (~30 Hz) redraws curves that were created once
@@ -25,6 +26,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
+    QMenu,
     QMessageBox,
     QSizePolicy,
     QToolButton,
@@ -46,11 +48,32 @@ WAVE_SHOWN_S = 0.5
 SPECTRUM_N = 1024
 # Score trend: one point per telemetry second, ten minutes kept.
 SCORE_POINTS = 600
+# ...of which the trend shows the last two minutes (zoom out to see the rest).
+SCORE_SHOWN_S = 120
 DEFAULT_SAMPLE_RATE = 3200
 AXES = ("x", "y", "z")
 AXIS_COLORS = ("#e53935", "#43a047", "#1e88e5")
 COMPARE_COLORS = ("#ff8a80", "#a5d6a7", "#90caf9")
 HARMONICS = (1, 2, 3)
+NO_COMPARE = "Compare with…"
+# Marker labels at staggered heights (share of the plot height): on the full band the 1x/2x/3x
+# lines are a few pixels apart and labels at one height would overprint each other.
+MARKER_LABEL_POS = (0.95, 0.83, 0.71)
+# "Shaft orders" spectrum view: up to this many times the shaft speed (or ORDERS_FALLBACK_HZ
+# while the device has not reported a shaft speed yet).
+ORDERS_SHOWN = 10.5
+ORDERS_FALLBACK_HZ = 400.0
+# Spectrum ranges offered: the full band shows the bearing resonance (1.1-1.4 kHz at 3.2 kHz).
+SPECTRUM_BANDS = ("full", "orders")
+COMPARE_MODES = ("overlay", "side")
+# The alarm band reaches this far above the threshold (or 3x the highest score shown), so it
+# covers every alarming point on the log axis.
+ALARM_BAND_DECADES = 1.0
+ALARM_BAND_HEADROOM = 3.0
+# The normal zone reaches a decade below the threshold (or under the lowest score shown); a log
+# axis cannot show 0, so scores are floored at MIN_SCORE_SHOWN for the band.
+NORMAL_BAND_DECADES = 1.0
+MIN_SCORE_SHOWN = 1e-4
 
 
 class DeviceFeed:
@@ -98,6 +121,121 @@ def amplitude_spectrum(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarra
     return freqs, spec
 
 
+class PlotColumn:
+    """One column of plots (waveform, spectrum, score) with the decorations that belong to one
+    device: shaft markers, threshold line and alarm band. Curves are created once."""
+
+    def __init__(self, layout: pg.GraphicsLayoutWidget, col: int, dashed: bool = False) -> None:
+        self.col = col
+        self.wave_plot = pg.PlotItem(title="Vibration (g)")
+        self.wave_plot.setLabel("bottom", "time", "s")
+        self.spec_plot = pg.PlotItem(title="Amplitude spectrum (g)")
+        self.spec_plot.setLabel("bottom", "frequency", "Hz")
+        self.spec_plot.getAxis("bottom").enableAutoSIPrefix(False)  # Hz throughout, as on a vibration chart
+        self.score_plot = pg.PlotItem(title="Anomaly score (log scale)")
+        self.score_plot.setLabel("bottom", "time", "s")
+        self.plots = (self.wave_plot, self.spec_plot, self.score_plot)
+        for plot in self.plots:
+            # no grid: pyqtgraph draws grid lines as part of the axes, replayed on every redraw of
+            # the plot area, which cost more than the curves themselves (benchmarks/gui_responsiveness.py)
+            plot.setClipToView(True)
+            plot.setDownsampling(auto=True, mode="peak")
+        # one x/y/z legend (the spectrum's, where the top right is usually empty): on the waveform
+        # it would cover the newest samples
+        self.spec_plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
+        # upper left: new points arrive on the right, the oldest two minutes ago
+        self.score_plot.addLegend(offset=(60, 5), labelTextSize="8pt")
+        # Reconstruction errors span orders of magnitude (a faulty machine scores 1000x its
+        # threshold): a log axis keeps the threshold and the healthy scores readable.
+        self.score_plot.setLogMode(y=True)
+        self.wave_plot.setXRange(-WAVE_SHOWN_S, 0, padding=0)
+        self.spec_plot.setXRange(0, DEFAULT_SAMPLE_RATE / 2, padding=0)
+        self.score_plot.setXRange(-SCORE_SHOWN_S, 0, padding=0)
+        style = Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine
+        self.wave_curves = [self.wave_plot.plot(pen=pg.mkPen(c, width=1), connect="finite") for c in AXIS_COLORS]
+        self.spec_curves = [self.spec_plot.plot(pen=pg.mkPen(c, width=1), name=a)
+                            for a, c in zip(AXES, AXIS_COLORS, strict=True)]
+        self.markers = []
+        for h, pos in zip(HARMONICS, MARKER_LABEL_POS, strict=True):
+            line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#8e24aa", width=1, style=Qt.PenStyle.DotLine),
+                                   label=f"{h}x", labelOpts={"position": pos, "color": "#8e24aa"})
+            line.setVisible(False)
+            self.spec_plot.addItem(line)
+            self.markers.append(line)
+        self.score_curve = self.score_plot.plot(pen=pg.mkPen("#263238", width=2, style=style), symbol="o",
+                                                symbolSize=4, symbolBrush="#263238", name="score")
+        self.threshold_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen("#c62828", width=2),
+                                              label="threshold", labelOpts={"position": 0.12,
+                                                                                     "color": "#c62828",
+                                                                                     "anchors": [(0, 1), (0, 1)]})
+        self.threshold_line.setVisible(False)
+        self.alarm_band = pg.LinearRegionItem(orientation="horizontal", movable=False,
+                                              brush=pg.mkBrush(198, 40, 40, 30), pen=pg.mkPen(None))
+        self.alarm_band.setVisible(False)
+        # the normal zone below the threshold: also keeps a decade under the threshold in view, so a
+        # healthy trace never sits on the plot's edge
+        self.normal_band = pg.LinearRegionItem(orientation="horizontal", movable=False,
+                                               brush=pg.mkBrush(46, 125, 50, 18), pen=pg.mkPen(None))
+        self.normal_band.setVisible(False)
+        self.score_plot.addItem(self.normal_band)
+        self.score_plot.addItem(self.alarm_band)
+        self.score_plot.addItem(self.threshold_line)
+        self._threshold: float | None = None
+        self._layout = layout
+        self.shown = False
+
+    def show(self, on: bool) -> None:
+        """Put the column's plots into the layout (or take them out)."""
+        if on == self.shown:
+            return
+        for row, plot in enumerate(self.plots):
+            if on:
+                self._layout.addItem(plot, row=row, col=self.col)
+            else:
+                self._layout.removeItem(plot)
+        self.shown = on
+
+    def set_device(self, device_id: str | None) -> None:
+        suffix = f" — {device_id}" if device_id else ""
+        self.wave_plot.setTitle("Vibration (g)" + suffix)
+        self.spec_plot.setTitle("Amplitude spectrum (g)" + suffix)
+        self.score_plot.setTitle("Anomaly score (log scale)" + suffix)
+
+    def clear(self) -> None:
+        for c in (*self.wave_curves, *self.spec_curves, self.score_curve):
+            c.setData([], [])
+        for item in (*self.markers, self.threshold_line, self.alarm_band, self.normal_band):
+            item.setVisible(False)
+
+    def decorate(self, feed: DeviceFeed, scores: np.ndarray) -> None:
+        """Shaft markers from the device's own speed; threshold and alarm band on the log axis."""
+        shaft = feed.shaft_hz
+        for h, line in zip(HARMONICS, self.markers, strict=True):
+            line.setVisible(bool(shaft))
+            if shaft:
+                line.setValue(h * shaft)
+        thr = feed.threshold
+        for item in (self.threshold_line, self.alarm_band, self.normal_band):
+            item.setVisible(bool(thr))
+        if thr:  # in log mode, items are placed in log10 view coordinates
+            if thr != self._threshold:
+                self._threshold = thr
+                self.threshold_line.label.setFormat(f"threshold {thr:.3g}")
+            self.threshold_line.setValue(math.log10(thr))
+            top = max(thr * 10.0 ** ALARM_BAND_DECADES,
+                      float(np.nanmax(scores[:, 1])) * ALARM_BAND_HEADROOM if len(scores) else 0.0)
+            self.alarm_band.setRegion((math.log10(thr), math.log10(top)))
+            low = min(thr / 10.0 ** NORMAL_BAND_DECADES,
+                      float(np.nanmin(scores[:, 1])) / ALARM_BAND_HEADROOM if len(scores) else thr)
+            self.normal_band.setRegion((math.log10(max(low, MIN_SCORE_SHOWN)), math.log10(thr)))
+
+    def link_to(self, other: PlotColumn) -> None:
+        """Same zoom and scale as `other`, so two machines compare at a glance."""
+        for mine, theirs in zip(self.plots, other.plots, strict=True):
+            mine.setXLink(theirs)
+            mine.setYLink(theirs)
+
+
 class LiveView(QWidget):
     """Give it the FleetMonitor with `set_monitor`, devices with `show_devices(primary, compare)`."""
 
@@ -111,11 +249,14 @@ class LiveView(QWidget):
         self.feeds: dict[str, DeviceFeed] = {}
         self.streaming_wanted = True
         self.paused = False
+        self.compare_mode = "overlay"
+        self.spectrum_band = "full"
         self.frames = 0  # redraws done: the benchmark's frames-per-second figure
         self._subscribed: set[str] = set()
         self._drawn: dict[str, tuple[int, int]] = {}
         self._listening: dict = {}
         self._tools: list[QToolButton] = []
+        self._orders_shaft: float | None = None
         self._build()
         self.timer = QTimer(self)
         self.timer.setInterval(DRAW_INTERVAL_MS)
@@ -130,6 +271,22 @@ class LiveView(QWidget):
         # the title may be cut rather than make the page (and the window's central area) wider
         self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         bar.addWidget(self.title, 1)
+        self.compare_box = QComboBox()
+        self.compare_box.setToolTip("Compare with a second device: dashed on the same plots, or side by side")
+        self.compare_box.setMinimumWidth(100)
+        self.compare_box.addItem(NO_COMPARE, None)
+        self.compare_box.activated.connect(self._compare_chosen)
+        bar.addWidget(self.compare_box)
+        self.side_button = self._tool("Side by side", "Show the compared device in its own column of plots "
+                                      "(same scales) instead of dashed on top (Ctrl+B)", checkable=True,
+                                      shortcut="Ctrl+B")
+        self.side_button.toggled.connect(lambda on: self.set_compare_mode("side" if on else "overlay"))
+        self.band_box = QComboBox()
+        self.band_box.addItem("Full band", "full")
+        self.band_box.addItem("Shaft orders", "orders")
+        self.band_box.setToolTip("Spectrum range: the whole band up to half the sample rate (bearing "
+                                 "resonances), or the first ten shaft orders (unbalance, misalignment)")
+        self.band_box.activated.connect(lambda _i: self.set_spectrum_band(self.band_box.currentData()))
         self.stream_button = self._tool("Stream", "Request the raw vibration stream from the device while "
                                         "this view shows it (Ctrl+R)", checkable=True, shortcut="Ctrl+R")
         self.stream_button.setChecked(True)
@@ -137,65 +294,36 @@ class LiveView(QWidget):
         self.pause_button = self._tool("Pause", "Freeze the plots; data keeps arriving (Space)",
                                        checkable=True, shortcut="Space")
         self.pause_button.toggled.connect(self.set_paused)
-        bar.addWidget(QLabel("Compare with:"))
-        self.compare_box = QComboBox()
-        self.compare_box.setToolTip("Overlay a second device (dashed curves) to compare two machines")
-        self.compare_box.setMinimumWidth(110)
-        self.compare_box.addItem("(none)", None)
-        self.compare_box.activated.connect(self._compare_chosen)
-        bar.addWidget(self.compare_box)
-        self._tool("Export PNG", "Save the plots as a PNG picture", slot=self.export_png_dialog)
-        self._tool("Export CSV", "Save the buffered waveform and score history as CSV", slot=self.export_csv_dialog)
+        export = self._tool("Export", "Save the plots as a PNG picture or the buffered data as CSV")
+        export.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(export)
+        menu.addAction("Plots as PNG…", self.export_png_dialog)
+        menu.addAction("Data as CSV…", self.export_csv_dialog)
+        export.setMenu(menu)
         self._bar = bar
+        bar.addWidget(self.side_button)
+        bar.addWidget(self.band_box)
         for w in self._tools:
-            bar.addWidget(w)
+            if w is not self.side_button:
+                bar.addWidget(w)
 
         pg.setConfigOptions(antialias=False, background="w", foreground="#333")
         self.plots = pg.GraphicsLayoutWidget()
-        self.wave_plot = self.plots.addPlot(row=0, col=0, title="Vibration (g)")
-        self.wave_plot.setLabel("bottom", "time", "s")
-        self.spec_plot = self.plots.addPlot(row=1, col=0, title="Amplitude spectrum (g)")
-        self.spec_plot.setLabel("bottom", "frequency", "Hz")
-        self.score_plot = self.plots.addPlot(row=2, col=0, title="Anomaly score (log scale)")
-        self.score_plot.setLabel("bottom", "time", "s")
-        for plot in (self.wave_plot, self.spec_plot, self.score_plot):
-            # no grid: pyqtgraph draws grid lines as part of the axes, replayed on every redraw of
-            # the plot area, which cost more than the curves themselves (benchmarks/gui_responsiveness.py)
-            plot.setClipToView(True)
-            plot.setDownsampling(auto=True, mode="peak")
-            plot.addLegend(offset=(-5, 5) if plot is not self.score_plot else (60, 5), labelTextSize="8pt")
-        # Reconstruction errors span orders of magnitude (a faulty machine scores 1000x its
-        # threshold): a log axis keeps the threshold and the healthy scores readable.
-        self.score_plot.setLogMode(y=True)
-        self.wave_plot.setXRange(-WAVE_SHOWN_S, 0, padding=0)
-        self.spec_plot.setXRange(0, DEFAULT_SAMPLE_RATE / 2 * 0.25, padding=0)
-        self.wave_curves = [self.wave_plot.plot(pen=pg.mkPen(c, width=1), name=f"{a}", connect="finite")
-                            for a, c in zip(AXES, AXIS_COLORS, strict=True)]
-        self.spec_curves = [self.spec_plot.plot(pen=pg.mkPen(c, width=1), name=f"{a}")
-                            for a, c in zip(AXES, AXIS_COLORS, strict=True)]
+        self.main_col = PlotColumn(self.plots, 0)
+        self.side_col = PlotColumn(self.plots, 1)
+        self.side_col.link_to(self.main_col)
+        self.main_col.show(True)
+        # the names tests, the benchmark and export use
+        self.wave_plot, self.spec_plot, self.score_plot = self.main_col.plots
+        self.wave_curves, self.spec_curves = self.main_col.wave_curves, self.main_col.spec_curves
+        self.score_curve, self.markers = self.main_col.score_curve, self.main_col.markers
+        self.threshold_line, self.alarm_band = self.main_col.threshold_line, self.main_col.alarm_band
+        # overlay compare curves: dashed, lighter, in the main column's plots
         dash = Qt.PenStyle.DashLine
         self.wave_cmp = [self.wave_plot.plot(pen=pg.mkPen(c, width=1, style=dash), connect="finite")
                          for c in COMPARE_COLORS]
         self.spec_cmp = [self.spec_plot.plot(pen=pg.mkPen(c, width=1, style=dash)) for c in COMPARE_COLORS]
-        self.markers = []
-        for h in HARMONICS:
-            line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#8e24aa", width=1, style=Qt.PenStyle.DotLine),
-                                   label=f"{h}x", labelOpts={"position": 0.92, "color": "#8e24aa"})
-            line.setVisible(False)
-            self.spec_plot.addItem(line)
-            self.markers.append(line)
-        self.score_curve = self.score_plot.plot(pen=pg.mkPen("#263238", width=2), symbol="o", symbolSize=4,
-                                                symbolBrush="#263238", name="score")
-        self.score_cmp = self.score_plot.plot(pen=pg.mkPen("#78909c", width=2, style=dash), name="compare")
-        self.threshold_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen("#c62828", width=1.5),
-                                              label="threshold", labelOpts={"position": 0.5, "color": "#c62828"})
-        self.threshold_line.setVisible(False)
-        self.alarm_band = pg.LinearRegionItem(orientation="horizontal", movable=False,
-                                              brush=pg.mkBrush(198, 40, 40, 35), pen=pg.mkPen(None))
-        self.alarm_band.setVisible(False)
-        self.score_plot.addItem(self.alarm_band)
-        self.score_plot.addItem(self.threshold_line)
-        self.score_plot.setXRange(-120, 0, padding=0)
+        self.score_cmp = self.score_plot.plot(pen=pg.mkPen("#78909c", width=2, style=dash))
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -203,6 +331,8 @@ class LiveView(QWidget):
         layout.addWidget(self.plots, 1)
         self.info = QLabel("")
         self.info.setStyleSheet("color: #555")
+        # a long line (two devices) is cut rather than widen the page and squeeze the fleet
+        self.info.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         layout.addWidget(self.info)
 
     def _tool(self, text: str, tip: str, checkable: bool = False, shortcut: str | None = None, slot=None):
@@ -235,7 +365,7 @@ class LiveView(QWidget):
             return
         self.compare_box.blockSignals(True)
         self.compare_box.clear()
-        self.compare_box.addItem("(none)", None)
+        self.compare_box.addItem(NO_COMPARE, None)
         for device_id in device_ids:
             self.compare_box.addItem(device_id, device_id)
         i = self.compare_box.findData(current)
@@ -264,6 +394,8 @@ class LiveView(QWidget):
         i = self.compare_box.findData(compare)
         self.compare_box.setCurrentIndex(max(0, i))
         self._drawn.clear()
+        self._orders_shaft = None  # "shaft orders" follows the newly shown machine's speed
+        self._arrange()
         self._update_title()
         self._sync_streams()
         self.draw(force=True)
@@ -273,9 +405,57 @@ class LiveView(QWidget):
             self.title.setText("Select a device in the fleet to see it live.")
             return
         text = f"<b>{self.primary}</b>"
-        if self.compare:
-            text += f" &nbsp;vs&nbsp; <b>{self.compare}</b> <span style='color:#777'>(dashed)</span>"
+        if self.compare:  # which one is dashed or on the right: the legend and plot titles say
+            text += f" &nbsp;vs&nbsp; <b>{self.compare}</b>"
         self.title.setText(text)
+
+    def set_compare_mode(self, mode: str) -> None:
+        """'overlay': the compared device dashed on the same plots; 'side': its own column."""
+        if mode not in COMPARE_MODES:
+            raise ValueError(f"compare mode must be one of {COMPARE_MODES}")
+        self.compare_mode = mode
+        if self.side_button.isChecked() != (mode == "side"):
+            self.side_button.setChecked(mode == "side")
+        self._arrange()
+        self._update_title()
+        self._drawn.clear()
+        self.draw(force=True)
+
+    def _arrange(self) -> None:
+        side = self.compare_mode == "side" and bool(self.compare)
+        self.side_col.show(side)
+        self.main_col.set_device(self.primary if side else None)
+        self.side_col.set_device(self.compare if side else None)
+        if not side:
+            self.side_col.clear()
+        if side or not self.compare:
+            for c in (*self.wave_cmp, *self.spec_cmp, self.score_cmp):
+                c.setData([], [])
+        legend = self.score_plot.legend
+        legend.removeItem(self.score_cmp)
+        if self.compare and not side:  # the dashed trace is named in the legend only while it is drawn
+            legend.addItem(self.score_cmp, f"{self.compare} (dashed)")
+
+    def set_spectrum_band(self, band: str) -> None:
+        """'full': 0 to half the sample rate; 'orders': the first ten shaft orders."""
+        if band not in SPECTRUM_BANDS:
+            raise ValueError(f"spectrum band must be one of {SPECTRUM_BANDS}")
+        self.spectrum_band = band
+        i = self.band_box.findData(band)
+        if self.band_box.currentIndex() != i:
+            self.band_box.setCurrentIndex(i)
+        self._orders_shaft = None
+        self._apply_band()
+
+    def _apply_band(self) -> None:
+        feed = self.feeds.get(self.primary) if self.primary else None
+        if self.spectrum_band == "full":
+            fs = feed.sample_rate if feed else DEFAULT_SAMPLE_RATE
+            self.spec_plot.setXRange(0, fs / 2, padding=0)
+        else:
+            shaft = feed.shaft_hz if feed else None
+            self._orders_shaft = shaft
+            self.spec_plot.setXRange(0, shaft * ORDERS_SHOWN if shaft else ORDERS_FALLBACK_HZ, padding=0)
 
     def set_streaming(self, on: bool) -> None:
         self.streaming_wanted = on
@@ -348,9 +528,14 @@ class LiveView(QWidget):
         if self.paused and not force:
             return
         drew = False
-        for device_id, wave_curves, spec_curves, score_curve in (
-                (self.primary, self.wave_curves, self.spec_curves, self.score_curve),
-                (self.compare, self.wave_cmp, self.spec_cmp, self.score_cmp)):
+        side = self.compare_mode == "side"
+        targets = [(self.primary, self.wave_curves, self.spec_curves, self.score_curve, self.main_col)]
+        if side:
+            col = self.side_col
+            targets.append((self.compare, col.wave_curves, col.spec_curves, col.score_curve, col))
+        else:
+            targets.append((self.compare, self.wave_cmp, self.spec_cmp, self.score_cmp, None))
+        for device_id, wave_curves, spec_curves, score_curve, column in targets:
             feed = self.feeds.get(device_id) if device_id else None
             if feed is None:
                 for c in (*wave_curves, *spec_curves, score_curve):
@@ -361,12 +546,16 @@ class LiveView(QWidget):
                 continue
             self._drawn[device_id] = key
             drew = True
-            self._draw_feed(feed, wave_curves, spec_curves, score_curve, device_id == self.primary)
+            self._draw_feed(feed, wave_curves, spec_curves, score_curve, column)
+        if self.spectrum_band == "orders" and self._orders_shaft is None and self.primary in self.feeds \
+                and self.feeds[self.primary].shaft_hz:
+            self._apply_band()  # the shaft speed arrived after the band was chosen
         if drew:
             self.frames += 1
             self._update_info()
 
-    def _draw_feed(self, feed: DeviceFeed, wave_curves, spec_curves, score_curve, primary: bool) -> None:
+    @staticmethod
+    def _draw_feed(feed: DeviceFeed, wave_curves, spec_curves, score_curve, column: PlotColumn | None) -> None:
         fs = feed.sample_rate
         wave = feed.wave.latest(int(WAVE_SHOWN_S * fs * 1.2))
         if len(wave):
@@ -387,19 +576,8 @@ class LiveView(QWidget):
             score_curve.setData(scores[:, 0] - time.time(), scores[:, 1])
         else:
             score_curve.setData([], [])
-        if primary:
-            shaft = feed.shaft_hz
-            for h, line in zip(HARMONICS, self.markers, strict=True):
-                line.setVisible(bool(shaft))
-                if shaft:
-                    line.setValue(h * shaft)
-            thr = feed.threshold
-            self.threshold_line.setVisible(bool(thr))
-            self.alarm_band.setVisible(bool(thr))
-            if thr:  # in log mode, items are placed in log10 view coordinates
-                self.threshold_line.setValue(math.log10(thr))
-                top = max(thr * 10.0, float(np.nanmax(scores[:, 1])) * 3.0 if len(scores) else 0.0)
-                self.alarm_band.setRegion((math.log10(thr), math.log10(top)))
+        if column is not None:
+            column.decorate(feed, scores)
 
     def _update_info(self) -> None:
         parts = []

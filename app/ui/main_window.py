@@ -40,6 +40,8 @@ DEFAULT_SIZE = (1440, 900)
 FLEET_DOCK_WIDTH = 800
 EVENTS_DOCK_HEIGHT = 170
 TAB_LIVE, TAB_MODELS, TAB_LATENCY = range(3)
+# SerialLink counters that mean a frame from the device was dropped as line noise.
+SERIAL_BAD_FRAME_COUNTERS = ("bad_crc", "bad_cobs", "truncated", "oversized", "decoder_errors")
 
 
 class _Bridge(QObject):
@@ -57,6 +59,7 @@ class MainWindow(QMainWindow):
         self._jobs: list = []
         self._connected = False
         self._conn_reason = "starting"
+        self._bad_serial_seen: dict[str, int] = {}  # port -> malformed frames already reported
         self.setWindowTitle("Tiny-MLOps operator")
         icon = _app_icon()
         if icon is not None:
@@ -220,7 +223,8 @@ class MainWindow(QMainWindow):
         def failed(message: str) -> None:
             self._connected = False
             self.broker_label.setText("<span style='color:#c62828'>● broker: not connected</span>")
-            self.show_banner(f"Could not connect: {message}. Check the broker URL and credentials in "
+            hint = ("The broker refused the user name or password. " if _is_auth_refusal(message) else "")
+            self.show_banner(f"Could not connect: {message}. {hint}Check the broker URL and credentials in "
                              "File ▸ Settings, then File ▸ Reconnect.", "error")
             self.events.model.add("error", "", f"connection failed: {message}")
 
@@ -297,6 +301,30 @@ class MainWindow(QMainWindow):
                                   f"{'s' if total - seen != 1 else ''} from the broker (so far: {reasons})")
             self.broker_label.setToolTip(f"Dropped messages so far: {reasons}")
         self._bad_seen = total
+        self._report_bad_serial()
+
+    def _report_bad_serial(self) -> None:
+        """Frames a serial device sent that were line noise (bad COBS/CRC, truncated, oversized) or
+        not protocol messages: counted by the link and channel, told here once per batch per port."""
+        seen = self._bad_serial_seen
+        for port, channel in list(self.session.serial.items()):
+            link = getattr(channel, "link", None)
+            link_counters = dict(link.counters) if link is not None else {}
+            bad = {k: v for k, v in link_counters.items() if k in SERIAL_BAD_FRAME_COUNTERS and v}
+            for k, v in dict(channel.counters).items():  # framed correctly, but not a protocol message
+                if k.startswith("bad_") and v:
+                    bad[f"undecodable ({k[4:]})"] = bad.get(f"undecodable ({k[4:]})", 0) + v
+            total = sum(bad.values())
+            before = seen.get(port, 0)
+            if total < before:  # the port was reopened: its counters started again
+                before = 0
+            if total > before:
+                reasons = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(bad.items()))
+                n = total - before
+                self.events.model.add("warning", "", f"serial port {port}: dropped {n} malformed "
+                                      f"frame{'s' if n != 1 else ''} (so far: {reasons}); check the cable and "
+                                      "the baud rate")
+            seen[port] = total
 
     def _update_serial_label(self) -> None:
         serial_devices = sum(1 for d in self.fleet_model.device_ids()
@@ -483,6 +511,7 @@ class MainWindow(QMainWindow):
         header = s.value("fleet/header")
         if isinstance(header, QByteArray | bytes):
             self.fleet_view.tree.header().restoreState(header)
+            self.fleet_view.auto_size_columns = False  # the user's own column widths
         tab = s.value("window/tab")
         if tab is not None:
             try:
@@ -511,6 +540,12 @@ class MainWindow(QMainWindow):
         self.save_layout()
         self.shutdown()
         super().closeEvent(event)
+
+
+def _is_auth_refusal(message: str) -> bool:
+    """MQTT CONNACK reasons for bad credentials (v3.1.1 codes 4/5, v5 0x86/0x87), as paho words them."""
+    text = message.lower()
+    return any(k in text for k in ("not authorized", "not authorised", "bad user name", "bad username"))
 
 
 def _app_icon() -> QIcon | None:

@@ -48,10 +48,10 @@ def _kb(n: int | None) -> str:
 
 
 def _pair(used: int | None, available: int | None) -> str:
-    """'11.5 / 512 KB': what the model needs against what the device has."""
+    """'11.5 / 512': what the model needs against what the device has, in KB (the header says so)."""
     if used is None or available is None:
         return "-"
-    return f"{used / 1024:.1f} / {available / 1024:.0f} KB"
+    return f"{used / 1024:.1f} / {available / 1024:.0f}"
 
 
 def metrics_text(mv) -> str:
@@ -123,17 +123,21 @@ def card_html(mv) -> str:
                    + (f"<p>sizes: {sizes}</p>" if sizes else ""))
     if mv.fit:
         rows = []
+        # the "why not" column only when a profile does not fit: a narrow card keeps profile names whole
+        any_misfit = any(not f.get("fits") for f in mv.fit.values())
         for key, f in mv.fit.items():
             color = "#2e7d32" if f.get("fits") else "#c62828"
             why = "; ".join(f.get("reasons") or []) or ""
             verdict = "fits" if f.get("fits") else "no"
-            rows.append(f"<tr><td nowrap>{e(key)}</td><td style='color:{color}'><b>{verdict}</b></td>"
+            name = e(key).replace("-", "&#8209;")  # non-breaking hyphens: "esp32-wroom-32" stays on one line
+            rows.append(f"<tr><td nowrap>{name}</td><td style='color:{color}'><b>{verdict}</b></td>"
                         f"<td nowrap align=right>{_pair(f.get('image_size'), f.get('slot_size'))}</td>"
                         f"<td nowrap align=right>{_pair(f.get('arena'), f.get('arena_budget'))}</td>"
-                        f"<td>{e(why)}</td></tr>")
+                        + (f"<td>{e(why)}</td>" if any_misfit else "") + "</tr>")
         out.append("<h4>Fit per hardware profile</h4><table cellspacing=3 border=0>"
-                   "<tr><th align=left>profile</th><th></th><th>image / slot</th><th>arena / budget</th>"
-                   "<th align=left>why not</th></tr>" + "".join(rows) + "</table>")
+                   "<tr><th align=left>profile</th><th></th><th nowrap>image/slot KB</th>"
+                   "<th nowrap>arena/budget KB</th>" + ("<th align=left>why not</th>" if any_misfit else "")
+                   + "</tr>" + "".join(rows) + "</table>")
     if mv.notes:
         out.append(f"<p><i>{e(mv.notes)}</i></p>")
     return "".join(out)
@@ -243,7 +247,7 @@ class ModelsPage(QWidget):
         split = QSplitter()
         split.addWidget(left)
         split.addWidget(self.card)
-        split.setSizes([560, 520])
+        split.setSizes([340, 460])  # the card (fit table) needs the room more; the registry table scrolls
         layout = QVBoxLayout(self)
         layout.addWidget(split, 1)
         layout.addWidget(record_box)

@@ -115,3 +115,30 @@ def test_a_device_sending_garbage_is_reported_not_raised(window, qtbot, ui_fleet
     wait_for(qtbot, lambda: any("malformed" in row[3] for row in window.events.model.rows()), 10,
              "the dropped-message warning")
     assert window.fleet_model.status("sim-001") != "offline"  # the device itself is unaffected
+
+
+def test_group_rows_show_their_worst_score_compactly(qapp):
+    from app.ui.fleet_model import COL_SCORE, COL_STATUS, SORT_ROLE, FleetModel
+
+    model = FleetModel()
+    rows = [_record(0, score=0.3), _record(10, score=1.2, alarm=True), _record(20, score=870.0, alarm=True),
+            _record(40, score=5000.0, state="offline"),  # an offline device's last score is not current
+            _record(1, score=0.25)]
+    for rec in rows:
+        model.enqueue("added", rec)
+    model.flush()
+    north, south = (model.index(r, 0) for r in range(2))
+    assert (north.data(), south.data()) == ("north", "south")
+    score = model.index(0, COL_SCORE)
+    assert score.data() == "worst 870× thr"  # the worst online device: dev-0020
+    assert score.data(Qt.ItemDataRole.ForegroundRole).color() == QColor("#c62828")
+    assert "dev-0020" in score.data(Qt.ItemDataRole.ToolTipRole)
+    assert model.index(0, COL_STATUS).data() == "3/4 online, 2 alarms"
+    healthy = model.index(1, COL_SCORE)
+    assert healthy.data() == "worst 0.25× thr"
+    assert healthy.data(SORT_ROLE) < score.data(SORT_ROLE)  # sorting by Score puts the worst group last
+    # the value follows telemetry: the alarming device recovers
+    model.enqueue("telemetry", _record(20, score=0.5))
+    model.enqueue("telemetry", _record(10, score=0.9))
+    model.flush()
+    assert model.index(0, COL_SCORE).data() == "worst 0.90× thr"

@@ -4,6 +4,7 @@ buffers and is drawn by the display timer, two devices compare, PNG and CSV expo
 from __future__ import annotations
 
 import csv
+import math
 
 from tests.ui.conftest import FAULTY_DEVICE, wait_for
 
@@ -36,6 +37,38 @@ def test_live_view_streams_draws_compares_and_exports(window, qtbot, tmp_path):
     wait_for(qtbot, lambda: live.feeds["sim-001"].windows >= 5, 20, "the compared device's stream")
     wait_for(qtbot, lambda: live.wave_cmp[0].getData()[0] is not None and len(live.wave_cmp[0].getData()[0]) > 100,
              5, "compare curves")
+
+    # side by side: the compared device gets its own column of plots with its own markers and
+    # threshold, on the same scales; the streams do not change
+    live.set_compare_mode("side")
+    assert live.side_col.shown and "sim-001" in live.side_col.wave_plot.titleLabel.text
+    wait_for(qtbot, lambda: live.side_col.wave_curves[0].xData is not None
+             and len(live.side_col.wave_curves[0].xData) > 100, 5, "the side column's curves")
+    wait_for(qtbot, lambda: live.side_col.threshold_line.isVisible(), 5, "the side column's threshold")
+    assert live.wave_cmp[0].xData is None or len(live.wave_cmp[0].xData) == 0  # no dashed overlay now
+    assert live.streaming_devices == {FAULTY_DEVICE, "sim-001"}
+    live.side_col.spec_plot.setXRange(0, 200, padding=0)  # zooming one zooms both
+    assert live.spec_plot.viewRange()[0] == [0, 200]
+    live.set_compare_mode("overlay")
+    assert not live.side_col.shown
+    wait_for(qtbot, lambda: live.wave_cmp[0].xData is not None and len(live.wave_cmp[0].xData) > 100, 5,
+             "the dashed overlay again")
+
+    # spectrum range: the full band (bearing resonances up to Nyquist) or the first shaft orders
+    live.set_spectrum_band("full")
+    assert live.spec_plot.viewRange()[0] == [0, 1600]
+    live.set_spectrum_band("orders")
+    shaft = live.feeds[FAULTY_DEVICE].shaft_hz
+    assert abs(live.spec_plot.viewRange()[0][1] - 10.5 * shaft) < 1e-6
+    assert live.markers[2].value() < live.spec_plot.viewRange()[0][1]  # 3x still in view
+    live.set_spectrum_band("full")
+
+    # the score axis is logarithmic: threshold line and bands are placed in log10 units
+    threshold = live.feeds[FAULTY_DEVICE].threshold
+    assert live.score_plot.getAxis("left").logMode
+    assert abs(live.threshold_line.value() - math.log10(threshold)) < 1e-9
+    low, high = live.alarm_band.getRegion()
+    assert abs(low - math.log10(threshold)) < 1e-9 and high > low
 
     # export
     png = live.export_png(tmp_path / "live.png")
