@@ -44,6 +44,8 @@ DISPATCH_CACHE_MAX = 4096
 DUPLICATE_WINDOW_S = 0.5
 # Default subscription QoS: the broker delivers at min(publish QoS, this), so QoS 1 topics stay QoS 1.
 SUBSCRIBE_QOS = 1
+# Waiting for the broker to acknowledge subscriptions (a SUBACK takes one round trip on a LAN).
+SUBSCRIBE_TIMEOUT_S = 10.0
 
 Handler = Callable[[str, bytes], None]
 StateCallback = Callable[[bool, str], None]
@@ -80,6 +82,8 @@ class MqttConnection:
         self._pending: dict[int, mqtt.MQTTMessageInfo] = {}
         self._sub_lock = threading.Lock()
         self._live = False  # connected and subscriptions sent; guarded by _sub_lock
+        self._sub_acked = threading.Condition(self._sub_lock)
+        self._unacked: set[int] = set()  # SUBSCRIBE message ids the broker has not acknowledged
         self._recent: dict[str, tuple[bytes, float]] = {}
 
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
@@ -190,7 +194,20 @@ class MqttConnection:
                 self._subs[topic_filter] = (qos, [*(entry[1] if entry else []), handler])
                 self._dispatch.clear()
             if entry is None and self._live:
-                self._client.subscribe(topic_filter, qos)
+                self._track(self._client.subscribe(topic_filter, qos))
+
+    def wait_subscribed(self, timeout: float = SUBSCRIBE_TIMEOUT_S) -> None:
+        """Block until connected and every subscription is acknowledged, so the broker routes (and
+        will not re-deliver as retained) whatever is published after this returns."""
+        with self._sub_acked:
+            if not self._sub_acked.wait_for(lambda: self._live and not self._unacked, timeout):
+                raise LinkError(f"{self.url.address} did not acknowledge the subscriptions within {timeout:.0f} s")
+
+    def _track(self, result: tuple[int, int | None]) -> None:
+        """Remember a sent SUBSCRIBE until its SUBACK; caller holds _sub_lock."""
+        rc, mid = result
+        if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+            self._unacked.add(mid)
 
     def unsubscribe(self, topic_filter: str, handler: Handler | None = None) -> None:
         """Drop one handler (or all) of a filter; the broker subscription ends with its last handler."""
@@ -279,9 +296,11 @@ class MqttConnection:
         with self._sub_lock:
             with self._lock:
                 subs = [(topic, qos) for topic, (qos, _) in self._subs.items()]
+            self._unacked.clear()  # acknowledgements of the lost connection never come
             if subs:
-                client.subscribe(subs)
+                self._track(client.subscribe(subs))
             self._live = True
+            self._sub_acked.notify_all()
         self.counters["connects"] += 1
         log.info("connected to broker %s as %s", self.url.address, self.client_id)
         self._set_connected(True, "connected")
@@ -307,6 +326,9 @@ class MqttConnection:
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
                       reason_codes: list[mqtt.ReasonCode], properties: object) -> None:
+        with self._sub_acked:
+            self._unacked.discard(mid)
+            self._sub_acked.notify_all()
         for rc in reason_codes:
             if rc.is_failure:
                 self.counters["subscribe_refused"] += 1

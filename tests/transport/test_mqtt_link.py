@@ -40,10 +40,8 @@ def test_publish_subscribe_and_filter_dispatch(broker_url: str) -> None:
     with MqttConnection(broker_url) as sub, MqttConnection(broker_url) as pub:
         sub.subscribe("t1/+/x", all_handler)
         sub.subscribe("t1/b/#", b_handler)
-        wait_until(lambda: sub.connected)
-        # A subscription reaches the broker asynchronously; a retained marker proves it is active.
-        pub.publish("t1/z/x", b"ready", qos=1, retain=True)
-        wait_until(lambda: got_all, what="first message")
+        sub.wait_subscribed()  # from here on the broker routes every matching publish
+        pub.publish("t1/z/x", b"ready", qos=1)
         pub.publish("t1/a/x", b"one", qos=1)
         pub.publish("t1/b/x", b"two", qos=1)
         pub.publish("t1/c/y", b"nobody", qos=1)
@@ -51,8 +49,6 @@ def test_publish_subscribe_and_filter_dispatch(broker_url: str) -> None:
         wait_until(lambda: len(got_all) >= 3 and got_b, what="dispatch")
         assert [p for _, p in got_all] == [b"ready", b"one", b"two"]
         assert got_b == [("t1/b/x", b"two")]
-        pub.publish("t1/z/x", b"", qos=1, retain=True)  # clear the retained marker for other tests
-        pub.wait_published()
 
 
 def test_retained_message_reaches_a_late_subscriber(broker_url: str) -> None:
@@ -240,3 +236,11 @@ def test_new_subscriber_on_a_shared_connection_gets_the_retained_message(broker_
         wait_until(lambda: b"hello-2" in late)
     finally:
         conn.close()
+
+
+def test_wait_subscribed_reports_a_broker_that_never_answers() -> None:
+    conn = MqttConnection(f"mqtt://127.0.0.1:{free_port()}")  # nothing listens there; never connected
+    conn.subscribe("t9/#", lambda topic, payload: None)
+    with pytest.raises(LinkError, match="did not acknowledge"):
+        conn.wait_subscribed(timeout=0.2)
+    conn.close()
