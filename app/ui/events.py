@@ -108,17 +108,19 @@ class EventsPanel(QWidget):
 def transitions(old, new) -> list[tuple[str, str, str]]:
     """Events worth telling the operator when a device's record goes from `old` to `new`."""
     dev = new.device_id
+    out = []
     if old is None:
         model = f"{new.model_name}@{new.model_version}" if new.model_name else "no model"
-        return [("info", dev, f"appeared at {new.location or new.site or '?'} ({new.profile}, {model})")]
-    out = []
+        out.append(("info", dev, f"appeared at {new.location or new.site or '?'} ({new.profile}, {model})"))
+        if new.alarm and new.state != "offline":  # already alarming when first seen: the morning round needs it
+            out.append(_alarm(new))
+        return out
     if old.state != "offline" and new.state == "offline":
         out.append(("warning", dev, "went offline"))
     elif old.state == "offline" and new.state != "offline":
         out.append(("ok", dev, "back online"))
     if not old.alarm and new.alarm and new.state != "offline":
-        out.append(("alarm", dev, f"ALARM: anomaly score {new.score or 0:.3f} above threshold "
-                                  f"{new.threshold or 0:.3f}"))
+        out.append(_alarm(new))
     elif old.alarm and not new.alarm and new.state != "offline":
         out.append(("ok", dev, "alarm cleared"))
     if (old.model_name, old.model_version) != (new.model_name, new.model_version) and new.model_version:
@@ -127,3 +129,8 @@ def transitions(old, new) -> list[tuple[str, str, str]]:
     elif old.trial and not new.trial and old.model_version == new.model_version:
         out.append(("ok", dev, f"trial model {new.model_name}@{new.model_version} confirmed"))
     return out
+
+
+def _alarm(rec) -> tuple[str, str, str]:
+    return ("alarm", rec.device_id, f"ALARM: anomaly score {rec.score or 0:.3f} above threshold "
+                                    f"{rec.threshold or 0:.3f}")

@@ -142,3 +142,27 @@ def test_group_rows_show_their_worst_score_compactly(qapp):
     model.enqueue("telemetry", _record(10, score=0.9))
     model.flush()
     assert model.index(0, COL_SCORE).data() == "worst 0.90× thr"
+
+
+def test_a_device_already_alarming_when_first_seen_raises_an_alarm_event(qapp):
+    from app.ui.fleet_model import FleetModel
+
+    model = FleetModel()
+    got: list = []
+    model.events.connect(got.extend)
+    # connecting in the morning to a fleet where one machine has been alarming all night
+    model.enqueue("added", _record(3, score=4.2, threshold=1.5, alarm=True))
+    model.enqueue("added", _record(4, score=9.0, alarm=True, state="offline"))  # last word of a dead device
+    model.enqueue("added", _record(5))
+    model.flush()
+    alarms = [e for e in got if e[0] == "alarm"]
+    assert alarms == [("alarm", "dev-0003", "ALARM: anomaly score 4.200 above threshold 1.500")]
+    assert sum(e[0] == "info" and "appeared" in e[2] for e in got) == 3
+    # it does not repeat while the alarm lasts, and clears once
+    got.clear()
+    model.enqueue("telemetry", _record(3, score=5.0, threshold=1.5, alarm=True))
+    model.flush()
+    assert not [e for e in got if e[0] == "alarm"]
+    model.enqueue("telemetry", _record(3, score=0.4, threshold=1.5))
+    model.flush()
+    assert ("ok", "dev-0003", "alarm cleared") in got
