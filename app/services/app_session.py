@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 DEFAULT_DEVICE_COUNT = 8
 # A loopback broker answers in milliseconds; a plant broker over a slow VPN may take seconds.
 CONNECT_TIMEOUT_S = 10.0
+# How often an attached serial port that vanished (cable pulled, board reset) is tried again: a
+# USB adapter re-enumerates within a second or two of being plugged back in.
+SERIAL_REOPEN_S = 2.0
 
 ProgressFn = Callable[[int, str], None]
 
@@ -54,6 +57,8 @@ class AppSession:
         self.broker_url: str | None = None
         self._target = None  # the broker URL with its credentials, for further connections
         self.serial: dict[str, object] = {}  # port -> SerialChannel attached to the fleet monitor
+        self._serial_lock = threading.Lock()  # attach/detach against the reopen watcher
+        self._serial_watch: threading.Thread | None = None
         self._closed = threading.Event()
 
     @property
@@ -131,15 +136,21 @@ class AppSession:
 
         if self.monitor is None:
             raise LinkError("the session is not started")
-        if port in self.serial:
-            raise LinkError(f"{port} is already attached")
-        channel = open_serial_channel(port, baud)
-        self.serial[port] = channel
-        self.monitor.attach_serial(channel)
+        with self._serial_lock:
+            if port in self.serial:
+                raise LinkError(f"{port} is already attached")
+            channel = open_serial_channel(port, baud)
+            self.serial[port] = channel
+            self.monitor.attach_serial(channel)
+            if self._serial_watch is None:
+                self._serial_watch = threading.Thread(target=self._reopen_vanished_ports, name="serial-reopen",
+                                                      daemon=True)
+                self._serial_watch.start()
 
     def detach_serial(self, port: str) -> bool:
         """Close an attached port (before a serial deployment opens it itself); True if it was attached."""
-        channel = self.serial.pop(port, None)
+        with self._serial_lock:
+            channel = self.serial.pop(port, None)
         if channel is None:
             return False
         try:
@@ -147,6 +158,22 @@ class AppSession:
         except Exception:
             log.exception("closing %s", port)
         return True
+
+    def _reopen_vanished_ports(self) -> None:
+        """An attached port stays attached when it vanishes: it is reopened as soon as it is back,
+        and the device re-announces itself (the fleet shows it offline meanwhile)."""
+        while not self._closed.wait(SERIAL_REOPEN_S):
+            with self._serial_lock:
+                for port, channel in list(self.serial.items()):
+                    link = channel.link
+                    if link.is_open:
+                        continue
+                    try:
+                        link.open()
+                    except LinkError as exc:
+                        log.debug("serial port %s still gone: %s", port, exc)
+                    else:
+                        log.info("serial port %s is back", port)
 
     @property
     def address(self) -> str:

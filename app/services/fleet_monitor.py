@@ -425,8 +425,14 @@ class FleetMonitor:
                 self._deliver_stream(known["id"], msg)
 
         def on_state(up: bool, reason: str) -> None:
+            if up:  # the port was reopened (cable back in): ask who is there now
+                try:
+                    channel.send(m.GetInfo())
+                except LinkError as exc:
+                    log.warning("could not ask %s for its HELLO: %s", channel.name, exc)
+                return
             device_id = known.get("id")
-            if up or device_id is None:
+            if device_id is None:
                 return
             with self._lock:
                 record = self._records.get(device_id)

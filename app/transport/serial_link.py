@@ -67,14 +67,22 @@ class SerialLink:
         return total
 
     def open(self) -> SerialLink:
+        """Open the port; after the port vanished this reopens it (same callbacks, fresh decoder)."""
         if self._open:
             return self
+        stale, self._port = self._port, None
+        if stale is not None:  # the handle of a vanished port: its reader has ended or is ending
+            try:
+                stale.close()
+            except (serial.SerialException, OSError):
+                pass
         try:
             port = serial.serial_for_url(self.url, baudrate=self.baud, timeout=READ_TIMEOUT_S,
                                          write_timeout=WRITE_TIMEOUT_S)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise LinkError(f"cannot open serial port {self.url}: {exc}") from exc
         self._port = port
+        self.last_error = ""
         self._decoder = FrameDecoder()
         self._stop.clear()
         self._open = True
@@ -148,7 +156,7 @@ class SerialLink:
                 waiting = port.in_waiting
                 data = port.read(min(max(waiting, 1), READ_CHUNK))
             except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
-                if not self._stop.is_set():
+                if not self._stop.is_set() and port is self._port:  # not the stale handle of a reopened port
                     self._lost(f"read failed: {exc}")
                 return
             if not data:
