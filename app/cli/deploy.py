@@ -163,6 +163,15 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                  r.error_message or ""] for r in results]
         print(_table(rows, ["device", "outcome", "model", "via", "image B", "wire B", "deploy (host)",
                             "deploy (dev)", "load", "infer us min/med/p95/max", "error"]))
+        pulled = [r for r in results if r.rollout_chunk_bytes is not None]
+        if pulled:
+            r = pulled[0]
+            print(f"uplink: published {r.rollout_published_bytes} B for {len(pulled)} device(s) "
+                  f"({r.rollout_chunk_bytes} B of model chunks, once per site; {r.image_size} B image)",
+                  file=sys.stderr)
+        for r in results:
+            for note in r.notes:
+                print(f"{r.device}: {note}", file=sys.stderr)
         on_trial = [r.device for r in results if r.ok and r.trial]
         if on_trial:
             broker = f" --broker {args.broker}" if args.broker else ""

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from app.deploy import links
@@ -38,9 +38,10 @@ from app.deploy.transfer import (
     error_text,
 )
 from app.domain.errors import Cancelled, DeviceError, LinkError, ModelError, ProtocolError, TinyMLOpsError
-from app.protocol.codes import Caps, CommitMode, ErrorCode, LatencyFlags
+from app.protocol.codes import PROTOCOL_VERSION, Caps, CommitMode, ErrorCode, LatencyFlags
 from app.protocol.image import ModelImage, sha256
 from app.protocol.messages import Confirm, Hello, Rollback
+from app.transport.urls import parse_broker_url
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,11 @@ class DeploymentResult:
     error_code: int | None = None
     error_message: str | None = None
     record_id: int | None = None
+    # bytes the operator published for the whole MQTT pull rollout this device was part of (chunks
+    # once per site, plus every command): the uplink cost, shared by the rollout's devices
+    rollout_published_bytes: int | None = None
+    rollout_chunk_bytes: int | None = None  # of which the model chunks: about one image, whatever the device count
+    notes: list[str] = field(default_factory=list)  # what happened on the way (resyncs, reboots, no figures)
 
     @property
     def ok(self) -> bool:
@@ -131,12 +137,14 @@ def _result_from_stats(base: DeploymentResult, stats: TransferStats) -> Deployme
     base.host_deploy_s = stats.host_deploy_s
     base.resumed_chunks = stats.resumed_chunks
     base.retransmits = stats.retransmits
+    base.notes = list(stats.events)
     lat = stats.latency
-    if lat is not None and (lat.deploy_us or lat.load_us or lat.n):
-        base.device_deploy_us, base.load_us = lat.deploy_us, lat.load_us
-        base.bench_n = lat.n
-        base.inference_min_us, base.inference_median_us = lat.min_us, lat.median_us
-        base.inference_p95_us, base.inference_max_us = lat.p95_us, lat.max_us
+    if lat is not None:  # a figure the device did not report (lost reply, no benchmark) stays None
+        base.device_deploy_us, base.load_us = lat.deploy_us or None, lat.load_us or None
+        if lat.n:
+            base.bench_n = lat.n
+            base.inference_min_us, base.inference_median_us = lat.min_us, lat.median_us
+            base.inference_p95_us, base.inference_max_us = lat.p95_us, lat.max_us
         base.emulated = bool(lat.flags & LatencyFlags.EMULATED)
     base.outcome = "ok"
     return base
@@ -150,7 +158,12 @@ def _fail(base: DeploymentResult, exc: BaseException, outcome: str = "failed") -
 
 
 def _refusal(hello: Hello, image: _Image, device: str) -> DeviceError | None:
-    """Up-front check on what the device advertised: an image that cannot fit is never sent."""
+    """Up-front check on what the device advertised: an image that cannot fit, or a device that
+    does not speak this protocol version, is never sent a byte (PROTOCOL.md 4.1 negotiation)."""
+    if not hello.proto_min <= PROTOCOL_VERSION <= hello.proto_max:
+        return DeviceError(f"device {device}: UNSUPPORTED_VERSION ({int(ErrorCode.UNSUPPORTED_VERSION)}): it speaks "
+                           f"protocol {hello.proto_min}..{hello.proto_max}, this application {PROTOCOL_VERSION}",
+                           code=ErrorCode.UNSUPPORTED_VERSION)
     if len(image.data) > hello.free_slot:
         return DeviceError(f"device {device}: TOO_LARGE ({int(ErrorCode.TOO_LARGE)}): "
                            f"{error_text(ErrorCode.TOO_LARGE)}: image {len(image.data)} bytes, free slot "
@@ -222,13 +235,21 @@ def _record(hist: DeploymentHistory, results: list[DeploymentResult], started: f
         rec = DeploymentRecord(
             started=started, device=r.device, model_name=r.model_name, model_version=r.model_version,
             model_sha=r.model_sha, transport=r.transport, baud=baud if via == "serial" else None,
-            broker=(broker or links.DEFAULT_BROKER) if via == "mqtt" else None, port=port if via == "serial" else None,
+            broker=_public_broker(broker) if via == "mqtt" else None, port=port if via == "serial" else None,
             image_size=r.image_size, wire_bytes=r.wire_bytes, host_deploy_s=r.host_deploy_s,
             device_deploy_us=r.device_deploy_us, load_us=r.load_us, bench_n=r.bench_n,
             inference_min_us=r.inference_min_us, inference_median_us=r.inference_median_us,
             inference_p95_us=r.inference_p95_us, inference_max_us=r.inference_max_us, emulated=r.emulated,
             trial=r.trial, outcome=r.outcome, error_code=r.error_code, error_message=r.error_message)
         r.record_id = hist.add(rec)
+
+
+def _public_broker(broker: str | None) -> str:
+    """The broker as the history shows it: never its password (the history is exported and shared)."""
+    try:
+        return str(parse_broker_url(broker or links.DEFAULT_BROKER))
+    except LinkError:
+        return "(invalid broker URL)"
 
 
 def _base(image: _Image, device: str, transport: str, trial: bool) -> DeploymentResult:
@@ -243,9 +264,9 @@ def _push(link: links.DeviceLink, image: _Image, base: DeploymentResult,
     refusal = _refusal(hello, image, base.device)
     if refusal is not None:
         return _fail(base, refusal, "refused")
-    if hello.caps and not hello.caps & Caps.PUSH_XFER:
+    if not hello.caps & Caps.PUSH_XFER:
         return _fail(base, LinkError(f"device {base.device} does not take pushed transfers"), "refused")
-    if mode == CommitMode.TRIAL and hello.caps and not hello.caps & Caps.TRIAL:
+    if mode == CommitMode.TRIAL and not hello.caps & Caps.TRIAL:
         return _fail(base, LinkError(f"device {base.device} cannot activate on trial"), "refused")
     serial = link.transport == "serial"
     push = PushTransfer(
@@ -296,7 +317,7 @@ def _deploy_mqtt(conn, broker: str | None, image: _Image, devices: list[str], mo
         refusal = _refusal(hello, image, d)
         if refusal is not None:
             results[d] = _fail(base, refusal, "refused")
-        elif hello.caps and not hello.caps & Caps.PULL_XFER:
+        elif not hello.caps & Caps.PULL_XFER:
             results[d] = _fail(base, LinkError(f"device {d} cannot fetch from the broker (no PULL_XFER)"), "refused")
         else:
             results[d] = base
@@ -310,6 +331,8 @@ def _deploy_mqtt(conn, broker: str | None, image: _Image, devices: list[str], mo
                  len(targets), len(image.data))
         for pr in report.results:
             base = results[pr.device_id]
+            base.rollout_published_bytes = report.published_bytes
+            base.rollout_chunk_bytes = report.chunk_bytes
             if pr.ok:
                 _result_from_stats(base, pr.stats)
             elif pr.skipped and pr.error is None:
@@ -354,7 +377,7 @@ def _switch(command, outcome: str, device: str | None, via: str, broker: str | N
             hist.add(DeploymentRecord(
                 started=started, device=dev, model_name=hello.model_name, model_version=hello.model_version,
                 model_sha=hist.full_sha(dev, hello.model_sha.hex()), transport=link.transport, baud=link.baud,
-                broker=link.broker,
+                broker=_public_broker(link.broker) if link.transport == "mqtt" else None,
                 port=link.port, trial=bool(hello.trial), outcome=outcome,
                 error_code=err.code if err else None, error_message=str(err) if err else None))
 

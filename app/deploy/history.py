@@ -37,7 +37,7 @@ class DeploymentRecord:
     port: str | None = None
     image_size: int = 0
     wire_bytes: int = 0
-    host_deploy_s: float | None = None  # first byte sent -> COMMIT reply (host clock)
+    host_deploy_s: float | None = None  # first byte sent -> COMMIT reply: verified, loaded, active (host clock)
     device_deploy_us: int | None = None  # XFER_BEGIN received -> image verified (device clock)
     load_us: int | None = None
     bench_n: int | None = None

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 
 from app.deploy.transfer import (
     ABORT_TIMEOUT_S,
+    CHUNK_OVERHEAD,
     COMMIT_TIMEOUT_S,
     DEFAULT_BENCH_COUNT,
     TransferStats,
+    benchmark,
     device_error,
     listen,
 )
@@ -400,18 +402,25 @@ class _PullTransfer:
             self.stats.transfer_s = time.perf_counter() - self._started
             try:
                 reply = self._request(XferCommit(self.stats.transfer_id, int(self.r.mode), self.r.trial_timeout_s,
-                                                 self.r.bench_count), self.r.commit_timeout_s, 0)
+                                                 0), self.r.commit_timeout_s, 0)
             except LinkError:
                 # the reply, not necessarily the COMMIT, was lost: the device's HELLO says which model runs
                 if not self._active_is_ours():
                     raise
                 log.info("%s: COMMIT reply lost, but the device runs the new image", self.device_id)
-                reply = Latency(self.r.model_version)  # activated; its figures went with the reply
+                reply = Latency(self.r.model_version)  # activated; the device's deploy figure went with the reply
             if not isinstance(reply, Latency):
                 raise ProtocolError(f"device {self.device_id} answered {type(reply).__name__} to XFER_COMMIT")
-            self.stats.latency = reply
             self.stats.host_deploy_s = time.perf_counter() - self._started
-            self.stats.wire_bytes += self.r.n_chunks * 18 + len(self.r.image)  # what the broker delivered
+            self._begun = False  # committed: nothing of ours is left to abort
+            self.stats.wire_bytes += self.r.n_chunks * CHUNK_OVERHEAD + len(self.r.image)  # what the broker delivered
+            if self.r.mode == CommitMode.STORE:
+                self.stats.latency = reply
+                return self.stats
+            self.stats.latency, why = benchmark(self._request, self.device_id, reply, self.r.bench_count,
+                                                self.r.commit_timeout_s)
+            if why:
+                self.stats.events.append(f"no inference figures: {why}")
             return self.stats
         except (Cancelled, DeviceError, ProtocolError):
             if self._begun:

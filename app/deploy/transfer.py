@@ -27,6 +27,7 @@ from app.protocol.codes import ERROR_TEXT, MAX_CHUNK, CommitMode, ErrorCode, Eve
 from app.protocol.image import sha256
 from app.protocol.messages import (
     Ack,
+    Benchmark,
     Error,
     Event,
     GetInfo,
@@ -62,8 +63,10 @@ CHUNK_RETRIES = 3
 BEGIN_TIMEOUT_S = 3.0
 # Resends of XFER_BEGIN/XFER_QUERY before a re-synchronisation round counts as failed.
 BEGIN_RETRIES = 2
-# COMMIT verifies SHA-256, loads, self-tests and benchmarks: seconds on a slow MCU or an emulator.
+# COMMIT verifies SHA-256, loads and self-tests: seconds on a slow MCU or an emulator.
 COMMIT_TIMEOUT_S = 60.0
+# BENCHMARK is idempotent, so a lost reply is simply asked again this often.
+BENCH_ATTEMPTS = 3
 # COMMIT (or the GET_INFO that checks a lost COMMIT reply) is tried this often on a lossy link.
 COMMIT_ATTEMPTS = 3
 # Re-synchronisation rounds in a row that acknowledge no new chunk before the device is declared gone.
@@ -72,8 +75,11 @@ STALL_ROUNDS = 4
 RESYNC_BACKOFF_S = 0.5
 # XFER_ABORT on cancel is best effort: the operator is not kept waiting for a dead link.
 ABORT_TIMEOUT_S = 1.0
-# Inferences the device times in the COMMIT reply (min/median/p95/max need a sample).
+# Inferences the device times after activation (min/median/p95/max need a sample).
 DEFAULT_BENCH_COUNT = 100
+# XFER_CHUNK payload bytes besides the data: transfer_id u32, index u32, crc32 u32 (PROTOCOL.md 3),
+# plus the 6-byte message header.
+CHUNK_OVERHEAD = 6 + 12
 
 ProgressFn = Callable[[int, int], None]
 
@@ -96,10 +102,41 @@ class TransferStats:
     resumed_chunks: int = 0  # chunks the device already held when this transfer started
     wire_bytes: int = 0  # every byte the host sent for this transfer, framing included on serial
     wire_bytes_in: int = 0  # bytes of the device's replies
-    host_deploy_s: float = 0.0  # first byte sent -> COMMIT reply (image verified and active)
+    host_deploy_s: float = 0.0  # first byte sent -> COMMIT reply (image verified, loaded, self-tested, active)
     transfer_s: float = 0.0  # first byte sent -> every chunk acknowledged
     latency: Latency | None = None
     events: list[str] = field(default_factory=list)
+
+
+def benchmark(request: Callable[[Message, float, int], Message], device_id: str, committed: Latency,
+              bench_count: int, timeout: float = COMMIT_TIMEOUT_S) -> tuple[Latency, str]:
+    """Inference figures of the model just activated, merged into the COMMIT's Latency.
+
+    BENCHMARK runs after the host stops its deployment clock, so the paper's deployment latency
+    never includes the device's inference run. Returns the merged Latency and, when the device
+    gave no figures, why (the deployment itself has succeeded: the model is active).
+    `request(msg, timeout, retries)` returns the reply message or raises. `timeout` is the COMMIT's:
+    100 inferences (~1 s for the MLPerf AE at 120 MHz) take no longer than a load and self-test."""
+    if bench_count <= 0:
+        return committed, ""
+    last = ""
+    for _ in range(BENCH_ATTEMPTS):
+        try:
+            reply = request(Benchmark(bench_count), timeout, 0)
+        except DeviceError as exc:
+            last = str(device_error(device_id, exc.code, str(exc)))
+            break
+        except (LinkError, ProtocolError) as exc:
+            last = f"no BENCHMARK reply from {device_id}: {exc}"
+            continue
+        if isinstance(reply, Latency):
+            return Latency(committed.model_version or reply.model_version, committed.flags | reply.flags,
+                           committed.deploy_us, committed.load_us or reply.load_us, reply.n, reply.min_us,
+                           reply.median_us, reply.p95_us, reply.max_us), ""
+        last = f"device {device_id} answered {type(reply).__name__} to BENCHMARK"
+        break
+    log.warning("%s: no inference figures: %s", device_id, last)
+    return committed, last
 
 
 def listen(channel, callback: Callable[[Packet], None]) -> Callable[[], None]:
@@ -163,7 +200,7 @@ class PushTransfer:
         self.framed = framed
         self.ack_timeout_s = ack_timeout_s
         if line_bytes_per_s:
-            per_chunk = framing.wire_size(self.chunk_size + 18) / line_bytes_per_s
+            per_chunk = framing.wire_size(self.chunk_size + CHUNK_OVERHEAD) / line_bytes_per_s
             self.ack_timeout_s += (self.window + 1) * per_chunk
         self.begin_timeout_s = begin_timeout_s
         self.commit_timeout_s = commit_timeout_s
@@ -240,16 +277,12 @@ class PushTransfer:
     # ----------------------------------------------------------------- phases
 
     def _adopt(self, status: XferStatus) -> None:
-        """Take the device's view of the transfer: its bitmap, and its geometry when resuming
-        a transfer of the same image another session started with another chunk size or id."""
-        if status.image_size != len(self.image):
-            raise ProtocolError(f"device {self.device_id} reports an image of {status.image_size} bytes "
-                                f"for a {len(self.image)}-byte transfer")
-        if status.chunk_size != self.chunk_size:
-            if not 0 < status.chunk_size <= MAX_CHUNK:
-                raise ProtocolError(f"device {self.device_id} reports chunk size {status.chunk_size}")
-            log.info("%s: resuming with the device's chunk size %d", self.device_id, status.chunk_size)
-            self.chunk_size = status.chunk_size
+        """Take the device's view of the transfer: its id and bitmap (a device resumes only a
+        transfer of the same image, size and chunk size, PROTOCOL.md 5.1; anything else is a bug)."""
+        if status.image_size != len(self.image) or status.chunk_size != self.chunk_size:
+            raise ProtocolError(f"device {self.device_id} reports a {status.image_size}-byte image in "
+                                f"{status.chunk_size}-byte chunks for a {len(self.image)}-byte transfer in "
+                                f"{self.chunk_size}-byte chunks")
         if status.n_chunks != self.n_chunks:
             raise ProtocolError(f"device {self.device_id} reports {status.n_chunks} chunks, expected {self.n_chunks}")
         self.stats.transfer_id = status.transfer_id
@@ -326,8 +359,12 @@ class PushTransfer:
                 pkt = self._inbox.get(timeout=max(0.0, min(wait, 0.25)))
             except queue.Empty:
                 pkt = None
-            if pkt is not None:
+            while pkt is not None:  # every reply that is already here counts before any deadline does
                 self._handle(pkt, inflight, todo, tries)
+                try:
+                    pkt = self._inbox.get_nowait()
+                except queue.Empty:
+                    pkt = None
             now = time.monotonic()
             for seq, (index, deadline) in list(inflight.items()):
                 if deadline <= now:
@@ -462,8 +499,16 @@ class PushTransfer:
             self._check_cancel()
             self._transfer()
             self.stats.transfer_s = time.perf_counter() - (self._started or time.perf_counter())
-            self.stats.latency = self._commit(mode, trial_timeout_s, bench_count)
+            committed = self._commit(mode, trial_timeout_s, 0)
             self.stats.host_deploy_s = time.perf_counter() - (self._started or time.perf_counter())
+            self._begun = False  # committed: nothing of ours is left to abort
+            if mode == CommitMode.STORE:
+                self.stats.latency = committed
+                return self.stats
+            self.stats.latency, why = benchmark(lambda msg, timeout, retries: self._request(msg, timeout, retries).msg,
+                                                self.device_id, committed, bench_count, self.commit_timeout_s)
+            if why:
+                self.stats.events.append(f"no inference figures: {why}")
             return self.stats
         except (DeviceError, ProtocolError):
             if self._begun:

@@ -465,9 +465,10 @@ class VirtualDevice:
         started = time.perf_counter()
         if hashlib.sha256(raw).digest() != t.sha256:
             raise _Refused(ErrorCode.HASH_MISMATCH)
-        model = self._verify(raw)
-        # the device's view: XFER_BEGIN received -> image verified (hash, load, self-test)
+        # the device's view (PROTOCOL.md 4.4): XFER_BEGIN received -> image verified (all chunks, SHA-256);
+        # loading is load_us, as on the firmware
         deploy_us = int((max(0.0, now - t.started) + time.perf_counter() - started) * 1e6)
+        model = self._verify(raw)
         inactive = 1 - self._active
         self._slots[inactive] = Slot(model, "stored")
         out: list[Outgoing] = []

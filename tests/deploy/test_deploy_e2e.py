@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import queue
+import threading
 import time
 
 import pytest
@@ -110,13 +111,37 @@ def test_staged_rollout_over_embedded_broker_publishes_the_model_once(embedded_b
     assert seen == {d: len(model_image_v3) for d in ids}
     for d in fleet.devices:
         assert d.active_model.sha256 == sha256(model_image_v3)
-    # the retained chunks are gone: a late subscriber gets nothing under models/
+    # the operator's uplink carried the model once per site (PROTOCOL.md 5.2), not once per device:
+    # the chunks cost about one image per site (plus MQTT and chunk headers); commands are the rest
+    sites = {d.site for d in fleet.devices}
+    assert len(sites) < len(ids)
+    (uplink,) = {r.rollout_published_bytes for r in results}
+    (chunks,) = {r.rollout_chunk_bytes for r in results}
+    # (per chunk: an 18-byte XFER_CHUNK header and a ~95-byte content-addressed topic; 7% of this
+    # 7 KB test image in 2 KB chunks, under 5% for a real 4 KB-chunk model)
+    assert len(sites) * len(model_image_v3) < chunks < 1.10 * len(sites) * len(model_image_v3), chunks
+    assert chunks < uplink < len(ids) * len(model_image_v3), uplink
+    # inference figures came from BENCHMARK after the deployment clock stopped
+    assert all(r.bench_n == api.DEFAULT_BENCH_COUNT and r.load_us and r.device_deploy_us for r in results)
+    # the retained chunks are gone: a late subscriber gets nothing under models/ before a marker
+    # published after its SUBACK (the broker sends retained messages right after the SUBACK)
     got: list[str] = []
+    marker = threading.Event()
+    marker_topic = f"{topics.ROOT}/zz-test/models/marker"
+
+    def on_model(topic: str, payload: bytes) -> None:
+        if topic == marker_topic:
+            marker.set()
+        elif payload:
+            got.append(topic)
+
     conn = MqttConnection(embedded_broker_url)
     conn.connect()
     try:
-        conn.subscribe(f"{topics.ROOT}/+/models/#", lambda t, p: got.append(t) if p else None)
-        time.sleep(1.0)
+        conn.subscribe(f"{topics.ROOT}/+/models/#", on_model)
+        conn.wait_subscribed()
+        conn.publish(marker_topic, b"end", qos=1)
+        assert marker.wait(10.0), "marker never came back"
     finally:
         conn.close()
     assert got == []

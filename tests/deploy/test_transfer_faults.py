@@ -14,12 +14,12 @@ import threading
 
 import pytest
 
-from app.deploy.transfer import PushTransfer
+from app.deploy.transfer import BENCH_ATTEMPTS, PushTransfer
 from app.domain.errors import Cancelled, DeviceError, LinkError
 from app.fleet.device import VirtualDevice
 from app.protocol.codes import CommitMode, ErrorCode
 from app.protocol.framing import frame
-from app.protocol.messages import Reboot, XferAbort, encode
+from app.protocol.messages import Benchmark, Reboot, XferAbort, XferCommit, decode, encode
 from tests.deploy.lossy import Faults, LossyLink
 
 # Randomized transfers in the fault-injection run (the issue asks for hundreds).
@@ -220,3 +220,68 @@ def test_trial_commit_reverts_on_reboot(model_image, model_image_v3):
     assert dev.trial and dev.active_model.sha256 == _sha(model_image_v3)
     _reboot(dev, link)
     assert not dev.trial and dev.active_model.sha256 == _sha(model_image)
+
+
+def _recording_handler(dev: VirtualDevice, sent: list, drop_replies_to: tuple = ()):
+    """The device's handler, noting every message that reached it; replies to `drop_replies_to`
+    message types are lost on the way back (the device still acted on the command)."""
+    def handle(raw: bytes) -> list[bytes]:
+        msg = decode(raw).msg
+        sent.append(msg)
+        replies = [data for _, data in dev.handle(raw)]
+        return [] if isinstance(msg, drop_replies_to) else replies
+    return handle
+
+
+def test_deployment_clock_stops_at_commit_and_inference_is_benchmarked_after(model_image, model_image_v3):
+    """The paper's deployment latency must not contain the device's inference run: COMMIT asks
+    for no benchmark, and a BENCHMARK after it brings the inference figures."""
+    dev = _device(model_image)
+    sent: list = []
+    link = LossyLink(_recording_handler(dev, sent), Faults(), seed=1)
+    stats = _push(dev, link, model_image_v3).run(bench_count=7)
+    commits = [m for m in sent if isinstance(m, XferCommit)]
+    assert [c.bench_count for c in commits] == [0]
+    assert isinstance(sent[-1], Benchmark) and sent[-1].count == 7
+    lat = stats.latency
+    assert lat.n == 7 and 0 < lat.min_us <= lat.median_us <= lat.p95_us <= lat.max_us
+    assert lat.deploy_us > 0 and lat.load_us > 0  # from the COMMIT reply
+    assert 0 < stats.transfer_s <= stats.host_deploy_s
+
+
+def test_lost_benchmark_replies_leave_a_successful_deployment_without_figures(model_image, model_image_v3):
+    dev = _device(model_image)
+    sent: list = []
+    link = LossyLink(_recording_handler(dev, sent, drop_replies_to=(Benchmark,)), Faults(), seed=1)
+    stats = _push(dev, link, model_image_v3).run(bench_count=5)
+    assert dev.active_model.sha256 == _sha(model_image_v3)
+    assert stats.latency.n == 0 and stats.latency.load_us > 0
+    assert sum(isinstance(m, Benchmark) for m in sent) == BENCH_ATTEMPTS  # asked again, then gave up
+    assert any("no inference figures" in e and "BENCHMARK" in e for e in stats.events), stats.events
+
+
+def test_two_operators_pushing_the_same_image_at_once_both_end_cleanly(model_image, model_image_v3):
+    """Same image from two laptops: the device resumes one transfer for both (same SHA-256); each
+    operator ends with success or a clear error, and the device runs exactly that image."""
+    dev = _device(model_image)
+    outcomes: list[object] = []
+
+    def operator(seed: int) -> None:
+        push = _push(dev, LossyLink(_handler(dev), Faults(), seed=seed), model_image_v3,
+                     **{**FAST, "ack_timeout_s": 0.5, "begin_timeout_s": 0.5, "commit_timeout_s": 2.0})
+        try:
+            outcomes.append(push.run(bench_count=1))
+        except (DeviceError, LinkError) as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=operator, args=(seed,)) for seed in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(outcomes) == 2
+    assert dev.active_model.sha256 == _sha(model_image_v3)
+    assert any(not isinstance(o, Exception) for o in outcomes), outcomes
+    for o in outcomes:
+        if isinstance(o, Exception):
+            assert "sim-001" in str(o), o

@@ -71,7 +71,8 @@ def test_serial_device_speaks_protocol_and_survives_garbage(virtual_fleet, model
 
 @pytest.mark.parametrize("baud", [115200])
 def test_paced_line_rate(virtual_fleet, model_image_v3, baud, capsys):
-    """Measures (does not assert) the deployment time against the 8N1 line-rate floor."""
+    """The emulated UART never carries a deployment faster than its 8N1 line rate (a lower bound:
+    a loaded machine only makes it slower); prints the ratio, which benchmarks/ measures properly."""
     fleet = virtual_fleet(None, 1, serial=True, baud=baud)
     port = Port(fleet.serial_ports["sim-001"])
     try:
@@ -84,6 +85,8 @@ def test_paced_line_rate(virtual_fleet, model_image_v3, baud, capsys):
         elapsed = time.perf_counter() - started
         assert isinstance(lat, m.Latency)
         floor = wire / (baud / 10)
+        # 5%: the pacer's clock and this one start a few ms apart
+        assert elapsed >= 0.95 * floor, (elapsed, floor)
         with capsys.disabled():
             print(f"\n  pty @ {baud} baud: {wire} chunk wire bytes, deployment {elapsed:.3f} s, "
                   f"line-rate floor {floor:.3f} s, ratio {elapsed / floor:.2f}")
