@@ -7,6 +7,13 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # numpy and the recorder load only when a command runs
+    import numpy as np
+
+    from app.ml.recording import ProgressFn, StreamRecorder
+    from app.services.fleet_monitor import FleetMonitor
 
 # A device's retained HELLO arrives within milliseconds of subscribing; a device not seen in this
 # long is not on that broker.
@@ -17,6 +24,14 @@ STREAM_START_GRACE_S = 10.0
 # A recording may take this factor of its nominal length (lost windows are replaced by later ones).
 RECORD_TIME_FACTOR = 1.5
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+# Serial default: the rate every UART and the firmware start at (PROTOCOL.md 2.1), as `deploy`.
+DEFAULT_BAUD = 115200
+# How often the wait for a device's HELLO looks again.
+DEVICE_POLL_S = 0.05
+# Samples per STREAM message (PROTOCOL.md 4.3: devices send n = 256) and bits per byte on an 8N1
+# line: what a stream costs on a serial line.
+STREAM_SAMPLES_PER_MESSAGE = 256
+BITS_PER_BYTE = 10
 
 
 def register(sub) -> None:
@@ -24,11 +39,20 @@ def register(sub) -> None:
                           description="Datasets of raw 3-axis vibration (g) for training and evaluation.")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
-    p = dsub.add_parser("record", help="record a device's raw stream over MQTT into a dataset")
-    p.add_argument("--device", required=True, metavar="ID")
+    p = dsub.add_parser("record", help="record a device's raw stream over MQTT or a serial port into a dataset",
+                        description="Record a device's raw 3-axis stream into a dataset: through a broker "
+                        "(--via mqtt, the default) or straight from its serial port (--via serial --port ...: "
+                        "a USB cable, a pty of `tinymlops sim --serial`, or socket://host:port).")
+    p.add_argument("--device", metavar="ID", help="device id (required over MQTT; over serial, checked "
+                   "against the device on the port when given)")
     p.add_argument("--seconds", type=float, required=True, metavar="S")
     p.add_argument("--label", choices=("normal", "fault"), required=True)
+    p.add_argument("--via", choices=("mqtt", "serial"), default="mqtt")
     p.add_argument("--broker", default=DEFAULT_BROKER, help=f"mqtt://[user:pass@]host:port (default {DEFAULT_BROKER})")
+    p.add_argument("--port", help="serial: /dev/ttyUSB0, COM3, a pty path or socket://host:port")
+    p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
+                   help=f"serial line rate (default {DEFAULT_BAUD}); a real UART must be fast enough for the "
+                   "raw 3.2 kHz stream, e.g. 921600, set the same on the device")
     p.add_argument("--notes", default="")
     p.set_defaults(func=cmd_record)
 
@@ -48,14 +72,26 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_list)
 
 
-def record(broker: str, device: str, seconds: float, progress=None):
-    """(samples, HELLO-derived metadata) recorded from `device`'s STREAM over MQTT."""
-    from app.domain.errors import DataError, LinkError
+def stream_baud() -> int:
+    """Line rate (8N1) a device's raw stream needs at the feature spec's sample rate: its STREAM
+    frames as they cross a serial line, 10 bit times per byte (telemetry comes on top)."""
+    import numpy as np
+
+    from app.ml.features import DEFAULT_SPEC
+    from app.protocol import messages as m
+    from app.protocol.framing import frame
+
+    window = np.zeros((STREAM_SAMPLES_PER_MESSAGE, len(DEFAULT_SPEC.axes)), np.int16)
+    wire = len(frame(m.encode(m.Stream(0, DEFAULT_SPEC.sample_rate, 1.0, window), 0)))
+    return round(wire * DEFAULT_SPEC.sample_rate / STREAM_SAMPLES_PER_MESSAGE * BITS_PER_BYTE)
+
+
+def _recorder(seconds: float, progress: ProgressFn | None) -> StreamRecorder:
+    """A StreamRecorder for `seconds`, refused before any connection when no dataset could hold it."""
+    from app.domain.errors import DataError
     from app.ml.datasets import MAX_SAMPLES, MIN_DATASET_WINDOWS
     from app.ml.features import DEFAULT_SPEC
     from app.ml.recording import StreamRecorder
-    from app.services.fleet_monitor import FleetMonitor
-    from app.transport.mqtt_link import MqttConnection
 
     recorder = StreamRecorder(seconds, progress=progress)
     if recorder.windows < MIN_DATASET_WINDOWS:
@@ -66,59 +102,121 @@ def record(broker: str, device: str, seconds: float, progress=None):
         longest = MAX_SAMPLES / DEFAULT_SPEC.sample_rate
         raise DataError(f"{seconds:g} s is longer than one dataset holds (at most {longest:.0f} s); record "
                         "several shorter datasets and train on all of them (--data repeats)")
+    return recorder
+
+
+def _collect(monitor: FleetMonitor, device: str, seconds: float, recorder: StreamRecorder,
+             hint: str = "") -> tuple[np.ndarray, dict]:
+    """Stream `device` through the monitor into `recorder`; (samples, metadata) or LinkError."""
+    from app.domain.errors import LinkError
+    from app.ml.features import DEFAULT_SPEC
+
+    rec = monitor.get(device)
+    if not rec.online:
+        raise LinkError(f"device {device!r} is offline (last seen {time.ctime(rec.last_seen)})")
+
+    def on_stream(_device_id, msg):
+        recorder.feed(msg)
+
+    monitor.add_stream_listener(device, on_stream)
+    try:
+        finished = recorder.wait(seconds * RECORD_TIME_FACTOR + STREAM_START_GRACE_S)
+    finally:
+        monitor.remove_stream_listener(device, on_stream)
+    if recorder.error is not None:
+        raise recorder.error
+    if not finished:
+        got = len(recorder.samples()) // DEFAULT_SPEC.window
+        if recorder.received == 0:
+            raise LinkError(f"device {device!r} sent no stream windows (is it online and able to stream?)" + hint)
+        raise LinkError(f"device {device!r} delivered {got} of {recorder.windows} windows in time "
+                        f"({recorder.gaps} gaps in the stream)" + hint)
+    rec = monitor.get(device) or rec
+    meta = {"device": device, "location": rec.location, "profile": rec.profile, "firmware": rec.firmware,
+            "model": f"{rec.model_name}@{rec.model_version}", "shaft_hz": rec.shaft_hz,
+            "fault_mask": rec.hello.fault_mask if rec.hello else None, "stream_gaps": recorder.gaps}
+    return recorder.samples(), meta
+
+
+def record(broker: str, device: str, seconds: float,
+           progress: ProgressFn | None = None) -> tuple[np.ndarray, dict]:
+    """(samples, HELLO-derived metadata) recorded from `device`'s STREAM over MQTT."""
+    from app.domain.errors import LinkError
+    from app.services.fleet_monitor import FleetMonitor
+    from app.transport.mqtt_link import MqttConnection
+
+    recorder = _recorder(seconds, progress)
     conn = MqttConnection(broker)
     conn.connect()
     monitor = FleetMonitor(conn)
     try:
         deadline = time.monotonic() + DEVICE_WAIT_S
         while monitor.get(device) is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        rec = monitor.get(device)
-        if rec is None:
+            time.sleep(DEVICE_POLL_S)
+        if monitor.get(device) is None:
             known = ", ".join(sorted(r.device_id for r in monitor.devices())) or "none"
             raise LinkError(f"device {device!r} is not on {conn.url.address} (devices seen: {known})")
-        if not rec.online:
-            raise LinkError(f"device {device!r} is offline (last seen {time.ctime(rec.last_seen)})")
-
-        def on_stream(_device_id, msg):
-            recorder.feed(msg)
-
-        monitor.add_stream_listener(device, on_stream)
-        try:
-            finished = recorder.wait(seconds * RECORD_TIME_FACTOR + STREAM_START_GRACE_S)
-        finally:
-            monitor.remove_stream_listener(device, on_stream)
-        if recorder.error is not None:
-            raise recorder.error
-        if not finished:
-            got = len(recorder.samples()) // DEFAULT_SPEC.window
-            if recorder.received == 0:
-                raise LinkError(f"device {device!r} sent no stream windows (is it online and able to stream?)")
-            raise LinkError(f"device {device!r} delivered {got} of {recorder.windows} windows in time "
-                            f"({recorder.gaps} gaps in the stream)")
-        rec = monitor.get(device) or rec
-        meta = {"device": device, "location": rec.location, "profile": rec.profile, "firmware": rec.firmware,
-                "model": f"{rec.model_name}@{rec.model_version}", "shaft_hz": rec.shaft_hz,
-                "fault_mask": rec.hello.fault_mask if rec.hello else None,
-                "stream_gaps": recorder.gaps, "broker": conn.url.address}
-        return recorder.samples(), meta
+        samples, meta = _collect(monitor, device, seconds, recorder)
+        return samples, {**meta, "transport": "mqtt", "broker": conn.url.address}
     finally:
         monitor.close()
         conn.close()
 
 
+def record_serial(port: str, seconds: float, progress: ProgressFn | None = None, *, baud: int = DEFAULT_BAUD,
+                  device: str | None = None) -> tuple[np.ndarray, dict]:
+    """(samples, HELLO-derived metadata) recorded from the device on serial `port` (a cable, a pty,
+    socket://host:port); LinkError when it is someone else than `device` (when given)."""
+    from app.deploy.links import open_serial_channel
+    from app.domain.errors import LinkError
+    from app.services.fleet_monitor import FleetMonitor
+
+    recorder = _recorder(seconds, progress)
+    channel = open_serial_channel(port, baud)
+    monitor = FleetMonitor(None)
+    try:
+        monitor.attach_serial(channel)  # asks the device for its HELLO
+        deadline = time.monotonic() + DEVICE_WAIT_S
+        while not monitor.devices() and time.monotonic() < deadline:
+            time.sleep(DEVICE_POLL_S)
+        found = monitor.devices()
+        if not found:
+            raise LinkError(f"no device answered on {port} at {baud} baud within {DEVICE_WAIT_S:g} s "
+                            "(is it a tinymlops device, and is the baud rate the device's?)")
+        device_id = found[0].device_id
+        if device is not None and device_id != device:
+            raise LinkError(f"{port} is device {device_id!r}, not {device!r}")
+        needed = stream_baud()
+        hint = (f"; the raw stream needs about {needed} baud and this line runs at {baud}: use a faster "
+                "rate on both ends (e.g. --baud 921600)") if baud < needed else ""
+        samples, meta = _collect(monitor, device_id, seconds, recorder, hint)
+        return samples, {**meta, "transport": "serial", "port": port, "baud": baud}
+    finally:
+        monitor.close()
+        channel.close()
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     from app.cli.model import ProgressPrinter
+    from app.domain.errors import DataError
     from app.ml.datasets import DatasetStore
     from app.ml.features import DEFAULT_SPEC
 
+    if args.via == "serial" and not args.port:
+        raise DataError("--via serial needs --port (e.g. /dev/ttyUSB0, a pty path or socket://host:port)")
+    if args.via == "mqtt" and not args.device:
+        raise DataError("--via mqtt needs --device ID (the device to record)")
     progress = ProgressPrinter()
-    samples, meta = record(args.broker, args.device, args.seconds, progress)
+    if args.via == "serial":
+        samples, meta = record_serial(args.port, args.seconds, progress, baud=args.baud, device=args.device)
+    else:
+        samples, meta = record(args.broker, args.device, args.seconds, progress)
     progress.done()
+    device = meta["device"]
     with DatasetStore() as store:
-        ds = store.add(samples, DEFAULT_SPEC.sample_rate, args.label, source=f"device:{args.device}",
+        ds = store.add(samples, DEFAULT_SPEC.sample_rate, args.label, source=f"device:{device}",
                        notes=args.notes, meta=meta)
-    print(f"recorded {ds.windows} windows ({ds.n_samples / ds.sample_rate:.1f} s) from {args.device}, "
+    print(f"recorded {ds.windows} windows ({ds.n_samples / ds.sample_rate:.1f} s) from {device}, "
           f"label {ds.label}", file=sys.stderr)
     print(ds.id)
     return 0

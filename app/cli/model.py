@@ -101,7 +101,8 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_import)
 
-    p = msub.add_parser("export", help="export a package (.tflite + .tmlm + manifest) or a C header")
+    p = msub.add_parser("export", help="export a package (.tflite + .tmlm + manifest, with the float32 and "
+                        "dynamic-range conversions the version keeps) or a C header")
     p.add_argument("ref", help="NAME@VERSION or NAME@latest")
     p.add_argument("--out", type=Path, default=Path("."), help="directory (default .)")
     p.add_argument("--header", action="store_true", help="also write a C header with the model bytes")
@@ -213,6 +214,9 @@ def cmd_show(args: argparse.Namespace) -> int:
               + (f"; sizes {sizes}" if sizes else ""))
     if conv.get("int8_vs_float"):
         print("  int8/float " + ", ".join(f"{k} {v:.4f}" for k, v in conv["int8_vs_float"].items()))
+    if mv.artifacts:
+        print("  also kept " + ", ".join(f"{kind} {a['size']} B (sha256 {a['sha256'][:12]})"
+                                         for kind, a in mv.artifacts.items()) + " (exported; a device runs int8)")
     if mv.notes:
         print(f"  notes     {mv.notes}")
     print(format_table(mv.fit))
@@ -255,13 +259,13 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from app.ml import export
+    from app.ml import export, package
 
     if args.header:
         export.c_header(b"", args.symbol)  # a bad --symbol is refused before anything is written
     with _registry() as reg:
         mv = reg.resolve(args.ref)
-        written = export.export_package(reg, mv, args.out)
+        written = package.export_with_artifacts(reg, mv, args.out)
         if args.header:
             written.append(export.export_header(reg, mv, args.out, content=args.header_content,
                                                 symbol=args.symbol))

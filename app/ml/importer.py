@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,8 @@ class Imported:
     tflite: bytes
     card: dict
     image: ModelImage | None  # None for an external model
+    # float32 / dynamic-range conversions made on the way (a float model converted here)
+    extra_artifacts: dict[str, bytes] = field(default_factory=dict)
 
 
 def tensor_io(tflite: bytes) -> tuple[list[tuple[int, list[int]]], list[tuple[int, list[int]]]]:
@@ -91,6 +93,17 @@ def check_int8_io(tflite: bytes, what: str) -> list[int]:
     return in_shape
 
 
+def _held_out(normal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An imported model never trained on `normal`: all of it is held out, split (as in training)
+    into the threshold's calibration windows and the card's evaluation windows."""
+    config = training.TrainConfig()
+    return training.split_held_out(normal, config.eval_share, config.seed)
+
+
+def _held_out_card(calib: np.ndarray, evaluation: np.ndarray) -> dict:
+    return {"calibration": {"n_calibration": len(calib), "n_evaluation": len(evaluation)}}
+
+
 def _spec_shape() -> list[int]:
     return [1, DEFAULT_SPEC.n_features]
 
@@ -117,10 +130,12 @@ def _spec_from_int8(tflite: bytes, normal: np.ndarray | None, source: str, perce
                          "normalisation and alarm threshold are computed from it")
     normal = np.asarray(normal, np.float32)
     mean, std = training.normalisation(normal)
+    calib, evaluation = _held_out(normal)
     conv = conversion.Conversion(int8=tflite)
-    model = pipeline.finish(name="imported", conv=conv, mean=mean, std=std, calib=normal, fault=None,
-                            float_model=None, percentile=percentile, margin=margin,
-                            card={"kind": "autoencoder", "source": source}, progress=progress)
+    model = pipeline.finish(name="imported", conv=conv, mean=mean, std=std, calib=calib, evaluation=evaluation,
+                            fault=None, float_model=None, percentile=percentile, margin=margin,
+                            card={"kind": "autoencoder", "source": source, **_held_out_card(calib, evaluation)},
+                            progress=progress)
     return Imported(tflite=tflite, card=model.card, image=model.image)
 
 
@@ -147,6 +162,19 @@ def import_tmlm(data: bytes, source: str) -> Imported:
     return Imported(tflite=image.tflite, card=card, image=image)
 
 
+def _signature_input_shape(layer, name: str) -> tuple[int, ...]:
+    """The feature dimensions (batch excluded) of a SavedModel serving signature's one input."""
+    args, kwargs = layer.call_endpoint_fn.structured_input_signature
+    specs = [*args, *kwargs.values()]
+    if len(specs) != 1:
+        raise ModelError(f"the SavedModel in {name} takes {len(specs)} inputs; an anomaly detector takes one")
+    dims = list(specs[0].shape)
+    if len(dims) < 2 or any(d is None for d in dims[1:]):
+        raise ModelError(f"the SavedModel in {name} takes input of shape {dims}: a batch of fixed-size "
+                         "rows is needed to convert it for a microcontroller")
+    return tuple(int(d) for d in dims[1:])
+
+
 def _load_keras(path: Path):
     from app.ml.tfimport import keras
 
@@ -158,16 +186,26 @@ def _load_keras(path: Path):
             return k.models.load_model(path, compile=False)
         except Exception as exc:
             raise ModelError(f"cannot load {path.name} as a Keras model: {exc}") from exc
-    # SavedModel directory: Keras 3 reads it as an inference-only layer
+    # SavedModel directory: Keras 3 reads it as an inference-only layer, whose input shape
+    # comes from the serving signature (a SavedModel of any width, checked by the caller)
     if not (path / "saved_model.pb").exists():
         raise ModelError(f"{path} is not a SavedModel directory (no saved_model.pb)")
     try:
         layer = k.layers.TFSMLayer(str(path), call_endpoint="serving_default")
-        inputs = k.Input(shape=(DEFAULT_SPEC.n_features,))
+    except Exception as exc:
+        raise ModelError(f"cannot load the SavedModel in {path.name}: {exc}") from exc
+    shape = _signature_input_shape(layer, path.name)
+    try:
+        inputs = k.Input(shape=shape)
         out = layer(inputs)
         if isinstance(out, dict):
+            if len(out) != 1:
+                raise ModelError(f"the SavedModel in {path.name} has {len(out)} outputs; an anomaly "
+                                 "detector has one")
             out = next(iter(out.values()))
         return k.Model(inputs, out)
+    except ModelError:
+        raise
     except Exception as exc:
         raise ModelError(f"cannot load the SavedModel in {path.name}: {exc}") from exc
 
@@ -203,11 +241,14 @@ def _import_float(path: Path, normal: np.ndarray | None, percentile: float, marg
                          "its normalisation, int8 calibration and threshold")
     normal = np.asarray(normal, np.float32)
     mean, std = training.normalisation(normal)
+    calib, evaluation = _held_out(normal)  # before converting: too little data is refused at once
     conv = conversion.convert_all(model, (normal - mean) / std, progress)
-    result = pipeline.finish(name="imported", conv=conv, mean=mean, std=std, calib=normal, fault=None,
-                             float_model=model, percentile=percentile, margin=margin,
-                             card={"kind": "autoencoder", "source": source}, progress=progress)
-    return Imported(tflite=result.tflite, card=result.card, image=result.image)
+    result = pipeline.finish(name="imported", conv=conv, mean=mean, std=std, calib=calib, evaluation=evaluation,
+                             fault=None, float_model=model, percentile=percentile, margin=margin,
+                             card={"kind": "autoencoder", "source": source, **_held_out_card(calib, evaluation)},
+                             progress=progress)
+    return Imported(tflite=result.tflite, card=result.card, image=result.image,
+                    extra_artifacts=result.extra_artifacts)
 
 
 def import_model(path: Path, normal: np.ndarray | None = None, external: bool = False,
@@ -226,6 +267,8 @@ def import_model(path: Path, normal: np.ndarray | None = None, external: bool = 
         return import_tmlm(data, source)
     if suffix == ".tflite":
         shape = check_int8_io(data, path.name)
+        # an op no device runs is refused before anything else is asked for (data, --external)
+        validation.check_ops(tflm.model_ops(data))
         if shape == _spec_shape() and not external:
             return _spec_from_int8(data, normal, source, percentile, margin, progress)
         if not external:

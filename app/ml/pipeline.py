@@ -1,7 +1,10 @@
 """Normal feature vectors in, a deployable model out: train -> convert -> score the int8 model
 through TFLM exactly as a device does -> calibrate the threshold on held-out normal windows ->
-detection metrics (when fault data exist) -> model image with self-test -> fit table.
-The result is not stored; the registry does that in one step, so a failure stores nothing."""
+detection metrics on other held-out normal windows (and fault data, when given) -> model image
+with self-test -> fit table. The threshold and the card's metrics never share a window: measured
+on the windows that set it, a 99.5th-percentile threshold would show ~0 false alarms by
+construction. The result is not stored; the registry does that in one step, so a failure stores
+nothing."""
 
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ class TrainedModel:
     conversion: conversion.Conversion
     card: dict  # the model card (JSON-able)
     keras_model: object = None
+    # other conversions of the same model ("float32", "dynamic"), stored by the registry as
+    # content-addressed artifacts of the version (not deployable: a device runs the int8 one)
     extra_artifacts: dict[str, bytes] = field(default_factory=dict)
 
 
@@ -49,8 +54,9 @@ def train_model(normal: np.ndarray, *, name: str, fault: np.ndarray | None = Non
                 cancel: threading.Event | None = None, provenance: dict | None = None,
                 calib: np.ndarray | None = None) -> TrainedModel:
     """Train, convert and validate a model from raw feature rows (normal, optional fault).
-    `calib`: normal rows for the threshold from other machines than `normal` (held out by
-    source rather than at random); by default a random share of `normal` is held out."""
+    `calib`: held-out normal rows from other machines than `normal` (held out by source rather
+    than at random), split into the threshold's calibration set and the card's evaluation set;
+    by default random shares of `normal` are held out for both."""
     started = time.perf_counter()
     split = training.split_normal(normal, config, calib=calib)
     fitted = training.fit(split, config, progress, cancel)
@@ -64,22 +70,26 @@ def train_model(normal: np.ndarray, *, name: str, fault: np.ndarray | None = Non
                          "hidden": list(config.hidden), "latent": config.latent,
                          "params": int(fitted.model.count_params())},
         "training": {**config.to_dict(), "n_train": len(split.train), "n_val": len(split.val),
-                     "n_calibration": len(split.calib), "epochs_run": fitted.epochs_run,
+                     "n_calibration": len(split.calib), "n_evaluation": len(split.evaluation),
+                     "epochs_run": fitted.epochs_run,
                      "loss": fitted.final_loss, "val_loss": fitted.final_val_loss, **(provenance or {})},
     }
-    model = finish(name=name, conv=conv, mean=fitted.mean, std=fitted.std, calib=split.calib, fault=fault,
-                   float_model=fitted.model, percentile=config.threshold_percentile,
-                   margin=config.threshold_margin, card=card, spec=spec, progress=progress, cancel=cancel)
+    model = finish(name=name, conv=conv, mean=fitted.mean, std=fitted.std, calib=split.calib,
+                   evaluation=split.evaluation, fault=fault, float_model=fitted.model,
+                   percentile=config.threshold_percentile, margin=config.threshold_margin, card=card,
+                   spec=spec, progress=progress, cancel=cancel)
     model.card["pipeline_seconds"] = time.perf_counter() - started
     return model
 
 
 def finish(*, name: str, conv: conversion.Conversion, mean: np.ndarray, std: np.ndarray, calib: np.ndarray,
-           fault: np.ndarray | None, float_model, percentile: float, margin: float, card: dict,
-           spec: FeatureSpec = DEFAULT_SPEC, progress: ProgressFn | None = None,
+           evaluation: np.ndarray, fault: np.ndarray | None, float_model, percentile: float, margin: float,
+           card: dict, spec: FeatureSpec = DEFAULT_SPEC, progress: ProgressFn | None = None,
            cancel: threading.Event | None = None) -> TrainedModel:
-    """From a converted model and its normalisation: arena, device scores of held-out normal
-    windows -> threshold, detection and int8-vs-float metrics, self-tested image, fit table."""
+    """From a converted model and its normalisation: arena, device scores of the held-out
+    `calib` windows -> threshold; device scores of the held-out `evaluation` windows (disjoint
+    from `calib`) and of `fault` -> the card's false-alarm rate, detection and int8-vs-float
+    metrics; self-tested image, fit table."""
     if progress:
         progress("validate", 0.0, "finding the tensor arena with TFLM")
     ops = tflm.model_ops(conv.int8)
@@ -87,31 +97,34 @@ def finish(*, name: str, conv: conversion.Conversion, mean: np.ndarray, std: np.
     arena = tflm.min_arena_size(conv.int8)  # also proves (in a child) that TFLM loads it
     probe = ModelImage(name, 0, 0.0, mean, std, conv.int8)
     calib_int8 = int8_scores(probe, arena, calib)
-    x_calib = (np.asarray(calib, np.float32) - mean) / std
-    calib_float = training.keras_scores(float_model, x_calib) if float_model is not None else None
     p_value = float(np.percentile(calib_int8, percentile))
     threshold = p_value * margin
     selftest = np.asarray(calib, np.float32)[int(np.argsort(calib_int8)[len(calib_int8) // 2])]
     image = tflm.build_image(name, 0, conv.int8, mean, std, threshold, selftest, arena=arena)
     _check(cancel, "validation")
 
+    def float_scores(rows: np.ndarray) -> np.ndarray:
+        return training.keras_scores(float_model, (np.asarray(rows, np.float32) - mean) / std)
+
+    eval_int8 = int8_scores(probe, arena, evaluation)
+    eval_float = float_scores(evaluation) if float_model is not None else None
     agreement: dict = {}
-    if calib_float is not None:
-        agreement["pearson_normal"] = metrics.pearson(calib_float, calib_int8)
+    if eval_float is not None:
+        agreement["pearson_normal"] = metrics.pearson(eval_float, eval_int8)
         agreement["pearson"] = agreement["pearson_normal"]
-    detection: dict = {"false_alarm_rate_calibration": float(np.mean(calib_int8 > threshold)),
-                       "n_normal": len(calib_int8)}
+    detection: dict = {"false_alarm_rate": float(np.mean(eval_int8 > threshold)), "n_normal": len(eval_int8),
+                       "false_alarm_rate_calibration": float(np.mean(calib_int8 > threshold)),
+                       "n_calibration": len(calib_int8)}
     if fault is not None and len(fault):
         fault_int8 = int8_scores(probe, arena, fault)
-        auc_int8 = metrics.roc_auc(calib_int8, fault_int8)
-        precision, recall = metrics.precision_recall(calib_int8, fault_int8, threshold)
+        auc_int8 = metrics.roc_auc(eval_int8, fault_int8)
+        precision, recall = metrics.precision_recall(eval_int8, fault_int8, threshold)
         detection.update(auc=auc_int8, precision=precision, recall=recall, n_fault=len(fault))
-        if calib_float is not None:
-            x_fault = (np.asarray(fault, np.float32) - mean) / std
-            fault_float = training.keras_scores(float_model, x_fault)
-            auc_float = metrics.roc_auc(calib_float, fault_float)
-            agreement.update(pearson=metrics.pearson(np.concatenate([calib_float, fault_float]),
-                                                     np.concatenate([calib_int8, fault_int8])),
+        if eval_float is not None:
+            fault_float = float_scores(fault)
+            auc_float = metrics.roc_auc(eval_float, fault_float)
+            agreement.update(pearson=metrics.pearson(np.concatenate([eval_float, fault_float]),
+                                                     np.concatenate([eval_int8, fault_int8])),
                              auc_float=auc_float, auc_int8=auc_int8, auc_change=auc_int8 - auc_float)
 
     image_size = len(image.to_bytes())
@@ -123,7 +136,8 @@ def finish(*, name: str, conv: conversion.Conversion, mean: np.ndarray, std: np.
         "name": name,
         "feature_spec": spec.to_dict(),
         "threshold": {"value": threshold, "percentile": percentile, "percentile_score": p_value,
-                      "margin": margin, "computed_with": "int8 model in TFLM (device score)"},
+                      "margin": margin, "computed_with": "int8 model in TFLM (device score)",
+                      "n_windows": len(calib_int8)},
         "metrics": detection,
         "conversion": {"seconds": conv.seconds, "sizes": conv.sizes(), "int8_vs_float": agreement},
         "quantization": "int8",
@@ -135,4 +149,6 @@ def finish(*, name: str, conv: conversion.Conversion, mean: np.ndarray, std: np.
         "fit": fit,
     }
     log.info("model %s: threshold %.4f, arena %d, image %d bytes", name, threshold, arena, image_size)
-    return TrainedModel(image=image, tflite=conv.int8, conversion=conv, card=card, keras_model=float_model)
+    extras = {kind: data for kind, data in (("float32", conv.float32), ("dynamic", conv.dynamic)) if data}
+    return TrainedModel(image=image, tflite=conv.int8, conversion=conv, card=card, keras_model=float_model,
+                        extra_artifacts=extras)

@@ -8,6 +8,10 @@ Two kinds of version:
 * "external": any full-int8 TFLite model of another input shape (the MLPerf Tiny reference, a
   foreign model): ops, arena and fit are checked, but no image exists, because a device computes
   feature spec 1 and cannot feed it.
+
+A version may also keep other conversions of the same model (float32, dynamic-range), stored
+content-addressed next to the int8 flatbuffer and listed in `model_artifacts`: for comparison and
+for hosts that run float TFLite, never for a device.
 """
 
 from __future__ import annotations
@@ -56,7 +60,17 @@ CREATE TABLE IF NOT EXISTS model_versions (
     notes TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (name, version)
 );
+CREATE TABLE IF NOT EXISTS model_artifacts (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (name, version, kind)
+);
 """
+# Other conversions a version may keep beside its int8 flatbuffer (see the module docstring).
+ARTIFACT_KINDS = ("float32", "dynamic")
 
 
 @dataclass
@@ -82,6 +96,8 @@ class ModelVersion:
     dataset: str | None = None
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    # other conversions kept with the version: kind -> {"sha256": ..., "size": ...}
+    artifacts: dict[str, dict] = field(default_factory=dict)
 
     @property
     def ref(self) -> str:
@@ -95,7 +111,8 @@ class ModelVersion:
         """JSON-able view (everything but the full card)."""
         return {k: getattr(self, k) for k in (
             "name", "version", "kind", "sha256", "image_size", "tflite_size", "arena", "ops",
-            "threshold", "quantization", "metrics", "fit", "created", "parent", "dataset", "notes")}
+            "threshold", "quantization", "metrics", "fit", "created", "parent", "dataset", "notes",
+            "artifacts")}
 
 
 def check_name(name: str) -> str:
@@ -129,6 +146,9 @@ class Registry:
 
     # --- reading -------------------------------------------------------------------------------
     def _row(self, row) -> ModelVersion:
+        artifacts = {r["kind"]: {"sha256": r["sha256"], "size": r["size"]} for r in self._query(
+            "SELECT kind, sha256, size FROM model_artifacts WHERE name=? AND version=? ORDER BY kind",
+            (row["name"], row["version"]))}
         return ModelVersion(
             name=row["name"], version=row["version"], kind=row["kind"], sha256=row["sha256"],
             image_sha256=row["image_sha256"], tflite_sha256=row["tflite_sha256"],
@@ -136,7 +156,8 @@ class Registry:
             ops=json.loads(row["ops"]), threshold=row["threshold"], quantization=row["quantization"],
             feature_spec=json.loads(row["feature_spec"]) if row["feature_spec"] else None,
             metrics=json.loads(row["metrics"]), fit=json.loads(row["fit"]), card=json.loads(row["card"]),
-            created=row["created"], parent=row["parent"], dataset=row["dataset"], notes=row["notes"])
+            created=row["created"], parent=row["parent"], dataset=row["dataset"], notes=row["notes"],
+            artifacts=artifacts)
 
     def _query(self, sql: str, args: tuple = ()) -> list:
         with self._conn.lock:  # never read another thread's half-done transaction on this connection
@@ -191,21 +212,34 @@ class Registry:
     def tflite_bytes(self, mv: ModelVersion) -> bytes:
         return self._artifact(mv.tflite_sha256, "TFLite")
 
+    def artifact_bytes(self, mv: ModelVersion, kind: str) -> bytes:
+        """Another conversion kept with the version ("float32", "dynamic"), or ModelError."""
+        if kind not in mv.artifacts:
+            kept = ", ".join(mv.artifacts) or "none"
+            raise ModelError(f"{mv.ref} keeps no {kind!r} conversion (kept: {kept})")
+        return self._artifact(mv.artifacts[kind]["sha256"], f"{kind} conversion")
+
     def next_version(self, name: str) -> int:
         row = self._query("SELECT MAX(version) FROM model_versions WHERE name=?", (name,))[0]
         return (row[0] or 0) + 1
 
     # --- writing -------------------------------------------------------------------------------
     def add(self, *, name: str, tflite: bytes, card: dict, image: ModelImage | None = None,
-            parent: str | None = None, dataset: str | None = None, notes: str = "") -> ModelVersion:
+            parent: str | None = None, dataset: str | None = None, notes: str = "",
+            artifacts: dict[str, bytes] | None = None) -> ModelVersion:
         """Store a new version of `name` (numbered here, stamped into the image's META).
 
         `card` must hold ops, arena, image_size and fit (from app.ml.validation); `image` is
-        required for a deployable ("spec") model and absent for an external one."""
+        required for a deployable ("spec") model and absent for an external one. `artifacts`:
+        other conversions to keep with it, by kind (ARTIFACT_KINDS)."""
         check_name(name)
         for key in ("ops", "arena", "fit"):
             if key not in card:
                 raise ModelError(f"model card lacks {key!r} (validate the model before registering it)")
+        artifacts = dict(artifacts or {})
+        unknown = sorted(set(artifacts) - set(ARTIFACT_KINDS))
+        if unknown:
+            raise ModelError(f"unknown artifact kind(s) {', '.join(unknown)}; known: {', '.join(ARTIFACT_KINDS)}")
         created: list[str] = []
         version = 0
         with store.transaction(self._conn):
@@ -222,8 +256,18 @@ class Registry:
                     image_sha, new = self.artifacts.put(image_bytes)
                     if new:
                         created.append(image_sha)
+                kept: dict[str, dict] = {}
+                for kind in ARTIFACT_KINDS:
+                    if kind not in artifacts:
+                        continue
+                    digest, new = self.artifacts.put(bytes(artifacts[kind]))
+                    if new:
+                        created.append(digest)
+                    kept[kind] = {"sha256": digest, "size": len(artifacts[kind])}
+                    self._conn.execute("INSERT INTO model_artifacts (name, version, kind, sha256, size) "
+                                       "VALUES (?,?,?,?,?)", (name, version, kind, digest, len(artifacts[kind])))
                 now = time.time()
-                full_card = {**card, "name": name, "version": version, "created": now,
+                full_card = {**card, "name": name, "version": version, "created": now, "artifacts": kept,
                              "parent": parent, "dataset": dataset, "notes": notes,
                              "kind": KIND_SPEC if image is not None else KIND_EXTERNAL,
                              "sha256": image_sha or tflite_sha}
@@ -251,7 +295,9 @@ class Registry:
 
     def _referenced(self, digest: str, other_than: tuple[str, int] = ("", 0)) -> bool:
         return bool(self._query("SELECT 1 FROM model_versions WHERE (image_sha256=? OR tflite_sha256=?) "
-                                "AND NOT (name=? AND version=?) LIMIT 1", (digest, digest, *other_than)))
+                                "AND NOT (name=? AND version=?) UNION ALL SELECT 1 FROM model_artifacts "
+                                "WHERE sha256=? AND NOT (name=? AND version=?) LIMIT 1",
+                                (digest, digest, *other_than, digest, *other_than)))
 
     def set_notes(self, ref: str, notes: str) -> ModelVersion:
         mv = self.resolve(ref)

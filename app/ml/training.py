@@ -18,9 +18,14 @@ log = logging.getLogger(__name__)
 # A feature whose training spread is below this is constant up to float32 noise; dividing by a
 # smaller std would turn that noise into alarms.
 STD_FLOOR = 1e-3
-# Fewer normal windows than this cannot be split into train / early-stopping / calibration sets
-# that each mean something.
+# Fewer normal windows than this cannot be split into train / early-stopping / calibration /
+# evaluation sets that each mean something.
 MIN_TRAINING_WINDOWS = 40
+# The threshold's calibration set and the card's evaluation set each get at least this many
+# windows: fewer make a 99.5th percentile or a false-alarm rate meaningless.
+MIN_HELD_OUT_WINDOWS = 8
+# The early-stopping split gets at least this many windows.
+MIN_VAL_WINDOWS = 4
 
 # progress(stage, fraction 0..1, message)
 ProgressFn = Callable[[str, float, str], None]
@@ -38,7 +43,11 @@ class TrainConfig:
     learning_rate: float = 2e-3
     patience: int = 12  # epochs without val_loss improvement before early stopping
     val_fraction: float = 0.15  # early-stopping split
-    calib_fraction: float = 0.2  # held out entirely, for the threshold and int8-vs-float checks
+    calib_fraction: float = 0.2  # held out entirely, for the threshold only
+    # Held out entirely, for the card's false-alarm rate, ROC AUC, precision, recall and the
+    # int8-vs-float checks: windows the threshold never saw, so false alarms are not ~0 by
+    # construction.
+    eval_fraction: float = 0.15
     threshold_percentile: float = 99.5
     # The calibration set is a few dozen windows; a margin keeps the live false-alarm rate low.
     threshold_margin: float = 1.5
@@ -52,10 +61,17 @@ class TrainConfig:
             problems.append("epochs and batch size must be at least 1")
         if not 0 < self.threshold_percentile <= 100 or not self.threshold_margin > 0:
             problems.append("threshold percentile must be in (0, 100] and margin positive")
-        if not (0 < self.val_fraction < 0.5 and 0 < self.calib_fraction < 0.5):
-            problems.append("validation and calibration fractions must be in (0, 0.5)")
+        if not (0 < self.val_fraction < 0.5 and 0 < self.calib_fraction < 0.5 and 0 < self.eval_fraction < 0.5):
+            problems.append("validation, calibration and evaluation fractions must be in (0, 0.5)")
+        elif self.val_fraction + self.calib_fraction + self.eval_fraction >= 0.8:
+            problems.append("validation, calibration and evaluation fractions leave under 20% for training")
         if problems:
             raise ModelError("bad training configuration: " + "; ".join(problems))
+
+    @property
+    def eval_share(self) -> float:
+        """The evaluation set's share of all held-out normal windows (calibration + evaluation)."""
+        return self.eval_fraction / (self.calib_fraction + self.eval_fraction)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -67,25 +83,43 @@ class TrainConfig:
 class Split:
     train: np.ndarray
     val: np.ndarray
-    calib: np.ndarray
+    calib: np.ndarray  # sets the threshold, nothing else
+    evaluation: np.ndarray  # the card's detection metrics: never seen by training or the threshold
+
+
+def split_held_out(rows: np.ndarray, eval_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffle (seeded) held-out normal windows into (calibration, evaluation), `eval_share` of
+    them (at least MIN_HELD_OUT_WINDOWS each) for evaluation; DataError when too few."""
+    rows = np.asarray(rows, np.float32)
+    if len(rows) < 2 * MIN_HELD_OUT_WINDOWS:
+        raise DataError(f"only {len(rows)} held-out normal windows; at least {2 * MIN_HELD_OUT_WINDOWS} "
+                        f"are needed ({MIN_HELD_OUT_WINDOWS} to set the threshold, {MIN_HELD_OUT_WINDOWS} to "
+                        "measure false alarms): record or import more normal data")
+    n_eval = min(max(MIN_HELD_OUT_WINDOWS, round(len(rows) * eval_share)), len(rows) - MIN_HELD_OUT_WINDOWS)
+    order = np.random.default_rng(seed).permutation(len(rows))
+    calib, evaluation = np.split(rows[order], [len(rows) - n_eval])
+    return calib, evaluation
 
 
 def split_normal(features: np.ndarray, config: TrainConfig, calib: np.ndarray | None = None) -> Split:
-    """Shuffle (seeded) and split normal windows into train / early-stopping / calibration
-    (or take the calibration windows given)."""
+    """Shuffle (seeded) and split normal windows into train / early-stopping / calibration /
+    evaluation; with `calib` given (normal windows held out by source), those are split into
+    calibration and evaluation in the ratio of the two fractions instead."""
     features = np.asarray(features, np.float32)
     if len(features) < MIN_TRAINING_WINDOWS:
         raise DataError(f"only {len(features)} normal windows; training needs at least "
                         f"{MIN_TRAINING_WINDOWS} (record or import more normal data)")
     order = np.random.default_rng(config.seed).permutation(len(features))
+    n_val = max(MIN_VAL_WINDOWS, round(len(features) * config.val_fraction))
     if calib is not None:
-        n_val = max(4, round(len(features) * config.val_fraction))
         val, train = np.split(features[order], [n_val])
-        return Split(train=train, val=val, calib=np.asarray(calib, np.float32))
-    n_calib = max(8, round(len(features) * config.calib_fraction))
-    n_val = max(4, round(len(features) * config.val_fraction))
-    calib, val, train = np.split(features[order], [n_calib, n_calib + n_val])
-    return Split(train=train, val=val, calib=calib)
+        calib_rows, evaluation = split_held_out(calib, config.eval_share, config.seed)
+        return Split(train=train, val=val, calib=calib_rows, evaluation=evaluation)
+    n_calib = max(MIN_HELD_OUT_WINDOWS, round(len(features) * config.calib_fraction))
+    n_eval = max(MIN_HELD_OUT_WINDOWS, round(len(features) * config.eval_fraction))
+    calib_rows, evaluation, val, train = np.split(
+        features[order], [n_calib, n_calib + n_eval, n_calib + n_eval + n_val])
+    return Split(train=train, val=val, calib=calib_rows, evaluation=evaluation)
 
 
 def normalisation(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

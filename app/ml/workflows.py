@@ -59,7 +59,8 @@ def train_and_register(data: list[str], fault_data: list[str] | None, name: str,
 
             raise Cancelled("training cancelled")
         return registry.add(name=name, tflite=trained.tflite, card=trained.card, image=trained.image,
-                            parent=parent, dataset=",".join(i["id"] for i in normal_info), notes=notes)
+                            parent=parent, dataset=",".join(i["id"] for i in normal_info), notes=notes,
+                            artifacts=trained.extra_artifacts)
     finally:
         if own_store:
             datasets.close()
@@ -85,7 +86,8 @@ def import_and_register(path: Path, name: str, *, data: list[str] | None = None,
         latest = registry.list(name)
         return registry.add(name=name, tflite=imported.tflite, card={**imported.card, "datasets": info},
                             image=imported.image, parent=latest[-1].ref if latest else None,
-                            dataset=",".join(i["id"] for i in info) or None, notes=notes)
+                            dataset=",".join(i["id"] for i in info) or None, notes=notes,
+                            artifacts=imported.extra_artifacts)
     finally:
         if own_store:
             datasets.close()

@@ -51,9 +51,15 @@ def test_record_train_check_list_from_the_virtual_fleet(data_dir, mosquitto_url,
     assert code == 0 and any(line.startswith("stm32f446") and " yes " in line for line in out)
     code, out, _ = run(capsys, "model", "check", "pump-a@latest", "--json", "--recompute")
     assert json.loads("\n".join(out))["arena"] == version["arena"]
+    code, out, _ = run(capsys, "model", "show", "pump-a@1")
+    kept = next(line for line in out if line.strip().startswith("also kept"))
+    assert "float32" in kept and "dynamic" in kept, out
     code, out, _ = run(capsys, "model", "export", "pump-a@latest", "--out", str(tmp_path), "--header")
-    assert [p.rsplit("/", 1)[1] for p in out] == ["pump-a-v1.tflite", "pump-a-v1.tmlm", "pump-a-v1.json",
-                                                 "pump-a-v1.h"]
+    assert [p.rsplit("/", 1)[1] for p in out] == ["pump-a-v1.tflite", "pump-a-v1.tmlm", "pump-a-v1.float32.tflite",
+                                                 "pump-a-v1.dynamic.tflite", "pump-a-v1.json", "pump-a-v1.h"]
+    manifest = json.loads((tmp_path / "pump-a-v1.json").read_text())
+    assert set(manifest["files"]) == {"tflite", "image", "float32", "dynamic"}
+    assert manifest["files"]["float32"]["size"] == (tmp_path / "pump-a-v1.float32.tflite").stat().st_size
 
 
 def test_record_unknown_device_is_clear(data_dir, mosquitto_url, capsys):
@@ -93,3 +99,45 @@ def test_check_require_refuses_a_model_that_does_not_fit(data_dir, capsys, train
     assert code == 2 and "does not fit stm32f446: tensor arena 40.0 KB exceeds the 32.0 KB RAM budget" in err
     code, _, err = run(capsys, "model", "check", ref, "--require", "stm32l4r5")
     assert code == 0
+
+
+def test_record_over_serial_from_a_pty_device(data_dir, virtual_fleet, capsys):
+    """`data record --via serial`: a virtual device on a real pty, reached through the serial
+    channel the deploy command uses; the dataset holds what its machine produced."""
+    fleet = virtual_fleet(None, 1, serial=True)
+    device = fleet.devices[0].device_id
+    port = fleet.serial_ports[device]
+    code, out, err = run(capsys, "data", "record", "--via", "serial", "--port", port, "--seconds", "3",
+                         "--label", "normal", "--device", device)
+    assert code == 0, err
+    ds_id = out[-1]
+    assert ds_id.startswith("ds-") and f"from {device}" in err
+    code, out, _ = run(capsys, "data", "list", "--json")
+    (listed,) = json.loads("\n".join(out))
+    assert listed["id"] == ds_id and listed["source"] == f"device:{device}" and listed["windows"] == 10
+    meta = listed["meta"]
+    assert (meta["transport"], meta["port"], meta["device"]) == ("serial", port, device)
+    assert meta["shaft_hz"] == pytest.approx(fleet.device(device).machine.shaft_hz, rel=0.2)
+
+
+def test_record_over_serial_checks_the_device_and_needs_a_port(data_dir, virtual_fleet, capsys):
+    fleet = virtual_fleet(None, 1, serial=True)
+    port = fleet.serial_ports[fleet.devices[0].device_id]
+    code, _, err = run(capsys, "data", "record", "--via", "serial", "--port", port, "--seconds", "3",
+                       "--label", "normal", "--device", "sim-999")
+    assert code == 2 and f"{port} is device 'sim-001', not 'sim-999'" in err
+    code, _, err = run(capsys, "data", "record", "--via", "serial", "--seconds", "3", "--label", "normal")
+    assert code == 2 and "--via serial needs --port" in err
+    code, _, err = run(capsys, "data", "record", "--via", "serial", "--port", "/dev/does-not-exist",
+                       "--seconds", "3", "--label", "normal")
+    assert code == 2 and "cannot open serial port /dev/does-not-exist" in err
+    code, out, _ = run(capsys, "data", "list")
+    assert "no datasets yet" in out[0]
+
+
+def test_stream_line_rate_explains_slow_serial_recordings():
+    """The raw 3.2 kHz stream does not fit the 115200-baud default of a real UART; 921600 carries it
+    (the hint a failed serial recording at a low baud gives)."""
+    from app.cli import data
+
+    assert data.DEFAULT_BAUD < data.stream_baud() < 921600

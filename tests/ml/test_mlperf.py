@@ -54,3 +54,32 @@ def test_reference_imports_as_external_tflite(data_dir, reference, tmp_path):
         import_and_register(path, "ad")
     mv = import_and_register(path, "ad", external=True)
     assert mv.ref == "ad@1" and mv.card["input_shape"] == [1, 640] and mv.fit["stm32l4r5"]["fits"]
+
+
+def test_mlperf_command_stores_a_check_only_reference(data_dir, tmp_path, capsys):
+    """`tinymlops model mlperf` end to end (build, convert, TFLM checks: a few seconds), then what
+    an engineer does with it: check it against a board, export it, and try to deploy it."""
+    import json
+
+    from app.cli.main import main
+
+    assert main(["model", "mlperf"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == "mlperf-ad@1"
+    for stage in ("build:", "convert:", "validate:"):
+        assert stage in err, err
+    assert main(["model", "check", "mlperf-ad@1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["kind"] == "external" and not report["deployable"] and report["ops"] == ["FULLY_CONNECTED"]
+    assert report["fit"]["stm32l4r5"]["fits"] and not report["fit"]["stm32f446"]["fits"]
+    assert main(["model", "check", "mlperf-ad@latest", "--require", "stm32f446"]) == 2
+    assert "does not fit stm32f446: image" in capsys.readouterr().err
+    assert main(["model", "show", "mlperf-ad@1"]) == 0
+    assert "mlperf-ad@1 (external, check-only)" in capsys.readouterr().out
+    assert main(["model", "export", "mlperf-ad@1", "--out", str(tmp_path)]) == 0
+    written = [line.rsplit("/", 1)[1] for line in capsys.readouterr().out.split()]
+    assert written == ["mlperf-ad-v1.tflite", "mlperf-ad-v1.json"]  # no .tmlm: nothing a device could take
+    assert json.loads((tmp_path / "mlperf-ad-v1.json").read_text())["deployable"] is False
+    # refused before any connection is attempted (port 9 has no broker)
+    assert main(["deploy", "mlperf-ad@1", "--device", "sim-001", "--broker", "mqtt://127.0.0.1:9"]) == 2
+    assert "external model ([1, 640] input, not feature spec 1)" in capsys.readouterr().err

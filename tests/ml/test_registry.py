@@ -3,6 +3,7 @@ each gets a clear error and leaves the registry as it was."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 
@@ -51,6 +52,51 @@ def test_versions_round_trip(data_dir, trained):
         assert again.resolve("pump@latest").card["notes"] == "retrained"
 
 
+def test_float_and_dynamic_conversions_are_kept_and_exported(data_dir, trained, tmp_path):
+    """Training makes three conversions; the version keeps all three, content-addressed, and the
+    export package carries the float32 and dynamic-range ones with their checksums."""
+    from app.ml import package
+
+    extras = trained.extra_artifacts
+    assert set(extras) == {"float32", "dynamic"}
+    assert {k: len(v) for k, v in extras.items()} == {
+        k: v for k, v in trained.card["conversion"]["sizes"].items() if k != "int8"}
+    with Registry() as reg:
+        v1 = add(reg, trained, artifacts=extras)
+        v2 = add(reg, trained, artifacts=extras)
+        assert set(v1.artifacts) == {"float32", "dynamic"}
+        for kind, data in extras.items():
+            assert v1.artifacts[kind] == {"sha256": store.sha256_hex(data), "size": len(data)}
+            assert reg.artifact_bytes(v2, kind) == data
+        # float input and output: a host-side model, not the int8 one a device runs
+        assert importer.tensor_io(reg.artifact_bytes(v1, "float32"))[0][0][0] != importer.INT8
+        names = {p.name for p in (data_dir / "artifacts").iterdir()}
+        assert names == {v1.tflite_sha256, v1.sha256, v2.sha256, *(store.sha256_hex(d) for d in extras.values())}
+        files = package.export_with_artifacts(reg, v1, tmp_path / "out")
+    with Registry() as again:  # persisted
+        assert again.resolve("pump@1").artifacts == v1.artifacts
+        assert again.resolve("pump@1").card["artifacts"] == v1.artifacts
+    assert [p.name for p in files] == ["pump-v1.tflite", "pump-v1.tmlm", "pump-v1.float32.tflite",
+                                       "pump-v1.dynamic.tflite", "pump-v1.json"]
+    manifest = json.loads(files[-1].read_text())
+    for kind, path in (("float32", files[2]), ("dynamic", files[3])):
+        entry = manifest["files"][kind]
+        assert entry["file"] == path.name and not entry["deployable"]
+        assert entry["sha256"] == store.sha256_hex(path.read_bytes()) == v1.artifacts[kind]["sha256"]
+    assert manifest["files"]["image"]["sha256"] == v1.sha256  # export.py's entries are still there
+
+
+def test_missing_or_unknown_artifact_kinds_are_clear(data_dir, trained):
+    with Registry() as reg:
+        mv = add(reg, trained)
+        assert mv.artifacts == {}
+        with pytest.raises(ModelError, match=r"keeps no 'float32' conversion \(kept: none\)"):
+            reg.artifact_bytes(mv, "float32")
+        with pytest.raises(ModelError, match="unknown artifact kind"):
+            add(reg, trained, artifacts={"onnx": b"x"})
+        assert [v.ref for v in reg.list()] == ["pump@1"]
+
+
 def test_unknown_refs_are_clear(data_dir, trained):
     with Registry() as reg:
         add(reg, trained)
@@ -67,8 +113,9 @@ def test_failed_insert_leaves_nothing(data_dir, trained, monkeypatch):
         reg._conn.execute("CREATE TRIGGER fail BEFORE INSERT ON model_versions BEGIN "
                           "SELECT RAISE(ABORT, 'disk full'); END")
         with pytest.raises(sqlite3.IntegrityError):
-            add(reg, trained)
+            add(reg, trained, artifacts=trained.extra_artifacts)
         assert reg.list() == []
+        assert reg._conn.execute("SELECT COUNT(*) FROM model_artifacts").fetchone()[0] == 0
     assert list((data_dir / "artifacts").iterdir()) == []
 
 
@@ -94,6 +141,10 @@ def test_export_package_and_header(data_dir, trained, tmp_path):
     assert manifest["model"] == "pump@1" and manifest["files"]["image"]["sha256"] == mv.sha256
     assert files[0].read_bytes() == trained.tflite and files[1].read_bytes() == image
     text = header.read_text()
+    # declared for every includer, defined only under the implementation macro (one copy per firmware;
+    # tests/firmware/test_model_header.py compiles and links it from several files)
+    assert "extern const unsigned char pump_model[];" in text
+    assert text.index("#ifdef TINYMLOPS_MODEL_IMPLEMENTATION") < text.index("const unsigned char pump_model[] __attr")
     assert "const unsigned char pump_model[] __attribute__((aligned(16))) = {" in text
     body = text.split("= {", 1)[1].split("};", 1)[0]
     assert bytes(int(tok, 16) for tok in body.replace(",", " ").split()) == image
@@ -116,6 +167,18 @@ def test_import_int8_tflite_calibrates_on_data(trained, normal_rows, tmp_path):
     imported = importer.import_model(tmp_path / "m.tflite", normal=normal_rows)
     assert imported.image is not None and imported.card["fit"]["stm32f446"]["fits"]
     assert imported.card["threshold"]["value"] > 0
+    # the dataset is split: some windows set the threshold, the others measure false alarms
+    m = imported.card["metrics"]
+    assert m["n_calibration"] + m["n_normal"] == len(normal_rows) and min(m["n_calibration"], m["n_normal"]) >= 8
+    assert imported.card["threshold"]["n_windows"] == m["n_calibration"]
+
+
+def test_import_with_too_little_data_to_split_is_refused(trained, normal_rows, tmp_path):
+    from app.domain.errors import DataError
+
+    (tmp_path / "m.tflite").write_bytes(trained.tflite)
+    with pytest.raises(DataError, match=r"only 10 held-out normal windows; at least 16 are needed"):
+        importer.import_model(tmp_path / "m.tflite", normal=normal_rows[:10])
 
 
 def test_import_keras_float_model_converts_it(trained, normal_rows, tmp_path):
@@ -125,6 +188,7 @@ def test_import_keras_float_model_converts_it(trained, normal_rows, tmp_path):
     assert set(imported.card["conversion"]["seconds"]) == {"float32", "dynamic", "int8"}
     assert imported.card["conversion"]["int8_vs_float"]["pearson"] > 0.9
     assert importer.tensor_io(imported.tflite)[0] == [(importer.INT8, [1, 36])]
+    assert set(imported.extra_artifacts) == {"float32", "dynamic"}  # kept by the registry on import
 
 
 def test_import_h5_and_savedmodel(trained, normal_rows, tmp_path):
@@ -136,6 +200,65 @@ def test_import_h5_and_savedmodel(trained, normal_rows, tmp_path):
     assert importer.import_model(saved, normal=normal_rows).image is not None
 
 
+# A SavedModel as wide as the MLPerf Tiny AD input (5 frames x 128 mel bins), with hidden layers
+# small enough to export and convert in a second or two.
+WIDE_INPUT = 640
+WIDE_HIDDEN = (16, 8, 16)
+
+
+def _wide_savedmodel(path):
+    from app.ml.tfimport import keras
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    inputs = k.Input(shape=(WIDE_INPUT,))
+    x = inputs
+    for units in WIDE_HIDDEN:
+        x = k.layers.Dense(units, activation="relu")(x)
+    k.Model(inputs, k.layers.Dense(WIDE_INPUT)(x)).export(str(path))
+    return path
+
+
+def test_savedmodel_input_width_comes_from_its_signature(data_dir, normal_rows, tmp_path):
+    """A 640-wide SavedModel is read as 640-wide (not forced to 36 inputs): refused as a
+    deployable model with the reason, stored check-only with --external, never deployable."""
+    from app.ml.workflows import import_and_register
+
+    saved = _wide_savedmodel(tmp_path / "wide")
+    before = snapshot(data_dir)
+    with pytest.raises(ModelError, match=r"maps \[1, 640\] to \[1, 640\], not feature spec 1's \[1, 36\].*--external"):
+        import_and_register(saved, "wide")
+    assert snapshot(data_dir) == before
+    mv = import_and_register(saved, "wide", external=True)
+    assert mv.kind == "external" and not mv.deployable and mv.card["input_shape"] == [1, WIDE_INPUT]
+    with Registry() as reg:
+        assert importer.tensor_io(reg.tflite_bytes(mv)) == ([(importer.INT8, [1, WIDE_INPUT])],
+                                                            [(importer.INT8, [1, WIDE_INPUT])])
+        with pytest.raises(ModelError, match=r"external model \(\[1, 640\] input, not feature spec 1\)"):
+            reg.image_bytes(mv)
+
+
+# An op in neither the C engine's set (every Cortex-M profile) nor ESP32's TFLM resolver; the int8
+# converter keeps it as an int8 EXP kernel, so the file is otherwise a valid 36 -> 36 int8 model.
+FOREIGN_OP = "EXP"
+
+
+def _exp_keras():
+    from app.ml.tfimport import keras
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    inputs = k.Input(shape=(36,))
+    x = k.layers.Lambda(lambda t: k.ops.exp(t))(k.layers.Dense(8)(inputs))
+    return k.Model(inputs, k.layers.Dense(36)(x))
+
+
+@functools.cache
+def _exp_tflite() -> bytes:
+    rows = np.random.default_rng(0).standard_normal((32, 36)).astype(np.float32)
+    return conversion.to_int8(_exp_keras(), rows)
+
+
 BAD_FILES = {
     "truncated": (lambda t: t[: len(t) // 2], "m.tflite", "TFLite flatbuffer"),
     "corrupted header": (lambda t: t[:4] + b"XXXX" + t[8:], "m.tflite", "not a TFLite flatbuffer"),
@@ -145,6 +268,7 @@ BAD_FILES = {
     "unknown suffix": (lambda t: t, "m.onnx", "unsupported model format"),
     "truncated image": (lambda t: ModelImage("x", 1, 1.0, np.zeros(36, np.float32), np.ones(36, np.float32),
                                              t).to_bytes()[:-100], "m.tmlm", "truncated"),
+    "op no device runs": (lambda t: _exp_tflite(), "m.tflite", f"ops no supported device runs: {FOREIGN_OP}"),
 }
 
 
@@ -158,6 +282,29 @@ def test_bad_model_files_are_refused_and_store_nothing(data_dir, trained, tmp_pa
     path.write_bytes(make(trained.tflite))
     with pytest.raises(ModelError, match=message):
         import_and_register(path, "bad")
+    assert snapshot(data_dir) == before
+
+
+def test_an_op_no_device_runs_is_refused_in_every_import_path(data_dir, normal_rows, tmp_path, capsys):
+    """Deployable or check-only, int8 file or float model converted here: a model using an op
+    outside every profile's op set is refused with the op's name and stores nothing."""
+    from app.cli.main import main
+    from app.domain.profiles import PROFILES
+
+    assert all(FOREIGN_OP not in p.ops for p in PROFILES.values())
+    tflite = tmp_path / "exp.tflite"
+    tflite.write_bytes(_exp_tflite())
+    saved = tmp_path / "exp-savedmodel"  # a Lambda layer does not reload from .keras (safe mode)
+    _exp_keras().export(str(saved))
+    before = snapshot(data_dir)
+    for path, kwargs in ((tflite, {"normal": normal_rows}), (tflite, {"external": True}),
+                         (saved, {"normal": normal_rows})):
+        with pytest.raises(ModelError, match=f"ops no supported device runs: {FOREIGN_OP}") as err:
+            importer.import_model(path, **kwargs)
+        assert err.value.code == ErrorCode.UNSUPPORTED_OP
+    capsys.readouterr()
+    assert main(["model", "import", str(tflite), "--name", "exp", "--external"]) == 2
+    assert f"the model uses ops no supported device runs: {FOREIGN_OP}" in capsys.readouterr().err
     assert snapshot(data_dir) == before
 
 

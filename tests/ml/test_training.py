@@ -126,3 +126,62 @@ def test_fault_dataset_refused_as_normal(data_dir):
         ds = store.add(recording(2, 5.0, FaultMask.IMBALANCE, 0.5), 3200, "fault", source="test")
     with pytest.raises(DataError, match=r"labelled 'fault'.*--fault-data"):
         train_and_register([ds.id], [], "x")
+
+
+def _row_keys(rows: np.ndarray) -> set[bytes]:
+    return {np.asarray(r, np.float32).tobytes() for r in rows}
+
+
+def test_threshold_and_card_metrics_use_disjoint_held_out_windows(trained, normal_rows):
+    """The split the pipeline made is reproducible from its seed: the threshold is the percentile
+    of the calibration windows' device scores, the card's false-alarm rate that of the evaluation
+    windows, and no window is in both (or in training)."""
+    from .conftest import TEST_EPOCHS, TEST_PATIENCE
+
+    config = training.TrainConfig(epochs=TEST_EPOCHS, patience=TEST_PATIENCE, seed=3)  # as `trained`
+    split = training.split_normal(normal_rows, config)
+    card, m = trained.card, trained.card["metrics"]
+    assert card["training"]["n_calibration"] == len(split.calib) == m["n_calibration"] == card["threshold"]["n_windows"]
+    assert card["training"]["n_evaluation"] == len(split.evaluation) == m["n_normal"]
+    assert len(split.calib) >= training.MIN_HELD_OUT_WINDOWS and len(split.evaluation) >= training.MIN_HELD_OUT_WINDOWS
+    calib_keys, eval_keys = _row_keys(split.calib), _row_keys(split.evaluation)
+    assert len(calib_keys) == len(split.calib) and len(eval_keys) == len(split.evaluation)
+    assert not calib_keys & eval_keys
+    assert not (calib_keys | eval_keys) & _row_keys(np.concatenate([split.train, split.val]))
+
+    arena = card["arena"]
+    calib_scores = pipeline.int8_scores(trained.image, arena, split.calib)
+    eval_scores = pipeline.int8_scores(trained.image, arena, split.evaluation)
+    assert card["threshold"]["percentile_score"] == pytest.approx(
+        float(np.percentile(calib_scores, config.threshold_percentile)), rel=1e-6)
+    assert m["false_alarm_rate"] == pytest.approx(float(np.mean(eval_scores > trained.image.threshold)))
+
+
+def test_card_false_alarms_are_measured_on_the_evaluation_windows(trained, normal_rows, fault_rows):
+    """Hand `finish` evaluation windows that alarm (imbalanced machines passed as "normal"): a card
+    computed on the calibration windows would still show ~0 false alarms; this one must not."""
+    config = training.TrainConfig(seed=3)
+    split = training.split_normal(normal_rows, config)
+    alarming = fault_rows["imbalance"]
+    model = pipeline.finish(name="eval-check", conv=trained.conversion, mean=trained.image.mean,
+                            std=trained.image.std, calib=split.calib, evaluation=alarming,
+                            fault=fault_rows["bearing_outer"], float_model=trained.keras_model,
+                            percentile=config.threshold_percentile, margin=config.threshold_margin, card={})
+    m = model.card["metrics"]
+    assert m["false_alarm_rate_calibration"] <= 0.05
+    assert m["false_alarm_rate"] > 0.5, m
+    assert m["n_normal"] == len(alarming) and m["n_calibration"] == len(split.calib)
+    # the threshold still comes from the calibration windows alone
+    assert model.image.threshold == pytest.approx(trained.image.threshold, rel=1e-6)
+    # and precision counts those false alarms against the fault windows' true ones
+    assert m["precision"] < trained.card["metrics"]["precision"]
+
+
+def test_held_out_windows_given_by_source_are_split_too(normal_rows):
+    calib_source = simulate(seed=41, machines=2, windows=20)
+    split = training.split_normal(normal_rows, training.TrainConfig(), calib=calib_source)
+    assert len(split.calib) + len(split.evaluation) == len(calib_source)
+    assert len(split.train) + len(split.val) == len(normal_rows)
+    assert not _row_keys(split.calib) & _row_keys(split.evaluation)
+    with pytest.raises(DataError, match="held-out normal windows"):
+        training.split_normal(normal_rows, training.TrainConfig(), calib=calib_source[:10])
