@@ -14,15 +14,28 @@ DEBS=(mosquitto gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm cmake 
       libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libglib2.0-0
       libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 libxcb-randr0
       libxcb-render-util0 libxcb-image0 python3-venv desktop-file-utils appstream binutils)
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+if command -v dpkg-query >/dev/null && command -v apt-get >/dev/null; then
     missing=()
     for p in "${DEBS[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then
-        echo "bootstrap: installing Debian packages: ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        SUDO=()
+        if [ "$(id -u)" != 0 ]; then
+            if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+                SUDO=(sudo -n)
+            else
+                echo "bootstrap: missing Debian packages (the QEMU, firmware and broker tests need them); run:" >&2
+                echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+                missing=()
+            fi
+        fi
+        if [ ${#missing[@]} -gt 0 ]; then
+            echo "bootstrap: installing Debian packages: ${missing[*]}"
+            "${SUDO[@]}" apt-get update -qq
+            "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                "${missing[@]}" >/dev/null
+        fi
     fi
 fi
 
