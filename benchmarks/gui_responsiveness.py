@@ -125,19 +125,18 @@ class Probe:
         self.delays = []
         self._last = time.perf_counter()
         self.timer.start()
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            app.processEvents()
-            time.sleep(0.001)
+        pump(app, seconds)
         self.timer.stop()
         return self.delays
 
 
 def pump(app, seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        app.processEvents()
-        time.sleep(0.005)
+    """Run Qt's real event loop for `seconds` (as `app.exec()` would), then return."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    QTimer.singleShot(max(1, int(seconds * 1000)), loop.quit)
+    loop.exec()
 
 
 def summary(delays: list[float]) -> tuple[float, float, float]:
