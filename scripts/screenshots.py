@@ -3,10 +3,11 @@
     QT_QPA_PLATFORM=offscreen python3 scripts/screenshots.py [--out docs/screenshots] [--keep-data]
 
 Runs the real application on the embedded default (in-process broker + virtual fleet) with a
-throw-away data directory: streams live vibration from a faulty machine, trains and converts a
-small model from simulated normal data on the Models page, deploys it from the wizard to three
-devices (and one over a second version), and captures the fleet, live view (overlay and side by
-side), models page, deploy wizard and latency dashboard. Takes about a minute (TensorFlow trains the model).
+throw-away data directory: streams live vibration from a faulty machine, trains and converts two
+model versions of different sizes from simulated normal data on the Models page, deploys both from
+the wizard to three devices (so the latency dashboard plots size against deployment time), and
+captures the fleet, live view (overlay and side by side), models page, deploy wizard and latency
+dashboard. Takes about a minute (TensorFlow trains the models).
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Long enough for devices to connect, TensorFlow to train and a deployment to finish on a busy machine.
 STEP_TIMEOUT_S = 240.0
-WINDOW_SIZE = (1500, 920)
+# A common laptop/desktop width: the fleet (every column, Transport included) and a page beside it.
+WINDOW_SIZE = (1600, 940)
+# Layer sizes of the two versions: the second is wider, so its image is larger and the latency
+# dashboard's "image size vs deployment" plot has two sizes to compare.
+VERSION_LAYERS = ((32, 16), (96, 48))
 # The faulty virtual device (every 7th from the 4th boots with a fault) makes the live view interesting.
 LIVE_DEVICE = "sim-004"
 COMPARE_DEVICE = "sim-001"
@@ -112,8 +117,8 @@ def main() -> int:
     window.tabs.setCurrentIndex(TAB_MODELS)
     window.models.refresh()
     window.models.set_dataset_checked(dataset)
-    for _ in range(2):
-        worker = window.models.train_checked(name="pump-ae", epochs=40)
+    for hidden in VERSION_LAYERS:
+        worker = window.models.train_checked(name="pump-ae", epochs=40, hidden=hidden)
         wait_until(app, lambda w=worker: w.done, what="training")
         if worker.failed:
             raise SystemExit(f"screenshots: training failed: {worker.failed}")

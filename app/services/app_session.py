@@ -8,12 +8,14 @@ closes what was started and raises one TinyMLOpsError with a sentence the GUI ca
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from app.domain.errors import LinkError, TinyMLOpsError
+from app.transport.local_broker import announce
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,10 @@ class AppSession:
         self.monitor = None
         self.broker_url: str | None = None
         self._target = None  # the broker URL with its credentials, for further connections
+        self._withdraw: Callable[[], None] = lambda: None  # removes the embedded broker's announcement
         self.serial: dict[str, object] = {}  # port -> SerialChannel attached to the fleet monitor
+        self._serial_baud: dict[str, int] = {}  # port -> the baud rate it was attached with
+        self._serial_device: dict[str, str] = {}  # port -> id of the device that announced itself there
         self._serial_lock = threading.Lock()  # attach/detach against the reopen watcher
         self._serial_watch: threading.Thread | None = None
         self._closed = threading.Event()
@@ -64,6 +69,11 @@ class AppSession:
     @property
     def embedded(self) -> bool:
         return self.config.embedded
+
+    @property
+    def closed(self) -> bool:
+        """True once close() has begun (it stops the parts in order; a second call returns at once)."""
+        return self._closed.is_set()
 
     def start(self, progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> AppSession:
         """Bring the session up; raises TinyMLOpsError (never a bare library error) on failure."""
@@ -88,6 +98,7 @@ class AppSession:
                 step(5, "starting the embedded MQTT broker")
                 self.broker = EmbeddedBroker()
                 self.broker_url = self.broker.start()
+                self._withdraw = announce(self.broker_url)  # the command line finds this fleet
             else:
                 url = parse_broker_url(self.config.broker_url or "")
                 if self.config.username:
@@ -141,16 +152,38 @@ class AppSession:
                 raise LinkError(f"{port} is already attached")
             channel = open_serial_channel(port, baud)
             self.serial[port] = channel
+            self._serial_baud[port] = int(baud)
+            channel.on_packet(lambda packet, port=port: self._note_serial_device(port, packet))  # before its HELLO
             self.monitor.attach_serial(channel)
             if self._serial_watch is None:
                 self._serial_watch = threading.Thread(target=self._reopen_vanished_ports, name="serial-reopen",
                                                       daemon=True)
                 self._serial_watch.start()
 
+    def _note_serial_device(self, port: str, packet) -> None:
+        from app.protocol.messages import Hello
+
+        if isinstance(packet.msg, Hello):
+            self._serial_device[port] = packet.msg.device_id
+
+    def serial_port_of(self, device_id: str) -> tuple[str, int] | None:
+        """(port, baud) of the attached port `device_id` announced itself on, or None."""
+        for port, device in list(self._serial_device.items()):
+            baud = self.attached_baud(port)
+            if device == device_id and baud is not None:
+                return port, baud
+        return None
+
+    def attached_baud(self, port: str) -> int | None:
+        """The baud rate `port` was attached with, or None when it is not attached."""
+        return self._serial_baud.get(port) if port in self.serial else None
+
     def detach_serial(self, port: str) -> bool:
         """Close an attached port (before a serial deployment opens it itself); True if it was attached."""
         with self._serial_lock:
             channel = self.serial.pop(port, None)
+            self._serial_device.pop(port, None)
+            self._serial_baud.pop(port, None)
         if channel is None:
             return False
         try:
@@ -189,6 +222,7 @@ class AppSession:
         if self._closed.is_set():
             return
         self._closed.set()
+        self._withdraw()
         for port in list(self.serial):
             self.detach_serial(port)
         for name in ("fleet", "monitor", "connection", "broker"):
@@ -199,3 +233,33 @@ class AppSession:
                 part.stop() if name in ("fleet", "broker") else part.close()
             except Exception:
                 log.exception("session: error while stopping the %s", name)
+
+
+@dataclass
+class SerialRelease:
+    """What `serial_port_released` did: `reattach_error` says why the port could not be attached again."""
+
+    port: str
+    released: bool = False
+    reattach_error: str | None = None
+
+
+@contextlib.contextmanager
+def serial_port_released(session: AppSession | None, port: str, baud: int) -> Iterator[SerialRelease]:
+    """Hand a port the fleet view holds open to a job that opens it itself (a serial deployment,
+    rollback or confirmation), and attach it again afterwards with the baud rate it had (`baud` when
+    it was not attached). A port that cannot be attached again (it vanished meanwhile) does not undo
+    the job's outcome: the reason is in `reattach_error`, for the caller to show."""
+    release = SerialRelease(port)
+    attached = session.attached_baud(port) if session is not None else None
+    attached_baud = attached or baud
+    release.released = session is not None and session.detach_serial(port)
+    try:
+        yield release
+    finally:
+        if release.released:
+            try:
+                session.attach_serial(port, attached_baud)
+            except TinyMLOpsError as exc:
+                log.warning("could not attach %s again: %s", port, exc)
+                release.reattach_error = str(exc)

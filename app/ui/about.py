@@ -1,22 +1,48 @@
-"""About box: what this build is made of (the versions a support request needs)."""
+"""About box: what this build is made of (the versions a support request needs).
+
+Library versions come from the installed distributions' metadata (importlib.metadata), so the box
+never imports TensorFlow (seconds of start-up and hundreds of MB) just to print its version."""
 
 from __future__ import annotations
 
 import platform
 import sys
+from importlib import metadata
+
+# Shown name -> distribution names to look for, first found wins (TensorFlow is installed as
+# tensorflow-cpu here, as tensorflow elsewhere).
+DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
+    "pyqtgraph": ("pyqtgraph",),
+    "TensorFlow": ("tensorflow-cpu", "tensorflow", "tensorflow-intel", "tensorflow-macos"),
+    "tflite-micro": ("tflite-micro",),
+    "paho-mqtt": ("paho-mqtt",),
+    "amqtt": ("amqtt",),
+    "numpy": ("numpy",),
+    "pyserial": ("pyserial",),
+}
+NOT_INSTALLED = "not installed"
+
+
+def distribution_version(names: tuple[str, ...]) -> str:
+    """The version of the first of `names` that is installed (NOT_INSTALLED when none is)."""
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return NOT_INSTALLED
 
 
 def versions() -> dict[str, str]:
-    import numpy
-    import pyqtgraph
     import PySide6
     from PySide6 import QtCore
 
     from app import __version__
 
-    return {"Tiny-MLOps operator": __version__, "Qt": QtCore.qVersion(), "PySide6": PySide6.__version__,
-            "pyqtgraph": pyqtgraph.__version__, "numpy": numpy.__version__,
-            "Python": f"{platform.python_version()} ({sys.platform})"}
+    out = {"Tiny-MLOps operator": __version__, "Qt": QtCore.qVersion(), "PySide6": PySide6.__version__}
+    out.update({shown: distribution_version(names) for shown, names in DISTRIBUTIONS.items()})
+    out["Python"] = f"{platform.python_version()} ({sys.platform})"
+    return out
 
 
 def about_html() -> str:

@@ -127,12 +127,15 @@ class DashboardPage(QWidget):
         export.setToolTip("Save the whole deployment history as CSV")
         export.clicked.connect(self._export_dialog)
         self.summary = QLabel("")
-        # a long summary or error is cut (full text in the tooltip) rather than widen every page
+        # its own line below the controls, wrapped: a long summary or error (a path) is read in full
+        # and never widens the page beside the fleet
+        self.summary.setWordWrap(True)
         self.summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         top = QHBoxLayout()
         top.addWidget(QLabel("Plot:"))
         top.addWidget(self.metric)
-        top.addWidget(self.summary, 1)
+        top.addStretch(1)
         top.addWidget(refresh)
         top.addWidget(export)
 
@@ -155,6 +158,7 @@ class DashboardPage(QWidget):
         split.setSizes([420, 300])
         layout = QVBoxLayout(self)
         layout.addLayout(top)
+        layout.addWidget(self.summary)
         layout.addWidget(split, 1)
 
     def refresh(self) -> None:

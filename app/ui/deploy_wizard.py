@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
-from app.domain.errors import TinyMLOpsError
+from app.services.app_session import serial_port_released
 from app.ui import workers
 from app.ui.settings import BAUDS
 
@@ -443,16 +443,10 @@ class DeployWizard(QWizard):
 
             if self.via != "mqtt":
                 # a port the fleet view holds open is released for the transfer and attached again after
-                reattach = session is not None and session.detach_serial(self.port)
-                try:
-                    return api.deploy(source, targets, progress=per_device, cancel=cancel, **kwargs)
-                finally:
-                    if reattach:
-                        try:
-                            session.attach_serial(self.port, self.baud)
-                        except TinyMLOpsError as exc:  # the port vanished: the deployment's outcome still counts
-                            log.warning("could not attach %s again: %s", self.port, exc)
-                            self.reattach_error = str(exc)
+                with serial_port_released(session, self.port, self.baud) as release:
+                    results = api.deploy(source, targets, progress=per_device, cancel=cancel, **kwargs)
+                self.reattach_error = release.reattach_error  # the port vanished: the outcome still counts
+                return results
             api.load_image(source)  # a bad image is refused before any connection is made
             connection = session.open_connection()  # its own: see AppSession.open_connection
             try:

@@ -19,7 +19,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.ui.fleet_model import COL_NAME, COL_SCORE, COL_SEEN, DEVICE_ID_ROLE, STATUSES, FleetFilter, FleetModel
+from app.ui.columns import install_column_menu
+from app.ui.fleet_model import (
+    COL_FIRMWARE,
+    COL_NAME,
+    COL_SCORE,
+    COL_SEEN,
+    COLUMNS,
+    DEVICE_ID_ROLE,
+    STATUSES,
+    FleetFilter,
+    FleetModel,
+)
 
 # Sorted by score or last seen, the order is refreshed this often (not on every telemetry batch).
 RESORT_INTERVAL_S = 2.0
@@ -30,8 +41,12 @@ COLUMN_WIDTHS = (130, 130, 105, 70, 85, 105, 70, 65)
 # fleet fills and its first scores arrive, until the user resizes a column or a saved layout exists.
 COLUMN_MAX_WIDTH = 240
 AUTOSIZE_PERIOD_S = 15.0
-# Room for the cell's margins and the sort arrow next to a header's text.
-COLUMN_PADDING = 12
+# Room between a cell's text and the next column (the header's own size hint already has room
+# for its margins and the sort arrow).
+COLUMN_PADDING = 6
+# Hidden until the operator shows them (right-click the header): every device shows its firmware in
+# its tooltip, and without it the other columns, Transport included, fit the ~800 px fleet dock.
+HIDDEN_COLUMNS = (COL_FIRMWARE,)
 
 
 class FleetView(QWidget):
@@ -78,6 +93,7 @@ class FleetView(QWidget):
         self.tree.selectionModel().selectionChanged.connect(lambda *_: self.selection_changed.emit(self.selected()))
         for col, width in enumerate(COLUMN_WIDTHS):
             self.tree.setColumnWidth(col, width)
+        install_column_menu(self.tree.header(), COLUMNS, HIDDEN_COLUMNS)
         self.auto_size_columns = True  # the main window clears it when it restored the user's columns
         self._sizing = False
         self._first_fill: float | None = None
@@ -138,18 +154,21 @@ class FleetView(QWidget):
         self._sizing = True
         try:
             for col, default in enumerate(COLUMN_WIDTHS):
-                want = max(default, self.tree.sizeHintForColumn(col) + COLUMN_PADDING,
-                           header.sectionSizeHint(col) + COLUMN_PADDING)
+                if header.isSectionHidden(col):
+                    continue
+                want = max(default, self.tree.sizeHintForColumn(col) + COLUMN_PADDING, header.sectionSizeHint(col))
                 want = min(want, COLUMN_MAX_WIDTH)
                 if want > header.sectionSize(col):
                     header.resizeSection(col, want)
         finally:
             self._sizing = False
 
-    def _section_resized(self, logical: int, _old: int, _new: int) -> None:
+    def _section_resized(self, logical: int, old: int, _new: int) -> None:
         header = self.tree.header()
         stretched = header.stretchLastSection() and logical == header.count() - 1  # follows the view's width
-        if not self._sizing and not stretched:  # the user dragged a column edge: leave the widths to them
+        shown_or_hidden = header.isSectionHidden(logical) or old == 0  # the column menu, not a drag
+        if not self._sizing and not stretched and not shown_or_hidden:
+            # the user dragged a column edge: leave the widths to them
             self.auto_size_columns = False
 
     def selected(self) -> list[str]:

@@ -12,6 +12,13 @@ from pathlib import Path
 
 # Training stages and the share of the progress bar each takes (the pipeline reports a fraction per stage).
 STAGE_SPAN = {"train": (0, 70), "convert": (70, 85), "validate": (85, 100)}
+# `gui --smoke-test` trains one throw-away model through the GUI's worker path (a spawned child):
+# the fewest windows training accepts, spread over a few simulated machines, and one epoch. It
+# proves TensorFlow imports, trains and converts in a child of the (frozen) GUI, not model quality.
+SMOKE_TRAIN_MACHINES = 4
+SMOKE_TRAIN_EPOCHS = 1
+SMOKE_TRAIN_SEED = 11
+SMOKE_SHAFT_HZ = (15.0, 35.0)  # the range of shaft speeds of the simulated machines
 # A recording may take this factor of its nominal length (lost windows are replaced by later ones) ...
 RECORD_TIME_FACTOR = 1.5
 # ... plus this for the stream request to reach the device and the first windows to come back.
@@ -60,15 +67,42 @@ def record_job(progress, cancel, monitor, device_id: str, seconds: float, label:
     return ds
 
 
-def train_job(progress, cancel, data: list[str], fault: list[str], name: str, epochs: int):
-    from app.ml import training, workflows
+def _stage_progress(progress):
+    """The pipeline's (stage, fraction, message) reports as the worker's (percent, text)."""
 
     def report(stage: str, fraction: float, message: str = "") -> None:
         lo, hi = STAGE_SPAN.get(stage, (0, 100))
         progress(int(lo + (hi - lo) * max(0.0, min(1.0, fraction))), f"{stage}: {message}")
 
-    config = training.TrainConfig(epochs=epochs)
-    return workflows.train_and_register(data, fault, name, config=config, progress=report, cancel=cancel)
+    return report
+
+
+def train_job(progress, cancel, data: list[str], fault: list[str], name: str, epochs: int,
+              hidden: tuple[int, ...] | None = None):
+    """`hidden`: the encoder's layer sizes (TrainConfig's default when None)."""
+    from app.ml import training, workflows
+
+    config = training.TrainConfig(epochs=epochs) if hidden is None else \
+        training.TrainConfig(epochs=epochs, hidden=tuple(hidden))
+    return workflows.train_and_register(data, fault, name, config=config, progress=_stage_progress(progress),
+                                        cancel=cancel)
+
+
+def smoke_train_job(progress, cancel):
+    """Train, convert and TFLM-check a tiny model on simulated normal vibration; nothing is stored.
+    Returns the converted model's sizes (plain data: it crosses back from the child process)."""
+    import numpy as np
+
+    from app.ml import factory, pipeline, training
+
+    per_machine = -(-training.MIN_TRAINING_WINDOWS // SMOKE_TRAIN_MACHINES)  # ceil: at least the minimum
+    normal = np.concatenate([factory.simulate(SMOKE_TRAIN_SEED + m, hz, per_machine)
+                             for m, hz in enumerate(np.linspace(*SMOKE_SHAFT_HZ, SMOKE_TRAIN_MACHINES))])
+    config = training.TrainConfig(epochs=SMOKE_TRAIN_EPOCHS, seed=SMOKE_TRAIN_SEED)
+    trained = pipeline.train_model(normal, name="gui-smoke", config=config, progress=_stage_progress(progress),
+                                   cancel=cancel)
+    return {"windows": len(normal), "epochs": SMOKE_TRAIN_EPOCHS, "tflite_size": trained.card["tflite_size"],
+            "image_size": trained.card["image_size"]}
 
 
 def import_job(progress, cancel, path: str, name: str, data: list[str]):
@@ -90,12 +124,12 @@ def check_job(progress, cancel, ref: str):
 
 
 def export_job(progress, cancel, ref: str, out_dir: str):
-    from app.ml import export
+    from app.ml import export, package
     from app.ml.registry import Registry
 
     with Registry() as reg:
         mv = reg.resolve(ref)
-        written = export.export_package(reg, mv, Path(out_dir))
+        written = package.export_with_artifacts(reg, mv, Path(out_dir))
         if mv.deployable:
             written.append(export.export_header(reg, mv, Path(out_dir)))
     return written

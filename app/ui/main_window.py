@@ -11,6 +11,7 @@ import time
 from PySide6.QtCore import QByteArray, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QDockWidget,
     QHBoxLayout,
     QLabel,
@@ -39,15 +40,19 @@ AGE_REFRESH_MS = 1000
 DEFAULT_SIZE = (1440, 900)
 FLEET_DOCK_WIDTH = 800
 EVENTS_DOCK_HEIGHT = 170
+# At exit, a closing session gets this long: joining the virtual fleet's threads and stopping the
+# embedded broker take up to ~15 s on a loaded machine; past this the process exits anyway.
+SESSION_CLOSE_WAIT_MS = 30_000
 TAB_LIVE, TAB_MODELS, TAB_LATENCY = range(3)
 # SerialLink counters that mean a frame from the device was dropped as line noise.
 SERIAL_BAD_FRAME_COUNTERS = ("bad_crc", "bad_cobs", "truncated", "oversized", "decoder_errors")
 
 
 class _Bridge(QObject):
-    """Carries rare notifications (connection state) from IO threads to the GUI thread."""
+    """Carries rare notifications (connection state) from IO threads to the GUI thread; the
+    session they come from is passed along, so a closing old session's "disconnected" is ignored."""
 
-    connection_state = Signal(bool, str)
+    connection_state = Signal(object, bool, str)
 
 
 class MainWindow(QMainWindow):
@@ -56,6 +61,10 @@ class MainWindow(QMainWindow):
         self.settings = settings or Settings.load()
         self.session = None
         self._session_worker = None
+        # Each start_session() is tagged with the next generation: a start's result that arrives
+        # after a newer start (or the window's shutdown) is stale and closed, never attached.
+        self._session_generation = 0
+        self._closing: list[workers.Worker] = []  # sessions being closed in workers; referenced until done
         self._jobs: list = []
         self._connected = False
         self._conn_reason = "starting"
@@ -65,7 +74,7 @@ class MainWindow(QMainWindow):
         if icon is not None:
             self.setWindowIcon(icon)
         self.bridge = _Bridge()
-        self.bridge.connection_state.connect(self._on_connection_state)
+        self.bridge.connection_state.connect(self._on_session_state)
 
         self.fleet_model = FleetModel(self)
         self.fleet_view = FleetView(self.fleet_model)
@@ -204,23 +213,39 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ session
 
     def start_session(self, config=None) -> workers.Worker:
-        """Start the back end in a worker; the window stays responsive while it comes up."""
+        """Start the back end in a worker; the window stays responsive while it comes up.
+
+        A start still in flight is cancelled; if its session comes up anyway, it is closed (in a
+        worker) when its result arrives, and only the newest start's session is attached."""
         from app.services.app_session import AppSession, SessionConfig
 
         if config is None:
             s = self.settings
             config = SessionConfig(broker_url=s.broker_url or None, username=s.username or None,
                                    password=s.password or None)
+        self._session_generation += 1
+        generation = self._session_generation
+        if self._session_worker is not None and not self._session_worker.done:
+            self._session_worker.cancel()  # checked between its steps; a late result is closed below
         self._detach_session()
         session = AppSession(config)
         target = "the embedded broker and a virtual fleet" if config.embedded else config.broker_url
         self.broker_label.setText(f"broker: connecting to {target}…")
         self.banner_box.hide()
 
+        def current() -> bool:
+            return generation == self._session_generation
+
         def started(result) -> None:
+            if not current():
+                log.info("a superseded session start finished: closing it")
+                self._close_in_background(result)
+                return
             self.attach_session(result)
 
         def failed(message: str) -> None:
+            if not current():  # a superseded start (usually the cancelled one): nothing to show
+                return
             self._connected = False
             self.broker_label.setText("<span style='color:#c62828'>● broker: not connected</span>")
             hint = ("The broker refused the user name or password. " if _is_auth_refusal(message) else "")
@@ -228,15 +253,18 @@ class MainWindow(QMainWindow):
                              "File ▸ Settings, then File ▸ Reconnect.", "error")
             self.events.model.add("error", "", f"connection failed: {message}")
 
+        def progress(_pct: int, text: str) -> None:
+            if current():
+                self.statusBar().showMessage(text, 3000)
+
         self._session_worker = workers.run_in_thread(session.start, name="session-start", on_result=started,
-                                                     on_error=failed,
-                                                     on_progress=lambda p, t: self.statusBar().showMessage(t, 3000))
+                                                     on_error=failed, on_progress=progress)
         return self._session_worker
 
     def attach_session(self, session) -> None:
         self.session = session
         self._bad_seen = 0
-        session.connection.on_state(lambda up, reason: self.bridge.connection_state.emit(up, reason))
+        session.connection.on_state(lambda up, reason: self.bridge.connection_state.emit(session, up, reason))
         session.monitor.add_listener(self.fleet_model.enqueue)
         for record in session.monitor.devices():
             self.fleet_model.enqueue("added", record)
@@ -254,10 +282,33 @@ class MainWindow(QMainWindow):
         self.live.set_monitor(None)
         if session.monitor is not None:
             session.monitor.remove_listener(self.fleet_model.enqueue)
-        session.close()
+        self._close_in_background(session)
+
+    def _close_in_background(self, session) -> workers.Worker:
+        """session.close() in a worker: joining the virtual fleet and stopping the embedded broker
+        can take seconds. The worker stays referenced until the close is done (see shutdown)."""
+        worker = workers.Worker(lambda _p, _c: session.close(), name="session-close")
+        self._closing.append(worker)
+        worker.finished.connect(lambda: self._closing.remove(worker) if worker in self._closing else None)
+        return worker.start()
+
+    def _wait_for_closing(self) -> None:
+        """At exit: wait for the sessions still closing, saying so in the status bar."""
+        pending = [w for w in self._closing if not w.done]
+        if not pending:
+            return
+        self.statusBar().showMessage("closing the session… (stopping the broker connection and devices)")
+        QApplication.processEvents()  # paint the message before blocking
+        for worker in pending:
+            if not worker.wait(SESSION_CLOSE_WAIT_MS):
+                log.warning("a session did not close within %d s", SESSION_CLOSE_WAIT_MS // 1000)
 
     def reconnect(self) -> None:
         self.start_session()
+
+    def _on_session_state(self, session, up: bool, reason: str) -> None:
+        if session is self.session:  # a session being closed reports its disconnection: not news
+            self._on_connection_state(up, reason)
 
     def _on_connection_state(self, up: bool, reason: str) -> None:
         self._connected, self._conn_reason = up, reason
@@ -408,29 +459,50 @@ class MainWindow(QMainWindow):
         return True
 
     def _switch(self, device_id: str, what: str) -> workers.Worker | None:
+        """Roll back or confirm over the transport the fleet shows the device on: a device attached
+        over serial is reached through its port (released by the fleet view meanwhile), others over MQTT."""
         if not device_id or not self._require_session():
             return None
         from app.deploy import api
+        from app.services.app_session import serial_port_released
 
         session = self.session
         fn = api.rollback if what == "rollback" else api.confirm
+        record = self.fleet_model.record(device_id)
+        serial = None
+        if record is not None and record.transport == "serial":
+            serial = session.serial_port_of(device_id)
+            if serial is None:
+                self.notify("error", device_id, f"{what} not possible: the device's serial port is not attached "
+                            "(Fleet ▸ Attach serial device)")
+                return None
 
         def job(_progress, _cancel):
+            if serial is not None:
+                port, baud = serial
+                with serial_port_released(session, port, baud) as release:
+                    res = fn(device_id, via="serial", port=port, baud=baud)
+                return res, release.reattach_error
             connection = session.open_connection()
             try:
-                return fn(device_id, via="mqtt", connection=connection, broker=session.broker_url)
+                return fn(device_id, via="mqtt", connection=connection, broker=session.broker_url), None
             finally:
                 connection.close()
 
-        def result(res) -> None:
+        def result(outcome) -> None:
+            res, reattach_error = outcome
             if res.ok:
                 word = "rolled back to" if what == "rollback" else "confirmed"
                 self.notify("ok", device_id, f"{word} {res.model_name}@{res.model_version}")
             else:
                 self.notify("error", device_id, f"{what} failed: {res.error_message}")
+            if reattach_error:
+                self.notify("warning", device_id, f"serial port {serial[0]} not attached again: {reattach_error}; "
+                            "reconnect it, then Fleet ▸ Attach serial device")
             self.dashboard.refresh()
 
-        self.statusBar().showMessage(f"{what} {device_id}…")
+        via = f"serial port {serial[0]}" if serial else "MQTT"
+        self.statusBar().showMessage(f"{what} {device_id} over {via}…")
         worker = workers.run_in_thread(job, name=what, on_result=result,
                                        on_error=lambda msg: self.notify("error", device_id, f"{what} failed: {msg}"))
         self.track_job(worker, what)
@@ -529,12 +601,18 @@ class MainWindow(QMainWindow):
         s.sync()
 
     def shutdown(self) -> None:
-        """Stop timers, streams, workers and the session (idempotent)."""
+        """Stop timers, streams, workers and the session (idempotent); waits for the session's close."""
         self.flush_timer.stop()
         self.age_timer.stop()
         self.live.shutdown()
+        self._session_generation += 1  # a start still in flight is stale from now on
+        start = self._session_worker
         workers.stop_all()
+        if start is not None and start.done and start.value is not None and start.value is not self.session:
+            # it came up while we waited, but its result was never delivered (the loop is ending)
+            self._close_in_background(start.value)
         self._detach_session()
+        self._wait_for_closing()
 
     def closeEvent(self, event) -> None:
         self.save_layout()

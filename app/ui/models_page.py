@@ -34,11 +34,19 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui import workers
+from app.ui.columns import install_column_menu
 from app.ui.jobs import check_job, export_job, import_job, record_job, train_job
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("Family", "Version", "Kind", "Image", "Arena", "Quantisation", "Threshold", "Metrics", "Created")
+# Hidden until the operator shows them (right-click the header): the selected version's card has
+# them (arena in its fit table), and without them the registry's other columns fit beside the card
+# on the ~800 px page next to the fleet.
+HIDDEN_COLUMNS = tuple(COLUMNS.index(c) for c in ("Arena", "Quantisation", "Threshold", "Created"))
+# Registry + datasets | model card, in px of that page (scaled to the real width): the card's fit
+# table needs ~370 px to keep profile names such as "qemu-mps2-an386" on one line.
+SPLIT_SIZES = (380, 400)
 # Default training budget from the GUI: early stopping usually ends well before.
 DEFAULT_EPOCHS = 60
 
@@ -59,8 +67,9 @@ def metrics_text(mv) -> str:
     parts = []
     if "auc" in m:
         parts.append(f"AUC {m['auc']:.3f}")
-    if "false_alarm_rate_calibration" in m:
-        parts.append(f"FAR {m['false_alarm_rate_calibration']:.1%}")
+    far = m.get("false_alarm_rate", m.get("false_alarm_rate_calibration"))  # older cards: calibration only
+    if far is not None:
+        parts.append(f"FAR {far:.1%}")
     if "recall" in m:
         parts.append(f"recall {m['recall']:.2f}")
     return ", ".join(parts) or "-"
@@ -157,6 +166,8 @@ class ModelsPage(QWidget):
         self.table.verticalHeader().hide()
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
+        install_column_menu(self.table.horizontalHeader(), COLUMNS, HIDDEN_COLUMNS)
+        self.table.setWordWrap(False)  # one line per version: "AUC 0.998, FAR 0.0%" is not broken up
         self.table.selectionModel().selectionChanged.connect(self._version_selected)
         self.card = QTextBrowser()
         self.card.setHtml("<p style='color:#777'>Select a model version to see its card.</p>")
@@ -247,7 +258,8 @@ class ModelsPage(QWidget):
         split = QSplitter()
         split.addWidget(left)
         split.addWidget(self.card)
-        split.setSizes([340, 460])  # the card (fit table) needs the room more; the registry table scrolls
+        # the registry's default columns beside the card's fit table (~360 px, profile names whole)
+        split.setSizes(list(SPLIT_SIZES))
         layout = QVBoxLayout(self)
         layout.addWidget(split, 1)
         layout.addWidget(record_box)
@@ -390,7 +402,9 @@ class ModelsPage(QWidget):
         return self._run(f"record {device_id}", record_job, session.monitor, device_id, seconds, label,
                          on_result=done)
 
-    def train_checked(self, name: str | None = None, epochs: int | None = None) -> workers.Worker | None:
+    def train_checked(self, name: str | None = None, epochs: int | None = None,
+                      hidden: tuple[int, ...] | None = None) -> workers.Worker | None:
+        """Train on the ticked datasets in a child process; `hidden`: layer sizes (default architecture)."""
         data = self.checked_datasets("normal")
         if not data:
             self.job_label.setText("tick at least one normal dataset to train on (record or import one first)")
@@ -405,7 +419,7 @@ class ModelsPage(QWidget):
             self.refresh()
             self.select_version(mv.ref)
 
-        return self._run(f"train {name}", train_job, data, self.checked_datasets("fault"), name, epochs,
+        return self._run(f"train {name}", train_job, data, self.checked_datasets("fault"), name, epochs, hidden,
                          on_result=done, process=True)
 
     def import_file(self, path: str, name: str | None = None) -> workers.Worker | None:

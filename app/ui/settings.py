@@ -3,8 +3,11 @@ and the dialog that edits them."""
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from dataclasses import dataclass
+from pathlib import Path
 
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import (
@@ -20,15 +23,53 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+log = logging.getLogger(__name__)
+
 ORGANIZATION = "tinymlops"
 APPLICATION = "operator"
 TRANSPORTS = ("mqtt", "serial")
 BAUDS = (9600, 57600, 115200, 230400, 460800, 921600)
 DEFAULT_BAUD = 115200
+# The settings file holds the broker password in plain text (QSettings has no secret store):
+# readable and writable by the user only. QSettings rewrites it through QSaveFile, which keeps the
+# mode of the file it replaces.
+SETTINGS_FILE_MODE = stat.S_IRUSR | stat.S_IWUSR  # 0600
+# Text formats QSettings reads back from an empty file (safe to create the file before it writes).
+TEXT_SETTINGS_SUFFIXES = (".conf", ".ini")
 
 
 def qsettings() -> QSettings:
     return QSettings(ORGANIZATION, APPLICATION)
+
+
+def settings_file() -> str:
+    """Where the settings (and the broker password) are stored: a file, or the registry on Windows."""
+    return qsettings().fileName()
+
+
+def _create_private(path: Path) -> None:
+    """Create an empty settings file that only the user can read before the first write."""
+    if os.name != "posix" or not path.is_absolute() or path.suffix not in TEXT_SETTINGS_SUFFIXES:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SETTINGS_FILE_MODE))
+    except FileExistsError:
+        pass
+    except OSError as exc:  # the write that follows reports a real problem through QSettings.status()
+        log.warning("could not create %s: %s", path, exc)
+
+
+def restrict_settings_file(path: str) -> None:
+    """chmod the settings file to SETTINGS_FILE_MODE (POSIX; the Windows registry is per user already)."""
+    file = Path(path)
+    if os.name != "posix" or not file.is_file():
+        return
+    try:
+        if stat.S_IMODE(file.stat().st_mode) != SETTINGS_FILE_MODE:
+            file.chmod(SETTINGS_FILE_MODE)
+    except OSError as exc:
+        log.warning("could not restrict the permissions of %s: %s", file, exc)
 
 
 @dataclass
@@ -56,7 +97,9 @@ class Settings:
                    data_dir=str(s.value("data/dir", "") or ""))
 
     def save(self, store: QSettings | None = None) -> None:
+        """Write the settings; the file is made readable by the user only (it holds the password)."""
         s = store or qsettings()
+        _create_private(Path(s.fileName()))
         s.setValue("broker/url", self.broker_url)
         s.setValue("broker/username", self.username)
         s.setValue("broker/password", self.password)
@@ -64,6 +107,7 @@ class Settings:
         s.setValue("deploy/baud", int(self.baud))
         s.setValue("data/dir", self.data_dir)
         s.sync()
+        restrict_settings_file(s.fileName())
 
     def apply_data_dir(self) -> None:
         """Point the registry, datasets and history at the chosen directory (before they open)."""
@@ -101,7 +145,8 @@ class SettingsDialog(QDialog):
         self.user.setToolTip("Broker user name, when the broker asks for one")
         self.password = QLineEdit(settings.password)
         self.password.setEchoMode(QLineEdit.EchoMode.Password)
-        self.password.setToolTip("Broker password (kept in this user's settings file)")
+        self.password.setToolTip(f"Broker password. Stored unencrypted in {settings_file()}, readable only by "
+                                 "your user account.")
         self.transport = QComboBox()
         self.transport.addItems(["MQTT (whole line at once)", "USB serial (laptop next to the machine)"])
         self.transport.setCurrentIndex(TRANSPORTS.index(settings.transport))

@@ -166,3 +166,34 @@ def test_a_device_already_alarming_when_first_seen_raises_an_alarm_event(qapp):
     model.enqueue("telemetry", _record(3, score=0.4, threshold=1.5))
     model.flush()
     assert ("ok", "dev-0003", "alarm cleared") in got
+
+
+def test_fleet_columns_fit_the_dock_and_hidden_columns_come_back(window, qtbot):
+    from app.ui.columns import column_menu
+    from app.ui.fleet_model import COL_FIRMWARE, COL_TRANSPORT, COLUMNS
+    from app.ui.models_page import COLUMNS as REGISTRY_COLUMNS
+
+    view = window.fleet_view
+    header = view.tree.header()
+    view.fit_columns()
+    qtbot.wait(50)  # the header lays its sections out
+    # every visible column, Transport included, is on screen without scrolling sideways
+    assert header.isSectionHidden(COL_FIRMWARE) and not header.isSectionHidden(COL_TRANSPORT)
+    assert view.tree.horizontalScrollBar().maximum() == 0, [header.sectionSize(c) for c in range(len(COLUMNS))]
+    assert header.sectionViewportPosition(COL_TRANSPORT) + header.sectionSizeHint(COL_TRANSPORT) \
+        <= view.tree.viewport().width()
+    # the header's menu brings a hidden column back (and hides it again); the device name always stays
+    menu = column_menu(header, COLUMNS)
+    firmware = menu.findChild(type(menu.actions()[0]), f"column-{COL_FIRMWARE}")
+    assert not firmware.isChecked()
+    firmware.setChecked(True)
+    assert not header.isSectionHidden(COL_FIRMWARE)
+    firmware.setChecked(False)
+    assert header.isSectionHidden(COL_FIRMWARE)
+    assert not menu.actions()[0].isEnabled()
+    # the registry hides the columns its card repeats, and shows them on request
+    registry = window.models.table.horizontalHeader()
+    quantisation = REGISTRY_COLUMNS.index("Quantisation")
+    assert registry.isSectionHidden(quantisation) and not registry.isSectionHidden(REGISTRY_COLUMNS.index("Image"))
+    column_menu(registry, REGISTRY_COLUMNS).actions()[quantisation].setChecked(True)
+    assert not registry.isSectionHidden(quantisation)

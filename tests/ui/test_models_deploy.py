@@ -146,6 +146,48 @@ def test_serial_device_attached_and_deployed_from_wizard(window, qtbot, tmp_path
     wizard.accept()
 
 
+def test_serial_device_confirmed_and_rolled_back_from_context_menu(window, qtbot, tmp_path, model_image,
+                                                                   virtual_fleet):
+    # a device only on a serial port (sim-008 is not on the broker): the context menu must reach it there
+    fleet = virtual_fleet(None, FLEET_SIZE + 2, serial=True, seed=11)
+    device_id = f"sim-{FLEET_SIZE + 2:03d}"
+    port = fleet.serial_ports[device_id]
+    window.attach_serial(port, 115200)
+    wait_for(qtbot, lambda: window.fleet_model.record(device_id) is not None, 15, "the serial device in the fleet")
+    before = window.fleet_model.record(device_id)
+    assert before.transport == "serial"
+    wizard = _run_wizard(window, qtbot, [device_id], file=_write(tmp_path, model_image), serial_port=port, trial=True)
+    assert wizard.error is None, wizard.error
+    [result] = wizard.results
+    assert result.ok and result.trial, result.error_message
+    wizard.accept()
+    wait_for(qtbot, lambda: window.fleet_model.record(device_id).model_version == result.model_version
+             and window.fleet_model.record(device_id).trial, 15, "the trial model in the fleet")
+
+    confirm = next(a for a in window.fleet_view.context_menu_for(device_id).actions() if a.objectName() == "confirm")
+    assert confirm.isEnabled()
+    confirm.trigger()
+    wait_for(qtbot, lambda: not fleet.device(device_id).trial, 30, "the confirmation on the device")
+    wait_for(qtbot, lambda: window.fleet_model.record(device_id) is not None
+             and not window.fleet_model.record(device_id).trial, 15, "the confirmation in the fleet")
+
+    rollback = next(a for a in window.fleet_view.context_menu_for(device_id).actions() if a.objectName() == "rollback")
+    assert rollback.isEnabled()
+    rollback.trigger()
+    wait_for(qtbot, lambda: fleet.device(device_id).hello(time.monotonic()).model_version == before.model_version,
+             30, "the rollback on the device")
+    # the port was handed back to the fleet view, which shows the previous model again
+    wait_for(qtbot, lambda: (window.fleet_model.record(device_id).model_name,
+                             window.fleet_model.record(device_id).model_version)
+             == (before.model_name, before.model_version), 15, "the rolled-back model in the fleet")
+    assert port in window.session.serial
+    from app.deploy.api import history
+
+    outcomes = {r.outcome: r.transport for r in history(device=device_id)}
+    assert outcomes.get("confirmed") == "serial" and outcomes.get("rolled-back") == "serial", outcomes
+    assert any(row[2] == device_id and "rolled back" in row[3] for row in window.events.model.rows())
+
+
 def _write(tmp_path, image: bytes):
     path = tmp_path / "model.tmlm"
     path.write_bytes(image)

@@ -9,14 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.ui.conftest import wait_for
+from tests.ui.conftest import FLEET_SIZE, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 # The embedded default's broker and devices come up in a few seconds; allow a loaded machine.
 STARTUP_TIMEOUT_S = 120
+# A session on the shared local broker connects in well under a second; allow a loaded machine.
+SESSION_START_TIMEOUT_MS = 30_000
 
 
-def test_default_start_shows_the_virtual_fleet_without_tensorflow(tmp_path):
+def test_default_start_shows_the_virtual_fleet_and_trains_in_a_child_without_tensorflow(tmp_path):
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", TINYMLOPS_DATA_DIR=str(tmp_path / "data"),
                XDG_CONFIG_HOME=str(tmp_path / "config"))
     proc = subprocess.run([sys.executable, "-m", "app", "gui", "--smoke-test", "--devices", "3"], cwd=ROOT,
@@ -26,8 +28,13 @@ def test_default_start_shows_the_virtual_fleet_without_tensorflow(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["ok"] is True
     assert result["devices"] == 3
-    assert result["tensorflow_imported"] is False, "start-up must not import TensorFlow"
-    assert result["seconds"]["window"] <= result["seconds"]["devices"]
+    # the tiny training job ran through the GUI's worker path (a spawned child) and produced a model
+    training = result["training"]
+    assert training["ok"] is True, training
+    assert training["seconds"] > 0 and training["image_size"] > training["tflite_size"] > 0
+    assert result["seconds"]["training"] == training["seconds"]
+    # ... and TensorFlow stayed in that child: neither start-up nor training imports it in the GUI process
+    assert result["tensorflow_imported"] is False, "the GUI process must not import TensorFlow"
 
 
 def test_tinymlops_without_command_routes_to_the_gui(tmp_path):
@@ -63,6 +70,85 @@ def test_unreachable_broker_shows_a_clear_message_in_the_window(qtbot):
     win.close()
 
 
+def _closed_off_the_gui_thread(session) -> list:
+    """Wrap `session.close` to record the thread each call ran on (and still close)."""
+    import threading
+
+    threads: list = []
+    close = session.close
+
+    def recording_close() -> None:
+        threads.append(threading.current_thread())
+        close()
+
+    session.close = recording_close
+    return threads
+
+
+def test_a_start_superseded_after_it_came_up_is_closed_not_attached(qtbot, ui_fleet):
+    import threading
+
+    from app.services.app_session import SessionConfig
+    from app.ui.main_window import MainWindow
+    from app.ui.settings import Settings
+
+    win = MainWindow(Settings())
+    qtbot.addWidget(win)
+    win.show()
+    first_worker = win.start_session(SessionConfig(broker_url=ui_fleet))
+    # the first session comes up, but its result is still queued for the GUI thread (no events processed) ...
+    assert first_worker.thread.wait(SESSION_START_TIMEOUT_MS)
+    first = first_worker.value
+    assert first is not None and first_worker.failed is None
+    first_close_threads = _closed_off_the_gui_thread(first)
+    # ... when the operator starts again: only the newer session may be attached
+    second_worker = win.start_session(SessionConfig(broker_url=ui_fleet))
+    wait_for(qtbot, lambda: second_worker.done and win.session is not None, SESSION_START_TIMEOUT_MS / 1000,
+             "the second session")
+    second = second_worker.value
+    assert win.session is second and second is not first
+    wait_for(qtbot, lambda: first.closed and not first.connection.connected, 15, "the superseded session's close")
+    assert first_close_threads and first_close_threads[0] is not threading.main_thread()
+    assert not second.closed
+
+    # a reconnect closes the attached session in a worker, not on the GUI thread
+    second_close_threads = _closed_off_the_gui_thread(second)
+    third_worker = win.start_session(SessionConfig(broker_url=ui_fleet))
+    wait_for(qtbot, lambda: second.closed and not second.connection.connected, 15, "the replaced session's close")
+    assert second_close_threads and second_close_threads[0] is not threading.main_thread()
+    wait_for(qtbot, lambda: win.session is not None, SESSION_START_TIMEOUT_MS / 1000, "the third session")
+    third = third_worker.value
+    assert win.session is third
+
+    # at exit the window waits for its session to be closed
+    win.close()
+    assert third.closed and not third.connection.connected
+
+
+def test_two_quick_starts_attach_only_the_second(qtbot, ui_fleet):
+    from app.services.app_session import SessionConfig
+    from app.ui.main_window import MainWindow
+    from app.ui.settings import Settings
+
+    win = MainWindow(Settings())
+    qtbot.addWidget(win)
+    win.show()
+    first_worker = win.start_session(SessionConfig(broker_url=ui_fleet))
+    first = first_worker.fn.__self__  # the AppSession whose start() the worker runs
+    second_worker = win.start_session(SessionConfig(broker_url=ui_fleet))
+    second = second_worker.fn.__self__
+    wait_for(qtbot, lambda: win.session is not None and first_worker.done, SESSION_START_TIMEOUT_MS / 1000,
+             "the sessions")
+    assert win.session is second
+    # the first was cancelled part-way (it closed what it had started) or came up and was closed
+    wait_for(qtbot, lambda: first.closed, 15, "the first session's close")
+    assert first.connection is None or not first.connection.connected
+    assert not win.banner_box.isVisible(), win.banner.text()  # a superseded start is not an error to show
+    wait_for(qtbot, lambda: len(win.fleet_model.device_ids()) >= FLEET_SIZE, 30, "the fleet from the second session")
+    win.close()
+    assert second.closed
+
+
 def test_settings_and_layout_are_remembered(qtbot):
     from app.ui.main_window import TAB_LATENCY, MainWindow
     from app.ui.settings import Settings, check_broker_url
@@ -86,10 +172,58 @@ def test_settings_and_layout_are_remembered(qtbot):
     again.shutdown()
 
 
-def test_about_lists_the_versions():
-    from app.ui.about import about_html, versions
+def test_settings_file_with_the_password_is_private(qtbot, tmp_path):
+    import stat
 
-    v = versions()
-    for key in ("Tiny-MLOps operator", "Qt", "PySide6", "pyqtgraph", "numpy", "Python"):
-        assert v[key]
-    assert v["PySide6"] in about_html()
+    from app.ui.settings import Settings, SettingsDialog, qsettings
+
+    path = Path(qsettings().fileName())
+    assert str(path).startswith(str(tmp_path))  # the isolated settings directory of this test
+    old_umask = os.umask(0o022)  # the usual default: new files are world-readable
+    try:
+        Settings(broker_url="mqtt://plant:1883", username="op", password="s3cret").save()
+    finally:
+        os.umask(old_umask)
+    assert "s3cret" in path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # a file an older version left world-readable is restricted at the next save, and layout writes keep it so
+    path.chmod(0o644)
+    Settings(password="s3cret").save()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    s = qsettings()
+    s.setValue("window/tab", 2)
+    s.sync()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # the dialog says where the password is kept
+    dialog = SettingsDialog(Settings.load())
+    qtbot.addWidget(dialog)
+    assert str(path) in dialog.password.toolTip()
+
+
+def test_about_lists_the_versions_without_importing_tensorflow(tmp_path):
+    from importlib import metadata
+
+    # a fresh interpreter: this test process may already have imported TensorFlow for other tests
+    code = ("import json, sys\n"
+            "from PySide6.QtWidgets import QApplication\n"
+            "app = QApplication([])\n"
+            "from app.ui.about import about_html, versions\n"
+            "print(json.dumps({'versions': versions(), 'html': about_html(),\n"
+            "                  'tensorflow_imported': any(m == 'tensorflow' or m.startswith('tensorflow.')\n"
+            "                                             for m in sys.modules)}))\n")
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", TINYMLOPS_DATA_DIR=str(tmp_path / "data"))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=STARTUP_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    v, html = out["versions"], out["html"]
+    expected = {"TensorFlow": metadata.version("tensorflow-cpu"), "tflite-micro": metadata.version("tflite-micro"),
+                "paho-mqtt": metadata.version("paho-mqtt"), "amqtt": metadata.version("amqtt"),
+                "numpy": metadata.version("numpy"), "pyserial": metadata.version("pyserial"),
+                "pyqtgraph": metadata.version("pyqtgraph")}
+    for key, version in expected.items():
+        assert v[key] == version, (key, v)
+        assert f"<td>{key}</td><td><b>{version}</b></td>" in html
+    for key in ("Tiny-MLOps operator", "Qt", "PySide6", "Python"):
+        assert v[key] and v[key] in html
+    assert out["tensorflow_imported"] is False, "the About box must not import TensorFlow"
