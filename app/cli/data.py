@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.transport.local_broker import BROKER_HELP, resolve_broker
+
 if TYPE_CHECKING:  # numpy and the recorder load only when a command runs
     import numpy as np
 
@@ -23,7 +25,6 @@ DEVICE_WAIT_S = 5.0
 STREAM_START_GRACE_S = 10.0
 # A recording may take this factor of its nominal length (lost windows are replaced by later ones).
 RECORD_TIME_FACTOR = 1.5
-DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 # Serial default: the rate every UART and the firmware start at (PROTOCOL.md 2.1), as `deploy`.
 DEFAULT_BAUD = 115200
 # How often the wait for a device's HELLO looks again.
@@ -48,7 +49,7 @@ def register(sub) -> None:
     p.add_argument("--seconds", type=float, required=True, metavar="S")
     p.add_argument("--label", choices=("normal", "fault"), required=True)
     p.add_argument("--via", choices=("mqtt", "serial"), default="mqtt")
-    p.add_argument("--broker", default=DEFAULT_BROKER, help=f"mqtt://[user:pass@]host:port (default {DEFAULT_BROKER})")
+    p.add_argument("--broker", help=BROKER_HELP)
     p.add_argument("--port", help="serial: /dev/ttyUSB0, COM3, a pty path or socket://host:port")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
                    help=f"serial line rate (default {DEFAULT_BAUD}); a real UART must be fast enough for the "
@@ -210,7 +211,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     if args.via == "serial":
         samples, meta = record_serial(args.port, args.seconds, progress, baud=args.baud, device=args.device)
     else:
-        samples, meta = record(args.broker, args.device, args.seconds, progress)
+        samples, meta = record(resolve_broker(args.broker), args.device, args.seconds, progress)
     progress.done()
     device = meta["device"]
     with DatasetStore() as store:

@@ -8,9 +8,10 @@ import sys
 import threading
 import time
 
-from app.deploy.links import DEFAULT_BAUD, DEFAULT_BROKER
+from app.deploy.links import DEFAULT_BAUD
 from app.deploy.rollout import DEFAULT_CONCURRENCY
 from app.deploy.transfer import DEFAULT_BENCH_COUNT
+from app.transport.local_broker import BROKER_HELP
 
 # Redraw a progress bar at most this often: a 4 KB chunk ACK can come every few milliseconds.
 PROGRESS_REDRAW_S = 0.1
@@ -64,7 +65,7 @@ def _link_args(p: argparse.ArgumentParser, many: bool) -> None:
     p.add_argument("--device", action="append", default=[], metavar="ID",
                    help="device id (repeat for several)" if many else "device id")
     p.add_argument("--via", choices=("mqtt", "serial"), default="mqtt")
-    p.add_argument("--broker", help=f"mqtt://[user:pass@]host:port (default {DEFAULT_BROKER})")
+    p.add_argument("--broker", help=BROKER_HELP)
     p.add_argument("--port", help="serial: /dev/ttyUSB0, COM3, a pty path or socket://host:port")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD, help=f"serial line rate (default {DEFAULT_BAUD})")
 

@@ -7,6 +7,7 @@ import json
 import time
 
 from app.domain.errors import LinkError
+from app.transport.local_broker import BROKER_HELP, NO_BROKER_HINT, resolve_broker
 
 # Retained statuses arrive at once; 3 s also catches a telemetry message (about 1 Hz) from each device.
 DEFAULT_WAIT_S = 3.0
@@ -17,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="fleet_command", metavar="SUBCOMMAND", required=True)
 
     lst = sub.add_parser("list", help="devices seen on a broker: id, status, profile, firmware, model, score")
-    lst.add_argument("--broker", metavar="URL", help="mqtt://[user:pass@]host:port")
+    lst.add_argument("--broker", metavar="URL", help=BROKER_HELP)
     lst.add_argument("--json", action="store_true", help="machine-readable output")
     lst.add_argument("--wait", type=float, default=DEFAULT_WAIT_S, metavar="SECONDS",
                      help=f"how long to listen before printing (default {DEFAULT_WAIT_S:g})")
@@ -44,12 +45,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     from app.services.fleet_monitor import FleetMonitor
     from app.transport.mqtt_link import MqttConnection
 
-    if not args.broker:
-        raise LinkError("no broker: pass --broker mqtt://host:port (the embedded broker lives inside a running app)")
     if args.wait < 0:
         raise LinkError("--wait must be zero or more seconds")
-    conn = MqttConnection(args.broker)
-    conn.connect()
+    conn = MqttConnection(resolve_broker(args.broker))
+    try:
+        conn.connect()
+    except LinkError as exc:
+        if args.broker:
+            raise
+        raise LinkError(f"{exc} ({NO_BROKER_HINT})") from exc
     try:
         monitor = FleetMonitor(conn)
         try:

@@ -8,6 +8,7 @@ import time
 
 from app.domain.errors import DeviceError, LinkError, TinyMLOpsError
 from app.protocol.codes import FaultMask
+from app.transport.local_broker import BROKER_HELP, announce, resolve_broker
 
 # The terminal view refreshes this often.
 VIEW_REFRESH_S = 1.0
@@ -57,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--mask", required=True, type=_mask, help="number or names: imbalance|misalignment|"
                    "bearing_outer|bearing_inner|looseness; 0 clears")
     f.add_argument("--severity", type=float, default=0.8)
-    f.add_argument("--broker", required=True)
+    f.add_argument("--broker", help=BROKER_HELP)
     f.set_defaults(func=run_fault)
 
 
@@ -73,11 +74,13 @@ def run_sim(args: argparse.Namespace) -> int:
 
         broker = EmbeddedBroker()
         url = broker.start()
+    withdraw = announce(url) if broker else (lambda: None)  # `fleet list`, `deploy`... find this fleet
     faults = {device: (mask, sev) for device, mask, sev in args.fault}
     try:
         fleet = VirtualFleet(url, args.devices, seed=args.seed, serial=args.serial, baud=args.baud, faults=faults,
                              telemetry_period_s=args.telemetry_period)
     except ValueError as exc:
+        withdraw()
         if broker:
             broker.stop()
         raise TinyMLOpsError(str(exc)) from exc
@@ -91,6 +94,7 @@ def run_sim(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        withdraw()
         if broker:
             broker.stop()
     return 0
@@ -122,13 +126,13 @@ def run_fault(args: argparse.Namespace) -> int:
     from app.services.fleet_monitor import FleetMonitor
     from app.transport.mqtt_link import MqttConnection
 
-    with MqttConnection(args.broker) as conn:
+    with MqttConnection(resolve_broker(args.broker)) as conn:
         monitor = FleetMonitor(conn)
         deadline = time.monotonic() + DEVICE_SEEN_TIMEOUT_S
         while (record := monitor.get(args.device)) is None and time.monotonic() < deadline:
             time.sleep(0.1)
         if record is None:
-            raise LinkError(f"device {args.device} not seen on {args.broker}")
+            raise LinkError(f"device {args.device} not seen on {conn.url.address}")
         channel = MqttChannel(conn, record.site, args.device)
         try:
             channel.request(m.SetFault(args.mask, args.severity), timeout=FAULT_REPLY_TIMEOUT_S)

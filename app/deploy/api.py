@@ -41,6 +41,7 @@ from app.domain.errors import Cancelled, DeviceError, LinkError, ModelError, Pro
 from app.protocol.codes import PROTOCOL_VERSION, Caps, CommitMode, ErrorCode, LatencyFlags
 from app.protocol.image import ModelImage, sha256
 from app.protocol.messages import Confirm, Hello, Rollback
+from app.transport.local_broker import resolve_broker
 from app.transport.urls import parse_broker_url
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,7 @@ def deploy(ref_or_image: str | Path | bytes, devices: list[str] | str | None = N
                                    canary_threshold, concurrency, pull, progress, cancel)
         else:
             with links.broker_connection(broker) as conn:
-                results = _deploy_mqtt(conn, broker or links.DEFAULT_BROKER, image, devices, mode,
+                results = _deploy_mqtt(conn, resolve_broker(broker), image, devices, mode,
                                        trial_timeout_s, bench_count, canary, canary_threshold, concurrency,
                                        pull, progress, cancel)
     except TinyMLOpsError as exc:
@@ -247,7 +248,7 @@ def _record(hist: DeploymentHistory, results: list[DeploymentResult], started: f
 def _public_broker(broker: str | None) -> str:
     """The broker as the history shows it: never its password (the history is exported and shared)."""
     try:
-        return str(parse_broker_url(broker or links.DEFAULT_BROKER))
+        return str(parse_broker_url(resolve_broker(broker)))
     except LinkError:
         return "(invalid broker URL)"
 

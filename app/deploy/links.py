@@ -14,11 +14,10 @@ from dataclasses import dataclass
 
 from app.domain.errors import LinkError, ProtocolError
 from app.protocol.messages import GetInfo, Hello
+from app.transport.local_broker import NO_BROKER_HINT, resolve_broker
 
 log = logging.getLogger(__name__)
 
-# Where an operator's broker usually is when none is named (Mosquitto's default listener).
-DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 # Serial default: the rate every UART and the firmware start at (PROTOCOL.md 2.1).
 DEFAULT_BAUD = 115200
 # Connecting to a broker on the plant network, TLS included.
@@ -85,8 +84,14 @@ def serial_device(port: str, baud: int = DEFAULT_BAUD, expect_id: str | None = N
 def broker_connection(url: str | None) -> Iterator[object]:
     from app.transport.mqtt_link import MqttConnection
 
-    conn = MqttConnection(url or DEFAULT_BROKER, client_id=f"tinymlops-deploy-{secrets.token_hex(4)}")
-    conn.connect(CONNECT_TIMEOUT_S)
+    target = resolve_broker(url)
+    conn = MqttConnection(target, client_id=f"tinymlops-deploy-{secrets.token_hex(4)}")
+    try:
+        conn.connect(CONNECT_TIMEOUT_S)
+    except LinkError as exc:
+        if url:
+            raise
+        raise LinkError(f"{exc} ({NO_BROKER_HINT})") from exc
     try:
         yield conn
     finally:

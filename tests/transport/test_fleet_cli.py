@@ -41,12 +41,46 @@ def test_fleet_list_json_sees_every_simulated_device(mosquitto_factory, virtual_
     assert table.returncode == 0 and "sim-001" in table.stdout and "LAST SEEN" in table.stdout
 
 
-def test_fleet_list_without_broker_is_a_clear_error() -> None:
+def test_fleet_list_without_broker_finds_the_running_apps_embedded_broker(tmp_path, monkeypatch) -> None:
+    """The app's embedded broker sits on a port the OS picked; `fleet list` alone still finds it."""
+    from app.services.app_session import AppSession, SessionConfig
+
+    monkeypatch.setenv("TINYMLOPS_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("TINYMLOPS_BROKER", raising=False)
+    env = {**os.environ, "TINYMLOPS_DATA_DIR": str(tmp_path)}
+    session = AppSession(SessionConfig(devices=2)).start()
+    try:
+        result = subprocess.run([sys.executable, "-m", "app", "fleet", "list", "--json", "--wait", "2"],
+                                capture_output=True, text=True, cwd=ROOT, timeout=60, env=env)
+        assert result.returncode == 0, result.stderr
+        out = json.loads(result.stdout)
+        assert out["broker"] == session.broker_url.removeprefix("mqtt://")
+        assert {d["device_id"] for d in out["devices"]} == {d.device_id for d in session.fleet.devices}
+    finally:
+        session.close()
+    from app.transport.local_broker import DEFAULT_BROKER, resolve_broker
+
+    assert resolve_broker(None) == DEFAULT_BROKER  # the announcement went with the session
+
+
+def test_stale_announcement_is_ignored_and_a_dead_broker_is_a_clear_error(tmp_path, monkeypatch) -> None:
+    from app.transport.local_broker import running_embedded_broker
+    from tests.fixtures.brokers import free_port
+
+    monkeypatch.setenv("TINYMLOPS_DATA_DIR", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "embedded-broker.json").write_text(json.dumps({"url": "mqtt://127.0.0.1:1", "pid": int(dead.stdout)}))
+    assert running_embedded_broker() is None  # its process is gone
+    (tmp_path / "embedded-broker.json").write_text(json.dumps({"url": "mqtt://127.0.0.1:1", "pid": os.getpid()}))
+    assert running_embedded_broker() == "mqtt://127.0.0.1:1"
+    (tmp_path / "embedded-broker.json").write_text("{half a file")
+    assert running_embedded_broker() is None
+    env = {**os.environ, "TINYMLOPS_DATA_DIR": str(tmp_path), "TINYMLOPS_BROKER": f"mqtt://127.0.0.1:{free_port()}"}
     result = subprocess.run([sys.executable, "-m", "app", "fleet", "list"], capture_output=True, text=True, cwd=ROOT,
-                            timeout=60)
+                            timeout=60, env=env)
     assert result.returncode == 2
-    assert "no broker: pass --broker mqtt://host:port" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "refused the connection" in result.stderr and "127.0.0.1:1 " not in result.stderr
+    assert "pass --broker mqtt://host:port" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_fleet_list_on_a_dead_broker_is_a_clear_error() -> None:
