@@ -44,6 +44,9 @@ HOST_REPEATS = 200
 DEPLOY_TIMEOUT_S = 300
 QEMU_START_TIMEOUT_S = 20.0
 BAUD = 115200
+# Objects of firmware/core that only the emulator links (the deterministic vibration source stands
+# in for the accelerometer; the ESP32 port reads an ADXL345): listed apart from the core total.
+EMULATOR_ONLY = frozenset({"tm_vibration"})
 
 
 def sizes() -> list[tuple[str, int, int, int]]:
@@ -108,13 +111,17 @@ def insns(us: int) -> int:
 
 def main() -> None:
     rows = sizes()
+    core = [r for r in rows if r[0] not in EMULATOR_ONLY]
+    emulator = [r for r in rows if r[0] in EMULATOR_ONLY]
     print("Portable core (firmware/core) for Cortex-M4F, arm-none-eabi-gcc -O2 -mthumb, per object:")
-    print(f"  {'module':<16}{'flash (text+data)':>18}{'RAM (data+bss)':>16}")
-    for name, text, data, bss in rows:
-        print(f"  {name:<16}{text + data:>18}{data + bss:>16}")
-    ft = sum(r[1] + r[2] for r in rows)
-    fr = sum(r[2] + r[3] for r in rows)
-    print(f"  {'total':<16}{ft:>18}{fr:>16}")
+    print(f"  {'module':<28}{'flash (text+data)':>18}{'RAM (data+bss)':>16}")
+    for name, text, data, bss in core:
+        print(f"  {name:<28}{text + data:>18}{data + bss:>16}")
+    print(f"  {'core total (every port)':<28}{sum(r[1] + r[2] for r in core):>18}{sum(r[2] + r[3] for r in core):>16}")
+    for name, text, data, bss in emulator:
+        print(f"  {name + ' (emulator only)':<28}{text + data:>18}{data + bss:>16}")
+    print(f"  {'total linked by the emulator':<28}{sum(r[1] + r[2] for r in rows):>18}"
+          f"{sum(r[2] + r[3] for r in rows):>16}")
     syms = symbol_sizes()
     print("Whole QEMU image: " + subprocess.run(["arm-none-eabi-size", str(ELF)], capture_output=True, text=True)
           .stdout.splitlines()[1].strip())

@@ -24,6 +24,12 @@ ICOUNT_SHIFT = 3
 QEMU_START_TIMEOUT_S = 20.0
 # Building the image from scratch takes a few seconds with arm-none-eabi-gcc.
 BUILD_TIMEOUT_S = 300
+# Tensor arena per model instance of the small-arena build variant (Makefile ARENA_SIZE): above the
+# factory model's need (1200 B on the C engine), so the device boots with its model, and below
+# firmware/tests/data/wide_v5.tmlm's (2576 B), so pushing that model meets ARENA_TOO_SMALL. The real
+# profile's 256 KB would need a > 512 KB image to exceed (arena need <= weights for dense layers):
+# a second ~1 s build is cheaper in CI than a ~12 s transfer.
+SMALL_ARENA = 2048
 
 
 @dataclass
@@ -39,24 +45,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def firmware_elf() -> Path:
+def _build(*make_args: str) -> None:
     for tool in ("qemu-system-arm", "arm-none-eabi-gcc", "make"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is not installed: apt-get install qemu-system-arm gcc-arm-none-eabi "
                         "libnewlib-arm-none-eabi make")
-    subprocess.run(["make", "-s", "-C", str(PORT_DIR)], check=True, timeout=BUILD_TIMEOUT_S)
+    subprocess.run(["make", "-s", "-C", str(PORT_DIR), *make_args], check=True, timeout=BUILD_TIMEOUT_S)
+
+
+@pytest.fixture(scope="session")
+def firmware_elf() -> Path:
+    _build()
     return ELF
 
 
-@pytest.fixture
-def qemu_device(firmware_elf: Path) -> Iterator[QemuDevice]:
-    """A freshly booted emulated device (empty model flash: it installs its factory model)."""
+@pytest.fixture(scope="session")
+def small_arena_elf() -> Path:
+    """The same firmware built with SMALL_ARENA bytes of tensor arena per model instance."""
+    _build(f"ARENA_SIZE={SMALL_ARENA}")
+    return PORT_DIR / "build" / f"arena-{SMALL_ARENA}" / "tinymlops.elf"
+
+
+def _boot(elf: Path) -> Iterator[QemuDevice]:
     port = _free_port()
     proc = subprocess.Popen(
         ["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none",
          "-icount", f"shift={ICOUNT_SHIFT}", "-serial", f"tcp:127.0.0.1:{port},server=on,wait=off",
-         "-kernel", str(firmware_elf)],
+         "-kernel", str(elf)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + QEMU_START_TIMEOUT_S
     while True:
@@ -76,3 +91,15 @@ def qemu_device(firmware_elf: Path) -> Iterator[QemuDevice]:
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def qemu_device(firmware_elf: Path) -> Iterator[QemuDevice]:
+    """A freshly booted emulated device (empty model flash: it installs its factory model)."""
+    yield from _boot(firmware_elf)
+
+
+@pytest.fixture
+def small_arena_device(small_arena_elf: Path) -> Iterator[QemuDevice]:
+    """A freshly booted emulated device whose tensor arenas are SMALL_ARENA bytes each."""
+    yield from _boot(small_arena_elf)

@@ -7,6 +7,7 @@ import socket
 import time
 
 from app.protocol import messages as m
+from app.protocol.codes import EventCode
 from app.protocol.framing import FrameDecoder, frame
 from app.services.channel import SerialChannel
 
@@ -57,7 +58,8 @@ class Device:
 
 
 def raw_exchange(port: int, data: bytes, wait_s: float = 1.5) -> list[m.Packet]:
-    """Send raw bytes on the serial socket and collect the replies (no telemetry)."""
+    """Send raw bytes on the serial socket and collect the replies (no telemetry, and no BOOTED
+    event: a test that connects while the emulator is still booting would see it first)."""
     decoder = FrameDecoder()
     out: list[m.Packet] = []
     with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
@@ -70,8 +72,11 @@ def raw_exchange(port: int, data: bytes, wait_s: float = 1.5) -> list[m.Packet]:
                 continue
             for msg in decoder.feed(chunk):
                 packet = m.decode(msg)
-                if not isinstance(packet.msg, m.Telemetry | m.Stream):
-                    out.append(packet)
+                if isinstance(packet.msg, m.Telemetry | m.Stream):
+                    continue
+                if isinstance(packet.msg, m.Event) and packet.msg.code == EventCode.BOOTED:
+                    continue
+                out.append(packet)
     return out
 
 

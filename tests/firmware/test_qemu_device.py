@@ -4,17 +4,28 @@ issue names (each answered with its error code while the device keeps running)."
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import statistics
 import zlib
 
 import pytest
 
 from app.domain.errors import DeviceError
+from app.ml.tflm import Scorer
 from app.protocol import messages as m
 from app.protocol.codes import Caps, ErrorCode, EventCode, FaultMask, LatencyFlags, TelemetryFlags
-from app.protocol.image import sha256
-from tests.firmware.conftest import DATA
+from app.protocol.image import ModelImage, sha256
+from tests.firmware.conftest import DATA, SMALL_ARENA
 from tests.firmware.helpers import Device, framed, raw_exchange
+
+# Chunk size of the out-of-order transfer: 1 KB cuts fw_test_v2.tmlm (11 968 B) into 12 chunks,
+# enough for a shuffle to put most of them out of place (the device's largest is 4096).
+SMALL_CHUNK = 1024
+# A fixed shuffle, so a failure is reproducible.
+SHUFFLE_SEED = 3
+# Arena for the host-side TFLM scorer: these 36-feature models need about 4 KB.
+HOST_ARENA = 64 * 1024
 
 
 def test_hello_and_telemetry(qemu_device):
@@ -104,18 +115,74 @@ def test_transfer_errors_leave_the_model_running(qemu_device):
         status = dev.request(m.XferQuery(5)).msg
         assert status.received == 3 and status.missing() == []
         assert _error_code(dev, m.XferCommit(5, 1)) == ErrorCode.HASH_MISMATCH
-        after = dev.request(m.GetInfo()).msg
-        assert (after.model_name, after.model_version, after.model_sha) == \
-            (before.model_name, before.model_version, before.model_sha)
-        assert dev.telemetry(1)[0].model_version == before.model_version  # still scoring
+        _assert_model_unchanged(dev, before)
+
+
+def test_chunks_out_of_order_commit_and_run(qemu_device):
+    image = (DATA / "fw_test_v2.tmlm").read_bytes()
+    order = list(range(-(-len(image) // SMALL_CHUNK)))
+    random.Random(SHUFFLE_SEED).shuffle(order)
+    assert order[-1] != len(order) - 1 and sum(i != k for k, i in enumerate(order)) > len(order) // 2
+    with Device(qemu_device.url) as dev:
+        status = dev.request(m.XferBegin(41, len(image), SMALL_CHUNK, 0, sha256(image), "fw-test", 2)).msg
+        assert status.n_chunks == len(order)
+        half = len(order) // 2
+        _send_chunks(dev, image, 41, SMALL_CHUNK, order[:half])
+        assert dev.request(m.XferQuery(41)).msg.missing() == sorted(order[half:])  # the bitmap, not a cursor
+        _send_chunks(dev, image, 41, SMALL_CHUNK, order[half:])
+        lat = dev.request(m.XferCommit(41, 1, 2, 5), timeout=30).msg
+        assert isinstance(lat, m.Latency) and lat.model_version == 2
+        hello = dev.request(m.GetInfo()).msg
+        assert (hello.model_name, hello.model_version) == ("fw-test", 2)
+        # the model assembled from shuffled chunks scores exactly as TFLM does with the original image
+        scorer = Scorer(ModelImage.from_bytes(image), HOST_ARENA)
+        for t in dev.telemetry(2):
+            assert t.model_version == 2 and not t.flags & TelemetryFlags.NO_MODEL
+            assert t.score == scorer.score(t.features)
+
+
+def test_truncated_flatbuffer_in_a_valid_container_is_refused(qemu_device):
+    image = ModelImage.from_bytes((DATA / "fw_test_v2.tmlm").read_bytes())
+    broken = dataclasses.replace(image, tflite=image.tflite[:len(image.tflite) // 2]).to_bytes()
+    assert ModelImage.from_bytes(broken).tflite == image.tflite[:len(image.tflite) // 2]  # container is fine
+    with Device(qemu_device.url) as dev:
+        before = dev.request(m.GetInfo()).msg
+        with pytest.raises(DeviceError) as info:
+            _push(dev, broken, 51)
+        assert info.value.code == ErrorCode.LOAD_FAILED
+        _assert_model_unchanged(dev, before)
+
+
+def test_model_needing_more_arena_than_the_device_has_is_refused(small_arena_device):
+    wide = (DATA / "wide_v5.tmlm").read_bytes()  # 36-128-8-128-36, needs 2576 B of arena on this engine
+    with Device(small_arena_device.url) as dev:
+        before = dev.request(m.GetInfo()).msg
+        assert before.ram_budget == SMALL_ARENA  # really the small-arena build
+        assert before.model_name == "factory"  # whose own model fits its arena
+        with pytest.raises(DeviceError) as info:
+            _push(dev, wide, 61)
+        assert info.value.code == ErrorCode.ARENA_TOO_SMALL
+        _assert_model_unchanged(dev, before)
+
+
+def _send_chunks(dev: Device, image: bytes, transfer_id: int, chunk: int, order: list[int]) -> None:
+    for i in order:
+        data = image[i * chunk:(i + 1) * chunk]
+        assert isinstance(dev.request(m.XferChunk(transfer_id, i, zlib.crc32(data), data)).msg, m.Ack)
 
 
 def _push(dev: Device, image: bytes, transfer_id: int, mode: int = 1, bench: int = 5) -> m.Message:
     dev.request(m.XferBegin(transfer_id, len(image), 4096, 0, sha256(image), "x", 0))
-    for i in range(0, len(image), 4096):
-        data = image[i:i + 4096]
-        dev.request(m.XferChunk(transfer_id, i // 4096, zlib.crc32(data), data))
+    _send_chunks(dev, image, transfer_id, 4096, list(range(-(-len(image) // 4096))))
     return dev.request(m.XferCommit(transfer_id, mode, 2, bench), timeout=30).msg
+
+
+def _assert_model_unchanged(dev: Device, before: m.Hello) -> None:
+    after = dev.request(m.GetInfo()).msg
+    assert (after.model_name, after.model_version, after.model_sha) == \
+        (before.model_name, before.model_version, before.model_sha)
+    tel = dev.telemetry(1)[0]
+    assert tel.model_version == before.model_version and not tel.flags & TelemetryFlags.NO_MODEL  # still scoring
 
 
 def test_unsupported_op_and_bad_image_are_refused(qemu_device):

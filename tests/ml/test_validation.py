@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from app.domain.errors import ModelError
-from app.domain.profiles import PROFILES
+from app.domain.profiles import C_ENGINE_OPS, PROFILES
 from app.ml import conversion, tflm, validation
 from app.protocol.codes import ErrorCode
 
@@ -59,13 +59,27 @@ def test_op_outside_a_profiles_set_is_reported_per_profile():
     tflite = conversion.to_int8(small_model("tanh"), rep())
     checked = validation.validate(tflite, len(tflite) + 512)
     assert "TANH" in checked.ops
-    assert checked.fit["esp32-wroom-32"].fits  # full TFLM op resolver
-    f446 = checked.fit["stm32f446"]
-    assert not f446.fits and f446.unsupported_ops == ["TANH"]
-    assert "ops not supported on this device: TANH" in f446.reasons
-    with pytest.raises(ModelError) as err:
-        validation.require_fit("nrf52840", len(tflite), checked.arena, checked.ops)
-    assert err.value.code == ErrorCode.UNSUPPORTED_OP
+    assert checked.fit["esp32-wroom-32"].fits  # TFLM engine: TANH is in its op resolver
+    # every profile running the C engine (firmware/core/tm_engine.c) refuses it, with the reason
+    c_engine = [key for key, p in PROFILES.items() if p.ops == C_ENGINE_OPS]
+    assert sorted(c_engine) == ["nrf52840", "qemu-mps2-an386", "stm32f446", "stm32l4r5"]
+    for key in c_engine:
+        fit = checked.fit[key]
+        assert not fit.fits and fit.unsupported_ops == ["TANH"]
+        assert "ops not supported on this device: TANH" in fit.reasons
+        with pytest.raises(ModelError) as err:
+            validation.require_fit(key, len(tflite), checked.arena, checked.ops)
+        assert err.value.code == ErrorCode.UNSUPPORTED_OP
+    validation.require_fit("esp32-wroom-32", len(tflite), checked.arena, checked.ops)
+
+
+def test_dequantize_is_only_an_esp32_op():
+    """The C engine runs int8 end to end (no DEQUANTIZE kernel); the ESP32's TFLM resolver has one."""
+    ops = ["QUANTIZE", "FULLY_CONNECTED", "DEQUANTIZE"]
+    fit = validation.fit_all(8 * 1024, 4096, ops)
+    assert fit["esp32-wroom-32"].fits
+    assert {key for key, f in fit.items() if not f.fits} == {"nrf52840", "qemu-mps2-an386", "stm32f446", "stm32l4r5"}
+    assert all(f.unsupported_ops == ["DEQUANTIZE"] for f in fit.values() if not f.fits)
 
 
 def test_op_no_device_supports_is_an_error():

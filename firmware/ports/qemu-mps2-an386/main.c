@@ -31,8 +31,12 @@
 #define FLASH_PAGE 4096u
 #define SLOT_SIZE (1024u * 1024u)
 #define FLASH_SIZE (2u * SLOT_SIZE + 2u * FLASH_PAGE)
-/* Tensor arena budget per model instance (PROTOCOL.md 7: 256 KB). */
-#define ARENA_SIZE (256u * 1024u)
+/* Tensor arena budget per model instance (PROTOCOL.md 7: 256 KB); the Makefile's ARENA_SIZE
+ * builds a variant with another budget (tests/firmware: ARENA_TOO_SMALL). */
+#ifndef QEMU_ARENA_SIZE
+#define QEMU_ARENA_SIZE (256u * 1024u)
+#endif
+#define ARENA_SIZE QEMU_ARENA_SIZE
 /* Nominal shaft speed of the simulated machine, Hz (as the virtual fleet's default). */
 #define SHAFT_HZ 24.7f
 

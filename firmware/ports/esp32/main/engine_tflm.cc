@@ -2,6 +2,11 @@
 // espressif/esp-tflite-micro (ESP-NN optimised kernels). Same contract as tm_engine.c: the model is
 // read in place, unsupported ops are refused before allocation, the arena is the caller's.
 // Build flag TM_ENGINE_EXTERNAL is not needed: tm_engine_t's tensors[] carry the input/output views.
+//
+// The ops this engine runs are the ones register_ops() adds to the resolver, and nothing else: an
+// op the resolver lacks is UNSUPPORTED_OP at load. That set is profile esp32-wroom-32's op set,
+// TFLM_OPS in app/domain/profiles.py (tests/firmware/test_op_sets.py compares the two).
+#include <algorithm>
 #include <new>
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
@@ -12,13 +17,29 @@ extern "C" {
 }
 
 namespace {
-using Resolver = tflite::MicroMutableOpResolver<4>;
+// Number of ops register_ops() adds (the resolver's capacity; an Add* beyond it fails).
+constexpr unsigned kOpCount = 18;
+using Resolver = tflite::MicroMutableOpResolver<kOpCount>;
 // One interpreter per engine instance (the device keeps two: active and candidate).
 alignas(16) uint8_t g_storage[2][sizeof(tflite::MicroInterpreter)];
 tflite::MicroInterpreter *g_interp[2];
 tm_engine_t *g_owner[2];
 Resolver g_resolver;
 bool g_resolver_ready;
+
+bool register_ops(Resolver &r) {
+  const TfLiteStatus added[] = {
+      r.AddFullyConnected(), r.AddQuantize(),   r.AddDequantize(),        r.AddReshape(),
+      r.AddRelu(),           r.AddLogistic(),   r.AddTanh(),              r.AddAdd(),
+      r.AddMul(),            r.AddSub(),        r.AddConv2D(),            r.AddDepthwiseConv2D(),
+      r.AddAveragePool2D(),  r.AddMaxPool2D(),  r.AddSoftmax(),           r.AddMean(),
+      r.AddConcatenation(),  r.AddPad(),
+  };
+  static_assert(sizeof(added) / sizeof(added[0]) == kOpCount, "kOpCount is the number of Add* calls");
+  for (TfLiteStatus s : added)
+    if (s != kTfLiteOk) return false;
+  return true;
+}
 
 int slot_for(tm_engine_t *e) {
   for (int i = 0; i < 2; i++)
@@ -50,21 +71,19 @@ extern "C" int tm_engine_load(tm_engine_t *e, const uint8_t *model, size_t len, 
   flatbuffers::Verifier verifier(model, len);
   if (!tflite::VerifyModelBuffer(verifier)) return TM_E_LOAD_FAILED;  // truncated or corrupt
   const tflite::Model *m = tflite::GetModel(model);
-  if (m->subgraphs()->size() != 1) return TM_E_LOAD_FAILED;
+  if (!m->subgraphs() || m->subgraphs()->size() != 1 || !m->operator_codes()) return TM_E_LOAD_FAILED;
+  if (!g_resolver_ready) {
+    if (!register_ops(g_resolver)) return TM_E_INTERNAL;
+    g_resolver_ready = true;
+  }
+  // Refuse before allocating: an op the resolver does not hold is UNSUPPORTED_OP, not a failed
+  // AllocateTensors (which would read as ARENA_TOO_SMALL below).
   for (const auto *oc : *m->operator_codes()) {
     int code = std::max<int>(oc->deprecated_builtin_code(), oc->builtin_code());
-    if (code != tflite::BuiltinOperator_FULLY_CONNECTED && code != tflite::BuiltinOperator_QUANTIZE &&
-        code != tflite::BuiltinOperator_DEQUANTIZE && code != tflite::BuiltinOperator_RESHAPE) {
+    if (code == tflite::BuiltinOperator_CUSTOM || !g_resolver.FindOp(static_cast<tflite::BuiltinOperator>(code))) {
       e->unsupported_op = (uint16_t)code;
       return TM_E_UNSUPPORTED_OP;
     }
-  }
-  if (!g_resolver_ready) {
-    g_resolver.AddFullyConnected();
-    g_resolver.AddQuantize();
-    g_resolver.AddDequantize();
-    g_resolver.AddReshape();
-    g_resolver_ready = true;
   }
   g_interp[s] = new (g_storage[s]) tflite::MicroInterpreter(m, g_resolver, arena, arena_size);
   if (g_interp[s]->AllocateTensors() != kTfLiteOk) {

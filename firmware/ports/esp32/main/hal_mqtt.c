@@ -4,17 +4,39 @@
 #include <stdio.h>
 #include <string.h>
 #include "board.h"
+#include "esp_log.h"
+#include "freertos/FreeRTOS.h"
+#include "freertos/message_buffer.h"
+#include "freertos/task.h"
 #include "mqtt_client.h"
 
+/* Locking. esp-mqtt calls on_event from its own task while holding the client's API lock, and
+ * esp_mqtt_client_publish takes that lock. So:
+ *  - a command runs inline in on_event under the device lock, and its replies are published
+ *    directly (same task: the client lock is recursive and already held);
+ *  - what the main loop sends under the device lock (telemetry, stream, periodic HELLO, events)
+ *    must not wait for the client lock (the MQTT task may hold it while it waits for the device
+ *    lock: deadlock), so it is copied into `outbox` without blocking and published by
+ *    publisher_task, which holds no device lock. */
+/* Room for a few seconds of main-loop output with streaming on (per second: telemetry ~200 B,
+ * 4 STREAM of 1.5 KB, at times a HELLO or EVENT): a publisher stalled by a slow link drops
+ * messages (logged) rather than blocking the device. */
+#define OUTBOX_BYTES (24 * 1024)
+#define PUBLISHER_STACK 4096
+#define PUBLISHER_PRIO 5
+
+static const char *TAG = "tm_mqtt";
 static esp_mqtt_client_handle_t client;
 static tm_device_t *s_dev;
 static char topic_base[160];
+static MessageBufferHandle_t outbox;
+static int in_handler; /* read and written only under the device lock */
+static uint32_t dropped;
 
 static void topic(char *out, size_t cap, const char *leaf) { snprintf(out, cap, "%s/%s", topic_base, leaf); }
 
-void hal_mqtt_send(void *ctx, uint8_t type, const uint8_t *msg, size_t len)
+static void publish(uint8_t type, const uint8_t *msg, size_t len)
 {
-    (void)ctx;
     char t[200];
     int qos = 1, retain = 0;
     if (type == TM_TELEMETRY) { topic(t, sizeof(t), "telemetry"); qos = 0; }
@@ -28,6 +50,36 @@ void hal_mqtt_send(void *ctx, uint8_t type, const uint8_t *msg, size_t len)
     esp_mqtt_client_publish(client, t, (const char *)msg, (int)len, qos, retain);
 }
 
+static void publisher_task(void *arg)
+{
+    (void)arg;
+    static uint8_t buf[1 + TM_MAX_MESSAGE];
+    for (;;) {
+        size_t n = xMessageBufferReceive(outbox, buf, sizeof(buf), portMAX_DELAY);
+        if (n > 1) publish(buf[0], buf + 1, n - 1);
+    }
+}
+
+/* The core's send_message; always called under the device lock (inside a tm_device_* call). */
+void hal_mqtt_send(void *ctx, uint8_t type, const uint8_t *msg, size_t len)
+{
+    (void)ctx;
+    if (in_handler) {
+        publish(type, msg, len);
+        return;
+    }
+    /* one writer at a time (the device lock), as a FreeRTOS message buffer requires */
+    static uint8_t staged[1 + TM_MAX_MESSAGE];
+    if (len > TM_MAX_MESSAGE) return;
+    staged[0] = type;
+    memcpy(staged + 1, msg, len);
+    if (xMessageBufferSend(outbox, staged, len + 1, 0) != len + 1) {
+        dropped++;
+        if ((dropped & (dropped - 1)) == 0) /* log at 1, 2, 4, 8... drops */
+            ESP_LOGW(TAG, "outbox full: %lu messages dropped", (unsigned long)dropped);
+    }
+}
+
 static void on_event(void *arg, esp_event_base_t base, int32_t id, void *data)
 {
     (void)arg; (void)base;
@@ -37,7 +89,11 @@ static void on_event(void *arg, esp_event_base_t base, int32_t id, void *data)
         topic(t, sizeof(t), "cmd");
         esp_mqtt_client_subscribe(client, t, 1);
     } else if (id == MQTT_EVENT_DATA && ev->current_data_offset == 0 && ev->data_len == ev->total_data_len) {
-        tm_device_message(s_dev, (const uint8_t *)ev->data, (size_t)ev->data_len); /* commands fit one event */
+        board_dev_lock(); /* commands fit one event */
+        in_handler = 1;
+        tm_device_message(s_dev, (const uint8_t *)ev->data, (size_t)ev->data_len);
+        in_handler = 0;
+        board_dev_unlock();
     }
 }
 
@@ -64,6 +120,10 @@ int hal_mqtt_start(tm_device_t *dev, const char *broker_uri, const char *site, c
         .buffer.size = TM_MAX_MESSAGE + 256,
     };
     client = esp_mqtt_client_init(&cfg);
+    outbox = xMessageBufferCreate(OUTBOX_BYTES);
+    if (!client || !outbox ||
+        xTaskCreate(publisher_task, "tm_mqtt_pub", PUBLISHER_STACK, NULL, PUBLISHER_PRIO, NULL) != pdPASS)
+        return -1;
     esp_mqtt_client_register_event(client, ESP_EVENT_ANY_ID, on_event, NULL);
     return esp_mqtt_client_start(client) == ESP_OK ? 0 : -1;
 }

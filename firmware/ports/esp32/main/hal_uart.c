@@ -2,14 +2,11 @@
 #include "board.h"
 #include "driver/uart.h"
 #include "freertos/FreeRTOS.h"
-#include "freertos/semphr.h"
 #include "freertos/task.h"
 
 /* RX ring: two whole maximum frames, so a window of chunks in flight is never dropped. */
 #define UART_RX_BUF (2 * TM_MAX_FRAME + 512)
 #define UART_TX_BUF 8192
-
-static SemaphoreHandle_t dev_lock;
 
 void hal_uart_write(void *ctx, const uint8_t *data, size_t len)
 {
@@ -24,9 +21,9 @@ static void rx_task(void *arg)
     for (;;) {
         int n = uart_read_bytes(UART_NUM_0, buf, sizeof(buf), pdMS_TO_TICKS(20));
         if (n > 0) {
-            xSemaphoreTake(dev_lock, portMAX_DELAY);
+            board_dev_lock();
             tm_device_rx(dev, buf, (size_t)n);
-            xSemaphoreGive(dev_lock);
+            board_dev_unlock();
         }
     }
 }
@@ -38,6 +35,5 @@ void hal_uart_start(tm_device_t *dev)
                                .flow_ctrl = UART_HW_FLOWCTRL_DISABLE, .source_clk = UART_SCLK_DEFAULT};
     ESP_ERROR_CHECK(uart_driver_install(UART_NUM_0, UART_RX_BUF, UART_TX_BUF, 0, NULL, 0));
     ESP_ERROR_CHECK(uart_param_config(UART_NUM_0, &cfg));
-    dev_lock = xSemaphoreCreateMutex();
     xTaskCreate(rx_task, "tm_uart_rx", 8192, dev, 5, NULL);
 }
