@@ -455,7 +455,10 @@ class Packet:
 
 def encode(msg: Message, seq: int = 0) -> bytes:
     """Header + payload, the form MQTT carries and serial frames wrap."""
-    body = msg.payload()
+    try:
+        body = msg.payload()
+    except (struct.error, OverflowError) as exc:  # a field outside its wire type (u8, u16, u32, ...)
+        raise ProtocolError(f"{msg.TYPE.name} cannot be encoded: {exc}", code=ErrorCode.BAD_ARGUMENT) from exc
     if len(body) > MAX_PAYLOAD:
         raise ProtocolError(f"{msg.TYPE.name} payload of {len(body)} bytes exceeds {MAX_PAYLOAD}",
                             code=ErrorCode.BAD_ARGUMENT)

@@ -194,7 +194,12 @@ class MqttConnection:
                 self._subs[topic_filter] = (qos, [*(entry[1] if entry else []), handler])
                 self._dispatch.clear()
             if entry is None and self._live:
-                self._track(self._client.subscribe(topic_filter, qos))
+                try:
+                    self._track(self._client.subscribe(topic_filter, qos))
+                except ValueError as exc:  # paho's check of the filter or QoS
+                    with self._lock:
+                        self._subs.pop(topic_filter, None)
+                    raise LinkError(f"cannot subscribe to {topic_filter!r}: {exc}") from exc
 
     def wait_subscribed(self, timeout: float = SUBSCRIBE_TIMEOUT_S) -> None:
         """Block until connected and every subscription is acknowledged, so the broker routes (and
@@ -242,7 +247,7 @@ class MqttConnection:
         self.counters["published"] += 1
         if qos > 0:
             with self._lock:
-                if not info.is_published():
+                if not self._is_published(info):
                     self._pending[info.mid] = info
 
     def wait_published(self, timeout: float = PUBLISH_TIMEOUT_S) -> None:
@@ -258,7 +263,23 @@ class MqttConnection:
                 self._pending.pop(info.mid, None)
 
     @staticmethod
-    def _wait_info(info: mqtt.MQTTMessageInfo, timeout: float) -> bool:
+    def _is_published(info: mqtt.MQTTMessageInfo) -> bool:
+        """paho queues a QoS 1/2 message published while the connection is down (rc NO_CONN) and
+        sends it after the reconnect, but its is_published() raises for that rc: read the flag it
+        sets on the broker's acknowledgement instead (paho < 3, pinned)."""
+        if info.rc == mqtt.MQTT_ERR_NO_CONN:
+            with info._condition:
+                return info._published
+        try:
+            return info.is_published()
+        except (RuntimeError, ValueError):
+            return False
+
+    @classmethod
+    def _wait_info(cls, info: mqtt.MQTTMessageInfo, timeout: float) -> bool:
+        if info.rc == mqtt.MQTT_ERR_NO_CONN:
+            with info._condition:
+                return info._condition.wait_for(lambda: info._published, timeout)
         try:
             info.wait_for_publish(timeout)
         except (RuntimeError, ValueError):

@@ -80,3 +80,17 @@ def test_image_whose_name_runs_past_its_meta_section_is_rejected() -> None:
     raw[32 + 12] = 200  # claims 200 name bytes, the section holds 7
     with pytest.raises(ModelError, match="name"):
         ModelImage.from_bytes(bytes(raw))
+
+
+def test_a_field_outside_its_wire_type_is_a_protocol_error_not_a_struct_error():
+    import numpy as np
+
+    from app.domain.errors import ProtocolError
+    from app.protocol import messages as msgs
+    from app.protocol.codes import ErrorCode
+
+    for msg in (msgs.Benchmark(70000), msgs.Stream(1, 3200, 0.001, np.zeros((1, 300), np.int16)),
+                msgs.Latency(model_version=-1)):
+        with pytest.raises(ProtocolError) as err:
+            msgs.encode(msg, 1)
+        assert err.value.code == ErrorCode.BAD_ARGUMENT, err.value
