@@ -199,6 +199,8 @@ class Rollout:
         self.n_chunks = -(-len(self.image) // self.chunk_size)
         self._published = _Counter()
         self._chunk_bytes = _Counter()
+        self._republish_lock = threading.Lock()
+        self._republished: dict[str, float] = {}  # site -> when its chunks were last published again
 
     def _publish(self, topic: str, payload: bytes, retain: bool) -> None:
         self.connection.publish(topic, payload, qos=1, retain=retain)
@@ -219,6 +221,23 @@ class Rollout:
                 self._publish(topic, payload, retain=True)
                 self._chunk_bytes.add(publish_size(topic, payload))
         self.connection.wait_published()
+
+    def republish(self, site: str) -> bool:
+        """Publish a site's chunks again, when a pulling device makes no progress: a broker that
+        restarted without persistence lost the retained copies, and the device would wait forever.
+        Harmless to devices (a chunk they hold is ignored); throttled, so many stalled devices cost
+        one re-publish per quiet period. Returns whether it published."""
+        with self._republish_lock:
+            now = time.monotonic()
+            if now - self._republished.get(site, float("-inf")) < self.pull_quiet_s:
+                return False
+            self._republished[site] = now
+        try:
+            self._publish_chunks({site})
+        except LinkError as exc:
+            log.warning("re-publishing the model chunks for %s failed: %s", site, exc)
+            return False
+        return True
 
     def _clear_chunks(self, sites: set[str]) -> None:
         """Empty retained payloads delete the retained chunks from the broker."""
@@ -306,6 +325,7 @@ class _PullTransfer:
         self.channel = channel
         self.device_id = device_id
         self.cmd_topic = topics.device_topic(site, device_id, topics.CMD)
+        self.site = site
         self.source = rollout._prefix(site)
         self.stats = TransferStats(transfer_id=secrets.randbits(32), image_size=len(rollout.image),
                                    chunk_size=rollout.chunk_size, n_chunks=rollout.n_chunks)
@@ -347,11 +367,15 @@ class _PullTransfer:
         self._progress(received)
         quiet_queries = 0
         last = received
+        # progress, not traffic, resets the clock: a device that keeps reporting the same count (or
+        # sends anything else) without fetching must still reach the query and stall checks
+        quiet_since = time.monotonic()
         while received < self.r.n_chunks:
             if self.r.cancel.is_set():
                 raise Cancelled(f"deployment to {self.device_id} cancelled")
+            left = quiet_since + self.r.pull_quiet_s - time.monotonic()
             try:
-                pkt = self.inbox.get(timeout=self.r.pull_quiet_s)
+                pkt = self.inbox.get(timeout=left) if left > 0 else None
             except queue.Empty:
                 pkt = None
             if pkt is not None:
@@ -365,9 +389,10 @@ class _PullTransfer:
                     self.stats.resyncs += 1
                     received = self._begin().received  # same sha256: resumes
                 if received > last:
-                    last, quiet_queries = received, 0
+                    last, quiet_queries, quiet_since = received, 0, time.monotonic()
                 continue
-            # quiet: ask, and re-announce when the device lost the transfer
+            # no progress for pull_quiet_s: ask, and re-announce when the device lost the transfer
+            quiet_since = time.monotonic()
             try:
                 received = self._status(XferQuery(self.stats.transfer_id)).received
             except DeviceError as exc:
@@ -376,10 +401,13 @@ class _PullTransfer:
                 self.stats.resyncs += 1
                 received = self._begin().received
             if received > last:
-                last, quiet_queries = received, 0
+                last, quiet_queries, quiet_since = received, 0, time.monotonic()
                 self._progress(received)
             else:
                 quiet_queries += 1
+                if self.r.republish(self.site):
+                    log.info("%s: no progress at chunk %d; model chunks published again", self.device_id, received)
+                    self.stats.events.append("model chunks published again (the broker had lost them)")
                 if quiet_queries >= PULL_STALL_QUERIES:
                     raise LinkError(f"device {self.device_id} stopped fetching the model at chunk "
                                     f"{received}/{self.r.n_chunks}")

@@ -320,3 +320,30 @@ def test_broker_vanishing_mid_push_resumes_and_completes(mosquitto_factory, virt
     # the transfer really spanned the outage: the broker was away for 1 s before it came back
     # (a lower bound, whatever the machine's speed); paho re-sent the queued QoS 1 chunks
     assert result.host_deploy_s >= 1.0, result.host_deploy_s
+
+
+def test_broker_restart_mid_rollout_loses_the_retained_chunks_and_the_rollout_still_completes(
+        mosquitto_factory, virtual_fleet, model_image_v3, monkeypatch):
+    """A broker without persistence comes back empty: the retained model chunks are gone. The
+    rollout notices devices making no progress and publishes the chunks again."""
+    from app.deploy.rollout import Rollout
+
+    broker = mosquitto_factory()
+    fleet = virtual_fleet(broker.url, 2, profiles=["stm32f446"])
+    ids = [d.device_id for d in fleet.devices]
+    publish = Rollout._publish_chunks
+    rounds: list[int] = []
+
+    def publish_then_lose_them(self, sites):
+        publish(self, sites)
+        rounds.append(len(sites))
+        if len(rounds) == 1:  # the first copy: the broker restarts before any device fetched it
+            broker.restart()
+
+    monkeypatch.setattr(Rollout, "_publish_chunks", publish_then_lose_them)
+    results = api.deploy(model_image_v3, ids, via="mqtt", broker=broker.url, bench_count=3)
+    assert [r.outcome for r in results] == ["ok", "ok"], [r.error_message for r in results]
+    assert len(rounds) >= 2, "the chunks were never published again"
+    assert any("published again" in n for r in results for n in r.notes)
+    for d in fleet.devices:
+        assert d.active_model.sha256 == sha256(model_image_v3)

@@ -77,7 +77,7 @@ def test_metainfo_matches_desktop_file_console_script_and_version(project):
     newest = root.find("releases/release")
     assert newest is not None and newest.get("version") == project["version"], \
         "add a <release> for the pyproject.toml version at the top of <releases>"
-    assert root.findtext("project_license") == project["license"]["text"]
+    assert root.findtext("project_license") == project["license"]
 
 
 def test_png_icons_exist_at_every_size_with_those_dimensions():
