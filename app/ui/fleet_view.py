@@ -41,6 +41,8 @@ COLUMN_WIDTHS = (130, 130, 105, 70, 85, 105, 70, 65)
 # fleet fills and its first scores arrive, until the user resizes a column or a saved layout exists.
 COLUMN_MAX_WIDTH = 240
 AUTOSIZE_PERIOD_S = 15.0
+# ... at most this often: telemetry batches come several times a second, widths need not follow them.
+FIT_INTERVAL_S = 1.0
 # Room between a cell's text and the next column (the header's own size hint already has room
 # for its margins and the sort arrow).
 COLUMN_PADDING = 6
@@ -94,9 +96,14 @@ class FleetView(QWidget):
         for col, width in enumerate(COLUMN_WIDTHS):
             self.tree.setColumnWidth(col, width)
         install_column_menu(self.tree.header(), COLUMNS, HIDDEN_COLUMNS)
+        # Column fitting measures the rows on screen only: Qt's default (the visible rows plus 1,000
+        # more) read every device's every cell and froze the window ~1 s per telemetry batch while
+        # a 1,000-device fleet filled (benchmarks/gui_responsiveness.py --profile).
+        self.tree.header().setResizeContentsPrecision(0)
         self.auto_size_columns = True  # the main window clears it when it restored the user's columns
         self._sizing = False
         self._first_fill: float | None = None
+        self._last_fit = 0.0
         self.tree.header().sectionResized.connect(self._section_resized)
         self._expand_pending = False
         self.proxy.rowsInserted.connect(self._rows_inserted)
@@ -130,10 +137,10 @@ class FleetView(QWidget):
         view is sorted by a column telemetry moves."""
         self.tree.viewport().update()
         if self.auto_size_columns and self._first_fill is not None:
-            if time.monotonic() - self._first_fill < AUTOSIZE_PERIOD_S:
-                self.fit_columns()
-            else:
+            if time.monotonic() - self._first_fill >= AUTOSIZE_PERIOD_S:
                 self.auto_size_columns = False
+            elif time.monotonic() - self._last_fit >= FIT_INTERVAL_S:
+                self.fit_columns()
         column = self.tree.header().sortIndicatorSection()
         now = time.monotonic()
         if column in VOLATILE_COLUMNS and now - self._last_resort >= RESORT_INTERVAL_S:
@@ -150,6 +157,7 @@ class FleetView(QWidget):
 
     def fit_columns(self) -> None:
         """Widen columns whose content (or header) is cut; never narrower than COLUMN_WIDTHS."""
+        self._last_fit = time.monotonic()
         header = self.tree.header()
         self._sizing = True
         try:

@@ -340,13 +340,16 @@ class ModelsPage(QWidget):
 
     # ------------------------------------------------------------------ jobs
 
-    def _run(self, label: str, fn, *args, on_result=None, process: bool = False) -> workers.Worker | None:
+    def _run(self, label: str, fn, *args, on_result=None, process: bool = False,
+             cancellable: bool = True) -> workers.Worker | None:
+        """`cancellable=False` for a job that has no step to stop at (a fit check, an export take
+        seconds): its Cancel button stays disabled rather than promise what it cannot do."""
         if self.worker is not None and not self.worker.done:
             self.job_label.setText("another job is running: wait for it or cancel it")
             return None
         self.progress.setValue(0)
         self.job_label.setText(f"{label}…")
-        self.cancel_button.setEnabled(True)
+        self.cancel_button.setEnabled(cancellable)
         for b in (self.record_button, self.train_button, self.import_button, self.check_button):
             b.setEnabled(False)
 
@@ -455,7 +458,7 @@ class ModelsPage(QWidget):
 
             self.card.setHtml(card_html(dataclasses.replace(checked_mv, fit=fit, ops=ops, arena=arena)))
 
-        return self._run(f"check {mv.ref}", check_job, mv.ref, on_result=done)
+        return self._run(f"check {mv.ref}", check_job, mv.ref, on_result=done, cancellable=False)
 
     def _deploy(self) -> None:
         mv = self.current_version()
@@ -470,5 +473,5 @@ class ModelsPage(QWidget):
         if out:
             self._run(f"export {mv.ref}", export_job, mv.ref, out,
                       on_result=lambda paths: self.job_label.setText(
-                          "wrote " + ", ".join(p.name for p in paths)))
+                          "wrote " + ", ".join(p.name for p in paths)), cancellable=False)
 

@@ -263,6 +263,7 @@ def test_train_convert_deploy_while_streaming_stays_responsive(window, qtbot, tm
 
     # check the new version with TFLM from the page
     worker = models.check_selected()
+    assert not models.cancel_button.isEnabled()  # a check has no step to stop at: no false promise
     wait_for(qtbot, lambda: "measured arena" in models.job_label.text(), JOB_TIMEOUT_S, "the TFLM check")
     assert worker.failed is None
     wizard.accept()
