@@ -145,9 +145,11 @@ def check_executable(exe: str, report: Report, devices: int, label: str) -> None
             result = last_json_line(f"{label} gui --smoke-test", out)
             s = result.get("seconds", {})
             shown = result.get("devices", 0)
-            report.add(f"{label}: GUI", result.get("ok") is True and shown >= 1,
+            training = result.get("training", {})
+            report.add(f"{label}: GUI", result.get("ok") is True and shown >= 1 and training.get("ok") is True,
                        f"first window after {s.get('window')} s, {shown} devices in the fleet view after "
-                       f"{s.get('devices')} s, TensorFlow imported at start-up: "
+                       f"{s.get('devices')} s, a model trained in the GUI's worker process in "
+                       f"{s.get('training')} s, TensorFlow imported at start-up: "
                        f"{result.get('tensorflow_imported')}, process {secs:.1f} s")
 
         _attempt(report, f"{label}: --version", version)
