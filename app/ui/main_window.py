@@ -46,6 +46,20 @@ SESSION_CLOSE_WAIT_MS = 30_000
 TAB_LIVE, TAB_MODELS, TAB_LATENCY = range(3)
 # SerialLink counters that mean a frame from the device was dropped as line noise.
 SERIAL_BAD_FRAME_COUNTERS = ("bad_crc", "bad_cobs", "truncated", "oversized", "decoder_errors")
+# The status bar's port count: a cable plugged in shows within this long, without rescanning sysfs
+# on every telemetry batch.
+PORT_SCAN_INTERVAL_S = 10.0
+
+
+def _count_serial_ports(_progress, _cancel) -> int:
+    """Worker job: the serial ports the OS lists (0 when udev/sysfs cannot be read)."""
+    from app.transport.discovery import list_serial_ports
+
+    try:
+        return len(list_serial_ports())
+    except Exception:  # a broken udev/sysfs must not break the status bar
+        log.debug("serial port scan failed", exc_info=True)
+        return 0
 
 
 class _Bridge(QObject):
@@ -381,17 +395,21 @@ class MainWindow(QMainWindow):
         serial_devices = sum(1 for d in self.fleet_model.device_ids()
                              if getattr(self.fleet_model.record(d), "transport", "") == "serial"
                              and self.fleet_model.status(d) != "offline")
-        ports = getattr(self, "_port_count", None)
-        if ports is None or time.monotonic() - getattr(self, "_ports_checked", 0) > 10:
-            try:
-                from app.transport.discovery import list_serial_ports
-
-                ports = len(list_serial_ports())
-            except Exception:  # a broken udev/sysfs must not break the status bar
-                ports = 0
-            self._port_count, self._ports_checked = ports, time.monotonic()
+        ports = getattr(self, "_port_count", 0)
+        due = time.monotonic() - getattr(self, "_ports_checked", float("-inf")) > PORT_SCAN_INTERVAL_S
+        if due and getattr(self, "_port_scan", None) is None:
+            # sysfs/udev is IO: scanned in a worker, the label shows the last count meanwhile
+            self._ports_checked = time.monotonic()
+            self._port_scan = workers.run_in_thread(_count_serial_ports, name="serial port scan",
+                                                    on_result=self._ports_counted,
+                                                    on_finished=lambda: setattr(self, "_port_scan", None))
         self.serial_label.setText(f"serial: {ports} port{'s' if ports != 1 else ''}, "
                                   f"{serial_devices} device{'s' if serial_devices != 1 else ''}")
+
+    def _ports_counted(self, count: int) -> None:
+        if count != getattr(self, "_port_count", 0):
+            self._port_count = count
+            self._update_serial_label()
 
     def _on_fleet_events(self, events: list) -> None:
         self.events.model.add_many(events)
