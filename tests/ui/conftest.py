@@ -21,16 +21,22 @@ JOB_TIMEOUT_S = 240.0
 
 
 @pytest.fixture(scope="session")
-def ui_fleet(mosquitto_url: str) -> Iterator[str]:
-    """A virtual fleet on the session's Mosquitto; yields the broker URL."""
+def ui_fleet() -> Iterator[str]:
+    """A virtual fleet on a Mosquitto of its own; yields the broker URL. Not the session's shared
+    broker: this fleet lives until the session ends, and its sim-001... would share ids with the
+    fleets other tests start there (a recording then mixed two machines' streams)."""
     from app.fleet.fleet import VirtualFleet
+    from tests.fixtures.brokers import MosquittoProcess
 
-    fleet = VirtualFleet(mosquitto_url, FLEET_SIZE, seed=5)
+    broker = MosquittoProcess()
+    url = broker.start()
+    fleet = VirtualFleet(url, FLEET_SIZE, seed=5)
     fleet.start()
     try:
-        yield mosquitto_url
+        yield url
     finally:
         fleet.stop()
+        broker.close()
 
 
 @pytest.fixture(autouse=True)
