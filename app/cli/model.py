@@ -259,13 +259,13 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from app.ml import export, package
+    from app.ml import export
 
     if args.header:
         export.c_header(b"", args.symbol)  # a bad --symbol is refused before anything is written
     with _registry() as reg:
         mv = reg.resolve(args.ref)
-        written = package.export_with_artifacts(reg, mv, args.out)
+        written = export.export_package(reg, mv, args.out)
         if args.header:
             written.append(export.export_header(reg, mv, args.out, content=args.header_content,
                                                 symbol=args.symbol))

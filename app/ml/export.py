@@ -1,5 +1,6 @@
 """Export a registered version: a package (the int8 `.tflite`, the `.tmlm` image a device takes,
-and a JSON manifest with the model card and checksums) and a C header for firmware builds."""
+the float32 and dynamic-range conversions the version keeps, and a JSON manifest with the model
+card and checksums) and a C header for firmware builds."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from app.domain.errors import ModelError
 from app.ml import store
-from app.ml.registry import ModelVersion, Registry
+from app.ml.registry import ARTIFACT_KINDS, ModelVersion, Registry
 
 # Bytes per line in the C array: 12 x "0xNN, " stays under 80 columns.
 HEADER_BYTES_PER_LINE = 12
@@ -19,21 +20,25 @@ def _stem(mv: ModelVersion) -> str:
 
 
 def export_package(reg: Registry, mv: ModelVersion, out_dir: Path) -> list[Path]:
-    """Write `<name>-v<version>.tflite`, `.tmlm` (deployable models only) and `.json`; returns paths."""
+    """Write `<name>-v<version>.tflite` (int8), `.tmlm` (deployable models only), the other
+    conversions the version keeps (`.<kind>.tflite`: float32, dynamic-range; for comparison and for
+    hosts running float TFLite, never for a device) and the `.json` manifest last; returns the
+    paths. Every artifact is read (its SHA-256 checked by the registry) before a file is written."""
     out_dir = Path(out_dir)
+    blobs = [("tflite", f"{_stem(mv)}.tflite", reg.tflite_bytes(mv), None)]
+    if mv.deployable:
+        blobs.append(("image", f"{_stem(mv)}.tmlm", reg.image_bytes(mv), None))
+    blobs += [(kind, f"{_stem(mv)}.{kind}.tflite", reg.artifact_bytes(mv, kind), False)
+              for kind in ARTIFACT_KINDS if kind in mv.artifacts]
     out_dir.mkdir(parents=True, exist_ok=True)
-    tflite = reg.tflite_bytes(mv)
     written = []
     files: dict[str, dict] = {}
-    path = out_dir / f"{_stem(mv)}.tflite"
-    store.write_atomic(path, tflite)
-    files["tflite"] = {"file": path.name, "sha256": store.sha256_hex(tflite), "size": len(tflite)}
-    written.append(path)
-    if mv.deployable:
-        image = reg.image_bytes(mv)
-        path = out_dir / f"{_stem(mv)}.tmlm"
-        store.write_atomic(path, image)
-        files["image"] = {"file": path.name, "sha256": store.sha256_hex(image), "size": len(image)}
+    for key, name, data, deployable in blobs:
+        path = out_dir / name
+        store.write_atomic(path, data)
+        files[key] = {"file": name, "sha256": store.sha256_hex(data), "size": len(data)}
+        if deployable is not None:
+            files[key]["deployable"] = deployable
         written.append(path)
     manifest = {"format": "tinymlops-model-package", "format_version": 1, "model": mv.ref, "name": mv.name,
                 "version": mv.version, "kind": mv.kind, "deployable": mv.deployable, "files": files,

@@ -55,7 +55,6 @@ def test_versions_round_trip(data_dir, trained):
 def test_float_and_dynamic_conversions_are_kept_and_exported(data_dir, trained, tmp_path):
     """Training makes three conversions; the version keeps all three, content-addressed, and the
     export package carries the float32 and dynamic-range ones with their checksums."""
-    from app.ml import package
 
     extras = trained.extra_artifacts
     assert set(extras) == {"float32", "dynamic"}
@@ -72,7 +71,7 @@ def test_float_and_dynamic_conversions_are_kept_and_exported(data_dir, trained, 
         assert importer.tensor_io(reg.artifact_bytes(v1, "float32"))[0][0][0] != importer.INT8
         names = {p.name for p in (data_dir / "artifacts").iterdir()}
         assert names == {v1.tflite_sha256, v1.sha256, v2.sha256, *(store.sha256_hex(d) for d in extras.values())}
-        files = package.export_with_artifacts(reg, v1, tmp_path / "out")
+        files = export.export_package(reg, v1, tmp_path / "out")
     with Registry() as again:  # persisted
         assert again.resolve("pump@1").artifacts == v1.artifacts
         assert again.resolve("pump@1").card["artifacts"] == v1.artifacts
@@ -83,7 +82,7 @@ def test_float_and_dynamic_conversions_are_kept_and_exported(data_dir, trained, 
         entry = manifest["files"][kind]
         assert entry["file"] == path.name and not entry["deployable"]
         assert entry["sha256"] == store.sha256_hex(path.read_bytes()) == v1.artifacts[kind]["sha256"]
-    assert manifest["files"]["image"]["sha256"] == v1.sha256  # export.py's entries are still there
+    assert manifest["files"]["image"]["sha256"] == v1.sha256  # the int8 entries are still there
 
 
 def test_missing_or_unknown_artifact_kinds_are_clear(data_dir, trained):
