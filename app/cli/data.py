@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.protocol.framing import DEFAULT_BAUD
 from app.transport.local_broker import BROKER_HELP, resolve_broker
 
 if TYPE_CHECKING:  # numpy and the recorder load only when a command runs
@@ -25,14 +26,10 @@ DEVICE_WAIT_S = 5.0
 STREAM_START_GRACE_S = 10.0
 # A recording may take this factor of its nominal length (lost windows are replaced by later ones).
 RECORD_TIME_FACTOR = 1.5
-# Serial default: the rate every UART and the firmware start at (PROTOCOL.md 2.1), as `deploy`.
-DEFAULT_BAUD = 115200
 # How often the wait for a device's HELLO looks again.
 DEVICE_POLL_S = 0.05
-# Samples per STREAM message (PROTOCOL.md 4.3: devices send n = 256) and bits per byte on an 8N1
-# line: what a stream costs on a serial line.
+# Samples per STREAM message (PROTOCOL.md 4.3: devices send n = 256): what a stream costs on a line.
 STREAM_SAMPLES_PER_MESSAGE = 256
-BITS_PER_BYTE = 10
 
 
 def register(sub) -> None:
@@ -80,11 +77,11 @@ def stream_baud() -> int:
 
     from app.ml.features import DEFAULT_SPEC
     from app.protocol import messages as m
-    from app.protocol.framing import frame
+    from app.protocol.framing import UART_BITS_PER_BYTE, frame
 
     window = np.zeros((STREAM_SAMPLES_PER_MESSAGE, len(DEFAULT_SPEC.axes)), np.int16)
     wire = len(frame(m.encode(m.Stream(0, DEFAULT_SPEC.sample_rate, 1.0, window), 0)))
-    return round(wire * DEFAULT_SPEC.sample_rate / STREAM_SAMPLES_PER_MESSAGE * BITS_PER_BYTE)
+    return round(wire * DEFAULT_SPEC.sample_rate / STREAM_SAMPLES_PER_MESSAGE * UART_BITS_PER_BYTE)
 
 
 def _recorder(seconds: float, progress: ProgressFn | None) -> StreamRecorder:

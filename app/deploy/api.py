@@ -39,6 +39,7 @@ from app.deploy.transfer import (
 )
 from app.domain.errors import Cancelled, DeviceError, LinkError, ModelError, ProtocolError, TinyMLOpsError
 from app.protocol.codes import PROTOCOL_VERSION, Caps, CommitMode, ErrorCode, LatencyFlags
+from app.protocol.framing import line_bytes_per_s
 from app.protocol.image import ModelImage, sha256
 from app.protocol.messages import Confirm, Hello, Rollback
 from app.transport.local_broker import resolve_broker
@@ -273,7 +274,7 @@ def _push(link: links.DeviceLink, image: _Image, base: DeploymentResult,
     push = PushTransfer(
         link.channel, image.data, device_id=base.device, model_name=image.name, model_version=image.version,
         max_chunk=hello.max_chunk, framed=serial, window=WINDOW if serial else MQTT_WINDOW,
-        line_bytes_per_s=(link.baud / 10) if serial and link.baud else None,
+        line_bytes_per_s=line_bytes_per_s(link.baud) if serial and link.baud else None,
         reconnect=link.reconnect, cancel=cancel,
         progress=(lambda done, total: progress(base.device, done, total)) if progress else None)
     try:

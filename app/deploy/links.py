@@ -13,13 +13,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from app.domain.errors import LinkError, ProtocolError
+from app.protocol.framing import DEFAULT_BAUD
 from app.protocol.messages import GetInfo, Hello
 from app.transport.local_broker import NO_BROKER_HINT, resolve_broker
 
 log = logging.getLogger(__name__)
 
-# Serial default: the rate every UART and the firmware start at (PROTOCOL.md 2.1).
-DEFAULT_BAUD = 115200
 # Connecting to a broker on the plant network, TLS included.
 CONNECT_TIMEOUT_S = 10.0
 # GET_INFO answers at once; a serial device may be mid-frame, so allow one resend.

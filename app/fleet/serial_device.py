@@ -18,12 +18,10 @@ import time
 import tty
 
 from app.fleet.device import Outgoing, VirtualDevice
-from app.protocol.framing import FrameDecoder, frame
+from app.protocol.framing import FrameDecoder, frame, line_bytes_per_s
 
 log = logging.getLogger(__name__)
 
-# 8N1: start bit, 8 data bits, stop bit.
-BITS_PER_BYTE = 10
 # Time a UART's receive FIFO/DMA keeps the line busy while the device processes what it read.
 UART_FIFO_S = 0.0005
 # The reader wakes this often to notice `stop()`.
@@ -63,7 +61,7 @@ class LinePacer:
         with self._lock:
             now = time.monotonic()
             busy = now - self._free_at <= self._late_allowance
-            self._free_at = (self._free_at if busy else now) + nbytes * BITS_PER_BYTE / self.baud
+            self._free_at = (self._free_at if busy else now) + nbytes / line_bytes_per_s(self.baud)
             target = self._free_at
             delay = target - now
         if delay > 0:

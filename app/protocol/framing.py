@@ -19,6 +19,15 @@ log = logging.getLogger(__name__)
 
 CRC_SIZE = 4
 DELIMITER = b"\x00"
+# PROTOCOL.md 2.1: the rate every UART and the firmware start at; 921600 where the link allows.
+DEFAULT_BAUD = 115200
+# 8N1: start bit, 8 data bits, stop bit; the line-rate floor is wire bytes / (baud / 10).
+UART_BITS_PER_BYTE = 10
+
+
+def line_bytes_per_s(baud: int) -> float:
+    """Bytes an 8N1 line carries per second at `baud`."""
+    return baud / UART_BITS_PER_BYTE
 
 
 def crc32(data: bytes | bytearray | memoryview) -> int:

@@ -1,4 +1,4 @@
-"""The Models page's jobs, Qt-free: each is `fn(progress, cancel, ...)` for app.ui.workers.
+"""The GUI's worker jobs, Qt-free: each is `fn(progress, cancel, ...)` for app.ui.workers.
 
 Training and import run in a separate process (`workers.run_in_process`): importing TensorFlow
 and training hold the interpreter lock for long stretches that would otherwise stall the GUI's
@@ -7,18 +7,14 @@ event loop. Recording uses the session's live FleetMonitor, so it runs in a thre
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 # Training stages and the share of the progress bar each takes (the pipeline reports a fraction per stage).
 STAGE_SPAN = {"train": (0, 70), "convert": (70, 85), "validate": (85, 100)}
-# `gui --smoke-test` trains one throw-away model through the GUI's worker path (a spawned child):
-# the fewest windows training accepts, spread over a few simulated machines, and one epoch. It
-# proves TensorFlow imports, trains and converts in a child of the (frozen) GUI, not model quality.
-SMOKE_TRAIN_MACHINES = 4
-SMOKE_TRAIN_EPOCHS = 1
-SMOKE_TRAIN_SEED = 11
-SMOKE_SHAFT_HZ = (15.0, 35.0)  # the range of shaft speeds of the simulated machines
 # A recording may take this factor of its nominal length (lost windows are replaced by later ones) ...
 RECORD_TIME_FACTOR = 1.5
 # ... plus this for the stream request to reach the device and the first windows to come back.
@@ -89,20 +85,12 @@ def train_job(progress, cancel, data: list[str], fault: list[str], name: str, ep
 
 
 def smoke_train_job(progress, cancel):
-    """Train, convert and TFLM-check a tiny model on simulated normal vibration; nothing is stored.
-    Returns the converted model's sizes (plain data: it crosses back from the child process)."""
-    import numpy as np
+    """`gui --smoke-test`: the installation smoke test's tiny model (app.services.smoke), trained,
+    converted and TFLM-checked through the GUI's worker path; nothing is stored. Returns plain data
+    (it crosses back from the child process)."""
+    from app.services import smoke
 
-    from app.ml import factory, pipeline, training
-
-    per_machine = -(-training.MIN_TRAINING_WINDOWS // SMOKE_TRAIN_MACHINES)  # ceil: at least the minimum
-    normal = np.concatenate([factory.simulate(SMOKE_TRAIN_SEED + m, hz, per_machine)
-                             for m, hz in enumerate(np.linspace(*SMOKE_SHAFT_HZ, SMOKE_TRAIN_MACHINES))])
-    config = training.TrainConfig(epochs=SMOKE_TRAIN_EPOCHS, seed=SMOKE_TRAIN_SEED)
-    trained = pipeline.train_model(normal, name="gui-smoke", config=config, progress=_stage_progress(progress),
-                                   cancel=cancel)
-    return {"windows": len(normal), "epochs": SMOKE_TRAIN_EPOCHS, "tflite_size": trained.card["tflite_size"],
-            "image_size": trained.card["image_size"]}
+    return smoke.convert_small_model(progress=_stage_progress(progress), cancel=cancel)
 
 
 def import_job(progress, cancel, path: str, name: str, data: list[str]):
@@ -124,12 +112,23 @@ def check_job(progress, cancel, ref: str):
 
 
 def export_job(progress, cancel, ref: str, out_dir: str):
-    from app.ml import export, package
+    from app.ml import export
     from app.ml.registry import Registry
 
     with Registry() as reg:
         mv = reg.resolve(ref)
-        written = package.export_with_artifacts(reg, mv, Path(out_dir))
+        written = export.export_package(reg, mv, Path(out_dir))
         if mv.deployable:
             written.append(export.export_header(reg, mv, Path(out_dir)))
     return written
+
+
+def count_serial_ports_job(progress, cancel) -> int:
+    """The serial ports the OS lists, for the status bar (0 when udev/sysfs cannot be read)."""
+    from app.transport.discovery import list_serial_ports
+
+    try:
+        return len(list_serial_ports())
+    except Exception:  # a broken udev/sysfs must not break the status bar
+        log.debug("serial port scan failed", exc_info=True)
+        return 0

@@ -25,9 +25,11 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui import workers
+from app.ui.device_switch import switch_model
 from app.ui.events import EventsPanel
 from app.ui.fleet_model import STATUS_COLORS, FleetModel
 from app.ui.fleet_view import FleetView
+from app.ui.jobs import count_serial_ports_job
 from app.ui.live_view import LiveView
 from app.ui.settings import Settings, qsettings
 
@@ -50,16 +52,6 @@ SERIAL_BAD_FRAME_COUNTERS = ("bad_crc", "bad_cobs", "truncated", "oversized", "d
 # on every telemetry batch.
 PORT_SCAN_INTERVAL_S = 10.0
 
-
-def _count_serial_ports(_progress, _cancel) -> int:
-    """Worker job: the serial ports the OS lists (0 when udev/sysfs cannot be read)."""
-    from app.transport.discovery import list_serial_ports
-
-    try:
-        return len(list_serial_ports())
-    except Exception:  # a broken udev/sysfs must not break the status bar
-        log.debug("serial port scan failed", exc_info=True)
-        return 0
 
 
 class _Bridge(QObject):
@@ -400,7 +392,7 @@ class MainWindow(QMainWindow):
         if due and getattr(self, "_port_scan", None) is None:
             # sysfs/udev is IO: scanned in a worker, the label shows the last count meanwhile
             self._ports_checked = time.monotonic()
-            self._port_scan = workers.run_in_thread(_count_serial_ports, name="serial port scan",
+            self._port_scan = workers.run_in_thread(count_serial_ports_job, name="serial port scan",
                                                     on_result=self._ports_counted,
                                                     on_finished=lambda: setattr(self, "_port_scan", None))
         self.serial_label.setText(f"serial: {ports} port{'s' if ports != 1 else ''}, "
@@ -476,61 +468,11 @@ class MainWindow(QMainWindow):
             return False
         return True
 
-    def _switch(self, device_id: str, what: str) -> workers.Worker | None:
-        """Roll back or confirm over the transport the fleet shows the device on: a device attached
-        over serial is reached through its port (released by the fleet view meanwhile), others over MQTT."""
-        if not device_id or not self._require_session():
-            return None
-        from app.deploy import api
-        from app.services.app_session import serial_port_released
-
-        session = self.session
-        fn = api.rollback if what == "rollback" else api.confirm
-        record = self.fleet_model.record(device_id)
-        serial = None
-        if record is not None and record.transport == "serial":
-            serial = session.serial_port_of(device_id)
-            if serial is None:
-                self.notify("error", device_id, f"{what} not possible: the device's serial port is not attached "
-                            "(Fleet ▸ Attach serial device)")
-                return None
-
-        def job(_progress, _cancel):
-            if serial is not None:
-                port, baud = serial
-                with serial_port_released(session, port, baud) as release:
-                    res = fn(device_id, via="serial", port=port, baud=baud)
-                return res, release.reattach_error
-            connection = session.open_connection()
-            try:
-                return fn(device_id, via="mqtt", connection=connection, broker=session.broker_url), None
-            finally:
-                connection.close()
-
-        def result(outcome) -> None:
-            res, reattach_error = outcome
-            if res.ok:
-                word = "rolled back to" if what == "rollback" else "confirmed"
-                self.notify("ok", device_id, f"{word} {res.model_name}@{res.model_version}")
-            else:
-                self.notify("error", device_id, f"{what} failed: {res.error_message}")
-            if reattach_error:
-                self.notify("warning", device_id, f"serial port {serial[0]} not attached again: {reattach_error}; "
-                            "reconnect it, then Fleet ▸ Attach serial device")
-            self.dashboard.refresh()
-
-        via = f"serial port {serial[0]}" if serial else "MQTT"
-        self.statusBar().showMessage(f"{what} {device_id} over {via}…")
-        worker = workers.run_in_thread(job, name=what, on_result=result,
-                                       on_error=lambda msg: self.notify("error", device_id, f"{what} failed: {msg}"))
-        self.track_job(worker, what)
-        return worker
-
     def rollback(self, device_id: str) -> workers.Worker | None:
-        return self._switch(device_id, "rollback")
+        return switch_model(self, device_id, "rollback") if device_id and self._require_session() else None
 
     def confirm_trial(self, device_id: str) -> workers.Worker | None:
-        return self._switch(device_id, "confirm")
+        return switch_model(self, device_id, "confirm") if device_id and self._require_session() else None
 
     def _rollback_selected(self) -> None:
         for device_id in self.fleet_view.selected()[:1]:

@@ -23,13 +23,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.protocol.framing import DEFAULT_BAUD
+
 log = logging.getLogger(__name__)
 
 ORGANIZATION = "tinymlops"
 APPLICATION = "operator"
 TRANSPORTS = ("mqtt", "serial")
 BAUDS = (9600, 57600, 115200, 230400, 460800, 921600)
-DEFAULT_BAUD = 115200
 # The settings file holds the broker password in plain text (QSettings has no secret store):
 # readable and writable by the user only. QSettings rewrites it through QSaveFile, which keeps the
 # mode of the file it replaces.
