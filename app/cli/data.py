@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.protocol.framing import DEFAULT_BAUD
-from app.transport.local_broker import BROKER_HELP, resolve_broker
+from app.transport.local_broker import BROKER_HELP
 
 if TYPE_CHECKING:  # numpy and the recorder load only when a command runs
     import numpy as np
@@ -136,18 +136,16 @@ def _collect(monitor: FleetMonitor, device: str, seconds: float, recorder: Strea
     return recorder.samples(), meta
 
 
-def record(broker: str, device: str, seconds: float,
+def record(broker: str | None, device: str, seconds: float,
            progress: ProgressFn | None = None) -> tuple[np.ndarray, dict]:
-    """(samples, HELLO-derived metadata) recorded from `device`'s STREAM over MQTT."""
+    """(samples, HELLO-derived metadata) recorded from `device`'s STREAM over MQTT (`broker` None:
+    the running app's embedded broker, see app.transport.local_broker)."""
+    from app.deploy.links import broker_connection
     from app.domain.errors import LinkError
     from app.services.fleet_monitor import FleetMonitor
-    from app.transport.mqtt_link import MqttConnection
 
     recorder = _recorder(seconds, progress)
-    conn = MqttConnection(broker)
-    conn.connect()
-    monitor = FleetMonitor(conn)
-    try:
+    with broker_connection(broker) as conn, FleetMonitor(conn) as monitor:
         deadline = time.monotonic() + DEVICE_WAIT_S
         while monitor.get(device) is None and time.monotonic() < deadline:
             time.sleep(DEVICE_POLL_S)
@@ -156,9 +154,6 @@ def record(broker: str, device: str, seconds: float,
             raise LinkError(f"device {device!r} is not on {conn.url.address} (devices seen: {known})")
         samples, meta = _collect(monitor, device, seconds, recorder)
         return samples, {**meta, "transport": "mqtt", "broker": conn.url.address}
-    finally:
-        monitor.close()
-        conn.close()
 
 
 def record_serial(port: str, seconds: float, progress: ProgressFn | None = None, *, baud: int = DEFAULT_BAUD,
@@ -208,7 +203,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     if args.via == "serial":
         samples, meta = record_serial(args.port, args.seconds, progress, baud=args.baud, device=args.device)
     else:
-        samples, meta = record(resolve_broker(args.broker), args.device, args.seconds, progress)
+        samples, meta = record(args.broker, args.device, args.seconds, progress)
     progress.done()
     device = meta["device"]
     with DatasetStore() as store:

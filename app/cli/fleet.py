@@ -7,7 +7,7 @@ import json
 import time
 
 from app.domain.errors import LinkError
-from app.transport.local_broker import BROKER_HELP, NO_BROKER_HINT, resolve_broker
+from app.transport.local_broker import BROKER_HELP
 
 # Retained statuses arrive at once; 3 s also catches a telemetry message (about 1 Hz) from each device.
 DEFAULT_WAIT_S = 3.0
@@ -42,28 +42,15 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from app.deploy.links import broker_connection
     from app.services.fleet_monitor import FleetMonitor
-    from app.transport.mqtt_link import MqttConnection
 
     if args.wait < 0:
         raise LinkError("--wait must be zero or more seconds")
-    conn = MqttConnection(resolve_broker(args.broker))
-    try:
-        conn.connect()
-    except LinkError as exc:
-        if args.broker:
-            raise
-        raise LinkError(f"{exc} ({NO_BROKER_HINT})") from exc
-    try:
-        monitor = FleetMonitor(conn)
-        try:
-            time.sleep(args.wait)
-            records = monitor.devices()
-            counters = dict(monitor.counters)
-        finally:
-            monitor.close()
-    finally:
-        conn.close()
+    with broker_connection(args.broker) as conn, FleetMonitor(conn) as monitor:
+        time.sleep(args.wait)
+        records = monitor.devices()
+        counters = dict(monitor.counters)
     now = time.time()
     if args.json:
         out = []

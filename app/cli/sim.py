@@ -8,7 +8,7 @@ import time
 
 from app.domain.errors import DeviceError, LinkError, TinyMLOpsError
 from app.protocol.codes import FaultMask
-from app.transport.local_broker import BROKER_HELP, announce, resolve_broker
+from app.transport.local_broker import BROKER_HELP, announce
 
 # The terminal view refreshes this often.
 VIEW_REFRESH_S = 1.0
@@ -121,13 +121,12 @@ def _view(fleet) -> None:
 
 
 def run_fault(args: argparse.Namespace) -> int:
+    from app.deploy.links import broker_connection
     from app.protocol import messages as m
     from app.services.channel import MqttChannel
     from app.services.fleet_monitor import FleetMonitor
-    from app.transport.mqtt_link import MqttConnection
 
-    with MqttConnection(resolve_broker(args.broker)) as conn:
-        monitor = FleetMonitor(conn)
+    with broker_connection(args.broker) as conn, FleetMonitor(conn) as monitor:
         deadline = time.monotonic() + DEVICE_SEEN_TIMEOUT_S
         while (record := monitor.get(args.device)) is None and time.monotonic() < deadline:
             time.sleep(0.1)

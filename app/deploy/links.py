@@ -84,7 +84,7 @@ def broker_connection(url: str | None) -> Iterator[object]:
     from app.transport.mqtt_link import MqttConnection
 
     target = resolve_broker(url)
-    conn = MqttConnection(target, client_id=f"tinymlops-deploy-{secrets.token_hex(4)}")
+    conn = MqttConnection(target, client_id=f"tinymlops-cli-{secrets.token_hex(4)}")
     try:
         conn.connect(CONNECT_TIMEOUT_S)
     except LinkError as exc:
