@@ -22,14 +22,13 @@ import numpy as np
 
 from app.domain.errors import ModelError, ProtocolError
 from app.domain.profiles import HardwareProfile, get_profile
+from app.fleet.model_slot import LoadedModel, Refused, latency, verify
 from app.fleet.vibration import MachineSimulator, estimate_shaft_hz
 from app.fleet.window_analysis import WindowAnalyzer
-from app.ml import tflm
 from app.ml.features import DEFAULT_SPEC, extract
 from app.protocol import messages as m
 from app.protocol.codes import (
     DEFAULT_TRIAL_TIMEOUT_S,
-    ERROR_TEXT,
     HELLO_INTERVAL_S,
     PROTOCOL_VERSION,
     PULL_STATUS_INTERVAL_S,
@@ -41,13 +40,11 @@ from app.protocol.codes import (
     ErrorCode,
     EventCode,
     FaultMask,
-    LatencyFlags,
     MsgType,
     TelemetryFlags,
     XferFlags,
 )
 from app.protocol.framing import crc32
-from app.protocol.image import ModelImage
 from app.protocol.topics import REPLY, STATUS, STREAM, TELEMETRY, valid_id
 
 log = logging.getLogger(__name__)
@@ -62,8 +59,6 @@ STREAM_WINDOW = 256
 STREAM_SCALE_G = 16.0 / 32768.0
 # A device not ticked for longer than this (paused process, stopped debugger) does not replay it.
 MAX_CATCHUP_S = 2.0
-# BENCHMARK runs at most this many inferences: more would stall every device sharing the thread.
-MAX_BENCH_COUNT = 2000
 # A command repeated with the same bytes within this window is a QoS-1 duplicate: answer, don't redo.
 DUPLICATE_WINDOW_S = 10.0
 # How many recent commands the duplicate filter remembers.
@@ -72,44 +67,7 @@ DUPLICATE_CACHE_SIZE = 64
 # broker sends every retained chunk again): a chunk lost or held up in the broker costs seconds, not
 # the whole rollout.
 PULL_REFETCH_S = 2.0
-# Arena for "does it load at all": anything that fails here is broken, not big.
-BIG_ARENA = tflm.MAX_ARENA_PROBE
-
 Outgoing = tuple[str, bytes]
-
-# probe_load forks a child per call; a fleet rolling one model out probes it once per arena size.
-_probe_cache: dict[tuple[bytes, int], tuple[bool, bool]] = {}
-_probe_lock = threading.Lock()
-
-
-def _probe(tflite: bytes, budget: int) -> tuple[bool, bool]:
-    """(loads within budget, loads with a big arena), cached by model hash."""
-    key = (hashlib.sha256(tflite).digest(), budget)
-    with _probe_lock:
-        if key not in _probe_cache:
-            ok_budget, ok_big = tflm.probe_load(tflite, [budget, BIG_ARENA])
-            _probe_cache[key] = (ok_budget, ok_big)
-        return _probe_cache[key]
-
-
-class _Refused(Exception):
-    """A command failed with a protocol error code (becomes an ERROR reply)."""
-
-    def __init__(self, code: ErrorCode, message: str = "") -> None:
-        super().__init__(message or ERROR_TEXT.get(code, code.name))
-        self.code = code
-
-
-@dataclass
-class LoadedModel:
-    """A verified image in a slot, loaded into its own interpreter."""
-
-    raw: bytes
-    image: ModelImage
-    sha256: bytes
-    scorer: tflm.Scorer
-    load_us: int
-
 
 @dataclass
 class Slot:
@@ -151,12 +109,6 @@ class Transfer:
         return bool(self.have.all())
 
 
-def _percentile(sorted_values: list[int], q: float) -> int:
-    """Nearest-rank percentile of an ascending list (PROTOCOL.md 4.4)."""
-    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
 class VirtualDevice:
     """One simulated sensor node: a machine, a feature extractor, two model slots, the protocol."""
 
@@ -180,8 +132,8 @@ class VirtualDevice:
         self._analyzer = WindowAnalyzer(DEFAULT_SPEC, sample_rate)
         self._lock = threading.RLock()
         try:
-            factory = self._verify(bytes(factory_image))
-        except _Refused as exc:
+            factory = verify(bytes(factory_image), self.profile)
+        except Refused as exc:
             raise ModelError(f"factory model refused by {device_id} ({exc.code.name}): {exc}") from exc
         self._slots: list[Slot | None] = [Slot(factory, "active"), None]
         self._active = 0
@@ -298,7 +250,7 @@ class VirtualDevice:
                 return list(cached[1])
             try:
                 out = self._dispatch(packet, now)
-            except _Refused as exc:
+            except Refused as exc:
                 out = [(REPLY, m.encode(m.Error(int(packet.msg.TYPE), int(exc.code), str(exc)), packet.seq))]
             except Exception as exc:  # a bug must not kill the device: answer INTERNAL
                 log.exception("%s: internal error handling %s", self.device_id, packet.msg.TYPE.name)
@@ -328,7 +280,7 @@ class VirtualDevice:
             try:
                 self._store_chunk(t, msg, now)
                 t.last_fetch = now
-            except _Refused as exc:
+            except Refused as exc:
                 self._count("bad_pull_chunk")
                 log.info("%s: pull chunk %d refused: %s", self.device_id, msg.index, exc)
                 return []
@@ -362,7 +314,7 @@ class VirtualDevice:
             case m.XferChunk():
                 t = self._transfer
                 if t is None or t.transfer_id != msg.transfer_id:
-                    raise _Refused(ErrorCode.NO_TRANSFER, f"no transfer with id {msg.transfer_id}")
+                    raise Refused(ErrorCode.NO_TRANSFER, f"no transfer with id {msg.transfer_id}")
                 self._store_chunk(t, msg, now)
                 return ack()
             case m.XferQuery(transfer_id=tid):
@@ -377,7 +329,7 @@ class VirtualDevice:
                 return self._activate(msg, seq, now)
             case m.Confirm():
                 if not self._trial:
-                    raise _Refused(ErrorCode.NOT_TRIAL)
+                    raise Refused(ErrorCode.NOT_TRIAL)
                 self._trial = False
                 return reply(self.hello(now))
             case m.Rollback():
@@ -386,44 +338,44 @@ class VirtualDevice:
             case m.Benchmark(count=count):
                 active = self.active_model
                 if active is None:
-                    raise _Refused(ErrorCode.NO_MODEL)
+                    raise Refused(ErrorCode.NO_MODEL)
                 if count == 0:
-                    raise _Refused(ErrorCode.BAD_ARGUMENT, "benchmark count must be at least 1")
-                return reply(self._latency(active, 0, count))
+                    raise Refused(ErrorCode.BAD_ARGUMENT, "benchmark count must be at least 1")
+                return reply(latency(active, 0, count))
             case m.SetFault(mask=mask, severity=severity):
                 if mask & ~int(sum(FaultMask)) or not math.isfinite(severity) or not 0.0 <= severity <= 1.0:
-                    raise _Refused(ErrorCode.BAD_ARGUMENT, "fault mask has unknown bits or severity not in 0..1")
+                    raise Refused(ErrorCode.BAD_ARGUMENT, "fault mask has unknown bits or severity not in 0..1")
                 self.machine.set_fault(mask, severity)
                 event = m.Event(int(EventCode.FAULT_CHANGED), f"fault mask {mask} severity {severity:.2f}")
                 return [*ack(), self._unsolicited(REPLY, event)]
             case m.Reboot():
                 return self._reboot(seq, now)
             case _:
-                raise _Refused(ErrorCode.UNKNOWN_TYPE, f"{msg.TYPE.name} is not a command")
+                raise Refused(ErrorCode.UNKNOWN_TYPE, f"{msg.TYPE.name} is not a command")
 
     # ------------------------------------------------------------------ transfers
     def _transfer_by_id(self, tid: int) -> Transfer:
         t = self._transfer
         if t is None or t.transfer_id != tid:
-            raise _Refused(ErrorCode.NO_TRANSFER, f"no transfer with id {tid}")
+            raise Refused(ErrorCode.NO_TRANSFER, f"no transfer with id {tid}")
         return t
 
     def _xfer_begin(self, b: m.XferBegin, now: float) -> m.XferStatus:
         if b.chunk_size == 0 or b.chunk_size > self.profile.max_chunk or b.image_size == 0:
-            raise _Refused(ErrorCode.BAD_ARGUMENT,
+            raise Refused(ErrorCode.BAD_ARGUMENT,
                            f"chunk size must be 1..{self.profile.max_chunk} and the image non-empty")
         if b.image_size > self.profile.slot_size:
-            raise _Refused(ErrorCode.TOO_LARGE, f"image of {b.image_size} bytes exceeds the "
+            raise Refused(ErrorCode.TOO_LARGE, f"image of {b.image_size} bytes exceeds the "
                            f"{self.profile.slot_size}-byte model slot")
         pull = bool(b.flags & XferFlags.PULL)
         if pull and not b.source:
-            raise _Refused(ErrorCode.BAD_ARGUMENT, "a pull transfer needs a source topic")
+            raise Refused(ErrorCode.BAD_ARGUMENT, "a pull transfer needs a source topic")
         if pull and any(c in b.source for c in "+#"):
-            raise _Refused(ErrorCode.BAD_ARGUMENT, "source must be a plain topic prefix")
+            raise Refused(ErrorCode.BAD_ARGUMENT, "source must be a plain topic prefix")
         if self._trial:
             # the inactive slot holds the trial's rollback target: receiving would erase it, and the
             # unconfirmed model would stay active for good (PROTOCOL.md 5.3)
-            raise _Refused(ErrorCode.BUSY, "a model is on trial: CONFIRM or ROLLBACK it before a new transfer")
+            raise Refused(ErrorCode.BUSY, "a model is on trial: CONFIRM or ROLLBACK it before a new transfer")
         t = self._transfer
         if t is not None and t.sha256 == b.sha256 and t.image_size == b.image_size \
                 and t.chunk_size == b.chunk_size:
@@ -433,7 +385,7 @@ class VirtualDevice:
             self._count("resumed")
             return t.status()
         if t is not None and now - t.last_activity < XFER_STALE_S:
-            raise _Refused(ErrorCode.BUSY, f"transfer {t.transfer_id} in progress "
+            raise Refused(ErrorCode.BUSY, f"transfer {t.transfer_id} in progress "
                            f"({int(t.have.sum())}/{t.n_chunks} chunks)")
         # A/B flash: the new image overwrites the inactive slot, so the rollback target is gone
         self._slots[1 - self._active] = None
@@ -445,9 +397,9 @@ class VirtualDevice:
 
     def _store_chunk(self, t: Transfer, c: m.XferChunk, now: float) -> None:
         if crc32(c.data) != c.crc32:
-            raise _Refused(ErrorCode.CHUNK_CRC, f"chunk {c.index} fails its CRC")
+            raise Refused(ErrorCode.CHUNK_CRC, f"chunk {c.index} fails its CRC")
         if c.index >= t.n_chunks or len(c.data) != t.chunk_len(c.index):
-            raise _Refused(ErrorCode.CHUNK_RANGE, f"chunk {c.index} of {len(c.data)} bytes does not fit "
+            raise Refused(ErrorCode.CHUNK_RANGE, f"chunk {c.index} of {len(c.data)} bytes does not fit "
                            f"a {t.n_chunks}-chunk image")
         start = c.index * t.chunk_size
         t.buf[start:start + len(c.data)] = c.data
@@ -457,37 +409,37 @@ class VirtualDevice:
     def _commit(self, c: m.XferCommit, seq: int, now: float) -> list[Outgoing]:
         t = self._transfer_by_id(c.transfer_id)
         if c.mode not in tuple(CommitMode):
-            raise _Refused(ErrorCode.BAD_ARGUMENT, f"commit mode {c.mode} unknown")
+            raise Refused(ErrorCode.BAD_ARGUMENT, f"commit mode {c.mode} unknown")
         if not t.complete:
-            raise _Refused(ErrorCode.INCOMPLETE, f"{int(t.have.sum())} of {t.n_chunks} chunks held")
+            raise Refused(ErrorCode.INCOMPLETE, f"{int(t.have.sum())} of {t.n_chunks} chunks held")
         raw = bytes(t.buf)
         self._transfer = None  # whatever happens next, this transfer is over
         started = time.perf_counter()
         if hashlib.sha256(raw).digest() != t.sha256:
-            raise _Refused(ErrorCode.HASH_MISMATCH)
+            raise Refused(ErrorCode.HASH_MISMATCH)
         # the device's view (PROTOCOL.md 4.4): XFER_BEGIN received -> image verified (all chunks, SHA-256);
         # loading is load_us, as on the firmware
         deploy_us = int((max(0.0, now - t.started) + time.perf_counter() - started) * 1e6)
-        model = self._verify(raw)
+        model = verify(raw, self.profile)
         inactive = 1 - self._active
         self._slots[inactive] = Slot(model, "stored")
         out: list[Outgoing] = []
         trial = c.mode == CommitMode.TRIAL
         if c.mode != CommitMode.STORE:
             out += self._switch(model, trial, c.trial_timeout_s, now)
-        latency = self._latency(model, deploy_us, c.bench_count, trial=trial)
-        return [(REPLY, m.encode(latency, seq)), *out]
+        report = latency(model, deploy_us, c.bench_count, trial=trial)
+        return [(REPLY, m.encode(report, seq)), *out]
 
     def _activate(self, a: m.Activate, seq: int, now: float) -> list[Outgoing]:
         if self._transfer is not None and now - self._transfer.last_activity < XFER_STALE_S:
-            raise _Refused(ErrorCode.BUSY, "a transfer is writing the inactive slot")
+            raise Refused(ErrorCode.BUSY, "a transfer is writing the inactive slot")
         slot = self._slots[1 - self._active]
         if slot is None:
-            raise _Refused(ErrorCode.NO_MODEL, "the inactive slot holds no model")
-        model = self._verify(slot.model.raw)  # re-verify: a slot is not trusted blindly
+            raise Refused(ErrorCode.NO_MODEL, "the inactive slot holds no model")
+        model = verify(slot.model.raw, self.profile)  # re-verify: a slot is not trusted blindly
         self._slots[1 - self._active] = Slot(model, slot.role)
         out = self._switch(model, bool(a.trial), a.trial_timeout_s, now)
-        return [(REPLY, m.encode(self._latency(model, 0, a.bench_count, trial=bool(a.trial)), seq)), *out]
+        return [(REPLY, m.encode(latency(model, 0, a.bench_count, trial=bool(a.trial)), seq)), *out]
 
     def _switch(self, model: LoadedModel, trial: bool, timeout_s: int, now: float) -> list[Outgoing]:
         """Atomically make the inactive slot active; the old active becomes the rollback target."""
@@ -506,7 +458,7 @@ class VirtualDevice:
     def _rollback(self, now: float) -> None:
         inactive = self._slots[1 - self._active]
         if inactive is None or inactive.role != "previous":
-            raise _Refused(ErrorCode.NO_PREVIOUS)
+            raise Refused(ErrorCode.NO_PREVIOUS)
         self._switch(inactive.model, False, 0, now)
 
     def _revert_trial(self, reason: str) -> list[Outgoing]:
@@ -532,57 +484,6 @@ class VirtualDevice:
         return out
 
     # ------------------------------------------------------------------ verification and latency
-    def _verify(self, raw: bytes) -> LoadedModel:
-        """Parse, check ops and arena, load, self-test; a _Refused with the exact code otherwise."""
-        try:
-            image = ModelImage.from_bytes(raw)
-        except ModelError as exc:
-            raise _Refused(ErrorCode.BAD_IMAGE, str(exc)) from exc
-        if image.selftest_input is None:
-            raise _Refused(ErrorCode.BAD_IMAGE, "image has no SELFTEST section: a model must prove itself")
-        if image.n_features != DEFAULT_SPEC.n_features:
-            raise _Refused(ErrorCode.BAD_IMAGE, f"model takes {image.n_features} features, device computes "
-                           f"{DEFAULT_SPEC.n_features}")
-        try:
-            ops = tflm.model_ops(image.tflite)
-        except tflm.LoadError as exc:
-            raise _Refused(ErrorCode(exc.code), str(exc)) from exc
-        missing = [op for op in ops if op not in self.profile.ops]
-        if missing:
-            raise _Refused(ErrorCode.UNSUPPORTED_OP, f"{self.profile.key} cannot run {', '.join(missing)}")
-        budget = self.profile.arena_budget
-        try:
-            ok_budget, ok_big = _probe(image.tflite, budget)
-        except tflm.LoadError as exc:
-            raise _Refused(ErrorCode.LOAD_FAILED, str(exc)) from exc
-        if not ok_budget:
-            if ok_big:
-                raise _Refused(ErrorCode.ARENA_TOO_SMALL, f"model does not load in the {budget}-byte arena")
-            raise _Refused(ErrorCode.LOAD_FAILED, "interpreter refused the model")
-        try:
-            scorer = tflm.Scorer(image, budget)
-        except tflm.LoadError as exc:
-            raise _Refused(ErrorCode(exc.code), str(exc)) from exc
-        passed, value = scorer.self_test()
-        if not passed:
-            raise _Refused(ErrorCode.SELFTEST_FAILED, f"self-test score {value:.6g}, expected "
-                           f"{image.selftest_score:.6g} +- {image.selftest_tolerance:.2g}")
-        return LoadedModel(raw, image, hashlib.sha256(raw).digest(), scorer, int(scorer.load_s * 1e6))
-
-    def _latency(self, model: LoadedModel, deploy_us: int, count: int, trial: bool = False) -> m.Latency:
-        count = min(count, MAX_BENCH_COUNT)
-        times: list[int] = []
-        features = model.image.selftest_input
-        for _ in range(count):
-            _, seconds = model.scorer.timed_score(features)
-            times.append(max(1, int(seconds * 1e6)))
-        times.sort()
-        flags = LatencyFlags.TRIAL if trial else LatencyFlags(0)
-        if not times:
-            return m.Latency(model.image.version, int(flags), deploy_us, model.load_us, 0, 0, 0, 0, 0)
-        return m.Latency(model.image.version, int(flags), deploy_us, model.load_us, len(times), times[0],
-                         _percentile(times, 50), _percentile(times, 95), times[-1])
-
     # ------------------------------------------------------------------ time passing
     def tick(self, now: float | None = None) -> list[Outgoing]:
         """Advance the simulation to `now`: signal, telemetry, stream windows, heartbeat, trial timeout."""
