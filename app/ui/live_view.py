@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import threading
 import time
 from pathlib import Path
 
@@ -34,23 +33,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.ui.ringbuffer import RingBuffer
+from app.ui.live_feed import DEFAULT_SAMPLE_RATE, DeviceFeed, amplitude_spectrum
 
 log = logging.getLogger(__name__)
 
 # Display rate: smooth to the eye, and a fraction of one core even with four streams.
 DRAW_INTERVAL_MS = 33
-# Waveform history kept per device (bounded memory: 4 s x 3200 Hz x 3 axes x 4 B = 154 KB).
-WAVE_SECONDS = 4.0
 # How much of it the waveform plot shows.
 WAVE_SHOWN_S = 0.5
 # Spectrum: one feature window (PROTOCOL.md 8), so the picture matches what the model sees.
 SPECTRUM_N = 1024
-# Score trend: one point per telemetry second, ten minutes kept.
-SCORE_POINTS = 600
 # ...of which the trend shows the last two minutes (zoom out to see the rest).
 SCORE_SHOWN_S = 120
-DEFAULT_SAMPLE_RATE = 3200
 AXES = ("x", "y", "z")
 AXIS_COLORS = ("#e53935", "#43a047", "#1e88e5")
 COMPARE_COLORS = ("#ff8a80", "#a5d6a7", "#90caf9")
@@ -74,51 +68,6 @@ ALARM_BAND_HEADROOM = 3.0
 # axis cannot show 0, so scores are floored at MIN_SCORE_SHOWN for the band.
 NORMAL_BAND_DECADES = 1.0
 MIN_SCORE_SHOWN = 1e-4
-
-
-class DeviceFeed:
-    """One device's buffers; `on_stream` / `on_telemetry` are called from IO threads."""
-
-    def __init__(self, device_id: str) -> None:
-        self.device_id = device_id
-        self.sample_rate = DEFAULT_SAMPLE_RATE
-        self.wave = RingBuffer(int(WAVE_SECONDS * DEFAULT_SAMPLE_RATE), 3)
-        self.scores = RingBuffer(SCORE_POINTS, 2, np.float64)  # (time.time(), score)
-        self.threshold: float | None = None
-        self.shaft_hz: float | None = None
-        self.last_seq: int | None = None
-        self.gaps = 0
-        self.windows = 0
-        self._lock = threading.Lock()
-
-    def on_stream(self, _device_id: str, msg) -> None:
-        samples = msg.samples.astype(np.float32) * np.float32(msg.scale)
-        with self._lock:
-            if msg.sample_rate and msg.sample_rate != self.sample_rate:
-                self.sample_rate = int(msg.sample_rate)
-                self.wave = RingBuffer(int(WAVE_SECONDS * self.sample_rate), 3)
-            if self.last_seq is not None and msg.window_seq != (self.last_seq + 1) & 0xFFFFFFFF:
-                self.gaps += 1
-                self.wave.write(np.full((1, 3), np.nan, np.float32))  # a lost window is a gap in the plot
-            self.last_seq = msg.window_seq
-            self.windows += 1
-        self.wave.write(samples)
-
-    def on_record(self, record) -> None:
-        if record.score is not None:
-            self.scores.write(np.array([[record.last_seen or time.time(), record.score]]))
-        self.threshold = record.threshold
-        self.shaft_hz = record.shaft_hz
-
-
-def amplitude_spectrum(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """Single-sided amplitude spectrum (g) per axis of the last SPECTRUM_N samples, Hann window."""
-    n = len(samples)
-    window = np.hanning(n).astype(np.float32)
-    detrended = samples - samples.mean(axis=0)
-    spec = np.abs(np.fft.rfft(detrended * window[:, None], axis=0)) * (2.0 / window.sum())
-    freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
-    return freqs, spec
 
 
 class PlotColumn:
