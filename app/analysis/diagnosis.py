@@ -92,6 +92,8 @@ class Analysis:
     velocity_mm_s: list[float]  # per axis x, y, z
     zone: iso.Zone
     order_markers: list[Marker]
+    spectrum_freqs: np.ndarray
+    spectrum_amplitude: np.ndarray  # g, radial (max of x, y): the order spectrum's data
     envelope_band_hz: tuple[float, float]
     envelope_freqs: np.ndarray
     envelope_amplitude: np.ndarray  # g, radial axes combined
@@ -141,7 +143,8 @@ def _check_inputs(x: np.ndarray, sample_rate: float, shaft_hz: float | None, bea
                         "or pass --shaft-hz")
     if bearing is None:
         raise DataError("the machine has no bearing geometry, so there is nowhere to put BPFO/BPFI markers: "
-                        "give --bearing 6205 (catalogue) or --bearing n=9,d=7.94,D=39.04,angle=0")
+                        "describe it (`tinymlops machine set DEVICE --bearing 6205`, a catalogue bearing, or "
+                        "--bearing n=9,d=7.94,D=39.04,angle=0) or pass --bearing")
     return arr
 
 
@@ -303,5 +306,6 @@ def analyze(x: np.ndarray, sample_rate: float, shaft_hz: float | None, bearing: 
     return Analysis(sample_rate=float(sample_rate), seconds=len(arr) / sample_rate,
                     resolution_hz=spec.resolution_hz, shaft_nominal_hz=float(shaft_hz), shaft_hz=float(fr),
                     velocity_mm_s=[float(v) for v in velocity], zone=zone, order_markers=order_markers,
+                    spectrum_freqs=spec.freqs, spectrum_amplitude=spec.amplitude[:, list(RADIAL_AXES)].max(axis=1),
                     envelope_band_hz=(float(band[0]), float(band[1])), envelope_freqs=env_spec.freqs,
                     envelope_amplitude=env_amp, defect_markers=defects, fault=fault, evidence=evidence, also=also)
