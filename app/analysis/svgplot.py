@@ -14,6 +14,8 @@ MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 56, 12, 12, 34
 # A trace is thinned to at most this many points (min/max per pixel column keeps every peak).
 MAX_POINTS = 2 * (WIDTH - MARGIN_L - MARGIN_R)
 TICKS = 6
+# Marker labels are staggered over this many rows, this many pixels apart.
+LABEL_ROWS, LABEL_STEP = 3, 11
 
 
 def _thin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,11 +59,12 @@ def line_plot(x: np.ndarray, y: np.ndarray, x_max: float, markers: list[tuple[fl
     parts.append(f'<text x="{MARGIN_L + pw / 2}" y="{HEIGHT - 4}" text-anchor="middle">{escape(x_label)}</text>')
     parts.append(f'<text x="10" y="{MARGIN_T + ph / 2}" transform="rotate(-90 10 {MARGIN_T + ph / 2})" '
                  f'text-anchor="middle">{escape(y_label)}</text>')
-    for xv, label, colour in markers:
+    for i, (xv, label, colour) in enumerate(markers):
         if 0 <= xv <= x_max:
             parts.append(f'<line x1="{px(xv):.1f}" x2="{px(xv):.1f}" y1="{MARGIN_T}" y2="{MARGIN_T + ph}" '
                          f'stroke="{colour}" stroke-dasharray="3,3"/>')
-            parts.append(f'<text x="{px(xv) + 2:.1f}" y="{MARGIN_T + 10}" fill="{colour}">{escape(label)}</text>')
+            label_y = MARGIN_T + 10 + LABEL_STEP * (i % LABEL_ROWS)  # staggered: neighbours do not overprint
+            parts.append(f'<text x="{px(xv) + 2:.1f}" y="{label_y}" fill="{colour}">{escape(label)}</text>')
     points = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(x, y, strict=True))
     parts.append(f'<polyline fill="none" stroke="#1f5fa8" stroke-width="1" points="{points}"/>')
     parts.append("</svg>")
