@@ -130,3 +130,9 @@ class MachineStore:
         with store.transaction(self._conn):
             cur = self._conn.execute("DELETE FROM machines WHERE device_id=?", (device_id,))
         return cur.rowcount > 0
+
+
+def machine_classes(db_path: Path | None = None) -> dict[str, str]:
+    """device id -> ISO machine class of every described machine (the fleet table's zones)."""
+    with MachineStore(db_path) as machines:
+        return {m.device_id: m.machine_class for m in machines.list()}

@@ -36,7 +36,7 @@ from app.ui.fleet_model import (
 RESORT_INTERVAL_S = 2.0
 VOLATILE_COLUMNS = (COL_SCORE, COL_SEEN)
 # Column widths (px) that fit their usual content; the user can resize, and the state is saved.
-COLUMN_WIDTHS = (130, 130, 105, 70, 85, 105, 70, 65)
+COLUMN_WIDTHS = (130, 130, 105, 70, 85, 105, 70, 65, 75)
 # Columns widen to their content (never narrower than above, never wider than this) while the
 # fleet fills and its first scores arrive, until the user resizes a column or a saved layout exists.
 COLUMN_MAX_WIDTH = 240
