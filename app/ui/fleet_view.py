@@ -23,6 +23,7 @@ from app.ui.columns import install_column_menu
 from app.ui.fleet_model import (
     COL_FIRMWARE,
     COL_NAME,
+    COL_PROFILE,
     COL_SCORE,
     COL_SEEN,
     COLUMNS,
@@ -46,9 +47,10 @@ FIT_INTERVAL_S = 1.0
 # Room between a cell's text and the next column (the header's own size hint already has room
 # for its margins and the sort arrow).
 COLUMN_PADDING = 6
-# Hidden until the operator shows them (right-click the header): every device shows its firmware in
-# its tooltip, and without it the other columns, Transport included, fit the ~800 px fleet dock.
-HIDDEN_COLUMNS = (COL_FIRMWARE,)
+# Hidden until the operator shows them (right-click the header): every device shows its firmware and
+# profile in its tooltip, and without them the other columns, Transport and Velocity included, fit
+# the ~800 px fleet dock.
+HIDDEN_COLUMNS = (COL_FIRMWARE, COL_PROFILE)
 
 
 class FleetView(QWidget):
