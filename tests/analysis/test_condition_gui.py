@@ -116,3 +116,17 @@ def test_fleet_table_velocity_column_follows_telemetry_features(qapp):
     assert "20816-3/1/flexible" in cell.data(Qt.ItemDataRole.ToolTipRole)
     assert cell.data(SORT_ROLE) == pytest.approx(float(value), abs=0.01)
     assert model.index_of_device("sim-005", COL_VELOCITY).data() == "-"  # no telemetry yet
+
+
+def test_fleet_zones_pick_up_machines_described_elsewhere(monkeypatch):
+    from app.ui import fleet_zones
+
+    rec = record(2, FaultMask.IMBALANCE, 0.3, 1.0, shaft_hz=26.0)
+    features = tuple(float(v) for v in extract_batch(windows_from_recording(rec.samples))[0])
+    device = DeviceRecord(device_id="sim-007", shaft_hz=26.0, features=features)
+    cache = fleet_zones.ZoneCache()
+    assert cache.zone(device).machine_class == "10816-1/I"
+    with MachineStore() as store:  # e.g. `tinymlops machine set` in a terminal
+        store.update("sim-007", iso_group=1, foundation="rigid")
+    monkeypatch.setattr(fleet_zones, "CLASSES_RELOAD_S", 0.0)  # the next look re-reads the store
+    assert cache.zone(device).machine_class == "20816-3/1/rigid"
