@@ -110,9 +110,14 @@ def describe(machine) -> str:
 
 def cmd_set(args: argparse.Namespace) -> int:
     from app.analysis.machines import MachineStore
+    from app.domain.errors import DataError
 
+    changes = _changes(args)
+    if not changes:
+        raise DataError("nothing to set: give --shaft-hz/--rpm, --bearing, --iso-group, --foundation, --name "
+                        "or --notes")
     with MachineStore() as store:
-        machine = store.update(args.device, **_changes(args))
+        machine = store.update(args.device, **changes)
     print(json.dumps(machine.to_dict(), indent=2) if args.json else describe(machine))
     return 0
 

@@ -70,6 +70,9 @@ def test_machine_cli_set_show_list(data_dir, capsys):
     (["machine", "set", "sim-1", "--bearing", "n=9,d=8"], "lacks D"),
     (["machine", "set", "sim-1", "--iso-group", "2"], "needs a foundation"),
     (["machine", "show", "sim-9"], "no machine described"),
+    (["machine", "set", "sim-1"], "nothing to set"),
+    (["machine", "set", "sim-1", "--shaft-hz", "25", "--rpm", "1500"], "give the shaft speed once"),
+    (["machine", "remove", "sim-9"], "no machine described"),
 ])
 def test_machine_cli_bad_input_is_a_clear_error(data_dir, capsys, argv, message):
     assert main(argv) == 2
