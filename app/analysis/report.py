@@ -1,6 +1,7 @@
 """The maintenance-round report (`tinymlops report`): every machine of a site with its ISO zone,
 the alarms with their diagnosis and evidence, and the spectra that show it, from the datasets
-recorded in the period. HTML with inline SVG plots (opens anywhere, nothing to install); PDF
+recorded in the period and/or a few seconds streamed from the fleet now (app.analysis.live_round).
+HTML with inline SVG plots (opens anywhere, nothing to install); PDF
 through matplotlib when it is installed (optional extra `report`)."""
 
 from __future__ import annotations
@@ -47,16 +48,18 @@ class MachineEntry:
     device_id: str
     location: str
     machine: Machine | None
-    dataset: Dataset
+    recorded: float  # when the analysed recording was made
+    source: str  # its dataset id, or "live stream"
     recordings: int
     analysis: Analysis | None = None
     problem: str = ""
     trend: list[tuple[float, float]] = field(default_factory=list)  # (created, velocity mm/s)
+    anomaly_alarm: bool = False  # the device's own model alarms (live rounds)
 
     @property
     def alarm(self) -> bool:
         a = self.analysis
-        return a is not None and (a.zone.zone in ALARM_ZONES or a.fault != "healthy")
+        return self.anomaly_alarm or (a is not None and (a.zone.zone in ALARM_ZONES or a.fault != "healthy"))
 
 
 def _site_of(location: str) -> str:
@@ -83,8 +86,8 @@ def collect(site: str | None, since_s: float, db_path: Path | None = None, now: 
         for device, items in sorted(by_device.items()):
             items.sort(key=lambda d: d.created)
             latest = items[-1]
-            entry = MachineEntry(device, (latest.meta or {}).get("location", ""), machines.find(device), latest,
-                                 len(items))
+            entry = MachineEntry(device, (latest.meta or {}).get("location", ""), machines.find(device),
+                                 latest.created, latest.id, len(items))
             for ds in items:
                 try:
                     a = analyze_recording(datasets.samples(ds), ds.sample_rate, entry.machine,
@@ -98,6 +101,36 @@ def collect(site: str | None, since_s: float, db_path: Path | None = None, now: 
                     entry.analysis = a
             entries.append(entry)
     return entries
+
+
+def analyse_live(recordings: list, db_path: Path | None = None) -> list[MachineEntry]:
+    """Entries for recordings streamed now (app.analysis.live_round.LiveRecording)."""
+    entries = []
+    with MachineStore(db_path) as machines:
+        for r in recordings:
+            entry = MachineEntry(r.device_id, r.location, machines.find(r.device_id), r.recorded, "live stream", 1,
+                                 problem=r.problem, anomaly_alarm=r.anomaly_alarm)
+            if r.samples is not None:
+                try:
+                    entry.analysis = analyze_recording(r.samples, r.sample_rate, entry.machine,
+                                                       recorded_shaft_hz=r.shaft_hz)
+                    entry.trend.append((r.recorded, entry.analysis.velocity_overall_mm_s))
+                except DataError as exc:
+                    entry.problem = str(exc)
+            entries.append(entry)
+    return entries
+
+
+def merge(recorded: list[MachineEntry], live: list[MachineEntry]) -> list[MachineEntry]:
+    """Live entries win for their devices, with the recorded trend before their own point."""
+    by_device = {e.device_id: e for e in recorded}
+    for e in live:
+        old = by_device.get(e.device_id)
+        if old is not None:
+            e.trend = old.trend + e.trend
+            e.recordings += old.recordings
+        by_device[e.device_id] = e
+    return [by_device[d] for d in sorted(by_device)]
 
 
 def _envelope_svg(a: Analysis) -> str:
@@ -148,7 +181,7 @@ def render_html(entries: list[MachineEntry], site: str | None, since_text: str, 
         trend = " &rarr; ".join(f"{v:.2f}" for _, v in e.trend[-5:])
         diag = escape(a.fault) if a else f"<i>not analysed: {escape(e.problem)}</i>"
         out.append(f"<tr><td>{escape(e.device_id)}</td><td>{escape(e.location)}</td><td>{name}</td>"
-                   f"<td>{_when(e.dataset.created)}</td><td>{f'{a.velocity_overall_mm_s:.2f}' if a else '-'}</td>"
+                   f"<td>{_when(e.recorded)}</td><td>{f'{a.velocity_overall_mm_s:.2f}' if a else '-'}</td>"
                    f"{_zone_cell(a)}<td>{escape(a.zone.machine_class) if a else '-'}</td><td>{diag}</td>"
                    f"<td>{trend}</td></tr>")
     out.append("</table>")
@@ -156,12 +189,17 @@ def render_html(entries: list[MachineEntry], site: str | None, since_text: str, 
                "or B with no fault pattern.</p>")
     for e in alarms:
         a = e.analysis
-        assert a is not None
+        if a is None:  # the device's model alarms, but its vibration could not be analysed
+            out.append(f"<h3>{escape(e.device_id)} ({escape(e.location)}): anomaly alarm</h3>"
+                       f"<div class='ev'>not analysed: {escape(e.problem)}</div>")
+            continue
         out.append(f"<h3>{escape(e.device_id)} ({escape(e.location)}): {escape(a.fault)}, zone {a.zone.zone}, "
                    f"{a.velocity_overall_mm_s:.2f} mm/s</h3>")
-        out.append(f"<div class='ev'>dataset {escape(e.dataset.id)}, {a.seconds:.1f} s; shaft {a.shaft_hz:.2f} Hz "
+        out.append(f"<div class='ev'>{escape(e.source)}, {a.seconds:.1f} s; shaft {a.shaft_hz:.2f} Hz "
                    f"({a.shaft_hz * 60:.0f} rpm, nominal {a.shaft_nominal_hz:g} Hz)"
                    + (f"; also: {escape(', '.join(a.also))}" if a.also else "") + "</div>")
+        if e.anomaly_alarm:
+            out.append("<div class='ev'>&bull; the device's anomaly model alarms</div>")
         out.extend(f"<div class='ev'>&bull; {escape(line)}</div>" for line in a.evidence)
         out.append(_order_svg(a))
         out.append(_envelope_svg(a))
@@ -204,7 +242,7 @@ def write_pdf(entries: list[MachineEntry], site: str | None, since_text: str, pa
                 pdf.savefig(fig)
                 fig, y = Figure(figsize=(8.27, 11.69)), 0.95
         pdf.savefig(fig)
-        for e in (e for e in entries if e.alarm):
+        for e in (e for e in entries if e.alarm and e.analysis is not None):
             a = e.analysis
             fig = Figure(figsize=(8.27, 11.69))
             fig.text(0.06, 0.96, f"{e.device_id} ({e.location}): {a.fault}, zone {a.zone.zone}, "

@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from app.transport.local_broker import BROKER_HELP
+
 DEFAULT_SINCE = "7d"
 
 
@@ -17,6 +19,10 @@ def register(sub) -> None:
     p.add_argument("--site", help="the site: first part of the devices' location (e.g. plant-a)")
     p.add_argument("--since", default=DEFAULT_SINCE, help=f"period: 30m, 12h, 7d, 2w (default {DEFAULT_SINCE})")
     p.add_argument("--out", type=Path, metavar="FILE", help="FILE.html or FILE.pdf (default: a summary on stdout)")
+    p.add_argument("--live", type=float, metavar="SECONDS",
+                   help="also stream this many seconds from every online device of the site now and analyse it "
+                   "(the recorded datasets give the trend)")
+    p.add_argument("--broker", help=BROKER_HELP)
     p.set_defaults(func=cmd_report)
 
 
@@ -25,6 +31,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     since = report.parse_since(args.since)
     entries = report.collect(args.site, since)
+    if args.live is not None:
+        from app.analysis.live_round import record_site
+
+        print(f"streaming {args.live:g} s from every online device of {args.site or 'every site'}...",
+              file=sys.stderr)
+        live = report.analyse_live(record_site(args.broker, args.site, args.live))
+        entries = report.merge(entries, live)
     if not entries:
         print(f"no recordings of {args.site or 'any site'} in the last {args.since} "
               "(`tinymlops data record --device ID ...` records one)", file=sys.stderr)

@@ -80,3 +80,37 @@ def test_since_must_have_a_unit(text):
 def test_report_refuses_unknown_format(plant, capsys):
     assert main(["report", "--out", str(plant / "round.docx")]) == 2
     assert ".html or .pdf" in capsys.readouterr().err
+
+
+def test_live_round_streams_every_online_device_of_the_site(embedded_broker_url, virtual_fleet, data_dir_only,
+                                                            capsys):
+    from app.fleet.fleet import device_plan
+
+    fleet = virtual_fleet(embedded_broker_url, 4, seed=3)  # sim-004 boots with an outer-race defect
+    site = device_plan(3)["location"].split("/")[0]
+    on_site = [device_plan(i) for i in range(4) if device_plan(i)["location"].startswith(site + "/")]
+    with MachineStore() as store:
+        for plan in on_site:
+            store.update(plan["device_id"], shaft_hz=plan["shaft_hz"], bearing=CATALOGUE["6205"], iso_group=2,
+                         foundation="rigid")
+    out = data_dir_only / "live.html"
+    assert main(["report", "--site", site, "--live", "3", "--broker", embedded_broker_url, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for plan in on_site:
+        assert plan["device_id"] in text
+    (line,) = [x for x in text.splitlines() if " sim-004 " in x]
+    assert line.startswith("ALARM") and line.endswith("outer_race"), line
+    html = out.read_text(encoding="utf-8")
+    assert "live stream" in html
+    assert fleet.device("sim-004").machine.fault_mask  # the fault the round found was the simulated one
+
+
+def test_live_round_refuses_too_short_a_stream(data_dir_only, capsys):
+    assert main(["report", "--live", "0.5", "--broker", "mqtt://127.0.0.1:1"]) == 2
+    assert "too short" in capsys.readouterr().err
+
+
+@pytest.fixture
+def data_dir_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYMLOPS_DATA_DIR", str(tmp_path))
+    return tmp_path
