@@ -38,9 +38,6 @@ class Spectrum:
     def resolution_hz(self) -> float:
         return float(self.freqs[1] - self.freqs[0])
 
-    def bin_of(self, freq: float) -> int:
-        return round(freq / self.resolution_hz)
-
 
 def segment_length(n: int, sample_rate: float, resolution_hz: float = PREFERRED_RESOLUTION_HZ) -> int:
     """Welch segment length for a line spacing of `resolution_hz`, at most the whole recording."""
