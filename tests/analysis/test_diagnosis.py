@@ -103,3 +103,22 @@ def test_refuses_a_shaft_speed_outside_the_spectrum(healthy, shaft_hz, message):
 def test_refuses_malformed_samples(samples, message):
     with pytest.raises(DataError, match=message):
         analyze(samples, 3200, 24.7, CATALOGUE["6205"], KLASS)
+
+
+def test_other_bearing_and_sample_rate():
+    from app.analysis.simulated import as_bearing
+    from app.fleet.vibration import BearingGeometry
+
+    geo = BearingGeometry(n_balls=8, ball_diameter_mm=10.32, pitch_diameter_mm=43.5)  # a 6305
+    rec = record(9, FaultMask.BEARING_INNER, 0.5, SECONDS, shaft_hz=29.5, sample_rate=6400, bearing=geo,
+                 resonance_hz=2600.0)
+    a = analyze(rec.samples, rec.sample_rate, 29.5, as_bearing(geo), KLASS)
+    assert a.fault == "inner_race", a.evidence
+    assert a.envelope_band_hz[0] <= 2600.0 <= a.envelope_band_hz[1]  # the band found the resonance
+    assert abs(a.marker("BPFI").found_hz - rec.defect_hz("BPFI")) <= a.resolution_hz
+
+
+def test_a_bearing_defect_on_an_imbalanced_machine_names_both():
+    rec = record(10, FaultMask.BEARING_OUTER | FaultMask.IMBALANCE, 0.6, SECONDS)
+    a = analyze(rec.samples, rec.sample_rate, 24.7, rec.bearing, KLASS)
+    assert a.fault == "outer_race" and "imbalance" in a.also
