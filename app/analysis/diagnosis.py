@@ -50,6 +50,13 @@ ENVELOPE_BAND_MARGIN_ORDERS = 1.0
 # Envelope lines must be at most this fraction of FTF apart (the slowest defect frequency), so FTF
 # and the shaft-rate sidebands stand apart from their neighbours.
 ENVELOPE_MAX_LINE_FRACTION_OF_FTF = 0.25
+# A shaft-order line is searched within +-0.2 % of k x the estimated speed (at least +-1 line): the
+# speed estimate is far better than that, and the drift within a recording about as large.
+ORDER_TOLERANCE = 0.002
+# Noise floors are the median of the spectrum within this many shaft orders of the line (orders)
+# or of the marker (envelope): wide enough for a robust median, narrow enough to follow the slope.
+ORDER_FLOOR_HALF_WIDTH = 0.4
+ENVELOPE_FLOOR_HALF_WIDTH = 0.5
 # Real bearings slip: a defect line is searched within +-2 % of its kinematic frequency.
 BEARING_SLIP_TOLERANCE = 0.02
 # An envelope line this many times its local noise floor is a defect line (noise peaks reach ~2-3).
@@ -190,14 +197,14 @@ def _order_markers(spec: sp.Spectrum, fr: float) -> tuple[list[Marker], dict[str
     values: dict[str, float] = {}
     orders = [k * 0.5 for k in range(1, 2 * SHAFT_HARMONICS + 1)] + [float(k) for k in LOOSENESS_ORDERS]
     for order in orders:
-        line = sp.find_line(spec.freqs, radial, order * fr, tolerance_hz=max(df, 0.002 * order * fr),
-                            floor_half_width_hz=0.4 * fr)
+        line = sp.find_line(spec.freqs, radial, order * fr, tolerance_hz=max(df, ORDER_TOLERANCE * order * fr),
+                            floor_half_width_hz=ORDER_FLOOR_HALF_WIDTH * fr)
         name = f"{order:g}x"
         markers.append(Marker(name, order * fr, line.freq_hz, line.amplitude, line.snr))
         values[name] = line.amplitude if line.snr >= LINE_MIN_SNR else 0.0
     for k in (1, 2):
-        line = sp.find_line(spec.freqs, axial, k * fr, tolerance_hz=max(df, 0.002 * k * fr),
-                            floor_half_width_hz=0.4 * fr)
+        line = sp.find_line(spec.freqs, axial, k * fr, tolerance_hz=max(df, ORDER_TOLERANCE * k * fr),
+                            floor_half_width_hz=ORDER_FLOOR_HALF_WIDTH * fr)
         values[f"axial {k}x"] = line.amplitude
     return markers, values
 
@@ -207,12 +214,14 @@ def _defect_markers(freqs: np.ndarray, env: np.ndarray, fr: float, bearing: Bear
     for name, f0 in bearing.frequencies(fr).items():
         for h in range(1, DEFECT_HARMONICS + 1):
             expected = h * f0
-            line = sp.find_line(freqs, env, expected, BEARING_SLIP_TOLERANCE * expected, floor_half_width_hz=0.5 * fr)
+            line = sp.find_line(freqs, env, expected, BEARING_SLIP_TOLERANCE * expected,
+                                floor_half_width_hz=ENVELOPE_FLOOR_HALF_WIDTH * fr)
             markers.append(Marker(name if h == 1 else f"{h}x{name}", expected, line.freq_hz, line.amplitude, line.snr))
     bpfi = bearing.frequencies(fr)["BPFI"]
     for sign, label in ((-1, "BPFI-1x"), (1, "BPFI+1x")):
         expected = bpfi + sign * fr
-        line = sp.find_line(freqs, env, expected, BEARING_SLIP_TOLERANCE * bpfi, floor_half_width_hz=0.5 * fr)
+        line = sp.find_line(freqs, env, expected, BEARING_SLIP_TOLERANCE * bpfi,
+                            floor_half_width_hz=ENVELOPE_FLOOR_HALF_WIDTH * fr)
         markers.append(Marker(label, expected, line.freq_hz, line.amplitude, line.snr))
     return markers
 

@@ -31,6 +31,8 @@ ENVELOPE_PLOT_MARGIN = 1.15
 # The order spectrum is plotted up to this shaft order (looseness harmonics reach 10x).
 ORDER_PLOT_MAX = 12.0
 ALARM_ZONES = ("C", "D")
+# PDF pages are A4 portrait, inches.
+A4_INCHES = (8.27, 11.69)
 
 
 def parse_since(text: str) -> float:
@@ -226,7 +228,7 @@ def write_pdf(entries: list[MachineEntry], site: str | None, since_text: str, pa
     title = f"Maintenance round: {site or 'all sites'}, last {since_text}"
     tmp = path.with_name(f".tmp-{path.name}")
     with PdfPages(tmp) as pdf:
-        fig = Figure(figsize=(8.27, 11.69))
+        fig = Figure(figsize=A4_INCHES)
         fig.text(0.06, 0.96, title, fontsize=14, weight="bold")
         y = 0.92
         for e in entries:
@@ -240,11 +242,11 @@ def write_pdf(entries: list[MachineEntry], site: str | None, since_text: str, pa
             y -= 0.022
             if y < 0.05:
                 pdf.savefig(fig)
-                fig, y = Figure(figsize=(8.27, 11.69)), 0.95
+                fig, y = Figure(figsize=A4_INCHES), 0.95
         pdf.savefig(fig)
         for e in (e for e in entries if e.alarm and e.analysis is not None):
             a = e.analysis
-            fig = Figure(figsize=(8.27, 11.69))
+            fig = Figure(figsize=A4_INCHES)
             fig.text(0.06, 0.96, f"{e.device_id} ({e.location}): {a.fault}, zone {a.zone.zone}, "
                      f"{a.velocity_overall_mm_s:.2f} mm/s", fontsize=11, weight="bold")
             for i, line in enumerate(a.evidence[:6]):

@@ -9,6 +9,7 @@ last 4 s of raw samples, not per 30 Hz display tick: it costs a few milliseconds
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 
 import numpy as np
@@ -140,7 +141,7 @@ class ConditionPanel(QWidget):
             try:
                 with MachineStore() as store:
                     self.machine = store.find(self.feed.device_id)
-            except (OSError, DataError) as exc:
+            except (OSError, sqlite3.Error, DataError) as exc:
                 log.warning("machine description of %s unavailable: %s", self.feed.device_id, exc)
         self.refresh()
 
