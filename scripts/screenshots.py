@@ -69,8 +69,9 @@ def add_normal_dataset(seconds: float = 30.0) -> str:
 
 
 def describe_machines(count: int) -> None:
-    """Machine descriptions of the virtual fleet (6205 bearings, ISO 20816-3 group 2, rigid), so the
-    condition panel diagnoses and the fleet table zones every machine."""
+    """Machine descriptions of the virtual fleet (6205 bearings, ISO 20816-3 group 2, flexible: the
+    class benchmarks/diagnosis.py uses), so the condition panel diagnoses and the fleet table zones
+    every machine."""
     from app.analysis.bearings import CATALOGUE
     from app.analysis.machines import MachineStore
     from app.fleet.fleet import device_plan
@@ -79,7 +80,7 @@ def describe_machines(count: int) -> None:
         for index in range(count):
             plan = device_plan(index)
             store.update(plan["device_id"], shaft_hz=plan["shaft_hz"], bearing=CATALOGUE["6205"], iso_group=2,
-                         foundation="rigid", name=plan["location"].rsplit("/", 1)[-1])
+                         foundation="flexible", name=plan["location"].rsplit("/", 1)[-1])
 
 
 def main() -> int:
