@@ -7,7 +7,8 @@ throw-away data directory: streams live vibration from a faulty machine, trains 
 model versions of different sizes from simulated normal data on the Models page, deploys both from
 the wizard to three devices (so the latency dashboard plots size against deployment time), and
 captures the fleet, live view (overlay and side by side), models page, deploy wizard and latency
-dashboard. Takes about a minute (TensorFlow trains the models).
+dashboard. Takes about a minute (TensorFlow trains the models); --live-only stops after the fleet,
+live view and condition-monitoring shots (no training).
 """
 
 from __future__ import annotations
@@ -67,10 +68,26 @@ def add_normal_dataset(seconds: float = 30.0) -> str:
         return store.add(np.concatenate(parts), 3200, "normal", source="simulated").id
 
 
+def describe_machines(count: int) -> None:
+    """Machine descriptions of the virtual fleet (6205 bearings, ISO 20816-3 group 2, flexible: the
+    class benchmarks/diagnosis.py uses), so the condition panel diagnoses and the fleet table zones
+    every machine."""
+    from app.analysis.bearings import CATALOGUE
+    from app.analysis.machines import MachineStore
+    from app.fleet.fleet import device_plan
+
+    with MachineStore() as store:
+        for index in range(count):
+            plan = device_plan(index)
+            store.update(plan["device_id"], shaft_hz=plan["shaft_hz"], bearing=CATALOGUE["6205"], iso_group=2,
+                         foundation="flexible", name=plan["location"].rsplit("/", 1)[-1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
     parser.add_argument("--keep-data", action="store_true", help="keep the throw-away data directory")
+    parser.add_argument("--live-only", action="store_true", help="only the fleet and live-view shots")
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="tinymlops-shots-"))
     os.environ["TINYMLOPS_DATA_DIR"] = str(data_dir)
@@ -90,6 +107,7 @@ def main() -> int:
     window = MainWindow(Settings())
     window.resize(*WINDOW_SIZE)
     window.show()
+    describe_machines(12)
     window.start_session(SessionConfig(devices=12))
     wait_until(app, lambda: len(window.fleet_model.device_ids()) >= 12, what="the virtual fleet")
     pump(app, 2.5)  # telemetry: scores and alarms
@@ -112,6 +130,12 @@ def main() -> int:
     pump(app, 1.0)
     grab(window, "live-side-by-side")
     window.live.set_compare_mode("overlay")
+    window.live.show_devices(LIVE_DEVICE)
+    wait_until(app, lambda: window.live.condition.analysis is not None, what="the condition analysis")
+    pump(app, 1.5)
+    grab(window, "condition-monitoring")
+    if args.live_only:
+        return finish(window, args, data_dir, shots)
 
     dataset = add_normal_dataset()
     window.tabs.setCurrentIndex(TAB_MODELS)
@@ -142,7 +166,10 @@ def main() -> int:
     window.dashboard.refresh()
     pump(app, 0.5)
     grab(window, "latency-dashboard")
+    return finish(window, args, data_dir, shots)
 
+
+def finish(window, args, data_dir: Path, shots: list[Path]) -> int:
     window.close()
     if not args.keep_data:
         shutil.rmtree(data_dir, ignore_errors=True)

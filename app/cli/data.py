@@ -64,6 +64,22 @@ def register(sub) -> None:
     p.add_argument("--notes", default="")
     p.set_defaults(func=cmd_import)
 
+    p = dsub.add_parser("analyze", help="vibration analysis of a dataset: velocity RMS and ISO zone, order and "
+                        "envelope spectra, the likely fault with its evidence",
+                        description="Condition-monitoring analysis of a recording. The machine description "
+                        "(`tinymlops machine set`) of --machine, else of the device that recorded the dataset, "
+                        "gives shaft speed, bearing and ISO class; --shaft-hz, --bearing, --iso-group and "
+                        "--foundation override it.")
+    p.add_argument("dataset", metavar="DATASET", help="a dataset id (`data list`), or a .csv/.npy file with --rate")
+    p.add_argument("--machine", metavar="DEVICE", help="the described machine the recording comes from")
+    p.add_argument("--shaft-hz", type=float, metavar="F", help="nominal shaft speed, Hz")
+    p.add_argument("--bearing", metavar="SPEC", help="catalogue bearing (6205, ...) or n=..,d=..,D=..,angle=..")
+    p.add_argument("--iso-group", type=int, choices=(1, 2))
+    p.add_argument("--foundation", choices=("rigid", "flexible"))
+    p.add_argument("--rate", type=int, metavar="HZ", help="sample rate, for a file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_analyze)
+
     p = dsub.add_parser("list", help="stored datasets")
     p.add_argument("--label", choices=("normal", "fault"))
     p.add_argument("--json", action="store_true")
@@ -241,4 +257,63 @@ def cmd_list(args: argparse.Namespace) -> int:
     for d in items:
         print(f"{d.id:<16} {d.label:<7} {d.windows:>7} {d.n_samples / d.sample_rate:>8.1f} {d.sample_rate:>5}  "
               f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(d.created)):<16} {d.source}")
+    return 0
+
+
+def load_recording(ref: str, rate: int | None) -> tuple[np.ndarray, float, dict]:
+    """(samples, sample rate, metadata) of a dataset id or a .csv/.npy file (which needs `rate`)."""
+    import numpy as np
+
+    from app.domain.errors import DataError
+    from app.ml.datasets import DatasetStore, read_file
+
+    path = Path(ref)
+    if path.suffix.lower() in (".csv", ".npy"):
+        if not rate:
+            raise DataError(f"{path.name}: give its sample rate with --rate HZ")
+        return np.asarray(read_file(path), np.float64), float(rate), {"source": f"file:{path.name}"}
+    with DatasetStore() as store:
+        ds = store.get(ref)
+        return store.samples(ds), float(ds.sample_rate), {**(ds.meta or {}), "source": ds.source, "id": ds.id}
+
+
+def print_analysis(a) -> None:
+    """The analysis as an engineer reads it: zone first, then the call and its evidence, then lines."""
+    print(f"overall velocity  {a.velocity_overall_mm_s:.2f} mm/s RMS (10-1000 Hz; x {a.velocity_mm_s[0]:.2f}, "
+          f"y {a.velocity_mm_s[1]:.2f}, z {a.velocity_mm_s[2]:.2f})")
+    print(f"ISO zone          {a.zone.zone} ({a.zone.meaning}; {a.zone.machine_class}, boundaries "
+          f"{' / '.join(f'{b:g}' for b in a.zone.boundaries)} mm/s)")
+    print(f"shaft speed       {a.shaft_hz:.3f} Hz estimated ({a.shaft_hz * 60:.0f} rpm; "
+          f"nominal {a.shaft_nominal_hz:g} Hz)")
+    print(f"diagnosis         {a.fault}" + (f" (also: {', '.join(a.also)})" if a.also else ""))
+    for line in a.evidence:
+        print(f"  - {line}")
+    print(f"spectra           {a.seconds:.1f} s at {a.sample_rate:g} Hz, lines {a.resolution_hz:.3f} Hz apart; "
+          f"envelope band {a.envelope_band_hz[0]:.0f}-{a.envelope_band_hz[1]:.0f} Hz")
+    print(f"{'marker':<9} {'expected Hz':>11} {'found Hz':>9} {'amplitude g':>12} {'x floor':>8}")
+    for m in a.order_markers[:6] + a.defect_markers:
+        print(f"{m.name:<9} {m.expected_hz:>11.2f} {m.found_hz:>9.2f} {m.amplitude:>12.5f} {m.snr:>8.1f}")
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from app.analysis.bearings import parse_bearing
+    from app.analysis.machines import MachineStore
+    from app.analysis.runner import Overrides, analyze_recording
+    from app.domain.errors import DataError
+
+    if args.foundation and args.iso_group is None:
+        raise DataError("--foundation goes with --iso-group 1 or 2")
+    overrides = Overrides(args.shaft_hz, parse_bearing(args.bearing) if args.bearing else None,
+                          args.iso_group, args.foundation)
+    samples, rate, meta = load_recording(args.dataset, args.rate)
+    device = args.machine or meta.get("device")
+    with MachineStore() as machines:
+        machine = machines.get(args.machine) if args.machine else (machines.find(device) if device else None)
+    a = analyze_recording(samples, rate, machine, overrides, meta.get("shaft_hz"))
+    if args.json:
+        print(json.dumps({"dataset": meta.get("id", args.dataset), "machine": device, **a.to_dict()}, indent=2))
+    else:
+        print(f"recording         {meta.get('id', args.dataset)} ({meta.get('source', '')})"
+              + (f", machine {device}" if device else ""))
+        print_analysis(a)
     return 0

@@ -68,6 +68,7 @@ class DeviceRecord:
     threshold: float | None = None
     alarm: bool = False
     shaft_hz: float | None = None
+    features: tuple[float, ...] = ()  # the last telemetry's feature vector (fleet table's velocity estimate)
     last_seen: float = 0.0
     uptime_s: int = 0
     hello: m.Hello | None = None
@@ -269,6 +270,7 @@ class FleetMonitor:
             record.alarm = bool(tel.flags & TelemetryFlags.ALARM)
             record.trial = bool(tel.flags & TelemetryFlags.TRIAL)
             record.shaft_hz = tel.shaft_hz or None
+            record.features = tel.features
             record.model_version = tel.model_version
             record.uptime_s = tel.uptime_ms // 1000
             record.last_seen = time.time()

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 
-COLUMNS = ("Device", "Status", "Profile", "Firmware", "Model", "Score", "Last seen", "Transport")
-COL_NAME, COL_STATUS, COL_PROFILE, COL_FIRMWARE, COL_MODEL, COL_SCORE, COL_SEEN, COL_TRANSPORT = range(8)
+from app.ui.fleet_zones import ZoneCache
+
+COLUMNS = ("Device", "Status", "Profile", "Firmware", "Model", "Score", "Last seen", "Transport", "Velocity")
+COL_NAME, COL_STATUS, COL_PROFILE, COL_FIRMWARE, COL_MODEL, COL_SCORE, COL_SEEN, COL_TRANSPORT, COL_VELOCITY = range(9)
 STATUSES = ("online", "offline", "streaming", "deploying", "alarm")
 STATUS_COLORS = {"online": "#2e7d32", "offline": "#757575", "streaming": "#1565c0", "deploying": "#ef6c00",
                  "alarm": "#c62828"}
@@ -122,6 +124,7 @@ class FleetModel(QAbstractItemModel):
         self._gone: dict[str, object] = {}  # last record of a device removed from the tree (moved)
         self._summaries: dict[int, tuple] = {}  # group node -> counts, until the next structural change
         self._worst: dict[int, tuple[float, str]] | None = None  # group node -> worst score ratio, per flush
+        self.zones = ZoneCache()  # the velocity column
         self.flushes = 0
         self.applied = 0
 
@@ -388,6 +391,12 @@ class FleetModel(QAbstractItemModel):
                 stack.extend(n.children)
         return total, online, alarms
 
+    def set_machine_classes(self, classes: dict[str, str] | None) -> None:
+        """ISO class per device for the velocity column's zone (None: reload from the store)."""
+        self.zones.set_classes(classes)
+        if self._devices:
+            self.dataChanged.emit(self.index(0, COL_VELOCITY), self.index(self.rowCount() - 1, COL_VELOCITY))
+
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
@@ -398,6 +407,8 @@ class FleetModel(QAbstractItemModel):
         if node.kind != "device":
             return self._group_data(node, col, role)
         rec = node.record
+        if col == COL_VELOCITY:
+            return self._velocity_data(rec, role)
         status = status_of(rec, node.name in self._deploying)
         if role == Qt.ItemDataRole.DisplayRole:
             return self._device_text(rec, status, col)
@@ -434,6 +445,27 @@ class FleetModel(QAbstractItemModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             return self._tooltip(rec, status)
         if role == Qt.ItemDataRole.TextAlignmentRole and col == COL_SCORE:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def _velocity_data(self, rec, role):
+        zone = self.zones.zone(rec)
+        if role == Qt.ItemDataRole.DisplayRole:
+            return "-" if zone is None else f"{zone.velocity_mm_s:.2f} {zone.zone}"
+        if role == SORT_ROLE:
+            return -1.0 if zone is None else zone.velocity_mm_s
+        if role == DEVICE_ID_ROLE:
+            return rec.device_id
+        if role == RECORD_ROLE:
+            return rec
+        if zone is None:
+            return None
+        if role == Qt.ItemDataRole.BackgroundRole:
+            return QBrush(QColor(zone.colour))
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return (f"overall velocity {zone.velocity_mm_s:.2f} mm/s RMS (10-1000 Hz, estimated from the last "
+                    f"telemetry's band energies): zone {zone.zone}, {zone.meaning} ({zone.machine_class})")
+        if role == Qt.ItemDataRole.TextAlignmentRole:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 

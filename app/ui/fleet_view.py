@@ -23,6 +23,7 @@ from app.ui.columns import install_column_menu
 from app.ui.fleet_model import (
     COL_FIRMWARE,
     COL_NAME,
+    COL_PROFILE,
     COL_SCORE,
     COL_SEEN,
     COLUMNS,
@@ -36,7 +37,7 @@ from app.ui.fleet_model import (
 RESORT_INTERVAL_S = 2.0
 VOLATILE_COLUMNS = (COL_SCORE, COL_SEEN)
 # Column widths (px) that fit their usual content; the user can resize, and the state is saved.
-COLUMN_WIDTHS = (130, 130, 105, 70, 85, 105, 70, 65)
+COLUMN_WIDTHS = (130, 130, 105, 70, 85, 105, 70, 65, 75)
 # Columns widen to their content (never narrower than above, never wider than this) while the
 # fleet fills and its first scores arrive, until the user resizes a column or a saved layout exists.
 COLUMN_MAX_WIDTH = 240
@@ -46,9 +47,10 @@ FIT_INTERVAL_S = 1.0
 # Room between a cell's text and the next column (the header's own size hint already has room
 # for its margins and the sort arrow).
 COLUMN_PADDING = 6
-# Hidden until the operator shows them (right-click the header): every device shows its firmware in
-# its tooltip, and without it the other columns, Transport included, fit the ~800 px fleet dock.
-HIDDEN_COLUMNS = (COL_FIRMWARE,)
+# Hidden until the operator shows them (right-click the header): every device shows its firmware and
+# profile in its tooltip, and without them the other columns, Transport and Velocity included, fit
+# the ~800 px fleet dock.
+HIDDEN_COLUMNS = (COL_FIRMWARE, COL_PROFILE)
 
 
 class FleetView(QWidget):

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui.live_feed import DEFAULT_SAMPLE_RATE, DeviceFeed, amplitude_spectrum
+from app.ui.severity_view import ConditionPanel
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +279,8 @@ class LiveView(QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(bar)
         layout.addWidget(self.plots, 1)
+        self.condition = ConditionPanel()  # severity gauge, envelope spectrum, diagnosis
+        layout.addWidget(self.condition)
         self.info = QLabel("")
         self.info.setStyleSheet("color: #555")
         # a long line (two devices) is cut rather than widen the page and squeeze the fleet
@@ -344,6 +347,7 @@ class LiveView(QWidget):
         self.compare_box.setCurrentIndex(max(0, i))
         self._drawn.clear()
         self._orders_shaft = None  # "shaft orders" follows the newly shown machine's speed
+        self.condition.set_feed(self.feeds.get(primary) if primary else None)
         self._arrange()
         self._update_title()
         self._sync_streams()

@@ -88,6 +88,7 @@ class MainWindow(QMainWindow):
         self.fleet_model.events.connect(self._on_fleet_events)
         self.live = LiveView()
         self.live.status_message.connect(lambda t: self.statusBar().showMessage(t, 5000))
+        self.live.condition.machine_changed.connect(lambda _d: self.fleet_model.set_machine_classes(None))
         from app.ui.dashboard import DashboardPage
         from app.ui.models_page import ModelsPage
 

@@ -170,15 +170,16 @@ def test_a_device_already_alarming_when_first_seen_raises_an_alarm_event(qapp):
 
 def test_fleet_columns_fit_the_dock_and_hidden_columns_come_back(window, qtbot):
     from app.ui.columns import column_menu
-    from app.ui.fleet_model import COL_FIRMWARE, COL_TRANSPORT, COLUMNS
+    from app.ui.fleet_model import COL_FIRMWARE, COL_TRANSPORT, COL_VELOCITY, COLUMNS
     from app.ui.models_page import COLUMNS as REGISTRY_COLUMNS
 
     view = window.fleet_view
     header = view.tree.header()
     view.fit_columns()
     qtbot.wait(50)  # the header lays its sections out
-    # every visible column, Transport included, is on screen without scrolling sideways
+    # every visible column, Transport and Velocity included, is on screen without scrolling sideways
     assert header.isSectionHidden(COL_FIRMWARE) and not header.isSectionHidden(COL_TRANSPORT)
+    assert not header.isSectionHidden(COL_VELOCITY)
     assert view.tree.horizontalScrollBar().maximum() == 0, [header.sectionSize(c) for c in range(len(COLUMNS))]
     assert header.sectionViewportPosition(COL_TRANSPORT) + header.sectionSizeHint(COL_TRANSPORT) \
         <= view.tree.viewport().width()

@@ -1,0 +1,138 @@
+"""Machine descriptions: what each device is mounted on, kept in the application's SQLite file.
+
+A vibration sensor alone cannot tell a bearing line from a gear line: the analysis needs the
+machine's nominal shaft speed, its bearing geometry and its ISO class (group and foundation). The
+maintenance engineer describes each machine once, by the id of the device mounted on it; the CLI
+(`tinymlops machine set/show/list`) and the GUI edit the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from app.analysis import iso
+from app.analysis.bearings import Bearing, bearing_from_dict
+from app.domain import paths
+from app.domain.errors import DataError
+from app.ml import store
+
+# Shaft speeds outside this range are a unit mistake (rpm typed as Hz, or Hz as rpm): 0.5-500 Hz
+# is 30-30,000 rpm, every rotary machine a vibration sensor of this class watches.
+SHAFT_HZ_RANGE = (0.5, 500.0)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS machines (
+    device_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL DEFAULT '',
+    shaft_hz REAL,
+    bearing TEXT NOT NULL DEFAULT '',
+    iso_group INTEGER,
+    foundation TEXT,
+    notes TEXT NOT NULL DEFAULT '',
+    updated REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The machine a device is mounted on. `iso_group` None means a small machine (ISO 10816-1
+    class I); otherwise ISO 20816-3 group 1 or 2 with a rigid or flexible foundation."""
+
+    device_id: str
+    name: str = ""
+    shaft_hz: float | None = None  # nominal; the analysis estimates the real speed near it
+    bearing: Bearing | None = None
+    iso_group: int | None = None
+    foundation: str | None = None
+    notes: str = ""
+    updated: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.device_id.strip():
+            raise DataError("a machine needs the id of the device mounted on it")
+        if self.shaft_hz is not None:
+            lo, hi = SHAFT_HZ_RANGE
+            if not (math.isfinite(self.shaft_hz) and lo <= self.shaft_hz <= hi):
+                raise DataError(f"shaft speed {self.shaft_hz} Hz is outside {lo:g}-{hi:g} Hz "
+                                f"({lo * 60:g}-{hi * 60:g} rpm): is it in rpm? (Hz = rpm / 60)")
+        iso.machine_class(self.iso_group, self.foundation)  # raises DataError when inconsistent
+
+    @property
+    def machine_class(self) -> str:
+        return iso.machine_class(self.iso_group, self.foundation)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["bearing"] = self.bearing.to_dict() if self.bearing else None
+        out["machine_class"] = self.machine_class
+        return out
+
+
+class MachineStore:
+    def __init__(self, db_path: Path | None = None) -> None:
+        self.db_path = Path(db_path) if db_path else paths.database_path()
+        self._conn = store.connect(self.db_path)
+        self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> MachineStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @staticmethod
+    def _row(row) -> Machine:
+        bearing = bearing_from_dict(json.loads(row["bearing"])) if row["bearing"] else None
+        return Machine(device_id=row["device_id"], name=row["name"], shaft_hz=row["shaft_hz"], bearing=bearing,
+                       iso_group=row["iso_group"], foundation=row["foundation"], notes=row["notes"],
+                       updated=row["updated"])
+
+    def find(self, device_id: str) -> Machine | None:
+        row = self._conn.execute("SELECT * FROM machines WHERE device_id=?", (device_id,)).fetchone()
+        return self._row(row) if row else None
+
+    def get(self, device_id: str) -> Machine:
+        machine = self.find(device_id)
+        if machine is None:
+            raise DataError(f"no machine described for device {device_id!r} (`tinymlops machine set "
+                            f"{device_id} --shaft-hz F --bearing 6205 --iso-group 2 --foundation rigid`)")
+        return machine
+
+    def list(self) -> list[Machine]:
+        return [self._row(r) for r in self._conn.execute("SELECT * FROM machines ORDER BY device_id")]
+
+    def update(self, device_id: str, **changes) -> Machine:
+        """Create or change a machine: only the fields given change (validated before anything is
+        written). `foundation` may be omitted for a small machine (no `iso_group`)."""
+        unknown = set(changes) - {"name", "shaft_hz", "bearing", "iso_group", "foundation", "notes"}
+        if unknown:
+            raise DataError(f"unknown machine field(s): {', '.join(sorted(unknown))}")
+        with store.transaction(self._conn):
+            current = self.find(device_id) or Machine(device_id)
+            machine = replace(current, **changes, updated=time.time())
+            self._conn.execute(
+                "INSERT OR REPLACE INTO machines (device_id, name, shaft_hz, bearing, iso_group, foundation, "
+                "notes, updated) VALUES (?,?,?,?,?,?,?,?)",
+                (machine.device_id, machine.name, machine.shaft_hz,
+                 json.dumps(machine.bearing.to_dict()) if machine.bearing else "", machine.iso_group,
+                 machine.foundation, machine.notes, machine.updated))
+        return machine
+
+    def remove(self, device_id: str) -> bool:
+        with store.transaction(self._conn):
+            cur = self._conn.execute("DELETE FROM machines WHERE device_id=?", (device_id,))
+        return cur.rowcount > 0
+
+
+def machine_classes(db_path: Path | None = None) -> dict[str, str]:
+    """device id -> ISO machine class of every described machine (the fleet table's zones)."""
+    with MachineStore(db_path) as machines:
+        return {m.device_id: m.machine_class for m in machines.list()}
