@@ -101,16 +101,14 @@ def verify_image(image_bytes: bytes, block: SignatureBlock, trusted: dict[bytes,
 
     Returns the signer's key id in hex; raises SignatureError saying which check failed.
     """
-    public_raw = trusted.get(block.key_id)
-    if public_raw is None:
-        raise SignatureError(f"signed by key {block.key_hex}, which this side does not trust")
     try:
-        Ed25519PublicKey.from_public_bytes(public_raw).verify(block.signature, image_statement(image_bytes))
-    except InvalidSignature as exc:
+        return verify_statement(image_statement(image_bytes), block, trusted)
+    except SignatureError as exc:
+        if block.key_id not in trusted:
+            raise
         raise SignatureError(
             f"signature by key {block.key_hex} does not match this image (altered, or signed for "
             "another name, version or feature spec)") from exc
-    return block.key_hex
 
 
 def split_signed_file(data: bytes) -> tuple[bytes, SignatureBlock | None]:
@@ -128,3 +126,38 @@ def split_signed_file(data: bytes) -> tuple[bytes, SignatureBlock | None]:
     if not rest:
         return image, None
     return image, SignatureBlock.from_bytes(rest)
+
+
+# ----- device administration statements (PROTOCOL.md 6.2): keys added and versions revoked ------
+TRUST_ADD_TAG = b"tinymlops-trust-add-v1\x00"
+REVOKE_TAG = b"tinymlops-revoke-v1\x00"
+
+
+def trust_add_statement(public_raw: bytes) -> bytes:
+    if len(public_raw) != PUBLIC_KEY_LEN:
+        raise SignatureError(f"an Ed25519 public key has {PUBLIC_KEY_LEN} bytes")
+    return TRUST_ADD_TAG + public_raw
+
+
+def revoke_statement(name: str, version: int) -> bytes:
+    raw_name = name.encode("utf-8")
+    if len(raw_name) > 255:
+        raise SignatureError("model name longer than 255 bytes")
+    return REVOKE_TAG + bytes([len(raw_name)]) + raw_name + struct.pack("<I", version)
+
+
+def sign_statement(message: bytes, private_key: Ed25519PrivateKey) -> SignatureBlock:
+    public_raw = private_key.public_key().public_bytes_raw()
+    return SignatureBlock(key_id(public_raw), private_key.sign(message))
+
+
+def verify_statement(message: bytes, block: SignatureBlock, trusted: dict[bytes, bytes]) -> str:
+    """Like verify_image, for a statement already built (trust-add, revoke)."""
+    public_raw = trusted.get(block.key_id)
+    if public_raw is None:
+        raise SignatureError(f"signed by key {block.key_hex}, which this side does not trust")
+    try:
+        Ed25519PublicKey.from_public_bytes(public_raw).verify(block.signature, message)
+    except InvalidSignature as exc:
+        raise SignatureError(f"signature by key {block.key_hex} does not match") from exc
+    return block.key_hex
