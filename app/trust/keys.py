@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from app.domain import paths
 from app.domain.errors import TinyMLOpsError
+from app.domain.keyring_access import os_keyring
 from app.trust.signing import key_id
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,6 @@ log = logging.getLogger(__name__)
 # The passphrase that encrypts a key file at rest (an environment variable, never an argument:
 # arguments show in `ps` and in shell history).
 PASSPHRASE_ENV = "TINYMLOPS_KEY_PASSPHRASE"
-# "off" keeps keys out of the OS keyring (tests, portable installs on a USB stick).
-KEYRING_ENV = "TINYMLOPS_KEYRING"
 KEYRING_SERVICE = "tinymlops-signing-key"
 # A private key file is for its owner's eyes only.
 KEY_FILE_MODE = 0o600
@@ -68,23 +67,6 @@ class KeyInfo:
         key = Ed25519PublicKey.from_public_bytes(self.public_raw)
         return key.public_bytes(serialization.Encoding.PEM,
                                 serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-
-
-def _keyring():
-    """The OS keyring module when one answers here, else None."""
-    if os.environ.get(KEYRING_ENV, "").lower() in ("off", "0", "no", "false"):
-        return None
-    try:
-        import keyring
-        from keyring.backends import fail
-
-        backend = keyring.get_keyring()
-        if isinstance(backend, fail.Keyring) or getattr(backend, "priority", 1) <= 0:
-            return None
-        return keyring
-    except Exception as exc:  # a broken D-Bus or backend import: behave as if there were none
-        log.debug("no usable OS keyring: %s", exc)
-        return None
 
 
 class KeyStore:
@@ -158,7 +140,7 @@ class KeyStore:
         return self.dir / f"{ident}.pem"
 
     def _store_private(self, ident: str, private: Ed25519PrivateKey) -> str:
-        kr = _keyring()
+        kr = os_keyring()
         if kr is not None:
             pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption()).decode()
@@ -188,7 +170,7 @@ class KeyStore:
     def private_key(self, info: KeyInfo | None = None) -> Ed25519PrivateKey:
         info = info or self.ensure()
         if info.storage == STORAGE_KEYRING:
-            kr = _keyring()
+            kr = os_keyring()
             pem = kr.get_password(KEYRING_SERVICE, info.id) if kr is not None else None
             if pem is None:
                 raise SigningKeyError(f"signing key {info.id} is not in this machine's keyring")
