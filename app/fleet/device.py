@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 FIRMWARE_VERSION = "sim-1.0.0"
 CAPS = (Caps.STREAM | Caps.PUSH_XFER | Caps.PULL_XFER | Caps.TRIAL | Caps.BENCHMARK | Caps.FAULT_SIM
-        | Caps.SIGNED)
+        | Caps.SIGNED | Caps.TRUST_ADMIN)
 # One telemetry message per this many seconds (PROTOCOL.md: about 1 Hz).
 TELEMETRY_PERIOD_S = 1.0
 # Samples per STREAM message (PROTOCOL.md 4.3).

@@ -130,8 +130,10 @@ class Caps(IntFlag):
     TRIAL = 8
     BENCHMARK = 16
     FAULT_SIM = 32
-    # verifies image signatures against a trust store; takes XFER_SIGN, TRUST_ADD, REVOKE
+    # verifies image signatures against a trust store; takes XFER_SIGN (PROTOCOL.md 6.2)
     SIGNED = 64
+    # its trust store is managed over the protocol: takes TRUST_ADD and REVOKE
+    TRUST_ADMIN = 128
 
 
 class TelemetryFlags(IntFlag):

@@ -44,7 +44,7 @@ def signed_deploy(host: Host, image: bytes, block: bytes | None, tid: int = 9) -
 
 def test_hello_says_whether_the_store_is_provisioned(host, secured):
     plain, sec = host.one(m.GetInfo()), secured.one(m.GetInfo())
-    assert plain.caps & Caps.SIGNED and sec.caps & Caps.SIGNED
+    assert plain.caps & Caps.SIGNED and sec.caps & Caps.SIGNED and sec.caps & Caps.TRUST_ADMIN
     assert plain.trust_keys == 0 and sec.trust_keys == 1
 
 

@@ -64,5 +64,12 @@ def cases() -> dict:
     }
 
 
+# The C device test (firmware/tests/test_device.c) deploys this image signed by the trusted key.
+FIRMWARE_TEST_IMAGE = HERE.parents[1] / "firmware" / "tests" / "data" / "fw_test_v2.tmlm"
+
+
 if __name__ == "__main__":
     (HERE / "signatures.json").write_text(json.dumps(cases(), indent=1) + "\n")
+    key = Ed25519PrivateKey.from_private_bytes(TRUSTED_SEED)
+    block = signing.sign_image(FIRMWARE_TEST_IMAGE.read_bytes(), key)
+    FIRMWARE_TEST_IMAGE.with_suffix(".tmlm.sig").write_bytes(block.to_bytes())
