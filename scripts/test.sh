@@ -6,6 +6,8 @@ source "$ROOT/scripts/bootstrap.sh"
 cd "$ROOT"
 export QT_QPA_PLATFORM=offscreen
 export TF_CPP_MIN_LOG_LEVEL=2
+# the firmware fetches its Ed25519 sources with pip at build time (firmware/deps): the venv's pip
+export PYTHON="$VENV/bin/python"
 echo "== ruff"
 "$VENV/bin/ruff" check .
 if [ -f firmware/CMakeLists.txt ]; then

@@ -10,3 +10,6 @@ pytest_plugins = [
     for name in ("tests.fixtures.brokers", "tests.fixtures.fleet", "tests.fixtures.models")
     if os.path.exists(os.path.join(os.path.dirname(__file__), "fixtures", name.rsplit(".", 1)[1] + ".py"))
 ]
+
+# Tests never write signing keys into a developer's OS keyring: keys go to each test's data dir.
+os.environ.setdefault("TINYMLOPS_KEYRING", "off")

@@ -111,6 +111,12 @@ def register(sub) -> None:
     p.add_argument("--symbol", default="model", help="C array name (default model)")
     p.set_defaults(func=cmd_export)
 
+    p = msub.add_parser("revoke", help="revoke a version: it is never deployed again (devices refuse it "
+                        "once the revocation list reaches them)")
+    p.add_argument("ref", help="NAME@VERSION")
+    p.add_argument("--reason", default="")
+    p.set_defaults(func=cmd_revoke)
+
     p = msub.add_parser("mlperf", help="build the MLPerf Tiny AD reference and store it (check-only)")
     p.add_argument("--name", default="mlperf-ad")
     p.set_defaults(func=cmd_mlperf)
@@ -120,6 +126,13 @@ def _registry():
     from app.ml.registry import Registry
 
     return Registry()
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    with _registry() as reg:
+        mv = reg.revoke(args.ref, args.reason)
+    print(f"revoked {mv.ref}")
+    return 0
 
 
 def _families() -> list[str]:
@@ -193,11 +206,18 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     with _registry() as reg:
         mv = reg.resolve(args.ref)
+        block = reg.signature(mv, sign_if_missing=False)
+        revoked = reg.revoked(mv)
+    signed_by = block.key_hex if block else None
     if args.json:
-        print(json.dumps({**mv.summary(), "card": mv.card}, indent=2, default=float))
+        print(json.dumps({**mv.summary(), "signed_by": signed_by, "revoked": revoked, "card": mv.card},
+                         indent=2, default=float))
         return 0
     card = mv.card
-    print(f"{mv.ref} ({mv.kind}{', deployable' if mv.deployable else ', check-only'})")
+    print(f"{mv.ref} ({mv.kind}{', deployable' if mv.deployable else ', check-only'})"
+          + ("  REVOKED" if revoked else ""))
+    if mv.deployable:
+        print(f"  signed    {('by key ' + signed_by) if signed_by else 'not yet (signed when exported or deployed)'}")
     print(f"  created   {_fmt_time(mv.created)}   parent {mv.parent or '-'}   datasets {mv.dataset or '-'}")
     print(f"  sha256    {mv.sha256}")
     print(f"  sizes     image {mv.image_size} B, tflite {mv.tflite_size} B, arena {mv.arena} B, "

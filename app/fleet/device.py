@@ -23,6 +23,7 @@ import numpy as np
 from app.domain.errors import ModelError, ProtocolError
 from app.domain.profiles import HardwareProfile, get_profile
 from app.fleet.model_slot import LoadedModel, Refused, latency, verify
+from app.fleet.trust_store import TrustStore
 from app.fleet.vibration import MachineSimulator, estimate_shaft_hz
 from app.fleet.window_analysis import WindowAnalyzer
 from app.ml.features import DEFAULT_SPEC, extract
@@ -50,7 +51,8 @@ from app.protocol.topics import REPLY, STATUS, STREAM, TELEMETRY, valid_id
 log = logging.getLogger(__name__)
 
 FIRMWARE_VERSION = "sim-1.0.0"
-CAPS = Caps.STREAM | Caps.PUSH_XFER | Caps.PULL_XFER | Caps.TRIAL | Caps.BENCHMARK | Caps.FAULT_SIM
+CAPS = (Caps.STREAM | Caps.PUSH_XFER | Caps.PULL_XFER | Caps.TRIAL | Caps.BENCHMARK | Caps.FAULT_SIM
+        | Caps.SIGNED | Caps.TRUST_ADMIN)
 # One telemetry message per this many seconds (PROTOCOL.md: about 1 Hz).
 TELEMETRY_PERIOD_S = 1.0
 # Samples per STREAM message (PROTOCOL.md 4.3).
@@ -91,6 +93,7 @@ class Transfer:
     last_status: float = 0.0
     last_fetch: float = 0.0  # last chunk received or re-fetch asked, for PULL_REFETCH_S
     pull_round: int = 0  # bumped to make the adapter resubscribe
+    signature: bytes | None = None  # the XFER_SIGN block, checked at COMMIT (PROTOCOL.md 6.2)
 
     @property
     def n_chunks(self) -> int:
@@ -115,7 +118,7 @@ class VirtualDevice:
     def __init__(self, device_id: str, location: str, profile: str | HardwareProfile, factory_image: bytes,
                  *, seed: int = 0, shaft_hz: float = 24.7, sample_rate: int = DEFAULT_SPEC.sample_rate,
                  fault_mask: int = 0, severity: float = 0.0, firmware: str = FIRMWARE_VERSION,
-                 now: float | None = None, full_rate: bool = False) -> None:
+                 now: float | None = None, full_rate: bool = False, trust: list[bytes] | None = None) -> None:
         if not valid_id(device_id) or not valid_id(location.split("/", 1)[0]):
             raise ValueError(f"device id {device_id!r} and site of {location!r} must match [A-Za-z0-9_.-]{{1,64}}")
         self.device_id = device_id
@@ -130,6 +133,8 @@ class VirtualDevice:
         self.full_rate = bool(full_rate)
         self.machine.reference_lines = self.full_rate
         self._analyzer = WindowAnalyzer(DEFAULT_SPEC, sample_rate)
+        # raw Ed25519 public keys the device accepts images from (empty: not provisioned)
+        self.trust = TrustStore(trust)
         self._lock = threading.RLock()
         try:
             factory = verify(bytes(factory_image), self.profile)
@@ -209,7 +214,7 @@ class VirtualDevice:
             trial=int(self._trial), slot_size=self.profile.slot_size, free_slot=self.profile.slot_size,
             ram_budget=self.profile.arena_budget, max_chunk=self.profile.max_chunk,
             sample_rate=self.sample_rate, uptime_s=int(max(0.0, now - self._booted_at)),
-            fault_mask=int(self.machine.fault_mask),
+            fault_mask=int(self.machine.fault_mask), trust_keys=self.trust.size,
         )
 
     def offline_hello(self) -> bytes:
@@ -323,6 +328,15 @@ class VirtualDevice:
                 self._transfer_by_id(tid)
                 self._transfer = None
                 return ack()
+            case m.XferSign(transfer_id=tid, block=block):
+                self._transfer_by_id(tid).signature = bytes(block)
+                return ack()
+            case m.TrustAdd(public_key=key, auth=auth):
+                self.trust.add_key(key, auth)
+                return reply(self.hello(now))
+            case m.Revoke(model_name=name, model_version=version, auth=auth):
+                self.trust.revoke(name, version, auth)
+                return ack()
             case m.XferCommit():
                 return self._commit(msg, seq, now)
             case m.Activate():
@@ -420,6 +434,7 @@ class VirtualDevice:
         # the device's view (PROTOCOL.md 4.4): XFER_BEGIN received -> image verified (all chunks, SHA-256);
         # loading is load_us, as on the firmware
         deploy_us = int((max(0.0, now - t.started) + time.perf_counter() - started) * 1e6)
+        self.trust.check_image(raw, t.signature)  # before the image is loaded or a slot changes
         model = verify(raw, self.profile)
         inactive = 1 - self._active
         self._slots[inactive] = Slot(model, "stored")
@@ -437,6 +452,7 @@ class VirtualDevice:
         if slot is None:
             raise Refused(ErrorCode.NO_MODEL, "the inactive slot holds no model")
         model = verify(slot.model.raw, self.profile)  # re-verify: a slot is not trusted blindly
+        self.trust.check_not_revoked(model.image.name, model.image.version)
         self._slots[1 - self._active] = Slot(model, slot.role)
         out = self._switch(model, bool(a.trial), a.trial_timeout_s, now)
         return [(REPLY, m.encode(latency(model, 0, a.bench_count, trial=bool(a.trial)), seq)), *out]

@@ -25,6 +25,8 @@ from app.fleet.device import Outgoing, VirtualDevice
 from app.fleet.netloop import NetLoop, default_loop
 from app.protocol import topics
 from app.protocol.messages import encode
+from app.transport.credentials import password_for
+from app.transport.mqtt_link import set_tls
 from app.transport.urls import parse_broker_url
 
 log = logging.getLogger(__name__)
@@ -56,9 +58,9 @@ class MqttDevice:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"tinymlops-sim-{device.device_id}",
                              clean_session=True)
         if self.url.username:
-            client.username_pw_set(self.url.username, self.url.password)
+            client.username_pw_set(self.url.username, password_for(self.url))
         if self.url.tls:
-            client.tls_set()
+            set_tls(client, self.url, device.device_id)
         client.will_set(self._topic[topics.STATUS], device.offline_hello(), qos=1, retain=True)
         client.max_queued_messages_set(MAX_QUEUED)
         client.on_connect = self._on_connect

@@ -27,7 +27,9 @@ def export_package(reg: Registry, mv: ModelVersion, out_dir: Path) -> list[Path]
     out_dir = Path(out_dir)
     blobs = [("tflite", f"{_stem(mv)}.tflite", reg.tflite_bytes(mv), None)]
     if mv.deployable:
-        blobs.append(("image", f"{_stem(mv)}.tmlm", reg.image_bytes(mv), None))
+        # the image followed by its signature block (PROTOCOL.md 6.2): one file to carry and deploy
+        signature = reg.signature(mv)
+        blobs.append(("image", f"{_stem(mv)}.tmlm", reg.image_bytes(mv) + signature.to_bytes(), None))
     blobs += [(kind, f"{_stem(mv)}.{kind}.tflite", reg.artifact_bytes(mv, kind), False)
               for kind in ARTIFACT_KINDS if kind in mv.artifacts]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -39,6 +41,8 @@ def export_package(reg: Registry, mv: ModelVersion, out_dir: Path) -> list[Path]
         files[key] = {"file": name, "sha256": store.sha256_hex(data), "size": len(data)}
         if deployable is not None:
             files[key]["deployable"] = deployable
+        if key == "image":  # the file is image + signature; devices report the image's own SHA-256
+            files[key].update(image_sha256=mv.sha256, signed_by=signature.key_hex)
         written.append(path)
     manifest = {"format": "tinymlops-model-package", "format_version": 1, "model": mv.ref, "name": mv.name,
                 "version": mv.version, "kind": mv.kind, "deployable": mv.deployable, "files": files,

@@ -24,6 +24,7 @@ from app.ml import conversion, pipeline, tflm, training, validation
 from app.ml.features import DEFAULT_SPEC
 from app.protocol.codes import ErrorCode
 from app.protocol.image import MAGIC, ModelImage
+from app.trust.signing import split_signed_file
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,9 @@ def _spec_from_int8(tflite: bytes, normal: np.ndarray | None, source: str, perce
 
 
 def import_tmlm(data: bytes, source: str) -> Imported:
+    # an exported file carries a signature block after the image; registering restamps the
+    # version (new bytes), which the registry signs with this operator's key
+    data, _signature = split_signed_file(data)
     image = ModelImage.from_bytes(data)
     shape = check_int8_io(image.tflite, source)
     if shape != [1, image.n_features] or image.n_features != DEFAULT_SPEC.n_features:

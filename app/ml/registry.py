@@ -28,6 +28,8 @@ from app.domain import paths
 from app.domain.errors import ModelError
 from app.ml import store
 from app.protocol.image import ModelImage
+from app.trust.keys import KeyStore
+from app.trust.signing import SignatureBlock, sign_image
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,21 @@ CREATE TABLE IF NOT EXISTS model_artifacts (
     sha256 TEXT NOT NULL,
     size INTEGER NOT NULL,
     PRIMARY KEY (name, version, kind)
+);
+CREATE TABLE IF NOT EXISTS model_signatures (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    key_id TEXT NOT NULL,
+    block BLOB NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (name, version, key_id)
+);
+CREATE TABLE IF NOT EXISTS model_revocations (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    revoked REAL NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (name, version)
 );
 """
 # Other conversions a version may keep beside its int8 flatbuffer (see the module docstring).
@@ -129,8 +146,11 @@ def parse_ref(ref: str) -> tuple[str, str]:
 
 
 class Registry:
-    def __init__(self, db_path: Path | None = None, artifacts_dir: Path | None = None) -> None:
+    def __init__(self, db_path: Path | None = None, artifacts_dir: Path | None = None,
+                 keys: KeyStore | None = None) -> None:
         self.db_path = Path(db_path) if db_path else paths.database_path()
+        # the operator's signing keys live beside the database they sign for
+        self.keys = keys or KeyStore(self.db_path.parent / "keys")
         self.artifacts = store.ContentStore(Path(artifacts_dir) if artifacts_dir else paths.artifacts_dir())
         self._conn = store.connect(self.db_path)
         self._conn.executescript(_SCHEMA)
@@ -282,6 +302,8 @@ class Registry:
                      json.dumps(card.get("feature_spec")) if card.get("feature_spec") else None,
                      json.dumps(card.get("metrics", {})), json.dumps(card["fit"]),
                      json.dumps(full_card, default=float), now, parent, dataset, notes))
+                if image_bytes is not None:
+                    self._insert_signature(name, version, sign_image(image_bytes, self.keys.private_key()))
             except BaseException:
                 # still inside the write transaction: no other writer can commit a reference
                 # to one of these files between the check and the removal
@@ -298,6 +320,45 @@ class Registry:
                                 "AND NOT (name=? AND version=?) UNION ALL SELECT 1 FROM model_artifacts "
                                 "WHERE sha256=? AND NOT (name=? AND version=?) LIMIT 1",
                                 (digest, digest, *other_than, digest, *other_than)))
+
+    # --- signatures and revocations (PROTOCOL.md 6.2) -------------------------------------------
+    def _insert_signature(self, name: str, version: int, block: SignatureBlock) -> None:
+        self._conn.execute("INSERT OR REPLACE INTO model_signatures (name, version, key_id, block, created) "
+                           "VALUES (?,?,?,?,?)", (name, version, block.key_hex, block.to_bytes(), time.time()))
+
+    def signature(self, mv: ModelVersion, *, sign_if_missing: bool = True) -> SignatureBlock | None:
+        """The version's signature by the operator's active key if it has one, else by any key it
+        was signed with; a deployable version registered before signing existed is signed now."""
+        rows = self._query("SELECT key_id, block FROM model_signatures WHERE name=? AND version=? "
+                           "ORDER BY created DESC", (mv.name, mv.version))
+        active = self.keys.active()
+        for row in rows:
+            if active is not None and row["key_id"] == active.id:
+                return SignatureBlock.from_bytes(bytes(row["block"]))
+        if rows and not sign_if_missing:
+            return SignatureBlock.from_bytes(bytes(rows[0]["block"]))
+        if not mv.deployable or not sign_if_missing:
+            return None
+        block = sign_image(self.image_bytes(mv), self.keys.private_key())
+        with store.transaction(self._conn):
+            self._insert_signature(mv.name, mv.version, block)
+        return block
+
+    def revoke(self, ref: str, reason: str = "") -> ModelVersion:
+        mv = self.resolve(ref)
+        with store.transaction(self._conn):
+            self._conn.execute("INSERT OR REPLACE INTO model_revocations (name, version, revoked, reason) "
+                               "VALUES (?,?,?,?)", (mv.name, mv.version, time.time(), reason))
+        log.info("revoked %s", mv.ref)
+        return mv
+
+    def revoked(self, mv: ModelVersion) -> bool:
+        return bool(self._query("SELECT 1 FROM model_revocations WHERE name=? AND version=?",
+                                (mv.name, mv.version)))
+
+    def revocations(self) -> list[tuple[str, int]]:
+        return [(r["name"], r["version"]) for r in
+                self._query("SELECT name, version FROM model_revocations ORDER BY name, version")]
 
     def set_notes(self, ref: str, notes: str) -> ModelVersion:
         mv = self.resolve(ref)

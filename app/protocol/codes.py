@@ -23,6 +23,10 @@ XFER_STALE_S = 30
 PULL_STATUS_INTERVAL_S = 0.5
 # Trial activation reverts after this many seconds when XFER_COMMIT asks for 0.
 DEFAULT_TRIAL_TIMEOUT_S = 300
+# Public keys a device's trust store holds (PROTOCOL.md 6.2): room for a rotation and a spare.
+MAX_TRUST_KEYS = 4
+# Revoked (name, version) pairs a device remembers; the oldest is forgotten first.
+MAX_REVOCATIONS = 32
 
 
 class MsgType(IntEnum):
@@ -48,6 +52,9 @@ class MsgType(IntEnum):
     REBOOT = 0x2B
     SET_FAULT = 0x2C
     ACTIVATE = 0x2D
+    XFER_SIGN = 0x2E
+    TRUST_ADD = 0x2F
+    REVOKE = 0x30
 
 
 class ErrorCode(IntEnum):
@@ -72,6 +79,8 @@ class ErrorCode(IntEnum):
     NOT_TRIAL = 18
     NO_MODEL = 19
     INTERNAL = 20
+    BAD_SIGNATURE = 21
+    REVOKED = 22
 
 
 ERROR_TEXT = {
@@ -95,6 +104,8 @@ ERROR_TEXT = {
     ErrorCode.NOT_TRIAL: "no model on trial to confirm",
     ErrorCode.NO_MODEL: "no active model",
     ErrorCode.INTERNAL: "unexpected device fault",
+    ErrorCode.BAD_SIGNATURE: "signature missing, malformed, by an untrusted key or not matching",
+    ErrorCode.REVOKED: "model version revoked by the operator",
 }
 
 
@@ -119,6 +130,10 @@ class Caps(IntFlag):
     TRIAL = 8
     BENCHMARK = 16
     FAULT_SIM = 32
+    # verifies image signatures against a trust store; takes XFER_SIGN (PROTOCOL.md 6.2)
+    SIGNED = 64
+    # its trust store is managed over the protocol: takes TRUST_ADD and REVOKE
+    TRUST_ADMIN = 128
 
 
 class TelemetryFlags(IntFlag):

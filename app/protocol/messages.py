@@ -43,10 +43,22 @@ class Message:
 
     TYPE: ClassVar[MsgType]
     LAYOUT: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # Index in LAYOUT of the first field appended by a later minor revision: a payload that ends
+    # exactly before it (an older sender) decodes the rest as their defaults (PROTOCOL.md 1).
+    OPTIONAL_FROM: ClassVar[int | None] = None
 
     def payload(self) -> bytes:
+        layout = self.LAYOUT
+        if self.OPTIONAL_FROM is not None:
+            # appended fields still at their defaults are left out: an older receiver, and the
+            # golden vectors of the revision before, see the same bytes as before
+            defaults = {f.name: f.default for f in fields(self)}
+            end = len(layout)
+            while end > self.OPTIONAL_FROM and getattr(self, layout[end - 1][0]) == defaults[layout[end - 1][0]]:
+                end -= 1
+            layout = layout[:end]
         out = bytearray()
-        for name, kind in self.LAYOUT:
+        for name, kind in layout:
             _pack_field(out, kind, getattr(self, name), name)
         return bytes(out)
 
@@ -55,7 +67,9 @@ class Message:
         view = memoryview(data)
         pos = 0
         values: dict[str, Any] = {}
-        for name, kind in cls.LAYOUT:
+        for i, (name, kind) in enumerate(cls.LAYOUT):
+            if cls.OPTIONAL_FROM is not None and i >= cls.OPTIONAL_FROM and pos == len(view):
+                break
             values[name], pos = _unpack_field(view, pos, kind, name)
         return cls(**values)
 
@@ -149,8 +163,9 @@ class Hello(Message):
         ("model_name", "str"), ("model_version", "u32"), ("model_sha", "bytes8"),
         ("prev_version", "u32"), ("trial", "u8"), ("slot_size", "u32"), ("free_slot", "u32"),
         ("ram_budget", "u32"), ("max_chunk", "u16"), ("sample_rate", "u32"), ("uptime_s", "u32"),
-        ("fault_mask", "u8"),
+        ("fault_mask", "u8"), ("trust_keys", "u8"),
     )
+    OPTIONAL_FROM: ClassVar = 20  # trust_keys (PROTOCOL.md 6.2)
     proto_min: int = 1
     proto_max: int = 1
     caps: int = 0
@@ -171,6 +186,7 @@ class Hello(Message):
     sample_rate: int = 0
     uptime_s: int = 0
     fault_mask: int = 0
+    trust_keys: int = 0  # public keys in the device's trust store; 0 with caps SIGNED: not provisioned
 
     @property
     def site(self) -> str:
@@ -437,11 +453,43 @@ class Activate(Message):
     bench_count: int = 0
 
 
+@dataclass
+class XferSign(Message):
+    """The signature block (PROTOCOL.md 6.2) of the image a transfer carries; checked at COMMIT."""
+
+    TYPE: ClassVar[MsgType] = MsgType.XFER_SIGN
+    LAYOUT: ClassVar = (("transfer_id", "u32"), ("block", "bytes80"))
+    transfer_id: int = 0
+    block: bytes = b"\0" * 80
+
+
+@dataclass
+class TrustAdd(Message):
+    """Add a public key to the device's trust store: taken while the store is empty, else only
+    with `auth`, a signature block by a key it already trusts over the key-add statement."""
+
+    TYPE: ClassVar[MsgType] = MsgType.TRUST_ADD
+    LAYOUT: ClassVar = (("public_key", "bytes32"), ("auth", "bytes80"))
+    public_key: bytes = b"\0" * 32
+    auth: bytes = b"\0" * 80
+
+
+@dataclass
+class Revoke(Message):
+    """Revoke one model version, signed by a trusted key: the device refuses it from now on."""
+
+    TYPE: ClassVar[MsgType] = MsgType.REVOKE
+    LAYOUT: ClassVar = (("model_name", "str"), ("model_version", "u32"), ("auth", "bytes80"))
+    model_name: str = ""
+    model_version: int = 0
+    auth: bytes = b"\0" * 80
+
+
 MESSAGE_CLASSES: dict[int, type[Message]] = {
     cls.TYPE: cls
     for cls in (Hello, Telemetry, Stream, Ack, Error, Latency, XferStatus, Event, GetInfo, StreamStart,
                 StreamStop, XferBegin, XferChunk, XferQuery, XferCommit, XferAbort, Confirm, Rollback,
-                Benchmark, Reboot, SetFault, Activate)
+                Benchmark, Reboot, SetFault, Activate, XferSign, TrustAdd, Revoke)
 }
 
 

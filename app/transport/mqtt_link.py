@@ -10,6 +10,7 @@ thread, so they must be quick (decode, update, hand off).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 
 from app.domain.errors import LinkError
+from app.transport.credentials import password_for
 from app.transport.urls import BrokerUrl, parse_broker_url
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,20 @@ class Will:
     retain: bool = True
 
 
+def set_tls(client: mqtt.Client, url: BrokerUrl, identity: str = "") -> None:
+    """TLS with the URL's CA (else the system's) and client certificate; unreadable files are a
+    LinkError naming the file, before any connection attempt. `{device}` in a certificate or key
+    path becomes `identity`, so one URL serves a whole virtual fleet with a certificate each."""
+    cert, key = ((p.replace("{device}", identity) if p else p) for p in (url.cert, url.key))
+    for what, path in (("CA certificate", url.ca), ("client certificate", cert), ("client key", key)):
+        if path and not os.path.isfile(path):
+            raise LinkError(f"{what} {path} does not exist")
+    try:
+        client.tls_set(ca_certs=url.ca, certfile=cert, keyfile=key)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: a bad PEM, a key not matching
+        raise LinkError(f"TLS settings for {url.address} unusable: {exc}") from exc
+
+
 class MqttConnection:
     """A connection to one broker; see the module docstring. Thread-safe."""
 
@@ -90,9 +106,9 @@ class MqttConnection:
                              protocol=mqtt.MQTTv311, clean_session=True)
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         if self.url.username:
-            client.username_pw_set(self.url.username, self.url.password)
+            client.username_pw_set(self.url.username, password_for(self.url))
         if self.url.tls:
-            client.tls_set()
+            set_tls(client, self.url)
         if will is not None:
             client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         client.on_connect = self._on_connect

@@ -12,6 +12,8 @@ static const char *const kErrorText[] = {
     "model needs more RAM than the arena budget", "model self-test score outside tolerance",
     "no previous model to roll back to", "no model on trial to confirm", "no active model",
     "unexpected device fault",
+    "signature missing, malformed, by an untrusted key or not matching",
+    "model version revoked by the operator",
 };
 
 static void send(tm_device_t *d, tm_msg_t *m)
@@ -33,7 +35,7 @@ static void send_error(tm_device_t *d, uint16_t seq, uint8_t ref, int code)
     tm_msg_t m = {TM_ERROR, seq, {{0}}};
     m.u.error.ref_type = ref;
     m.u.error.code = (uint16_t)code;
-    m.u.error.message = tm_str(code > 0 && code <= TM_E_INTERNAL ? kErrorText[code] : "error");
+    m.u.error.message = tm_str(code > 0 && code <= TM_E_REVOKED ? kErrorText[code] : "error");
     send(d, &m);
 }
 
@@ -59,7 +61,9 @@ static void send_hello(tm_device_t *d, uint16_t seq)
     tm_msg_t m = {TM_HELLO, seq, {{0}}};
     tm_hello_t *h = &m.u.hello;
     h->proto_min = h->proto_max = TM_PROTOCOL_VERSION;
-    h->caps = TM_CAP_STREAM | TM_CAP_PUSH | TM_CAP_TRIAL | TM_CAP_BENCHMARK | (d->hal.set_fault ? TM_CAP_FAULT_SIM : 0);
+    h->caps = TM_CAP_STREAM | TM_CAP_PUSH | TM_CAP_TRIAL | TM_CAP_BENCHMARK | TM_CAP_SIGNED
+              | (d->hal.set_fault ? TM_CAP_FAULT_SIM : 0);
+    h->trust_keys = d->trust.n;
     h->state = d->store.xfer ? TM_STATE_UPDATING : d->streaming ? TM_STATE_STREAMING : TM_STATE_ONLINE;
     h->device_id = tm_str(d->hal.device_id);
     h->location = tm_str(d->hal.location);
@@ -179,6 +183,20 @@ static void reply_latency(tm_device_t *d, uint16_t seq, tm_model_t *m, uint32_t 
     send(d, &r);
 }
 
+/* PROTOCOL.md 6.2: with a trust store, the received image must carry a valid signature by one of
+ * its keys (XFER_SIGN for this transfer); without one (not provisioned) it is taken unsigned. */
+static int check_signature(tm_device_t *d, uint32_t transfer_id, const uint8_t *img, uint32_t len)
+{
+    if (d->trust.n == 0) return TM_OK;
+    if (!d->sig_valid || d->sig_transfer != transfer_id) return TM_E_BAD_SIGNATURE;
+    tm_image_t parsed;
+    if (tm_image_parse(img, len, &parsed) != TM_OK) return TM_E_BAD_IMAGE;
+    uint8_t statement[TM_SIG_MAX_STATEMENT];
+    size_t n = tm_sign_statement(d->store.sha, parsed.name.p, parsed.name.len, parsed.version,
+                                 TM_FEATURE_SPEC_ID, statement);
+    return tm_sign_verify(&d->trust, d->sig_block, statement, n);
+}
+
 static void handle_commit(tm_device_t *d, uint16_t seq, const tm_xfer_commit_t *c)
 {
     const uint8_t *img;
@@ -190,6 +208,13 @@ static void handle_commit(tm_device_t *d, uint16_t seq, const tm_xfer_commit_t *
         return;
     }
     uint32_t deploy_us = d->hal.now_us(d->hal.ctx) - d->xfer_begin_us, load_us = 0;
+    rc = check_signature(d, c->transfer_id, img, d->store.image_size);
+    d->sig_valid = 0; /* a signature serves one commit */
+    if (rc) {
+        tm_store_abort(&d->store, c->transfer_id); /* an image that is not vouched for is never kept */
+        send_error(d, seq, TM_XFER_COMMIT, rc);
+        return;
+    }
     rc = prove_and_switch_prepare(d, img, d->store.image_size, &load_us);
     if (rc) {
         tm_store_abort(&d->store, c->transfer_id);
@@ -293,6 +318,16 @@ static void handle(tm_device_t *d, const uint8_t *buf, size_t len)
         else send_status(d, seq);
         break;
     case TM_XFER_COMMIT: handle_commit(d, seq, &m.u.xfer_commit); break;
+    case TM_XFER_SIGN:
+        if (!d->store.xfer || d->store.xfer_id != m.u.xfer_sign.transfer_id) {
+            send_error(d, seq, m.type, TM_E_NO_TRANSFER);
+            break;
+        }
+        memcpy(d->sig_block, m.u.xfer_sign.block.p, TM_SIG_BLOCK_SIZE);
+        d->sig_transfer = m.u.xfer_sign.transfer_id;
+        d->sig_valid = 1;
+        send_ack(d, seq, m.type);
+        break;
     case TM_XFER_ABORT:
         rc = tm_store_abort(&d->store, m.u.xfer_id.transfer_id);
         if (rc) send_error(d, seq, m.type, rc); else send_ack(d, seq, m.type);
@@ -428,4 +463,10 @@ int tm_device_init(tm_device_t *d, const tm_hal_t *hal, const tm_flash_t *flash,
     if (reverted) send_event(d, TM_EV_TRIAL_REVERTED, "trial not confirmed before reboot: previous model restored");
     send_hello(d, next_seq(d));
     return rc;
+}
+
+void tm_device_set_trust(tm_device_t *d, const uint8_t (*keys)[TM_SIG_PUBLIC_LEN], int n)
+{
+    tm_trust_init(&d->trust, keys, n);
+    d->sig_valid = 0;
 }

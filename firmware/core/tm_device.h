@@ -8,6 +8,7 @@
 #include "tm_features.h"
 #include "tm_frame.h"
 #include "tm_image.h"
+#include "tm_sign.h"
 #include "tm_store.h"
 
 typedef struct {
@@ -52,12 +53,19 @@ typedef struct {
     float score, shaft_hz;
     tm_feat_work_t work;
     uint32_t bench[TM_MAX_BENCH];
+    tm_trust_t trust;                          /* keys images must be signed by (empty: unprovisioned) */
+    uint8_t sig_block[TM_SIG_BLOCK_SIZE];      /* XFER_SIGN of the transfer in progress */
+    uint32_t sig_transfer;
+    int sig_valid;
 } tm_device_t;
 
 /* Mount the store (installing the factory image on an empty one), load the active model and
  * announce the boot (EVENT BOOTED, HELLO, and EVENT TRIAL_REVERTED after an unconfirmed trial). */
 int tm_device_init(tm_device_t *d, const tm_hal_t *hal, const tm_flash_t *flash, uint32_t slot_size,
                    const uint8_t *factory, uint32_t factory_len, uint8_t *arena0, uint8_t *arena1, size_t arena_size);
+/* Build-time trust store (PROTOCOL.md 6.2): images are then accepted only when signed by one of
+ * these Ed25519 public keys. Call after tm_device_init; n = 0 leaves the device unprovisioned. */
+void tm_device_set_trust(tm_device_t *d, const uint8_t (*keys)[TM_SIG_PUBLIC_LEN], int n);
 void tm_device_rx(tm_device_t *d, const uint8_t *data, size_t len);
 /* One bare message from a message transport (MQTT payload): no framing, no CRC. */
 void tm_device_message(tm_device_t *d, const uint8_t *msg, size_t len);

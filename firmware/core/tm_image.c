@@ -42,7 +42,7 @@ int tm_image_parse(const uint8_t *d, size_t len, tm_image_t *img)
     uint16_t spec = (uint16_t)(meta[10] | (meta[11] << 8));
     img->name.len = meta[12];
     img->name.p = meta + 13;
-    if (spec != 1 || 13u + img->name.len > meta_len || !tm_utf8_valid(img->name.p, img->name.len))
+    if (spec != TM_FEATURE_SPEC_ID || 13u + img->name.len > meta_len || !tm_utf8_valid(img->name.p, img->name.len))
         return TM_E_BAD_IMAGE;
     if (img->n_features == 0 || img->n_features > TM_MAX_FEATURES || norm_len != 8u * img->n_features)
         return TM_E_BAD_IMAGE;

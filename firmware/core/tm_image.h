@@ -3,6 +3,9 @@
 #define TM_IMAGE_H
 #include <stddef.h>
 #include <stdint.h>
+
+/* The only feature specification images may declare (PROTOCOL.md 8). */
+#define TM_FEATURE_SPEC_ID 1u
 #include "tm_engine.h"
 #include "tm_proto.h"
 

@@ -15,6 +15,9 @@ typedef struct {
     uint8_t type;
     uint8_t count;
     const field_t *fields;
+    /* index of the first field a later revision appended (PROTOCOL.md 1), 0 when none: a payload
+     * may end before it (the fields read 0), and the encoder leaves out trailing ones that are 0 */
+    uint8_t optional_from;
 } layout_t;
 
 #define F(s, n, k) {#n, k, 0, (uint16_t)offsetof(s, n)}
@@ -28,7 +31,9 @@ static const field_t kHello[] = {
     F(tm_hello_t, trial, K_U8), F(tm_hello_t, slot_size, K_U32), F(tm_hello_t, free_slot, K_U32),
     F(tm_hello_t, ram_budget, K_U32), F(tm_hello_t, max_chunk, K_U16), F(tm_hello_t, sample_rate, K_U32),
     F(tm_hello_t, uptime_s, K_U32), F(tm_hello_t, fault_mask, K_U8),
+    F(tm_hello_t, trust_keys, K_U8), /* appended: PROTOCOL.md 6.2 */
 };
+enum { HELLO_OPTIONAL_FROM = 20 };
 static const field_t kTelemetry[] = {
     F(tm_telemetry_t, uptime_ms, K_U32), F(tm_telemetry_t, window_seq, K_U32),
     F(tm_telemetry_t, model_version, K_U32), F(tm_telemetry_t, score, K_F32),
@@ -73,17 +78,33 @@ static const field_t kSetFault[] = {F(tm_set_fault_t, mask, K_U8), F(tm_set_faul
 static const field_t kActivate[] = {
     F(tm_activate_t, trial, K_U8), F(tm_activate_t, trial_timeout_s, K_U16), F(tm_activate_t, bench_count, K_U16),
 };
+static const field_t kXferSign[] = {F(tm_xfer_sign_t, transfer_id, K_U32), FB(tm_xfer_sign_t, block, 80)};
 
-#define L(t, arr) {t, (uint8_t)(sizeof(arr) / sizeof(arr[0])), arr}
+#define L(t, arr) {t, (uint8_t)(sizeof(arr) / sizeof(arr[0])), arr, 0}
 static const layout_t kLayouts[] = {
-    L(TM_HELLO, kHello), L(TM_TELEMETRY, kTelemetry), L(TM_STREAM, kStream), L(TM_ACK, kAck),
+    {TM_HELLO, (uint8_t)(sizeof(kHello) / sizeof(kHello[0])), kHello, HELLO_OPTIONAL_FROM}, L(TM_TELEMETRY, kTelemetry), L(TM_STREAM, kStream), L(TM_ACK, kAck),
     L(TM_ERROR, kError), L(TM_LATENCY, kLatency), L(TM_XFER_STATUS, kXferStatus), L(TM_EVENT, kEvent),
-    {TM_GET_INFO, 0, NULL}, L(TM_STREAM_START, kStreamStart), {TM_STREAM_STOP, 0, NULL},
+    {TM_GET_INFO, 0, NULL, 0}, L(TM_STREAM_START, kStreamStart), {TM_STREAM_STOP, 0, NULL, 0},
     L(TM_XFER_BEGIN, kXferBegin), L(TM_XFER_CHUNK, kXferChunk), L(TM_XFER_QUERY, kXferId),
-    L(TM_XFER_COMMIT, kXferCommit), L(TM_XFER_ABORT, kXferId), {TM_CONFIRM, 0, NULL},
-    {TM_ROLLBACK, 0, NULL}, L(TM_BENCHMARK, kBenchmark), {TM_REBOOT, 0, NULL},
-    L(TM_SET_FAULT, kSetFault), L(TM_ACTIVATE, kActivate),
+    L(TM_XFER_COMMIT, kXferCommit), L(TM_XFER_ABORT, kXferId), {TM_CONFIRM, 0, NULL, 0},
+    {TM_ROLLBACK, 0, NULL, 0}, L(TM_BENCHMARK, kBenchmark), {TM_REBOOT, 0, NULL, 0},
+    L(TM_SET_FAULT, kSetFault), L(TM_ACTIVATE, kActivate), L(TM_XFER_SIGN, kXferSign),
 };
+
+/* Fields an encoder writes: trailing appended fields that hold 0 are left out (only scalar kinds
+ * are ever appended), so a message that does not use them keeps its older bytes. */
+static uint8_t fields_to_write(const layout_t *lay, const uint8_t *base)
+{
+    uint8_t count = lay->count;
+    while (lay->optional_from && count > lay->optional_from) {
+        const field_t *f = &lay->fields[count - 1];
+        uint32_t v = 0;
+        memcpy(&v, base + f->offset, f->kind == K_U8 ? 1u : f->kind == K_U16 ? 2u : 4u);
+        if (v) break;
+        count--;
+    }
+    return count;
+}
 
 static const layout_t *find_layout(uint8_t type)
 {
@@ -176,6 +197,8 @@ int tm_decode(const uint8_t *buf, size_t len, tm_msg_t *out)
     for (uint8_t i = 0; i < lay->count; i++) {
         const field_t *f = &lay->fields[i];
         uint8_t *dst = base + f->offset;
+        if (lay->optional_from && i >= lay->optional_from && pos == plen)
+            break; /* an older sender: appended fields stay 0 */
         switch (f->kind) {
         case K_U8: if (pos + 1 > plen) return TM_E_MALFORMED; *dst = p[pos]; pos += 1; break;
         case K_U16: { if (pos + 2 > plen) return TM_E_MALFORMED; uint16_t v = (uint16_t)rd(p + pos, 2); memcpy(dst, &v, 2); pos += 2; break; }
@@ -220,7 +243,8 @@ size_t tm_encode(const tm_msg_t *m, uint8_t *out, size_t cap)
         return 0;
     size_t pos = TM_HEADER_SIZE;
     const uint8_t *base = (const uint8_t *)&m->u;
-    for (uint8_t i = 0; i < lay->count; i++) {
+    uint8_t count = fields_to_write(lay, base);
+    for (uint8_t i = 0; i < count; i++) {
         const field_t *f = &lay->fields[i];
         const uint8_t *src = base + f->offset;
         size_t need;
@@ -285,7 +309,8 @@ int tm_dump(const tm_msg_t *m, char *out, size_t cap)
     size_t pos = 0;
     out[0] = 0;
     const uint8_t *base = (const uint8_t *)&m->u;
-    for (uint8_t i = 0; i < lay->count; i++) {
+    uint8_t count = fields_to_write(lay, base);
+    for (uint8_t i = 0; i < count; i++) {
         const field_t *f = &lay->fields[i];
         const uint8_t *src = base + f->offset;
         int w = snprintf(out + pos, cap - pos, "%s=", f->name);

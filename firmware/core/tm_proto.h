@@ -18,6 +18,7 @@ typedef struct {
     uint32_t model_version; tm_blob_t model_sha; uint32_t prev_version; uint8_t trial;
     uint32_t slot_size, free_slot, ram_budget; uint16_t max_chunk; uint32_t sample_rate, uptime_s;
     uint8_t fault_mask;
+    uint8_t trust_keys; /* appended (PROTOCOL.md 6.2) */
 } tm_hello_t;
 typedef struct {
     uint32_t uptime_ms, window_seq, model_version; float score, threshold; uint8_t flags;
@@ -47,6 +48,7 @@ typedef struct { uint32_t transfer_id; uint8_t mode; uint16_t trial_timeout_s, b
 typedef struct { uint16_t count; } tm_benchmark_t;
 typedef struct { uint8_t mask; float severity; } tm_set_fault_t;
 typedef struct { uint8_t trial; uint16_t trial_timeout_s, bench_count; } tm_activate_t;
+typedef struct { uint32_t transfer_id; tm_blob_t block; } tm_xfer_sign_t;
 
 typedef struct {
     uint8_t type;
@@ -56,6 +58,7 @@ typedef struct {
         tm_latency_t latency; tm_xfer_status_t xfer_status; tm_event_t event; tm_stream_start_t stream_start;
         tm_xfer_begin_t xfer_begin; tm_xfer_chunk_t xfer_chunk; tm_xfer_id_t xfer_id;
         tm_xfer_commit_t xfer_commit; tm_benchmark_t benchmark; tm_set_fault_t set_fault; tm_activate_t activate;
+        tm_xfer_sign_t xfer_sign;
     } u;
 } tm_msg_t;
 

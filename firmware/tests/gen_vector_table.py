@@ -34,6 +34,8 @@ def dump(type_code: int, fields: dict) -> str:
                 f"samples={raw.hex()};")
     out = []
     for name, kind in cls.LAYOUT:
+        if name not in fields:  # an appended field (PROTOCOL.md 1) the vector leaves out
+            break
         v = fields[name]
         if kind == "f32":
             text = f32(v)

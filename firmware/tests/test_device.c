@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "flashsim.h"
+#include "signatures_gen.h"
 #include "testutil.h"
 #include "tm_crc32.h"
 #include "tm_device.h"
@@ -125,6 +126,9 @@ static float mean_score(int windows)
 }
 
 /* Push an image in 1 KB chunks and commit it; returns the commit reply. */
+/* When set, deploy() sends this signature block (XFER_SIGN) before the commit. */
+static const uint8_t *g_sign_block;
+
 static tm_msg_t *deploy(const uint8_t *img, uint32_t len, const uint8_t sha[32], uint8_t mode, uint16_t timeout)
 {
     static uint32_t xfer_id = 100;
@@ -152,6 +156,14 @@ static tm_msg_t *deploy(const uint8_t *img, uint32_t len, const uint8_t sha[32],
         cmd(&c);
         tm_msg_t *a = find(TM_ACK);
         CHECK(a && a->seq == 10 + i);
+    }
+    if (g_sign_block) {
+        tm_msg_t sg = {TM_XFER_SIGN, 8, {{0}}};
+        sg.u.xfer_sign.transfer_id = xfer_id;
+        sg.u.xfer_sign.block.len = TM_SIG_BLOCK_SIZE;
+        sg.u.xfer_sign.block.p = g_sign_block;
+        cmd(&sg);
+        CHECK(find(TM_ACK) && find(TM_ACK)->seq == 8);
     }
     tm_msg_t c = {TM_XFER_COMMIT, 9, {{0}}};
     c.u.xfer_commit.transfer_id = xfer_id;
@@ -302,6 +314,41 @@ static void test_bad_models(void)
     CHECK(t && t->u.telemetry.model_version == v && !(t->u.telemetry.flags & TM_TLM_NO_MODEL));
 }
 
+/* PROTOCOL.md 6.2: a provisioned device takes only images signed by a key it trusts; the running
+ * model stays through every refusal. */
+static void test_signatures(void)
+{
+    uint8_t sha[32], block[TM_SIG_BLOCK_SIZE], bad[TM_SIG_BLOCK_SIZE];
+    long len = load("fw_test_v2.tmlm", image, sizeof(image));
+    CHECK_EQ(load("fw_test_v2.tmlm.sig", block, sizeof(block)), TM_SIG_BLOCK_SIZE);
+    tm_sha256(image, (size_t)len, sha);
+    tm_device_set_trust(&dev, sig_keys, (int)sig_n_keys);
+    tm_msg_t gi = {TM_GET_INFO, 50, {{0}}};
+    cmd(&gi);
+    tm_msg_t *h = find(TM_HELLO);
+    CHECK(h && (h->u.hello.caps & TM_CAP_SIGNED) && h->u.hello.trust_keys == 1);
+    uint32_t before = active_version();
+    g_sign_block = NULL; /* unsigned */
+    deploy(image, (uint32_t)len, sha, 1, 0);
+    CHECK(expect_error(TM_E_BAD_SIGNATURE));
+    CHECK_EQ(active_version(), before);
+    memcpy(bad, block, sizeof bad);
+    bad[40] ^= 0x01; /* one bit of the signature */
+    g_sign_block = bad;
+    deploy(image, (uint32_t)len, sha, 1, 0);
+    CHECK(expect_error(TM_E_BAD_SIGNATURE));
+    CHECK_EQ(active_version(), before);
+    g_sign_block = block;
+    tm_msg_t *l = deploy(image, (uint32_t)len, sha, 1, 0);
+    CHECK(l && l->type == TM_LATENCY);
+    CHECK_EQ(active_version(), 2);
+    g_sign_block = NULL;
+    tm_device_set_trust(&dev, sig_keys, 0); /* back to unprovisioned, and to the model before, for the tests after */
+    tm_msg_t rb = {TM_ROLLBACK, 51, {{0}}};
+    cmd(&rb);
+    CHECK_EQ(active_version(), before);
+}
+
 int main(void)
 {
     factory_len = load("../../../resources/models/factory.tmlm", factory, sizeof(factory));
@@ -313,7 +360,7 @@ int main(void)
     boot();
     CHECK(find(TM_EVENT) && find(TM_EVENT)->u.event.code == TM_EV_BOOTED);
     tm_msg_t *h = find(TM_HELLO);
-    CHECK(h && h->u.hello.model_version >= 1 && h->u.hello.caps == 59 && h->u.hello.max_chunk == 4096);
+    CHECK(h && h->u.hello.model_version >= 1 && h->u.hello.caps == (59 | TM_CAP_SIGNED) && h->u.hello.max_chunk == 4096);
     uint32_t v1 = active_version();
 
     /* telemetry with a score; a fault raises it */
@@ -336,6 +383,7 @@ int main(void)
 
     test_bad_input();
     test_bad_models();
+    test_signatures();
     n_out = 0;
     test_message_transport();
 

@@ -82,7 +82,7 @@ def test_float_and_dynamic_conversions_are_kept_and_exported(data_dir, trained, 
         entry = manifest["files"][kind]
         assert entry["file"] == path.name and not entry["deployable"]
         assert entry["sha256"] == store.sha256_hex(path.read_bytes()) == v1.artifacts[kind]["sha256"]
-    assert manifest["files"]["image"]["sha256"] == v1.sha256  # the int8 entries are still there
+    assert manifest["files"]["image"]["image_sha256"] == v1.sha256  # the int8 entries are still there
 
 
 def test_missing_or_unknown_artifact_kinds_are_clear(data_dir, trained):
@@ -137,8 +137,9 @@ def test_export_package_and_header(data_dir, trained, tmp_path):
         image = reg.image_bytes(mv)
     assert [p.name for p in files] == ["pump-v1.tflite", "pump-v1.tmlm", "pump-v1.json"]
     manifest = json.loads(files[2].read_text())
-    assert manifest["model"] == "pump@1" and manifest["files"]["image"]["sha256"] == mv.sha256
-    assert files[0].read_bytes() == trained.tflite and files[1].read_bytes() == image
+    assert manifest["model"] == "pump@1" and manifest["files"]["image"]["image_sha256"] == mv.sha256
+    # the .tmlm is the image followed by its signature block (tests/trust covers the block)
+    assert files[0].read_bytes() == trained.tflite and files[1].read_bytes()[:len(image)] == image
     text = header.read_text()
     # declared for every includer, defined only under the implementation macro (one copy per firmware;
     # tests/firmware/test_model_header.py compiles and links it from several files)

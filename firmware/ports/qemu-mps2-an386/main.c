@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <string.h>
 #include "tm_device.h"
+#include "tm_trust_keys.h" /* generated: the build-time trust store */
 #include "tm_vibration.h"
 
 #define REG(a) (*(volatile uint32_t *)(a))
@@ -134,6 +135,7 @@ int main(void)
     static const tm_flash_t flash = {FLASH_SIZE, FLASH_PAGE, flash_mem, flash_erase, flash_write, 0};
     tm_device_init(&dev, &hal, &flash, SLOT_SIZE, factory_image, (uint32_t)(factory_image_end - factory_image),
                    arena0, arena1, ARENA_SIZE);
+    tm_device_set_trust(&dev, TM_TRUST_KEYS, TM_TRUST_N_KEYS); /* build time: make TRUST_KEYS=... */
     for (;;) {
         int got = 0;
         while (UART_STATE & STATE_RXFULL) {

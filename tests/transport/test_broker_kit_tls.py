@@ -1,0 +1,159 @@
+"""The plant broker kit against the real Mosquitto: TLS with a client certificate per identity and the
+kit's ACL. The operator deploys; a device identity cannot command another device, push a model to it,
+read its data or speak for it; certificates from another CA or out of date are refused at connect."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import queue
+
+import pytest
+
+from app.deploy import api, links
+from app.domain.errors import LinkError
+from app.protocol import messages as m
+from app.protocol import topics
+from app.protocol.codes import FaultMask
+from app.transport.mqtt_link import MqttConnection
+from app.trust import broker_kit
+from tests.fixtures.brokers import MosquittoProcess
+
+# Generous: a TLS handshake with ECDSA keys takes milliseconds, a loaded CI machine more.
+REPLY_TIMEOUT_S = 20.0
+SITE = "plant-a"
+DEVICES = ["sim-001", "sim-002", "sim-003"]  # sim-002 sits in plant-b (VirtualFleet alternates sites)
+
+
+@pytest.fixture
+def kit(tmp_path):
+    spec = broker_kit.KitSpec(SITE, DEVICES, ["operator"], ["localhost"])
+    return broker_kit.write_kit(spec, tmp_path / "kit")["dir"]
+
+
+@pytest.fixture
+def broker(kit):
+    # started as root (CI), Mosquitto would drop to the `mosquitto` user, who cannot read the kit
+    run_as = "root" if os.geteuid() == 0 else ""
+    proc = MosquittoProcess(config=lambda port: broker_kit.mosquitto_conf(kit, port, "127.0.0.1", run_as))
+    proc.start()
+    yield proc
+    proc.close()
+
+
+def url(kit, broker, folder: str, name: str) -> str:
+    return broker_kit.client_url(kit, "localhost", broker.port, folder, name)
+
+
+@pytest.fixture
+def fleet(kit, broker, virtual_fleet):
+    return virtual_fleet(url(kit, broker, "devices", "{device}"), len(DEVICES))
+
+
+def test_kit_files_are_private_and_the_acl_denies_by_default(kit):
+    for key in (kit / "ca.key", kit / "broker" / "broker.key", kit / "devices" / "sim-001.key"):
+        assert oct(key.stat().st_mode & 0o777) == "0o600", key
+    acl = (kit / "acl").read_text()
+    assert f"pattern read tinymlops/v1/{SITE}/%u/cmd" in acl
+    assert f"topic write tinymlops/v1/{SITE}/+/cmd" in acl.split("user operator", 1)[1]
+    conf = (kit / "mosquitto.conf").read_text()
+    assert "require_certificate true" in conf and "allow_anonymous false" in conf
+
+
+def test_operator_sees_the_fleet_and_deploys_over_tls(kit, broker, fleet, model_image_v3):
+    operator = url(kit, broker, "operators", "operator")
+    with links.mqtt_device(_connected(operator), "sim-001", operator) as link:
+        assert link.hello.device_id == "sim-001"
+    (result,) = api.deploy(model_image_v3, "sim-001", via="mqtt", broker=operator)
+    assert result.ok, result.error_message
+    assert fleet.device("sim-001").active_model.image.version == 3
+
+
+def _connected(broker_url: str) -> MqttConnection:
+    conn = MqttConnection(broker_url)
+    conn.connect()
+    return conn
+
+
+def test_a_device_identity_cannot_command_or_impersonate_another(kit, broker, fleet, model_image_v3):
+    target = fleet.device("sim-001")
+    before = target.active_model.sha256
+    attacker = _connected(url(kit, broker, "devices", "sim-003"))
+    operator = _connected(url(kit, broker, "operators", "operator"))
+    try:
+        cmd = topics.device_topic(SITE, "sim-001", topics.CMD)
+        # QoS 1: the broker has judged each publish before it acknowledges it
+        attacker.publish(cmd, m.encode(m.SetFault(int(FaultMask.IMBALANCE), 1.0), 1), qos=1)
+        attacker.publish(topics.device_topic(SITE, "sim-001", topics.STATUS),
+                         m.encode(m.Hello(device_id="sim-001", location=f"{SITE}/evil/x", state=0), 2),
+                         qos=1, retain=True)
+        attacker.wait_published(REPLY_TIMEOUT_S)
+        # the operator's GET_INFO is queued behind whatever the broker let through
+        channel = links.mqtt_channel(operator, SITE, "sim-001")
+        hello = channel.request(m.GetInfo(), timeout=REPLY_TIMEOUT_S).msg
+        assert hello.fault_mask == 0 and hello.location.startswith(f"{SITE}/line-")
+        # the retained status is still the device's own
+        got: queue.Queue[bytes] = queue.Queue()
+        operator.subscribe(topics.device_topic(SITE, "sim-001", topics.STATUS), lambda _t, p: got.put(p))
+        status = m.decode(got.get(timeout=REPLY_TIMEOUT_S)).msg
+        assert status.location.startswith(f"{SITE}/line-") and status.state != 0
+        # a device cannot read another device's data either: of the telemetry the operator receives
+        # after both subscriptions stand, none reaches the attacker (if the ACL let it through, the
+        # attacker would have its copies long before the operator's third message)
+        telemetry = topics.device_topic(SITE, "sim-001", topics.TELEMETRY)
+        stolen: list[bytes] = []
+        attacker.subscribe(telemetry, lambda _t, p: stolen.append(p))
+        attacker.wait_subscribed(REPLY_TIMEOUT_S)
+        seen: queue.Queue[bytes] = queue.Queue()
+        operator.subscribe(telemetry, lambda _t, p: seen.put(p))
+        for _ in range(3):
+            seen.get(timeout=REPLY_TIMEOUT_S)
+        assert stolen == []
+    finally:
+        attacker.close()
+        operator.close()
+    # nor push a model through it
+    (result,) = api.deploy(model_image_v3, "sim-001", via="mqtt", broker=url(kit, broker, "devices", "sim-003"))
+    assert not result.ok and result.error_message
+    assert target.active_model.sha256 == before
+
+
+def test_a_certificate_from_another_ca_is_refused(kit, broker, tmp_path):
+    other = broker_kit.write_kit(broker_kit.KitSpec(SITE, ["sim-001"], ["operator"]), tmp_path / "other")["dir"]
+    rogue = (f"mqtts://localhost:{broker.port}?ca={kit / 'ca.crt'}&cert={other / 'operators' / 'operator.crt'}"
+             f"&key={other / 'operators' / 'operator.key'}")
+    with pytest.raises(LinkError):
+        MqttConnection(rogue).connect()
+
+
+def test_a_broker_from_another_ca_is_not_trusted(kit, broker, tmp_path):
+    other = broker_kit.write_kit(broker_kit.KitSpec(SITE, ["sim-001"], ["operator"]), tmp_path / "other")["dir"]
+    wrong_ca = (f"mqtts://localhost:{broker.port}?ca={other / 'ca.crt'}&cert={kit / 'operators' / 'operator.crt'}"
+                f"&key={kit / 'operators' / 'operator.key'}")
+    with pytest.raises(LinkError):
+        MqttConnection(wrong_ca).connect()
+
+
+def test_an_expired_certificate_is_refused(kit, broker):
+    ca_cert, ca_key = broker_kit.load_ca(kit)
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+    broker_kit.issue_client(kit, "operators", "late", ca_cert, ca_key, days=1, not_before=long_ago)
+    with pytest.raises(LinkError):
+        MqttConnection(url(kit, broker, "operators", "late")).connect()
+
+
+def test_missing_certificate_files_are_named(kit, broker):
+    with pytest.raises(LinkError, match=r"nope\.crt"):
+        MqttConnection(url(kit, broker, "operators", "nope")).connect()
+
+
+def test_cli_writes_a_kit_and_refuses_to_overwrite_it(tmp_path, capsys):
+    from app.cli.main import main
+
+    assert main(["broker", "kit", "--site", SITE, "--devices", "sim-001,sim-003", "--out", str(tmp_path / "k")]) == 0
+    out = capsys.readouterr().out
+    assert "mosquitto -c" in out and "{device}.crt" in out
+    assert main(["broker", "kit", "--site", SITE, "--devices", "sim-001", "--out", str(tmp_path / "k")]) == 2
+    assert "already holds a broker kit" in capsys.readouterr().err
+
+
