@@ -158,6 +158,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"threshold {mv.threshold:.4f}, image {mv.image_size} B, arena {mv.arena} B, fits: {', '.join(fits)}"
           + (f", AUC {m['auc']:.3f}, precision {m['precision']:.2f}, recall {m['recall']:.2f}" if "auc" in m else ""),
           file=sys.stderr)
+    for line in _rate_lines(m):
+        print(f"  {line}", file=sys.stderr)
+    for warning in mv.card.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     print(mv.ref)
     return 0
 
@@ -188,6 +192,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# The card's rates, each shown with its count and 95 % interval (app.ml.metrics.rate_fields).
+CARD_RATES = ("false_alarm_rate", "false_alarm_rate_calibration", "precision", "recall")
+
+
+def _rates_with_counts(card_metrics: dict) -> list[str]:
+    return [r for r in CARD_RATES if f"{r}_count" in card_metrics]
+
+
+def _rate_lines(card_metrics: dict) -> list[str]:
+    """'false_alarm_rate 0/14 = 0.0 % (95 % CI 0.0-21.5 %)' per rate the card holds with its count."""
+    from app.ml.metrics import describe_rate
+
+    return [f"{r} {describe_rate(card_metrics, r)}" for r in _rates_with_counts(card_metrics)]
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from app.ml.validation import format_table
 
@@ -205,8 +224,15 @@ def cmd_show(args: argparse.Namespace) -> int:
     if mv.threshold is not None:
         print(f"  threshold {mv.threshold:.5f}")
     if mv.metrics:
+        rates = _rate_lines(mv.metrics)
+        shown = _rates_with_counts(mv.metrics)
+        plain = {k: v for k, v in mv.metrics.items() if not any(k.startswith(r) for r in shown)}
         print("  metrics   " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                         for k, v in mv.metrics.items()))
+                                         for k, v in plain.items()))
+        for line in rates:
+            print(f"            {line}")
+    for warning in card.get("warnings", []):
+        print(f"  warning   {warning}")
     conv = card.get("conversion", {})
     if conv.get("seconds"):
         sizes = ", ".join(f"{k} {v} B" for k, v in conv.get("sizes", {}).items())
