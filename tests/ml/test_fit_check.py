@@ -1,0 +1,96 @@
+"""Fit-to-machine check on the virtual fleet (issue 14): train on sim-001's recording, check the
+candidate against sim-001, sim-003 and sim-005 through the real TFLM interpreter, from the telemetry
+history and from a stream capture, over a real Mosquitto."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.ml import features as feat
+from app.ml import fit_check
+from app.ml.fit_check import FITS, MARGINAL, UNCHECKED, WILL_FALSE_ALARM, judge
+from tests.ml.conftest import TEST_EPOCHS, TEST_PATIENCE
+
+TARGETS = ["sim-001", "sim-003", "sim-005"]
+# The quick start records 30 s of sim-001 before training.
+RECORD_S = 30.0
+# Capture length for the check in the test: the default, as `deploy` uses it.
+CAPTURE_S = fit_check.CAPTURE_S
+
+
+def test_judge_verdicts_and_reasons():
+    threshold = 2.0
+    fits = judge("a", "history", threshold, np.full(100, 0.5))
+    assert fits.verdict == FITS and "none of 100 windows" in fits.reason and "25%" in fits.reason
+    alarms = judge("b", "capture", threshold, np.r_[np.full(50, 9.0), np.full(12, 1.0)])
+    assert alarms.verdict == WILL_FALSE_ALARM
+    assert alarms.false_alarms.count == 50 and alarms.false_alarms.total == 62
+    assert "50 of 62 windows of its captured stream score above the threshold 2" in alarms.reason
+    assert "4.5x the threshold" in alarms.reason and "train on its own normal data" in alarms.reason
+    near = judge("c", "history", threshold, np.full(100, 1.9))  # no alarm yet, but 95 % of the threshold
+    assert near.verdict == MARGINAL and "95% of the threshold" in near.reason
+    few = judge("d", "history", threshold, np.full(10, 0.5))
+    assert few.verdict == MARGINAL and "only 10 windows" in few.reason
+    one = judge("e", "history", threshold, np.r_[np.full(199, 0.5), 3.0])  # 1 of 200: cannot say > 1 %
+    assert one.verdict == MARGINAL and "1 of 200 windows" in one.reason
+    none = judge("f", "none", threshold, np.zeros(0))
+    assert none.verdict == UNCHECKED and none.windows == 0
+    assert set(fits.to_dict()) == {"device", "source", "windows", "threshold", "false_alarms",
+                                   "score_quantiles", "verdict", "reason"}
+
+
+def test_wrong_feature_width_is_a_clear_error(trained):
+    from app.domain.errors import DataError
+
+    with pytest.raises(DataError, match="expects 36"):
+        fit_check.score_features(trained.image, np.zeros((5, 7), np.float32))
+
+
+def test_scores_are_the_device_scores(trained, normal_rows):
+    """The check scores exactly as the pipeline (and a device) does: tflm.Scorer on raw rows."""
+    from app.ml.pipeline import int8_scores
+
+    rows = normal_rows[:20]
+    np.testing.assert_array_equal(fit_check.score_features(trained.image, rows),
+                                  int8_scores(trained.image, trained.card["arena"], rows))
+
+
+def test_issue_14_scenario_flags_the_machines_that_would_false_alarm(mosquitto_url, virtual_fleet, tmp_path):
+    from app.cli.data import record
+    from app.ml import pipeline, training
+    from app.services.fleet_monitor import FleetMonitor
+    from app.services.telemetry_history import TelemetryHistory
+    from app.transport.mqtt_link import MqttConnection
+
+    fleet = virtual_fleet(mosquitto_url, 5)  # the quick start's fleet: seed 0
+    speeds = {d.device_id: d.machine.nominal_shaft_hz for d in fleet.devices if d.device_id in TARGETS}
+    assert len(set(speeds.values())) == 3, speeds  # the machines really differ (and by mounting gains)
+    history_file = tmp_path / "telemetry.sqlite3"
+    with MqttConnection(mosquitto_url) as conn, FleetMonitor(conn) as monitor, \
+            TelemetryHistory(history_file) as history:
+        monitor.add_listener(history.listener)
+        samples, _meta = record(mosquitto_url, "sim-001", RECORD_S)  # meanwhile the history fills
+        rows = feat.extract_batch(feat.windows_from_recording(samples))
+        model = pipeline.train_model(rows, name="pump-1", config=training.TrainConfig(
+            epochs=TEST_EPOCHS, patience=TEST_PATIENCE))
+        assert history.flush()
+        from_history = fit_check.check_devices(model.image, TARGETS, history_path=history_file)
+        captured = fit_check.check_devices(model.image, TARGETS, monitor=monitor,
+                                           history_path=tmp_path / "none.sqlite3")
+    for report in (*from_history, *captured):
+        print(f"{report.source:8} {report.device_id} shaft {speeds[report.device_id]:.2f} Hz: "
+              f"{report.windows} windows, false alarms {report.false_alarms.describe()}, p50 "
+              f"{report.quantiles['p50']:.3g} p99 {report.quantiles['p99']:.3g} vs {report.threshold:.3g}: "
+              f"{report.verdict}")
+    for reports, source in ((from_history, "history"), (captured, "capture")):
+        verdicts = {r.device_id: r.verdict for r in reports}
+        assert all(r.source == source and r.windows >= fit_check.MIN_FIT_WINDOWS for r in reports)
+        assert verdicts["sim-001"] != WILL_FALSE_ALARM, reports[0].reason  # the machine it was trained on
+        assert verdicts["sim-003"] == WILL_FALSE_ALARM, reports[1].reason
+        assert verdicts["sim-005"] == WILL_FALSE_ALARM, reports[2].reason
+    assert captured[0].windows == fleet_windows(CAPTURE_S)
+
+
+def fleet_windows(seconds: float) -> int:
+    return int(np.ceil(seconds * feat.DEFAULT_SPEC.sample_rate / feat.DEFAULT_SPEC.window))
