@@ -244,6 +244,28 @@ def check_devices(image: ModelImage, device_ids: list[str], *, monitor=None, cap
     return reports
 
 
+def check_fleet(image: ModelImage, device_ids: list[str], *, broker: str | None = None, connection=None,
+                capture_s: float = CAPTURE_S, history_path=None, progress: ProgressFn | None = None,
+                cancel: threading.Event | None = None) -> list[DeviceFit]:
+    """`check_devices`, opening the broker (`connection`, else `broker`, else the running app's
+    embedded one) only when some device lacks history and a capture is allowed (`capture_s` > 0)."""
+    from app.services.fleet_monitor import FleetMonitor
+
+    need_capture = capture_s > 0 and any(
+        len(history_windows(d, image.n_features, history_path=history_path)) < MIN_FIT_WINDOWS for d in device_ids)
+    if not need_capture:
+        return check_devices(image, device_ids, history_path=history_path, progress=progress, cancel=cancel)
+    if connection is not None:
+        with FleetMonitor(connection) as monitor:
+            return check_devices(image, device_ids, monitor=monitor, capture_s=capture_s,
+                                 history_path=history_path, progress=progress, cancel=cancel)
+    from app.deploy.links import broker_connection
+
+    with broker_connection(broker) as conn, FleetMonitor(conn) as monitor:
+        return check_devices(image, device_ids, monitor=monitor, capture_s=capture_s, history_path=history_path,
+                             progress=progress, cancel=cancel)
+
+
 def format_table(reports: list[DeviceFit]) -> str:
     """Per device: source, windows, false alarms with interval, score quantiles vs threshold, verdict."""
     header = ["device", "source", "windows", "false alarms (95 % CI)", "p50", "p99", "max", "threshold", "verdict"]
@@ -272,18 +294,14 @@ class FitGate:
     capture_s: float = CAPTURE_S
     progress: ProgressFn | None = None
     cancel: threading.Event | None = None
+    history_path: object = None  # the telemetry history file (default: the data dir's)
     reports: list[DeviceFit] = field(default_factory=list)
 
     def __call__(self, image_bytes: bytes, device_ids: list[str], connection=None) -> dict[str, str]:
-        from app.services.fleet_monitor import FleetMonitor
-
         image = ModelImage.from_bytes(image_bytes)
-        if connection is None:
-            self.reports = check_devices(image, device_ids, monitor=None, progress=self.progress)
-        else:
-            with FleetMonitor(connection) as monitor:
-                self.reports = check_devices(image, device_ids, monitor=monitor, capture_s=self.capture_s,
-                                             progress=self.progress, cancel=self.cancel)
+        self.reports = check_fleet(image, device_ids, connection=connection,
+                                   capture_s=self.capture_s if connection is not None else 0.0,
+                                   history_path=self.history_path, progress=self.progress, cancel=self.cancel)
         if self.force:
             return {}
         return {r.device_id: f"fit check: {r.reason} (--force deploys anyway)"

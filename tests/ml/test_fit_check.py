@@ -13,6 +13,7 @@ from app.ml.fit_check import FITS, MARGINAL, UNCHECKED, WILL_FALSE_ALARM, judge
 from tests.ml.conftest import TEST_EPOCHS, TEST_PATIENCE
 
 TARGETS = ["sim-001", "sim-003", "sim-005"]
+DEVICE_ARGS = [arg for device in TARGETS for arg in ("--device", device)]
 # The quick start records 30 s of sim-001 before training.
 RECORD_S = 30.0
 # Capture length for the check in the test: the default, as `deploy` uses it.
@@ -56,9 +57,19 @@ def test_scores_are_the_device_scores(trained, normal_rows):
                                   int8_scores(trained.image, trained.card["arena"], rows))
 
 
-def test_issue_14_scenario_flags_the_machines_that_would_false_alarm(mosquitto_url, virtual_fleet, tmp_path):
+def test_issue_14_scenario_flags_the_machines_that_would_false_alarm(mosquitto_url, virtual_fleet, tmp_path,
+                                                                     data_dir, capsys):
+    """Record 30 s of sim-001, train, then: the check (from history and from a capture) flags sim-003
+    and sim-005; `model check --device` says so and exits 1; `deploy --trial` refuses them and
+    deploys to sim-001 only."""
+    import json
+
     from app.cli.data import record
+    from app.cli.main import main
+    from app.deploy.history import DeploymentHistory
     from app.ml import pipeline, training
+    from app.ml.registry import Registry
+    from app.services import telemetry_history
     from app.services.fleet_monitor import FleetMonitor
     from app.services.telemetry_history import TelemetryHistory
     from app.transport.mqtt_link import MqttConnection
@@ -66,7 +77,7 @@ def test_issue_14_scenario_flags_the_machines_that_would_false_alarm(mosquitto_u
     fleet = virtual_fleet(mosquitto_url, 5)  # the quick start's fleet: seed 0
     speeds = {d.device_id: d.machine.nominal_shaft_hz for d in fleet.devices if d.device_id in TARGETS}
     assert len(set(speeds.values())) == 3, speeds  # the machines really differ (and by mounting gains)
-    history_file = tmp_path / "telemetry.sqlite3"
+    history_file = telemetry_history.history_path()  # in the test's data dir, where the CLI looks
     with MqttConnection(mosquitto_url) as conn, FleetMonitor(conn) as monitor, \
             TelemetryHistory(history_file) as history:
         monitor.add_listener(history.listener)
@@ -90,6 +101,33 @@ def test_issue_14_scenario_flags_the_machines_that_would_false_alarm(mosquitto_u
         assert verdicts["sim-003"] == WILL_FALSE_ALARM, reports[1].reason
         assert verdicts["sim-005"] == WILL_FALSE_ALARM, reports[2].reason
     assert captured[0].windows == fleet_windows(CAPTURE_S)
+
+    with Registry() as reg:
+        mv = reg.add(name="pump-1", tflite=model.tflite, card=model.card, image=model.image)
+    capsys.readouterr()
+    assert main(["model", "check", mv.ref, *DEVICE_ARGS, "--broker", mosquitto_url,
+                 "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert [(d["device"], d["source"], d["verdict"]) for d in report["devices"]] == [
+        ("sim-001", "history", from_history[0].verdict), ("sim-003", "history", WILL_FALSE_ALARM),
+        ("sim-005", "history", WILL_FALSE_ALARM)]
+    assert report["devices"][1]["false_alarms"]["ci95"][0] > fit_check.FALSE_ALARM_LIMIT
+
+    code = main(["deploy", mv.ref, *DEVICE_ARGS, "--broker", mosquitto_url,
+                 "--trial", "--json"])
+    out = capsys.readouterr()
+    assert code == 1, out.err  # not every device deployed
+    outcomes = {r["device"]: (r["outcome"], r["error_message"]) for r in json.loads(out.out)}
+    assert outcomes["sim-001"][0] == "ok", outcomes
+    for device in ("sim-003", "sim-005"):
+        outcome, message = outcomes[device]
+        assert outcome == "refused" and message.startswith("fit check: ") and "--force" in message
+    assert "will false-alarm" in out.err  # the per-device table before the results
+    rows = {r.device: r.outcome for r in DeploymentHistory().list()}
+    assert rows == {"sim-001": "ok", "sim-003": "refused", "sim-005": "refused"}
+    for device in ("sim-003", "sim-005"):  # nothing reached a refused device: it runs the factory model
+        assert fleet.device(device).active_model.image.name != "pump-1"
+    assert fleet.device("sim-001").active_model.image.name == "pump-1"
 
 
 def fleet_windows(seconds: float) -> int:
