@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 # Raw feature vectors are kept this long: a week covers a weekly duty cycle of a machine, and is what
 # the fit check draws "recent normal behaviour" from.
 RAW_RETENTION_S = 7 * 24 * 3600.0
-# Per-minute score roll-ups are kept this long: a year of trend at ~60 KB per device-day.
+# Per-minute score roll-ups are kept this long: a year of trend at ~85 KB per device-day (benchmarks/history_ingest.py).
 ROLLUP_RETENTION_S = 365 * 24 * 3600.0
 # The writer commits what has queued at least this often: one transaction a second amortises
 # SQLite's per-commit fsync over a whole fleet's telemetry (one message per device per second).
