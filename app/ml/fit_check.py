@@ -302,8 +302,13 @@ class FitGate:
         self.reports = check_fleet(image, device_ids, connection=connection,
                                    capture_s=self.capture_s if connection is not None else 0.0,
                                    history_path=self.history_path, progress=self.progress, cancel=self.cancel)
-        if self.force:
-            return {}
-        return {r.device_id: f"fit check: {r.reason} (--force deploys anyway)"
-                for r in self.reports if r.verdict == WILL_FALSE_ALARM}
+        return refusals(self.reports, self.force)
+
+
+def refusals(reports: list[DeviceFit], force: bool = False) -> dict[str, str]:
+    """{device: why it is not deployed to} for the devices that will false-alarm (none with `force`)."""
+    if force:
+        return {}
+    return {r.device_id: f"fit check: {r.reason} (--force deploys anyway)"
+            for r in reports if r.verdict == WILL_FALSE_ALARM}
 
