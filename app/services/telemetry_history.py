@@ -139,6 +139,7 @@ class TelemetryHistory:
         self._clock = clock
         self.dropped = 0  # rows lost to a full queue
         self.written = 0
+        self.write_errors = 0  # batches that could not be written (and were queued again)
         self._queue: deque[TelemetryRow] = deque()
         self._cond = threading.Condition()
         self._stop = False
@@ -225,20 +226,45 @@ class TelemetryHistory:
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), BATCH_MAX_ROWS))]
                 batch_seq = self._queued_seq - len(self._queue)
                 stopping = self._stop and not self._queue
+            committed = batch_seq
+            self._prune_when_due()
             try:
                 if batch:
                     self._write(batch)
-                now = self._clock()
-                if now - self._last_prune >= PRUNE_INTERVAL_S:
-                    self.prune(now)
-                    self._last_prune = now
-            except sqlite3.Error:
-                log.exception("telemetry history: could not write %d rows to %s", len(batch), self.path)
+            except sqlite3.Error as exc:
+                # locked by another process past the busy timeout, disk full...: keep the batch (in
+                # front, within the queue's bound) and try again at the next interval
+                self.write_errors += 1
+                log.warning("telemetry history: could not write %d rows to %s (%s); retrying",
+                            len(batch), self.path, exc)
+                self._device_ids = {}  # ids inserted by the rolled-back transaction are gone
+                with self._cond:
+                    room = max(0, QUEUE_MAX_ROWS - len(self._queue))
+                    kept = batch[len(batch) - room:] if room < len(batch) else batch
+                    self.dropped += len(batch) - len(kept)
+                    self._queue.extendleft(reversed(kept))
+                    committed = self._committed_seq
+                    if self._stop:  # closing: do not spin on a broken file
+                        log.warning("telemetry history: %d rows not written at close", len(self._queue))
+                        self._cond.notify_all()
+                        return
+                    self._cond.wait(self.flush_interval_s)  # not a tight loop while a flush() waits
+                stopping = False
             with self._cond:
-                self._committed_seq = batch_seq
+                self._committed_seq = committed
                 self._cond.notify_all()
             if stopping:
                 return
+
+    def _prune_when_due(self) -> None:
+        now = self._clock()
+        if now - self._last_prune < PRUNE_INTERVAL_S:
+            return
+        try:
+            self.prune(now)
+            self._last_prune = now
+        except sqlite3.Error as exc:  # tried again at the next batch
+            log.warning("telemetry history: could not prune %s (%s)", self.path, exc)
 
     def _device_key(self, device_id: str) -> int:
         key = self._device_ids.get(device_id)

@@ -118,3 +118,24 @@ def test_fleet_monitor_feeds_the_history(mosquitto_url, virtual_fleet, tmp_path)
         assert got.scores[-1] == pytest.approx(record.score)
         assert hist.rollups("sim-001", since_s=3600)[-1].n >= 1
     assert fleet.devices[0].device_id == "sim-001"
+
+
+def test_a_locked_database_delays_rows_and_loses_none(tmp_path, monkeypatch):
+    """Another process holding the write lock past the busy timeout: the writer keeps its batch and
+    writes it once the lock is gone (a real SQLite lock, not a fake)."""
+    monkeypatch.setattr(th, "BUSY_TIMEOUT_S", 0.2)  # the writer gives up on the lock quickly
+    path = tmp_path / "h.sqlite3"
+    with TelemetryHistory(path, flush_interval_s=0.05, clock=Clock(2000.0)) as hist:
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            for i in range(20):
+                hist.record(_row(f"sim-{i % 3:03d}", 1000.0 + i, score=float(i)))
+            wait_until(lambda: hist.write_errors >= 2, FLEET_WAIT_S, "the writer to hit the lock twice")
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert hist.flush()
+        assert hist.dropped == 0
+        assert sum(len(hist.features(f"sim-{d:03d}", since_s=3600)) for d in range(3)) == 20
+        assert sum(r.n for d in range(3) for r in hist.rollups(f"sim-{d:03d}", since_s=3600)) == 20
