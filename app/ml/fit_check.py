@@ -238,7 +238,10 @@ def check_devices(image: ModelImage, device_ids: list[str], *, monitor=None, cap
                 fit.reason = (f"fewer than {MIN_FIT_WINDOWS} windows in its telemetry history and no broker "
                               "to capture from")
         else:
-            fit = judge(device, sources[device], image.threshold, score_features(image, rows))
+            finite = np.isfinite(rows).all(axis=1)  # a window a sensor glitch made NaN/inf says nothing
+            fit = judge(device, sources[device], image.threshold, score_features(image, rows[finite]))
+            if not finite.all():
+                fit.reason += f" ({int((~finite).sum())} windows with non-finite features left out)"
         log.info("fit check %s@%d on %s: %s", image.name, image.version, device, fit.line())
         reports.append(fit)
     return reports

@@ -4,6 +4,8 @@ history and from a stream capture, over a real Mosquitto."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -132,3 +134,36 @@ def test_issue_14_scenario_flags_the_machines_that_would_false_alarm(mosquitto_u
 
 def fleet_windows(seconds: float) -> int:
     return int(np.ceil(seconds * feat.DEFAULT_SPEC.sample_rate / feat.DEFAULT_SPEC.window))
+
+
+def test_device_without_history_or_stream_is_unchecked_with_a_reason(mosquitto_url, trained, tmp_path):
+    """An unknown device (nobody on the broker) is neither passed nor refused: 'unchecked', and why."""
+    from app.services.fleet_monitor import FleetMonitor
+    from app.transport.mqtt_link import MqttConnection
+
+    with MqttConnection(mosquitto_url) as conn, FleetMonitor(conn) as monitor:
+        [report] = fit_check.check_devices(trained.image, ["sim-404"], monitor=monitor,
+                                           history_path=tmp_path / "none.sqlite3")
+    assert report.verdict == UNCHECKED and report.windows == 0
+    assert "not online on the broker" in report.reason
+    assert fit_check.refusals([report]) == {}  # no evidence: not refused
+    [report] = fit_check.check_devices(trained.image, ["sim-404"], history_path=tmp_path / "none.sqlite3")
+    assert report.verdict == UNCHECKED and "no broker to capture from" in report.reason
+
+
+def test_non_finite_history_windows_are_left_out(trained, normal_rows, tmp_path):
+    from app.services.telemetry_history import TelemetryHistory, TelemetryRow
+
+    rows = normal_rows[:40].copy()
+    rows[3, 5] = np.nan
+    rows[7, 0] = np.inf
+    path = tmp_path / "h.sqlite3"
+    with TelemetryHistory(path) as hist:
+        now = time.time()
+        for i, row in enumerate(rows):
+            hist.record(TelemetryRow("sim-001", now - 40 + i, 1, 0.5, 2.0, 24.0, tuple(row.tolist())))
+        assert hist.flush()
+    [report] = fit_check.check_devices(trained.image, ["sim-001"], history_path=path)
+    assert report.source == "history" and report.windows == 38
+    assert "(2 windows with non-finite features left out)" in report.reason
+    assert np.isfinite(list(report.quantiles.values())).all()
