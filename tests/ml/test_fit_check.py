@@ -167,3 +167,20 @@ def test_non_finite_history_windows_are_left_out(trained, normal_rows, tmp_path)
     assert report.source == "history" and report.windows == 38
     assert "(2 windows with non-finite features left out)" in report.reason
     assert np.isfinite(list(report.quantiles.values())).all()
+
+
+def test_model_check_device_bad_input_is_a_sentence(trained, data_dir, capsys):
+    from app.cli.main import main
+    from app.ml.registry import Registry
+
+    with Registry() as reg:
+        mv = reg.add(name="pump-9", tflite=trained.tflite, card=trained.card, image=trained.image)
+    assert main(["model", "check", mv.ref, "--device", "sim-001", "--capture", "-1"]) == 2
+    assert "error: --capture must be 0 or more seconds" in capsys.readouterr().err
+    assert main(["model", "check", "pump-404@latest", "--device", "sim-001"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    # history only (--capture 0), none stored: unchecked, said per device, exit 0 (nothing predicts alarms)
+    assert main(["model", "check", mv.ref, "--device", "sim-001", "--capture", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "sim-001" in out and "unchecked" in out and "telemetry history" in out
