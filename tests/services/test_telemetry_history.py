@@ -139,3 +139,22 @@ def test_a_locked_database_delays_rows_and_loses_none(tmp_path, monkeypatch):
         assert hist.dropped == 0
         assert sum(len(hist.features(f"sim-{d:03d}", since_s=3600)) for d in range(3)) == 20
         assert sum(r.n for d in range(3) for r in hist.rollups(f"sim-{d:03d}", since_s=3600)) == 20
+
+
+def test_app_session_keeps_the_history_in_the_data_dir(mosquitto_url, virtual_fleet, tmp_path, monkeypatch):
+    from app.services.app_session import AppSession, SessionConfig
+
+    monkeypatch.setenv("TINYMLOPS_DATA_DIR", str(tmp_path / "data"))
+    virtual_fleet(mosquitto_url, 1, seed=6)
+    session = AppSession(SessionConfig(broker_url=mosquitto_url)).start()
+    try:
+        assert session.history is not None and session.history.path == tmp_path / "data" / "telemetry.sqlite3"
+
+        def stored() -> int:
+            session.history.flush()
+            return len(th.read_features(None, "sim-001", since_s=3600))
+
+        wait_until(lambda: stored() >= 2, FLEET_WAIT_S, "the session to store sim-001's telemetry")
+    finally:
+        session.close()
+    assert len(th.read_features(None, "sim-001", since_s=3600)) >= 2  # committed, still there after close
