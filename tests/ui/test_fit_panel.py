@@ -50,3 +50,25 @@ def test_wizard_shows_the_fit_check_and_refuses_a_misfit(window, qtbot, tmp_path
     assert wizard.run_page.table.item(0, 1).text() == "refused"
     assert window.fleet_model.record(TARGET).model_version == before
     wizard.accept()
+
+
+def test_model_card_shows_rates_with_counts_intervals_and_the_evidence_warning():
+    """The shipped factory card (re-trained with the current pipeline) as the Models page shows it."""
+    import json
+    import types
+
+    from app.ml import factory
+    from app.ui.models_page import card_html, metrics_text
+
+    card = json.loads(factory.factory_paths()[1].read_text())
+    mv = types.SimpleNamespace(ref="factory@1", deployable=True, created=0.0, parent=None, dataset=None,
+                               image_size=card["image_size"], tflite_size=card["tflite_size"], arena=card["arena"],
+                               ops=card["ops"], threshold=card["threshold"]["value"], metrics=card["metrics"],
+                               card=card, fit={}, notes="", artifacts={}, kind="autoencoder", quantization="int8")
+    m = card["metrics"]
+    text = metrics_text(mv)
+    assert f"FAR {m['false_alarm_rate_count']}/{m['false_alarm_rate_n']} (95 % CI up to" in text
+    page = card_html(mv)
+    assert f"{m['false_alarm_rate_count']}/{m['false_alarm_rate_n']} = " in page and "95 % CI" in page
+    assert "false_alarm_rate_ci95" not in page  # shown in words, not as a raw list
+    assert "too few to show it is under 1 %" in page and "s more normal data" in page
