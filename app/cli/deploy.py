@@ -40,6 +40,11 @@ def register(sub) -> None:
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N",
                    help=f"MQTT: devices fetching at once (default {DEFAULT_CONCURRENCY})")
     p.add_argument("--json", action="store_true", help="print a JSON report instead of a table")
+    fit = p.add_mutually_exclusive_group()
+    fit.add_argument("--force", action="store_true",
+                     help="deploy even to devices the fit-to-machine check predicts will false-alarm")
+    fit.add_argument("--skip-fit-check", action="store_true",
+                     help="no fit-to-machine check (a pipeline that ran `model check --device` already)")
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("rollback", help="make each device's previous model active again")
@@ -124,12 +129,15 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     finished = threading.Event()
     box: dict = {}
 
+    gate = None if args.skip_fit_check else _fit_gate(args, cancel)
+
     def work() -> None:
         try:
             box["results"] = api.deploy(
                 args.model, args.device, via=args.via, broker=args.broker, port=args.port, baud=args.baud,
                 trial=args.trial, trial_timeout_s=args.trial_timeout, bench_count=args.bench, canary=args.canary,
-                canary_threshold=args.canary_threshold, concurrency=args.concurrency, progress=bars, cancel=cancel)
+                canary_threshold=args.canary_threshold, concurrency=args.concurrency, progress=bars, cancel=cancel,
+                fit_gate=gate)
         except BaseException as exc:  # handed to the main thread
             box["error"] = exc
         finally:
@@ -152,6 +160,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if "error" in box:
         raise box["error"]
     results = box["results"]
+    if gate is not None and gate.reports:
+        from app.ml.fit_check import format_table
+
+        print("fit to machine (before deploying):\n" + format_table(gate.reports), file=sys.stderr)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -182,6 +194,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             print(f"on trial: `tinymlops confirm {where}` keeps it; without that it reverts after {after}",
                   file=sys.stderr)
     return 0 if all(r.ok for r in results) else 1
+
+
+def _fit_gate(args: argparse.Namespace, cancel: threading.Event):
+    """The fit-to-machine step `deploy` runs by default (app.ml.fit_check.FitGate)."""
+    from app.ml.fit_check import FitGate
+
+    def progress(device: str, text: str) -> None:
+        print(f"fit check {device}: {text}", file=sys.stderr)
+
+    return FitGate(force=args.force, progress=progress, cancel=cancel)
 
 
 def _switch(args: argparse.Namespace, fn) -> int:

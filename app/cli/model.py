@@ -88,6 +88,13 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--recompute", action="store_true", help="re-measure ops and arena with TFLM now")
     p.add_argument("--require", metavar="PROFILE", help="exit with an error unless it fits this profile")
+    p.add_argument("--device", action="append", default=[], metavar="ID",
+                   help="fit to machine: score the version on this device's recent normal windows (telemetry "
+                   "history, else a short capture of its stream) and predict its false alarms (repeat)")
+    p.add_argument("--broker", help="with --device: broker to capture from when a device has no history "
+                   "(default: the running app's embedded broker)")
+    p.add_argument("--capture", type=float, default=None, metavar="S",
+                   help="with --device: seconds of stream to capture without history (0: history only)")
     p.set_defaults(func=cmd_check)
 
     p = msub.add_parser("import", help="import .tmlm, .tflite (int8), .keras, .h5 or a SavedModel dir")
@@ -171,6 +178,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"threshold {mv.threshold:.4f}, image {mv.image_size} B, arena {mv.arena} B, fits: {', '.join(fits)}"
           + (f", AUC {m['auc']:.3f}, precision {m['precision']:.2f}, recall {m['recall']:.2f}" if "auc" in m else ""),
           file=sys.stderr)
+    for line in _rate_lines(m):
+        print(f"  {line}", file=sys.stderr)
+    for warning in mv.card.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     print(mv.ref)
     return 0
 
@@ -201,6 +212,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# The card's rates, each shown with its count and 95 % interval (app.ml.metrics.rate_fields).
+CARD_RATES = ("false_alarm_rate", "false_alarm_rate_calibration", "precision", "recall")
+
+
+def _rates_with_counts(card_metrics: dict) -> list[str]:
+    return [r for r in CARD_RATES if f"{r}_count" in card_metrics]
+
+
+def _rate_lines(card_metrics: dict) -> list[str]:
+    """'false_alarm_rate 0/14 = 0.0 % (95 % CI 0.0-21.5 %)' per rate the card holds with its count."""
+    from app.ml.metrics import describe_rate
+
+    return [f"{r} {describe_rate(card_metrics, r)}" for r in _rates_with_counts(card_metrics)]
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from app.ml.validation import format_table
 
@@ -225,8 +251,15 @@ def cmd_show(args: argparse.Namespace) -> int:
     if mv.threshold is not None:
         print(f"  threshold {mv.threshold:.5f}")
     if mv.metrics:
+        rates = _rate_lines(mv.metrics)
+        shown = _rates_with_counts(mv.metrics)
+        plain = {k: v for k, v in mv.metrics.items() if not any(k.startswith(r) for r in shown)}
         print("  metrics   " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                         for k, v in mv.metrics.items()))
+                                         for k, v in plain.items()))
+        for line in rates:
+            print(f"            {line}")
+    for warning in card.get("warnings", []):
+        print(f"  warning   {warning}")
     conv = card.get("conversion", {})
     if conv.get("seconds"):
         sizes = ", ".join(f"{k} {v} B" for k, v in conv.get("sizes", {}).items())
@@ -246,6 +279,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from app.ml import validation
 
+    if args.device:
+        return _check_devices(args)
     with _registry() as reg:
         mv = reg.resolve(args.ref)
         fit, ops, arena = mv.fit, mv.ops, mv.arena
@@ -262,6 +297,36 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.require:
         validation.require_fit(args.require, mv.image_size, arena, ops, label=mv.ref)
     return 0
+
+
+def _check_devices(args: argparse.Namespace) -> int:
+    """`model check REF --device ID...`: the fit-to-machine check; exit 1 when a device will false-alarm."""
+    from app.domain.errors import ModelError
+    from app.ml import fit_check
+    from app.protocol.image import ModelImage
+
+    with _registry() as reg:
+        mv = reg.resolve(args.ref)
+        if not mv.deployable:
+            raise ModelError(f"{mv.ref} is an external check-only model: it runs on no device to check against")
+        image = ModelImage.from_bytes(reg.image_bytes(mv))
+    capture = fit_check.CAPTURE_S if args.capture is None else args.capture
+    if capture < 0:
+        raise ModelError("--capture must be 0 or more seconds")
+
+    def progress(device: str, text: str) -> None:
+        if not args.json:
+            print(f"{device}: {text}", file=sys.stderr)
+
+    reports = fit_check.check_fleet(image, list(dict.fromkeys(args.device)), broker=args.broker,
+                                    capture_s=capture, progress=progress)
+    if args.json:
+        print(json.dumps({"model": mv.ref, "threshold": image.threshold,
+                          "devices": [r.to_dict() for r in reports]}, indent=2))
+    else:
+        print(f"{mv.ref} on its target machines (threshold {image.threshold:.4g}):")
+        print(fit_check.format_table(reports))
+    return 1 if any(r.verdict == fit_check.WILL_FALSE_ALARM for r in reports) else 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:

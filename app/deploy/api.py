@@ -48,6 +48,8 @@ from app.transport.urls import parse_broker_url
 log = logging.getLogger(__name__)
 
 DeviceProgressFn = Callable[[str, int, int], None]
+# fit_gate(image bytes, device ids, open broker connection or None) -> {device: why it is refused}
+FitGateFn = Callable[[bytes, list[str], object], dict[str, str]]
 # ROLLBACK/CONFIRM reload a model on the device (load + self-test): longer than a plain query.
 SWITCH_TIMEOUT_S = 30.0
 # Largest bench count and trial timeout XFER_COMMIT can carry (u16 fields).
@@ -179,12 +181,14 @@ def deploy(ref_or_image: str | Path | bytes, devices: list[str] | str | None = N
            canary: int = 0, canary_threshold: float = 1.0, concurrency: int = DEFAULT_CONCURRENCY,
            pull: bool | None = None, progress: DeviceProgressFn | None = None,
            cancel: threading.Event | None = None, registry=None, history: DeploymentHistory | None = None,
-           connection=None) -> list[DeploymentResult]:
+           connection=None, fit_gate: FitGateFn | None = None) -> list[DeploymentResult]:
     """Deploy one model version to devices; one DeploymentResult per device (see module doc).
 
     `via="serial"` takes `port` (device path, pty or `socket://host:port`) and `baud`; `devices`
     is then optional (checked against the device's id when given). `via="mqtt"` takes `broker`
     (or an open `connection`). `pull` forces (True) or forbids (False) the broker-pull rollout.
+    `fit_gate` (e.g. app.ml.fit_check.FitGate) runs first: the devices it refuses get a "refused"
+    result and are sent nothing.
     """
     started = time.time()
     for field_name, value in (("bench_count", bench_count), ("trial_timeout_s", trial_timeout_s)):
@@ -209,16 +213,17 @@ def deploy(ref_or_image: str | Path | bytes, devices: list[str] | str | None = N
         raise LinkError(f"unknown transport {via!r}: use 'serial' or 'mqtt'")
     try:
         if via == "serial":
-            results = [_deploy_serial(image, devices[0] if devices else None, port, baud, mode, trial_timeout_s,
-                                      bench_count, progress, cancel)]
+            results = _fit_gated(fit_gate, image, devices, None, "serial", trial, lambda ds: [_deploy_serial(
+                image, ds[0] if ds else None, port, baud, mode, trial_timeout_s, bench_count, progress, cancel)])
         elif connection is not None:
-            results = _deploy_mqtt(connection, broker, image, devices, mode, trial_timeout_s, bench_count, canary,
-                                   canary_threshold, concurrency, pull, progress, cancel)
+            results = _fit_gated(fit_gate, image, devices, connection, "mqtt", trial, lambda ds: _deploy_mqtt(
+                connection, broker, image, ds, mode, trial_timeout_s, bench_count, canary, canary_threshold,
+                concurrency, pull, progress, cancel))
         else:
             with links.broker_connection(broker) as conn:
-                results = _deploy_mqtt(conn, resolve_broker(broker), image, devices, mode,
-                                       trial_timeout_s, bench_count, canary, canary_threshold, concurrency,
-                                       pull, progress, cancel)
+                results = _fit_gated(fit_gate, image, devices, conn, "mqtt", trial, lambda ds: _deploy_mqtt(
+                    conn, resolve_broker(broker), image, ds, mode, trial_timeout_s, bench_count, canary,
+                    canary_threshold, concurrency, pull, progress, cancel))
     except TinyMLOpsError as exc:
         # the link failed before any device answered (port does not open, wrong device on it,
         # broker unreachable): still an attempt the history must show, one row per named device
@@ -228,6 +233,21 @@ def deploy(ref_or_image: str | Path | bytes, devices: list[str] | str | None = N
         raise
     _record(hist, results, started, via, broker, port, baud)
     return results
+
+
+def _fit_gated(fit_gate: FitGateFn | None, image: _Image, devices: list[str], connection, transport: str,
+               trial: bool, deploy_rest: Callable[[list[str]], list[DeploymentResult]]) -> list[DeploymentResult]:
+    """Run the fit-to-machine gate (when given) before any byte is sent: a device it refuses gets a
+    "refused" result with its reason; the others go to `deploy_rest`. A serial deployment without
+    a named device is not gated (the device is known only once the port is open)."""
+    if fit_gate is None or not devices:
+        return deploy_rest(devices)
+    refusals = fit_gate(image.data, devices, connection)
+    rest = [d for d in devices if d not in refusals]
+    done = {r.device: r for r in (deploy_rest(rest) if rest else [])}
+    for device, text in refusals.items():
+        done[device] = _fail(_base(image, device, transport, trial), ModelError(text), "refused")
+    return [done[d] for d in devices if d in done] + [r for d, r in done.items() if d not in devices]
 
 
 def _record(hist: DeploymentHistory, results: list[DeploymentResult], started: float, via: str,

@@ -51,3 +51,50 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     if sa == 0 or sb == 0:
         return 1.0 if sa == sb and np.allclose(a, b) else 0.0
     return float(np.mean((a - a.mean()) * (b - b.mean())) / (sa * sb))
+
+
+# A card's false-alarm rate is "shown" low when its 95 % upper bound is under this: at one window a
+# second, 1 % is still ~36 false alarms an hour, so anything looser is not worth claiming.
+FALSE_ALARM_CLAIM_LIMIT = 0.01
+
+
+def rate_fields(prefix: str, count: int, total: int) -> dict:
+    """Card entries of one rate: `{prefix}` (the fraction), `{prefix}_count`, `{prefix}_n` and
+    `{prefix}_ci95` ([low, high], Wilson): a rate is never stored without its evidence."""
+    from app.ml.intervals import Rate
+
+    rate = Rate(int(count), int(total))
+    return {prefix: rate.value, f"{prefix}_count": rate.count, f"{prefix}_n": rate.total,
+            f"{prefix}_ci95": list(rate.interval)}
+
+
+def describe_rate(card_metrics: dict, prefix: str) -> str | None:
+    """'0/14 = 0.0 % (95 % CI 0.0-21.5 %)' for a rate stored by `rate_fields`; None for an old card
+    (rate without count)."""
+    from app.ml.intervals import Rate
+
+    count, total = card_metrics.get(f"{prefix}_count"), card_metrics.get(f"{prefix}_n")
+    if count is None or total is None:
+        return None
+    return Rate(int(count), int(total)).describe()
+
+
+def evidence_warning(n_evaluation: int, false_alarms: int, n_total_windows: int,
+                     window_s: float, limit: float = FALSE_ALARM_CLAIM_LIMIT) -> str | None:
+    """A sentence when `n_evaluation` windows cannot show a false-alarm rate under `limit` (its 95 %
+    upper bound stays above it), with how many seconds more of normal recording would; None when
+    the evidence is enough. Assumes the evaluation set keeps its share of all windows."""
+    from app.ml.intervals import Rate, windows_to_show_below
+
+    rate = Rate(int(false_alarms), int(n_evaluation))
+    high = rate.interval[1]
+    if high < limit:
+        return None
+    needed = windows_to_show_below(limit)
+    text = (f"false-alarm rate {rate.describe()} on {n_evaluation} held-out windows: too few to show it is "
+            f"under {100 * limit:g} % (that takes at least {needed} evaluation windows with no false alarm")
+    if n_evaluation > 0 and n_total_windows > 0:
+        share = n_evaluation / n_total_windows
+        more_windows = max(0, int(np.ceil(needed / share)) - n_total_windows)
+        text += f"; record about {more_windows * window_s:.0f} s more normal data"
+    return text + ")"

@@ -112,14 +112,20 @@ def finish(*, name: str, conv: conversion.Conversion, mean: np.ndarray, std: np.
     if eval_float is not None:
         agreement["pearson_normal"] = metrics.pearson(eval_float, eval_int8)
         agreement["pearson"] = agreement["pearson_normal"]
-    detection: dict = {"false_alarm_rate": float(np.mean(eval_int8 > threshold)), "n_normal": len(eval_int8),
-                       "false_alarm_rate_calibration": float(np.mean(calib_int8 > threshold)),
+    # every rate carries its count, total and 95 % Wilson interval (app.ml.intervals)
+    false_alarms = int(np.sum(eval_int8 > threshold))
+    detection: dict = {**metrics.rate_fields("false_alarm_rate", false_alarms, len(eval_int8)),
+                       "n_normal": len(eval_int8),
+                       **metrics.rate_fields("false_alarm_rate_calibration", int(np.sum(calib_int8 > threshold)),
+                                             len(calib_int8)),
                        "n_calibration": len(calib_int8)}
     if fault is not None and len(fault):
         fault_int8 = int8_scores(probe, arena, fault)
         auc_int8 = metrics.roc_auc(eval_int8, fault_int8)
-        precision, recall = metrics.precision_recall(eval_int8, fault_int8, threshold)
-        detection.update(auc=auc_int8, precision=precision, recall=recall, n_fault=len(fault))
+        true_alarms = int(np.sum(fault_int8 > threshold))
+        detection.update(auc=auc_int8, n_fault=len(fault),
+                         **metrics.rate_fields("precision", true_alarms, true_alarms + false_alarms),
+                         **metrics.rate_fields("recall", true_alarms, len(fault_int8)))
         if eval_float is not None:
             fault_float = float_scores(fault)
             auc_float = metrics.roc_auc(eval_float, fault_float)
@@ -148,6 +154,13 @@ def finish(*, name: str, conv: conversion.Conversion, mean: np.ndarray, std: np.
         "tflite_size": len(conv.int8),
         "fit": fit,
     }
+    training_counts = card.get("training", {})
+    n_total = sum(int(training_counts.get(k, 0)) for k in ("n_train", "n_val", "n_calibration", "n_evaluation"))
+    warning = metrics.evidence_warning(len(eval_int8), false_alarms, n_total or len(calib) + len(evaluation),
+                                       spec.window / spec.sample_rate)
+    if warning:
+        card["warnings"] = [*card.get("warnings", []), warning]
+        log.info("model %s: %s", name, warning)
     log.info("model %s: threshold %.4f, arena %d, image %d bytes", name, threshold, arena, image_size)
     extras = {kind: data for kind, data in (("float32", conv.float32), ("dynamic", conv.dynamic)) if data}
     return TrainedModel(image=image, tflite=conv.int8, conversion=conv, card=card, keras_model=float_model,

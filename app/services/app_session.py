@@ -41,6 +41,8 @@ class SessionConfig:
     password: str | None = None
     seed: int = 0
     extra: dict = field(default_factory=dict)
+    # persist every device's telemetry (app.services.telemetry_history) for fit checks and trends
+    keep_history: bool = True
 
     @property
     def embedded(self) -> bool:
@@ -56,6 +58,7 @@ class AppSession:
         self.fleet = None
         self.connection = None
         self.monitor = None
+        self.history = None  # TelemetryHistory fed by the monitor (config.keep_history)
         self.broker_url: str | None = None
         self._target = None  # the broker URL with its credentials, for further connections
         self._withdraw: Callable[[], None] = lambda: None  # removes the embedded broker's announcement
@@ -112,6 +115,11 @@ class AppSession:
             self.connection = MqttConnection(self._target)
             self.connection.connect(CONNECT_TIMEOUT_S)
             self.monitor = FleetMonitor(self.connection)
+            if self.config.keep_history:
+                from app.services.telemetry_history import TelemetryHistory
+
+                self.history = TelemetryHistory()  # feature vectors for the fit check (app.ml.fit_check)
+                self.monitor.add_listener(self.history.listener)
             if self.config.embedded:
                 from app.fleet.fleet import VirtualFleet
 
@@ -225,7 +233,7 @@ class AppSession:
         self._withdraw()
         for port in list(self.serial):
             self.detach_serial(port)
-        for name in ("fleet", "monitor", "connection", "broker"):
+        for name in ("fleet", "monitor", "history", "connection", "broker"):
             part = getattr(self, name)
             if part is None:
                 continue

@@ -72,6 +72,8 @@ class DeviceRecord:
     last_seen: float = 0.0
     uptime_s: int = 0
     hello: m.Hello | None = None
+    # the last TELEMETRY's feature vector (PROTOCOL.md 8), for the telemetry history's listener
+    features: tuple[float, ...] = dataclasses.field(default=(), repr=False)
 
     @property
     def online(self) -> bool:
@@ -80,6 +82,7 @@ class DeviceRecord:
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["hello"] = self.hello.describe() if self.hello else None
+        out.pop("features")  # 36 floats a device: the history keeps them, a listing does not need them
         return out
 
 
@@ -273,6 +276,7 @@ class FleetMonitor:
             record.features = tel.features
             record.model_version = tel.model_version
             record.uptime_s = tel.uptime_ms // 1000
+            record.features = tel.features
             record.last_seen = time.time()
             listeners = self._listeners
             snapshot = dataclasses.replace(record) if listeners else record

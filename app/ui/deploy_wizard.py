@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 
 from app.services.app_session import serial_port_released
 from app.ui import workers
+from app.ui.fit_panel import FitPanel
 from app.ui.settings import BAUDS
 
 log = logging.getLogger(__name__)
@@ -263,7 +264,8 @@ class OptionsPage(QWizardPage):
         self.wiz = wizard
         self.setTitle("Options")
         self.setSubTitle("A trial activation reverts by itself unless confirmed; a staged rollout updates a "
-                         "few canary devices first and stops if they fail.")
+                         "few canary devices first and stops if they fail. Below: will the model false-alarm "
+                         "on each target machine?")
         self.trial = QCheckBox("Activate on trial (confirm later from the fleet's context menu)")
         self.trial_timeout = QSpinBox()
         self.trial_timeout.setRange(0, 65535)
@@ -290,6 +292,11 @@ class OptionsPage(QWizardPage):
         form.addRow("Canary devices", self.canary)
         form.addRow("Canary success needed", self.canary_threshold)
         form.addRow("Benchmark inferences", self.bench)
+        self.fit = FitPanel(self)  # fit to machine: checked in a worker while the options are set
+        form.addRow(self.fit)
+
+    def initializePage(self) -> None:
+        self.fit.start(self.wiz.source, self.wiz.targets, self.wiz.main.session, self.wiz.via)
 
     def validatePage(self) -> bool:
         self.wiz.trial = self.trial.isChecked()
@@ -436,6 +443,8 @@ class DeployWizard(QWizard):
             kwargs.update(broker=session.broker_url)  # recorded in the history: never holds the password
         source = self.source
         targets = list(self.targets)
+        kwargs["fit_gate"] = self.options_page.fit.gate()
+        self.options_page.fit.stop()
 
         def job(progress, cancel: threading.Event):
             def per_device(device_id: str, done: int, total: int) -> None:
@@ -516,6 +525,7 @@ class DeployWizard(QWizard):
             self.run_page.status.setText("cancelling: the current step finishes, every device keeps a working model…")
 
     def reject(self) -> None:
+        self.options_page.fit.stop()
         if self.worker is not None and not self.worker.done:
             self.cancel_run()
             return  # close once the deployment has stopped (Finish is enabled then)

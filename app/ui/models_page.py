@@ -68,7 +68,10 @@ def metrics_text(mv) -> str:
     if "auc" in m:
         parts.append(f"AUC {m['auc']:.3f}")
     far = m.get("false_alarm_rate", m.get("false_alarm_rate_calibration"))  # older cards: calibration only
-    if far is not None:
+    if "false_alarm_rate_n" in m:  # with its evidence: 0/14 is not a 0 % rate (app.ml.intervals)
+        parts.append(f"FAR {m['false_alarm_rate_count']}/{m['false_alarm_rate_n']} "
+                     f"(95 % CI up to {m['false_alarm_rate_ci95'][1]:.1%})")
+    elif far is not None:
         parts.append(f"FAR {far:.1%}")
     if "recall" in m:
         parts.append(f"recall {m['recall']:.2f}")
@@ -119,9 +122,17 @@ def card_html(mv) -> str:
            f"{mv.arena} B, ops {e(', '.join(mv.ops))}"
            + (f"<br>threshold {mv.threshold:.5f}" if mv.threshold is not None else "") + "</p>"]
     if mv.metrics:
-        rows = "".join(f"<tr><td>{e(k)}</td><td align=right>{v:.4g}</td></tr>" if isinstance(v, float)
-                       else f"<tr><td>{e(k)}</td><td align=right>{e(str(v))}</td></tr>" for k, v in mv.metrics.items())
+        from app.ml.metrics import describe_rate
+
+        rates = [k for k in mv.metrics if f"{k}_count" in mv.metrics]  # shown with count and interval
+        detail = {f"{r}_{x}" for r in rates for x in ("count", "n", "ci95")}
+        rows = "".join(f"<tr><td>{e(k)}</td><td align=right>{e(describe_rate(mv.metrics, k))}</td></tr>" if k in rates
+                       else f"<tr><td>{e(k)}</td><td align=right>{v:.4g}</td></tr>" if isinstance(v, float)
+                       else f"<tr><td>{e(k)}</td><td align=right>{e(str(v))}</td></tr>"
+                       for k, v in mv.metrics.items() if k not in detail)
         out.append(f"<h4>Metrics</h4><table cellspacing=2>{rows}</table>")
+    for warning in card.get("warnings", []):
+        out.append(f"<p style='color:#e65100'>{e(warning)}</p>")
     conv = card.get("conversion", {})
     agree = conv.get("int8_vs_float") or {}
     if agree or conv.get("sizes"):

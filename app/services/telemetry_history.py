@@ -1,0 +1,389 @@
+"""Telemetry history: every device's recent feature vectors and scores, and per-minute score roll-ups.
+
+Why: a model is only as good as its fit to the machine it runs on. The fit check
+(app.ml.fit_check) scores a candidate on a machine's own recent normal behaviour, which is the
+feature vectors the device already sends in each TELEMETRY (PROTOCOL.md 4.3). They are kept for
+`RAW_RETENTION_S` (a week); the score's per-minute min/mean/max and alarm count are kept for
+`ROLLUP_RETENTION_S` (a year) for the long-term view.
+
+Storage: its own SQLite file next to the registry (`paths.data_dir()/telemetry.sqlite3`), not the
+app store: it is written all the time at fleet rate, and SQLite has one writer per file, so sharing
+the registry's file would make a model registration or a deployment row wait behind telemetry
+batches; it can also be deleted or moved to a bigger disk without touching models or history.
+
+Writes: `record()` only appends to a bounded in-memory queue (it runs on the MQTT network thread);
+a background thread commits what has arrived every `FLUSH_INTERVAL_S` (or sooner at
+`BATCH_MAX_ROWS`) in one transaction with executemany, and prunes old rows every `PRUNE_INTERVAL_S`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.domain import paths
+
+log = logging.getLogger(__name__)
+
+# Raw feature vectors are kept this long: a week covers a weekly duty cycle of a machine, and is what
+# the fit check draws "recent normal behaviour" from.
+RAW_RETENTION_S = 7 * 24 * 3600.0
+# Per-minute score roll-ups are kept this long: a year of trend at ~85 KB per device-day (benchmarks/history_ingest.py).
+ROLLUP_RETENTION_S = 365 * 24 * 3600.0
+# The writer commits what has queued at least this often: one transaction a second amortises
+# SQLite's per-commit fsync over a whole fleet's telemetry (one message per device per second).
+FLUSH_INTERVAL_S = 1.0
+# ... or as soon as this many rows are waiting (a large fleet), to keep each transaction short.
+BATCH_MAX_ROWS = 5000
+# Rows waiting beyond this are dropped, oldest first, and counted: a stalled disk must not grow the
+# process without bound (at 1,000 devices this is ~100 s of telemetry).
+QUEUE_MAX_ROWS = 100_000
+# Old rows are deleted this often: pruning per batch would cost an index range scan per second.
+PRUNE_INTERVAL_S = 600.0
+# Roll-up bucket, seconds.
+ROLLUP_BUCKET_S = 60
+# SQLite waits this long for a lock held by a reader in another process before giving up.
+BUSY_TIMEOUT_S = 10.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (id INTEGER PRIMARY KEY, device_id TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS samples (
+    device INTEGER NOT NULL, ts REAL NOT NULL, model_version INTEGER NOT NULL, score REAL,
+    threshold REAL, shaft_hz REAL, features BLOB NOT NULL, PRIMARY KEY (device, ts)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollups (
+    device INTEGER NOT NULL, minute INTEGER NOT NULL, n INTEGER NOT NULL, score_min REAL,
+    score_sum REAL NOT NULL, score_max REAL, scored INTEGER NOT NULL, alarms INTEGER NOT NULL,
+    PRIMARY KEY (device, minute)
+) WITHOUT ROWID;
+"""
+
+_UPSERT_ROLLUP = """
+INSERT INTO rollups (device, minute, n, score_min, score_sum, score_max, scored, alarms)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (device, minute) DO UPDATE SET
+    n = n + excluded.n,
+    score_min = CASE WHEN score_min IS NULL THEN excluded.score_min
+                     WHEN excluded.score_min IS NULL THEN score_min
+                     ELSE min(score_min, excluded.score_min) END,
+    score_sum = score_sum + excluded.score_sum,
+    score_max = CASE WHEN score_max IS NULL THEN excluded.score_max
+                     WHEN excluded.score_max IS NULL THEN score_max
+                     ELSE max(score_max, excluded.score_max) END,
+    scored = scored + excluded.scored,
+    alarms = alarms + excluded.alarms
+"""
+
+
+def history_path() -> Path:
+    return paths.data_dir() / "telemetry.sqlite3"
+
+
+@dataclass(frozen=True)
+class TelemetryRow:
+    """One telemetry message as stored: `score` None when the device ran no model."""
+
+    device_id: str
+    ts: float
+    model_version: int
+    score: float | None
+    threshold: float | None
+    shaft_hz: float | None
+    features: tuple[float, ...]
+    alarm: bool = False
+
+
+@dataclass(frozen=True)
+class FeatureHistory:
+    """A device's stored windows, oldest first: features (n, n_features) float32 and their metadata."""
+
+    device_id: str
+    ts: np.ndarray
+    features: np.ndarray
+    scores: np.ndarray  # NaN where the device ran no model
+    model_versions: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+@dataclass(frozen=True)
+class Rollup:
+    minute_ts: float  # start of the minute, epoch seconds
+    n: int
+    score_min: float | None
+    score_mean: float | None
+    score_max: float | None
+    alarms: int
+
+
+class TelemetryHistory:
+    """The history database and its writer thread; `listener` plugs into FleetMonitor.add_listener.
+    Thread-safe; `close()` (or `with`) commits what is queued and stops the writer."""
+
+    def __init__(self, path: Path | None = None, *, raw_retention_s: float = RAW_RETENTION_S,
+                 rollup_retention_s: float = ROLLUP_RETENTION_S, flush_interval_s: float = FLUSH_INTERVAL_S,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path) if path is not None else history_path()
+        self.raw_retention_s = float(raw_retention_s)
+        self.rollup_retention_s = float(rollup_retention_s)
+        self.flush_interval_s = float(flush_interval_s)
+        self._clock = clock
+        self.dropped = 0  # rows lost to a full queue
+        self.written = 0
+        self.write_errors = 0  # batches that could not be written (and were queued again)
+        self._queue: deque[TelemetryRow] = deque()
+        self._cond = threading.Condition()
+        self._stop = False
+        self._pending_flush = 0  # flush() calls waiting for the writer
+        self._queued_seq = 0  # rows ever queued (FIFO sequence numbers)
+        self._committed_seq = 0  # sequence number of the last row committed (or dropped before it)
+        self._db = self._connect()
+        self._device_ids: dict[str, int] = dict(
+            (name, rid) for rid, name in self._db.execute("SELECT id, device_id FROM devices"))
+        self._last_prune = 0.0
+        self._thread = threading.Thread(target=self._run, name="telemetry-history", daemon=True)
+        self._thread.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")  # readers (a fit check in another process) never block the writer
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a power cut loses at most the last batch
+        db.executescript(_SCHEMA)
+        return db
+
+    # ------------------------------------------------------------------ writing
+
+    def record(self, row: TelemetryRow) -> None:
+        """Queue one telemetry row (cheap; safe on the transport thread)."""
+        with self._cond:
+            if self._stop:
+                return
+            if len(self._queue) >= QUEUE_MAX_ROWS:
+                self._queue.popleft()
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % QUEUE_MAX_ROWS == 0:
+                    log.warning("telemetry history: writer behind, %d rows dropped so far", self.dropped)
+            self._queue.append(row)
+            self._queued_seq += 1
+            if len(self._queue) >= BATCH_MAX_ROWS:
+                self._cond.notify_all()
+
+    def listener(self, event: str, record) -> None:
+        """FleetMonitor listener: stores each "telemetry" event's record (a DeviceRecord)."""
+        if event != "telemetry" or not record.features:
+            return
+        self.record(TelemetryRow(record.device_id, record.last_seen or self._clock(), record.model_version,
+                                 record.score, record.threshold, record.shaft_hz, tuple(record.features),
+                                 bool(record.alarm)))
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Block until everything queued before this call is committed; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            target = self._queued_seq
+            self._pending_flush += 1
+            self._cond.notify_all()
+            try:
+                while self._committed_seq < target and self._thread.is_alive():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cond.wait(left)
+                return self._committed_seq >= target
+            finally:
+                self._pending_flush -= 1
+
+    def close(self) -> None:
+        with self._cond:
+            if self._stop:
+                return
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join()
+        self._db.close()
+
+    def __enter__(self) -> TelemetryHistory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._stop and not self._pending_flush and len(self._queue) < BATCH_MAX_ROWS:
+                    self._cond.wait(self.flush_interval_s)
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), BATCH_MAX_ROWS))]
+                batch_seq = self._queued_seq - len(self._queue)
+                stopping = self._stop and not self._queue
+            committed = batch_seq
+            self._prune_when_due()
+            try:
+                if batch:
+                    self._write(batch)
+            except sqlite3.Error as exc:
+                # locked by another process past the busy timeout, disk full...: keep the batch (in
+                # front, within the queue's bound) and try again at the next interval
+                self.write_errors += 1
+                log.warning("telemetry history: could not write %d rows to %s (%s); retrying",
+                            len(batch), self.path, exc)
+                self._device_ids = {}  # ids inserted by the rolled-back transaction are gone
+                with self._cond:
+                    room = max(0, QUEUE_MAX_ROWS - len(self._queue))
+                    kept = batch[len(batch) - room:] if room < len(batch) else batch
+                    self.dropped += len(batch) - len(kept)
+                    self._queue.extendleft(reversed(kept))
+                    committed = self._committed_seq
+                    if self._stop:  # closing: do not spin on a broken file
+                        log.warning("telemetry history: %d rows not written at close", len(self._queue))
+                        self._cond.notify_all()
+                        return
+                    self._cond.wait(self.flush_interval_s)  # not a tight loop while a flush() waits
+                stopping = False
+            with self._cond:
+                self._committed_seq = committed
+                self._cond.notify_all()
+            if stopping:
+                return
+
+    def _prune_when_due(self) -> None:
+        now = self._clock()
+        if now - self._last_prune < PRUNE_INTERVAL_S:
+            return
+        try:
+            self.prune(now)
+            self._last_prune = now
+        except sqlite3.Error as exc:  # tried again at the next batch
+            log.warning("telemetry history: could not prune %s (%s)", self.path, exc)
+
+    def _device_key(self, device_id: str) -> int:
+        key = self._device_ids.get(device_id)
+        if key is None:
+            self._db.execute("INSERT OR IGNORE INTO devices (device_id) VALUES (?)", (device_id,))
+            key = self._db.execute("SELECT id FROM devices WHERE device_id = ?", (device_id,)).fetchone()[0]
+            self._device_ids[device_id] = key
+        return key
+
+    def _write(self, batch: list[TelemetryRow]) -> None:
+        samples = []
+        buckets: dict[tuple[int, int], list] = {}
+        with self._db:  # one transaction per batch
+            self._db.execute("BEGIN")
+            for row in batch:
+                key = self._device_key(row.device_id)
+                samples.append((key, row.ts, row.model_version, row.score, row.threshold, row.shaft_hz,
+                                np.asarray(row.features, "<f4").tobytes()))
+                agg = buckets.setdefault((key, int(row.ts // ROLLUP_BUCKET_S)), [0, None, 0.0, None, 0, 0])
+                agg[0] += 1
+                if row.score is not None:
+                    agg[1] = row.score if agg[1] is None else min(agg[1], row.score)
+                    agg[2] += row.score
+                    agg[3] = row.score if agg[3] is None else max(agg[3], row.score)
+                    agg[4] += 1
+                agg[5] += int(row.alarm)
+            # the same (device, ts) twice (a retained message seen again) keeps the first copy
+            self._db.executemany("INSERT OR IGNORE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?)", samples)
+            self._db.executemany(_UPSERT_ROLLUP, [(d, m, n, lo, total, hi, scored, alarms) for (d, m),
+                                                  (n, lo, total, hi, scored, alarms) in buckets.items()])
+        self.written += len(batch)
+
+    def prune(self, now: float | None = None) -> None:
+        """Delete raw rows older than the raw retention and roll-ups older than theirs."""
+        now = self._clock() if now is None else now
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM samples WHERE ts < ?", (now - self.raw_retention_s,))
+            self._db.execute("DELETE FROM rollups WHERE minute < ?",
+                             (int((now - self.rollup_retention_s) // ROLLUP_BUCKET_S),))
+
+    # ------------------------------------------------------------------ reading
+
+    def devices(self) -> list[str]:
+        """Devices with stored rows (committed ones)."""
+        db = _reader(self.path)
+        if db is None:
+            return []
+        try:
+            return sorted(r[0] for r in db.execute("SELECT device_id FROM devices"))
+        finally:
+            db.close()
+
+    def features(self, device_id: str, since_s: float, *, until: float | None = None,
+                 limit: int | None = None) -> FeatureHistory:
+        """The device's windows of the last `since_s` seconds (up to `until`), newest `limit` kept."""
+        return read_features(self.path, device_id, since_s, until=until, limit=limit, now=self._clock())
+
+    def rollups(self, device_id: str, since_s: float) -> list[Rollup]:
+        return read_rollups(self.path, device_id, since_s, now=self._clock())
+
+
+def _reader(path: Path) -> sqlite3.Connection | None:
+    if not Path(path).is_file():
+        return None
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+
+
+def read_features(path: Path | None, device_id: str, since_s: float, *, until: float | None = None,
+                  limit: int | None = None, now: float | None = None) -> FeatureHistory:
+    """A device's stored windows from the history file (read-only, any process); empty when none."""
+    path = Path(path) if path is not None else history_path()
+    now = time.time() if now is None else now
+    until = now if until is None else until
+    empty = FeatureHistory(device_id, np.zeros(0), np.zeros((0, 0), np.float32), np.zeros(0), np.zeros(0, int))
+    db = _reader(path)
+    if db is None:
+        return empty
+    try:
+        query = ("SELECT s.ts, s.features, s.score, s.model_version FROM samples s JOIN devices d ON d.id = s.device "
+                 "WHERE d.device_id = ? AND s.ts >= ? AND s.ts <= ? ORDER BY s.ts DESC")
+        args: tuple = (device_id, until - since_s, until)
+        if limit is not None:
+            query += " LIMIT ?"
+            args += (int(limit),)
+        rows = db.execute(query, args).fetchall()[::-1]
+    except sqlite3.OperationalError:  # a file without our tables yet
+        return empty
+    finally:
+        db.close()
+    if not rows:
+        return empty
+    widths = {len(r[1]) for r in rows}
+    if len(widths) != 1:  # a device whose feature spec changed: keep the current (newest) layout
+        newest = len(rows[-1][1])
+        rows = [r for r in rows if len(r[1]) == newest]
+    return FeatureHistory(
+        device_id,
+        np.array([r[0] for r in rows], np.float64),
+        np.stack([np.frombuffer(r[1], "<f4") for r in rows]).astype(np.float32),
+        np.array([np.nan if r[2] is None else r[2] for r in rows], np.float64),
+        np.array([r[3] for r in rows], np.int64),
+    )
+
+
+def read_rollups(path: Path | None, device_id: str, since_s: float, now: float | None = None) -> list[Rollup]:
+    path = Path(path) if path is not None else history_path()
+    now = time.time() if now is None else now
+    db = _reader(path)
+    if db is None:
+        return []
+    try:
+        rows = db.execute(
+            "SELECT r.minute, r.n, r.score_min, r.score_sum, r.score_max, r.scored, r.alarms FROM rollups r "
+            "JOIN devices d ON d.id = r.device WHERE d.device_id = ? AND r.minute >= ? ORDER BY r.minute",
+            (device_id, int((now - since_s) // ROLLUP_BUCKET_S))).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        db.close()
+    return [Rollup(minute * ROLLUP_BUCKET_S, n, lo, total / scored if scored else None, hi, alarms)
+            for minute, n, lo, total, hi, scored, alarms in rows]
