@@ -8,7 +8,8 @@ VENV="${TINYMLOPS_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
 
 # mosquitto: the real broker the tests run against; arm toolchain + qemu: the firmware target;
-# cmake + cmocka: the firmware's host tests; clang + libclang-rt-14-dev: its libFuzzer targets; the X/EGL libraries: Qt's offscreen and xcb platforms.
+# cmake + cmocka: the firmware's host tests; clang + libclang-rt-14-dev: its libFuzzer targets;
+# the X/EGL libraries: Qt's offscreen and xcb platforms.
 # desktop-file-utils, appstream: validate the desktop entry and metainfo; binutils: the bundle build.
 DEBS=(mosquitto gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm cmake libcmocka-dev
       clang libclang-rt-14-dev
