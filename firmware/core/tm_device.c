@@ -169,6 +169,22 @@ static int prove_in_spare(tm_device_t *d, const uint8_t *img, uint32_t len, uint
     return tm_model_selftest(&d->model[spare], &score);
 }
 
+/* tm_store_mount's check at boot: the image loads into the active model instance and passes its
+ * self-test when it has one (every pushed image has; a factory image may not). */
+static int boot_check(void *ctx, const uint8_t *img, uint32_t len)
+{
+    tm_device_t *d = (tm_device_t *)ctx;
+    uint32_t us;
+    d->has_model = 0;
+    int rc = load_into(d, d->cur, img, len, &us);
+    float score;
+    if (!rc && d->model[d->cur].img.selftest) rc = tm_model_selftest(&d->model[d->cur], &score);
+    if (rc) return rc;
+    d->has_model = 1;
+    d->load_us = us;
+    return TM_OK;
+}
+
 static void reply_latency(tm_device_t *d, uint16_t seq, tm_model_t *m, uint32_t deploy_us, uint32_t load_us,
                           uint16_t bench)
 {
@@ -423,8 +439,10 @@ int tm_device_init(tm_device_t *d, const tm_hal_t *hal, const tm_flash_t *flash,
     d->arena_size = arena_size;
     tm_framer_init(&d->rx);
     int reverted = 0;
-    int rc = tm_store_init(&d->store, flash, slot_size, factory, factory_len, &reverted);
-    if (rc == TM_OK) (void)load_active(d);
+    /* the active image, or else the other slot or the factory image: one that loads */
+    int rc = tm_store_mount(&d->store, flash, slot_size, factory, factory_len, &reverted, boot_check, d);
+    uint32_t len;
+    if (rc != TM_OK || !tm_store_active(&d->store, &len)) d->has_model = 0; /* boot_check's last word otherwise */
     uint32_t now = hal->now_ms(hal->ctx);
     d->next_tlm_ms = now + TM_TELEMETRY_PERIOD_MS;
     send_event(d, TM_EV_BOOTED, d->has_model ? "booted" : "booted without a model");

@@ -117,6 +117,39 @@ int tm_store_init(tm_store_t *s, const tm_flash_t *flash, uint32_t slot_size,
     return rc;
 }
 
+/* tm_store_mount's record of what it refused: slot 0, slot 1, and the factory image once installed. */
+#define REFUSED_FACTORY 4u
+
+int tm_store_mount(tm_store_t *s, const tm_flash_t *flash, uint32_t slot_size, const uint8_t *factory,
+                   uint32_t factory_len, int *reverted, tm_image_check_t usable, void *ctx)
+{
+    int rc = tm_store_init(s, flash, slot_size, factory, factory_len, reverted);
+    unsigned refused = 0;
+    /* each pass refuses one more of slot 0, slot 1, the factory image, or returns: at most four */
+    while (rc == TM_OK) {
+        uint32_t len;
+        const uint8_t *img = tm_store_active(s, &len);
+        if (img && usable(ctx, img, len) == TM_OK) return TM_OK;
+        if (img) refused |= 1u << s->meta.active;
+        uint8_t next = TM_SLOT_NONE;
+        for (uint8_t k = 0; k < 2 && next == TM_SLOT_NONE; k++)
+            if (!(refused & (1u << k)) && slot_intact(s, k)) next = k;
+        if (next != TM_SLOT_NONE) {
+            s->meta.active = next;
+            s->meta.previous = TM_SLOT_NONE; /* rolling back to what was refused would not run either */
+            s->meta.trial = 0;
+            rc = write_meta(s);
+        } else if (!(refused & REFUSED_FACTORY) && factory && factory_len && factory_len <= s->slot_size) {
+            refused = (refused | REFUSED_FACTORY) & ~1u; /* slot 0 now holds the factory image */
+            rc = install(s, 0, factory, factory_len, image_version(factory, factory_len));
+        } else {
+            s->meta.active = TM_SLOT_NONE;
+            return TM_OK;
+        }
+    }
+    return rc;
+}
+
 const uint8_t *tm_store_slot(const tm_store_t *s, uint8_t slot, uint32_t *len)
 {
     if (slot > 1 || !s->meta.slot[slot].valid) return NULL;

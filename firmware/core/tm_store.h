@@ -50,6 +50,15 @@ typedef struct {
  * SHA-256, fall back to the other slot, and install the factory image when nothing valid is left. */
 int tm_store_init(tm_store_t *s, const tm_flash_t *flash, uint32_t slot_size,
                   const uint8_t *factory, uint32_t factory_len, int *reverted);
+/* Whether an image can run on this device (loads, passes its self-test): TM_OK or the error. */
+typedef int (*tm_image_check_t)(void *ctx, const uint8_t *image, uint32_t len);
+/* tm_store_init, then the same fall-back for an intact image that `usable` refuses (say, one a
+ * firmware update can no longer run) as for a corrupt one: the other intact slot, then the factory
+ * image, until `usable` accepts the active image. With none left, the active slot is TM_SLOT_NONE
+ * (in RAM: the journal is not rewritten) and it still returns TM_OK; errors are flash failures.
+ * Power-cut safe like every state change: a reboot redoes what a cut interrupted. */
+int tm_store_mount(tm_store_t *s, const tm_flash_t *flash, uint32_t slot_size, const uint8_t *factory,
+                   uint32_t factory_len, int *reverted, tm_image_check_t usable, void *ctx);
 /* The active image in place, or NULL. */
 const uint8_t *tm_store_active(const tm_store_t *s, uint32_t *len);
 /* Stored image of a slot (valid ones only), or NULL. */

@@ -302,6 +302,51 @@ static void test_bad_models(void)
     CHECK(t && t->u.telemetry.model_version == v && !(t->u.telemetry.flags & TM_TLM_NO_MODEL));
 }
 
+/* Put an image into the inactive slot and activate it through the store alone, as a firmware that
+ * could run it would have (the device's own COMMIT would refuse it). */
+static void store_and_activate(const uint8_t *img, uint32_t len)
+{
+    uint8_t sha[32];
+    tm_sha256(img, len, sha);
+    int resumed;
+    CHECK_EQ(tm_store_begin(&dev.store, 900, len, 4096, 4096, sha, 3, 0, &resumed), TM_OK);
+    for (uint32_t i = 0; i * 4096 < len; i++) {
+        uint32_t l = len - i * 4096 < 4096 ? len - i * 4096 : 4096;
+        CHECK_EQ(tm_store_chunk(&dev.store, 900, i, tm_crc32(0, img + i * 4096, l), img + i * 4096, l, 0), TM_OK);
+    }
+    const uint8_t *p;
+    CHECK_EQ(tm_store_verify(&dev.store, 900, &p), TM_OK);
+    CHECK_EQ(tm_store_commit(&dev.store, 1, 0, 0), TM_OK);
+}
+
+/* An intact active image that does not load (say, a firmware update dropped its op) is passed over
+ * at boot like a corrupt one: the other slot, then the factory image. The device always boots a
+ * model that loads. */
+static void test_boot_falls_back_to_a_loadable_model(void)
+{
+    memset(mem, 0xFF, sizeof(mem));
+    boot();
+    uint32_t factory_version = active_version();
+    long len = load("tanh_v3.tmlm", image, sizeof(image)); /* intact, but TANH: UNSUPPORTED_OP */
+    CHECK(len > 0);
+    store_and_activate(image, (uint32_t)len);
+    boot();
+    CHECK(find(TM_EVENT) && find(TM_EVENT)->u.event.code == TM_EV_BOOTED && dev.has_model);
+    CHECK_EQ(active_version(), factory_version); /* the other slot */
+    tm_msg_t *t = tick();
+    CHECK(t && !(t->u.telemetry.flags & TM_TLM_NO_MODEL));
+    /* both slots hold it: the factory image is installed again */
+    store_and_activate(image, (uint32_t)len);
+    store_and_activate(image, (uint32_t)len);
+    CHECK(dev.store.meta.slot[0].valid && dev.store.meta.slot[1].valid);
+    boot();
+    CHECK(dev.has_model);
+    CHECK_EQ(active_version(), factory_version);
+    boot(); /* and it stays */
+    CHECK(dev.has_model);
+    CHECK_EQ(active_version(), factory_version);
+}
+
 int main(void)
 {
     factory_len = load("../../../resources/models/factory.tmlm", factory, sizeof(factory));
@@ -411,5 +456,7 @@ int main(void)
     CHECK(sm && sm->u.stream.n == 256 && sm->u.stream.axes == 3);
     tick(); tick();
     CHECK(find(TM_STREAM) == NULL); /* lease ran out */
+
+    test_boot_falls_back_to_a_loadable_model();
     return TEST_DONE();
 }
