@@ -5,6 +5,8 @@
 
 #define META_MAGIC 0x54534D54u /* "TMST" */
 #define XFER_MAGIC 0x58464D54u /* "TMFX" */
+/* Bytes of the inverted chunk bitmap written per flash write: no 1 KB copy on the stack. */
+#define XFER_BITMAP_SLICE 64u
 
 /* The journal page layout of tm_store.h holds: record, then transfer record, then bitmap. */
 typedef char tm_meta_fits[sizeof(tm_meta_t) <= TM_XFER_REC_OFFSET ? 1 : -1];
@@ -36,7 +38,7 @@ static int write_xfer(tm_store_t *s, uint8_t page)
     r.crc = tm_crc32(0, &r, offsetof(tm_xfer_rec_t, crc));
     uint32_t addr = meta_addr(s, page);
     if (s->flash.write(s->flash.ctx, addr + TM_XFER_REC_OFFSET, &r, sizeof(r))) return TM_E_INTERNAL;
-    uint8_t inv[64]; /* the bitmap in slices: no 1 KB copy on the stack */
+    uint8_t inv[XFER_BITMAP_SLICE];
     uint32_t bytes = (s->n_chunks + 7u) / 8u;
     for (uint32_t off = 0; off < bytes; off += sizeof(inv)) {
         uint32_t n = bytes - off < sizeof(inv) ? bytes - off : (uint32_t)sizeof(inv);
