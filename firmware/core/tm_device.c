@@ -246,14 +246,19 @@ static void handle_activate(tm_device_t *d, uint16_t seq, const tm_activate_t *a
     send_event(d, TM_EV_MODEL_ACTIVATED, "model activated");
 }
 
+/* The previous image is proven in the spare instance before the journal switches (as COMMIT and
+ * ACTIVATE do): one this firmware cannot run is refused and the running model stays. */
 static void handle_rollback(tm_device_t *d, uint16_t seq)
 {
-    int rc = tm_store_rollback(&d->store);
+    uint32_t len = 0, load_us = 0;
+    const uint8_t *img = tm_store_previous(&d->store, &len);
+    int rc = img ? prove_in_spare(d, img, len, &load_us) : TM_E_NO_PREVIOUS;
+    if (!rc) rc = tm_store_rollback(&d->store);
     if (rc) { send_error(d, seq, TM_ROLLBACK, rc); return; }
     d->trial_deadline_ms = 0;
     d->cur ^= 1;
-    rc = load_active(d);
-    if (rc) { send_error(d, seq, TM_ROLLBACK, TM_E_INTERNAL); return; }
+    d->has_model = 1;
+    d->load_us = load_us;
     send_hello(d, seq);
 }
 

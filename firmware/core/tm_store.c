@@ -230,6 +230,11 @@ const uint8_t *tm_store_active(const tm_store_t *s, uint32_t *len) { return tm_s
 
 uint8_t tm_store_inactive(const tm_store_t *s) { return s->meta.active == 0 ? 1 : 0; }
 
+const uint8_t *tm_store_previous(const tm_store_t *s, uint32_t *len)
+{
+    return slot_intact(s, s->meta.previous) ? tm_store_slot(s, s->meta.previous, len) : NULL;
+}
+
 uint32_t tm_store_version(const tm_store_t *s, uint8_t slot)
 {
     return slot <= 1 && s->meta.slot[slot].valid ? s->meta.slot[slot].version : 0;

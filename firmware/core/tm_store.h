@@ -84,6 +84,8 @@ const uint8_t *tm_store_active(const tm_store_t *s, uint32_t *len);
 /* Stored image of a slot (valid ones only), or NULL. */
 const uint8_t *tm_store_slot(const tm_store_t *s, uint8_t slot, uint32_t *len);
 uint8_t tm_store_inactive(const tm_store_t *s);
+/* The previous image (ROLLBACK's target) when its SHA-256 checks out, or NULL. */
+const uint8_t *tm_store_previous(const tm_store_t *s, uint32_t *len);
 
 int tm_store_begin(tm_store_t *s, uint32_t id, uint32_t image_size, uint16_t chunk_size, uint16_t max_chunk,
                    const uint8_t sha[32], uint32_t version, uint32_t now_ms, int *resumed);

@@ -347,6 +347,27 @@ static void test_boot_falls_back_to_a_loadable_model(void)
     CHECK_EQ(active_version(), factory_version);
 }
 
+/* ROLLBACK to a previous image this firmware cannot run is refused with the load error, and the
+ * running model stays active (it used to switch the journal first and end with no model). */
+static void test_rollback_to_an_unloadable_image_is_refused(void)
+{
+    memset(mem, 0xFF, sizeof(mem));
+    boot();
+    uint32_t factory_version = active_version();
+    long len = load("tanh_v3.tmlm", image, sizeof(image));
+    CHECK(len > 0);
+    store_and_activate(image, (uint32_t)len);
+    CHECK_EQ(tm_store_rollback(&dev.store), TM_OK); /* the factory image active again, tanh previous */
+    tm_msg_t rb = {TM_ROLLBACK, 60, {{0}}};
+    cmd(&rb);
+    expect_error(TM_E_UNSUPPORTED_OP);
+    CHECK_EQ(active_version(), factory_version);
+    tm_msg_t *t = tick();
+    CHECK(t && t->u.telemetry.model_version == factory_version && !(t->u.telemetry.flags & TM_TLM_NO_MODEL));
+    boot();
+    CHECK_EQ(active_version(), factory_version);
+}
+
 int main(void)
 {
     factory_len = load("../../../resources/models/factory.tmlm", factory, sizeof(factory));
@@ -458,5 +479,6 @@ int main(void)
     CHECK(find(TM_STREAM) == NULL); /* lease ran out */
 
     test_boot_falls_back_to_a_loadable_model();
+    test_rollback_to_an_unloadable_image_is_refused();
     return TEST_DONE();
 }
