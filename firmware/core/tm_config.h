@@ -41,7 +41,8 @@ enum {
     TM_E_CHUNK_RANGE = 8, TM_E_TOO_LARGE = 9, TM_E_INCOMPLETE = 10, TM_E_HASH_MISMATCH = 11,
     TM_E_BAD_IMAGE = 12, TM_E_LOAD_FAILED = 13, TM_E_UNSUPPORTED_OP = 14, TM_E_ARENA_TOO_SMALL = 15,
     TM_E_SELFTEST_FAILED = 16, TM_E_NO_PREVIOUS = 17, TM_E_NOT_TRIAL = 18, TM_E_NO_MODEL = 19,
-    TM_E_INTERNAL = 20, TM_E_BAD_SIGNATURE = 21, TM_E_REVOKED = 22
+    TM_E_INTERNAL = 20, TM_E_BAD_SIGNATURE = 21, TM_E_REVOKED = 22,
+    TM_E_COUNT /* number of codes: new codes go above this line (tables indexed by code check it) */
 };
 
 enum { TM_EV_BOOTED = 100, TM_EV_TRIAL_REVERTED = 101, TM_EV_FAULT_CHANGED = 102, TM_EV_MODEL_ACTIVATED = 103 };
@@ -50,5 +51,10 @@ enum { TM_CAP_STREAM = 1, TM_CAP_PUSH = 2, TM_CAP_PULL = 4, TM_CAP_TRIAL = 8, TM
        TM_CAP_SIGNED = 64 };
 enum { TM_TLM_ALARM = 1, TM_TLM_TRIAL = 2, TM_TLM_NO_MODEL = 4 };
 enum { TM_LAT_EMULATED = 1, TM_LAT_TRIAL = 2 };
+/* XFER_COMMIT mode (PROTOCOL.md 3): keep the image in the inactive slot, activate it, or activate
+ * it on trial (reverted unless confirmed). */
+enum { TM_COMMIT_STORE = 0, TM_COMMIT_ACTIVATE = 1, TM_COMMIT_TRIAL = 2 };
+/* XFER_BEGIN flags (PROTOCOL.md 5.1): PULL fetches chunks from the broker (not over serial). */
+enum { TM_XFER_FLAG_PULL = 1 };
 
 #endif

@@ -15,6 +15,8 @@ static const char *const kErrorText[] = {
     "signature missing, malformed, by an untrusted key or not matching",
     "model version revoked by the operator",
 };
+/* One text per error code: a code added to tm_config.h without its text fails the build here. */
+typedef char tm_error_text_covers_every_code[sizeof(kErrorText) / sizeof(kErrorText[0]) == TM_E_COUNT ? 1 : -1];
 
 static void send(tm_device_t *d, tm_msg_t *m)
 {
@@ -35,7 +37,7 @@ static void send_error(tm_device_t *d, uint16_t seq, uint8_t ref, int code)
     tm_msg_t m = {TM_ERROR, seq, {{0}}};
     m.u.error.ref_type = ref;
     m.u.error.code = (uint16_t)code;
-    m.u.error.message = tm_str(code > 0 && code <= TM_E_REVOKED ? kErrorText[code] : "error");
+    m.u.error.message = tm_str(code > 0 && code < TM_E_COUNT ? kErrorText[code] : "error");
     send(d, &m);
 }
 
@@ -160,14 +162,31 @@ static void arm_trial(tm_device_t *d, int is_trial, uint16_t timeout_s)
         d->trial_deadline_ms = d->hal.now_ms(d->hal.ctx) + 1000u * (timeout_s ? timeout_s : TM_DEFAULT_TRIAL_TIMEOUT_S);
 }
 
-/* Load + self-test an image into the spare model slot; on success it becomes d->cur. */
-static int prove_and_switch_prepare(tm_device_t *d, const uint8_t *img, uint32_t len, uint32_t *load_us)
+/* Load + self-test an image into the spare model instance (d->cur ^ 1), leaving the running one
+ * untouched; the caller switches d->cur once the journal records the change. */
+static int prove_in_spare(tm_device_t *d, const uint8_t *img, uint32_t len, uint32_t *load_us)
 {
     int spare = d->cur ^ 1;
     int rc = load_into(d, spare, img, len, load_us);
     if (rc) return rc;
     float score;
     return tm_model_selftest(&d->model[spare], &score);
+}
+
+/* tm_store_mount's check at boot: the image loads into the active model instance and passes its
+ * self-test when it has one (every pushed image has; a factory image may not). */
+static int boot_check(void *ctx, const uint8_t *img, uint32_t len)
+{
+    tm_device_t *d = (tm_device_t *)ctx;
+    uint32_t us;
+    d->has_model = 0;
+    int rc = load_into(d, d->cur, img, len, &us);
+    float score;
+    if (!rc && d->model[d->cur].img.selftest) rc = tm_model_selftest(&d->model[d->cur], &score);
+    if (rc) return rc;
+    d->has_model = 1;
+    d->load_us = us;
+    return TM_OK;
 }
 
 static void reply_latency(tm_device_t *d, uint16_t seq, tm_model_t *m, uint32_t deploy_us, uint32_t load_us,
@@ -200,7 +219,7 @@ static int check_signature(tm_device_t *d, uint32_t transfer_id, const uint8_t *
 static void handle_commit(tm_device_t *d, uint16_t seq, const tm_xfer_commit_t *c)
 {
     const uint8_t *img;
-    if (c->mode > 2) { send_error(d, seq, TM_XFER_COMMIT, TM_E_BAD_ARGUMENT); return; }
+    if (c->mode > TM_COMMIT_TRIAL) { send_error(d, seq, TM_XFER_COMMIT, TM_E_BAD_ARGUMENT); return; }
     int rc = tm_store_verify(&d->store, c->transfer_id, &img);
     if (rc) {
         if (rc == TM_E_HASH_MISMATCH) tm_store_abort(&d->store, c->transfer_id); /* a bad image is never kept */
@@ -215,25 +234,25 @@ static void handle_commit(tm_device_t *d, uint16_t seq, const tm_xfer_commit_t *
         send_error(d, seq, TM_XFER_COMMIT, rc);
         return;
     }
-    rc = prove_and_switch_prepare(d, img, d->store.image_size, &load_us);
+    rc = prove_in_spare(d, img, d->store.image_size, &load_us);
     if (rc) {
         tm_store_abort(&d->store, c->transfer_id);
         send_error(d, seq, TM_XFER_COMMIT, rc);
         return;
     }
-    int activate = c->mode != 0;
+    int activate = c->mode != TM_COMMIT_STORE;
     d->store.version = d->model[d->cur ^ 1].img.version; /* the image's META is authoritative */
-    rc = tm_store_commit(&d->store, activate, c->mode == 2, c->trial_timeout_s);
+    rc = tm_store_commit(&d->store, activate, c->mode == TM_COMMIT_TRIAL, c->trial_timeout_s);
     if (rc) { send_error(d, seq, TM_XFER_COMMIT, rc); return; }
     tm_model_t *m = &d->model[d->cur ^ 1];
     if (activate) {
         d->cur ^= 1;
         d->has_model = 1;
         d->load_us = load_us;
-        arm_trial(d, c->mode == 2, c->trial_timeout_s);
+        arm_trial(d, c->mode == TM_COMMIT_TRIAL, c->trial_timeout_s);
     }
     reply_latency(d, seq, m, deploy_us, load_us, c->bench_count);
-    if (activate) send_event(d, TM_EV_MODEL_ACTIVATED, c->mode == 2 ? "model activated on trial" : "model activated");
+    if (activate) send_event(d, TM_EV_MODEL_ACTIVATED, c->mode == TM_COMMIT_TRIAL ? "model activated on trial" : "model activated");
 }
 
 static void handle_activate(tm_device_t *d, uint16_t seq, const tm_activate_t *a)
@@ -241,7 +260,7 @@ static void handle_activate(tm_device_t *d, uint16_t seq, const tm_activate_t *a
     uint32_t len, load_us = 0;
     const uint8_t *img = tm_store_slot(&d->store, tm_store_inactive(&d->store), &len);
     if (!img || d->store.xfer) { send_error(d, seq, TM_ACTIVATE, TM_E_NO_MODEL); return; }
-    int rc = prove_and_switch_prepare(d, img, len, &load_us);
+    int rc = prove_in_spare(d, img, len, &load_us);
     if (!rc) rc = tm_store_activate_inactive(&d->store, a->trial != 0, a->trial_timeout_s);
     if (rc) { send_error(d, seq, TM_ACTIVATE, rc); return; }
     d->cur ^= 1;
@@ -252,14 +271,19 @@ static void handle_activate(tm_device_t *d, uint16_t seq, const tm_activate_t *a
     send_event(d, TM_EV_MODEL_ACTIVATED, "model activated");
 }
 
+/* The previous image is proven in the spare instance before the journal switches (as COMMIT and
+ * ACTIVATE do): one this firmware cannot run is refused and the running model stays. */
 static void handle_rollback(tm_device_t *d, uint16_t seq)
 {
-    int rc = tm_store_rollback(&d->store);
+    uint32_t len = 0, load_us = 0;
+    const uint8_t *img = tm_store_previous(&d->store, &len);
+    int rc = img ? prove_in_spare(d, img, len, &load_us) : TM_E_NO_PREVIOUS;
+    if (!rc) rc = tm_store_rollback(&d->store);
     if (rc) { send_error(d, seq, TM_ROLLBACK, rc); return; }
     d->trial_deadline_ms = 0;
     d->cur ^= 1;
-    rc = load_active(d);
-    if (rc) { send_error(d, seq, TM_ROLLBACK, TM_E_INTERNAL); return; }
+    d->has_model = 1;
+    d->load_us = load_us;
     send_hello(d, seq);
 }
 
@@ -298,7 +322,7 @@ static void handle(tm_device_t *d, const uint8_t *buf, size_t len)
     case TM_STREAM_STOP: d->streaming = 0; send_ack(d, seq, m.type); break;
     case TM_XFER_BEGIN: {
         const tm_xfer_begin_t *b = &m.u.xfer_begin;
-        if (b->flags & 1u) { send_error(d, seq, m.type, TM_E_BAD_ARGUMENT); break; } /* no PULL on serial */
+        if (b->flags & TM_XFER_FLAG_PULL) { send_error(d, seq, m.type, TM_E_BAD_ARGUMENT); break; } /* serial */
         int resumed;
         rc = tm_store_begin(&d->store, b->transfer_id, b->image_size, b->chunk_size, TM_MAX_CHUNK, b->sha256.p,
                             b->model_version, now_ms, &resumed);
@@ -455,8 +479,10 @@ int tm_device_init(tm_device_t *d, const tm_hal_t *hal, const tm_flash_t *flash,
     d->arena_size = arena_size;
     tm_framer_init(&d->rx);
     int reverted = 0;
-    int rc = tm_store_init(&d->store, flash, slot_size, factory, factory_len, &reverted);
-    if (rc == TM_OK) (void)load_active(d);
+    /* the active image, or else the other slot or the factory image: one that loads */
+    int rc = tm_store_mount(&d->store, flash, slot_size, factory, factory_len, &reverted, boot_check, d);
+    uint32_t len;
+    if (rc != TM_OK || !tm_store_active(&d->store, &len)) d->has_model = 0; /* boot_check's last word otherwise */
     uint32_t now = hal->now_ms(hal->ctx);
     d->next_tlm_ms = now + TM_TELEMETRY_PERIOD_MS;
     send_event(d, TM_EV_BOOTED, d->has_model ? "booted" : "booted without a model");

@@ -113,13 +113,25 @@ static float le_f32(const uint8_t *p)
 
 static uint32_t type_size(uint8_t t) { return t == TT_INT8 ? 1 : (t == TT_INT32 || t == TT_FLOAT32) ? 4 : 0; }
 
+/* Bound on a quantized activation limit before it meets the int8 range: far outside [-128, 127]
+ * minus any zero point, and far inside int32, so a tiny scale's huge 6/scale converts safely. */
+#define ACT_LIMIT_BOUND 65536.0f
+
+/* round(x) as int32, clamped to +-ACT_LIMIT_BOUND (also for inf; the scale is > 0, never NaN). */
+static int32_t round_clamped(float x)
+{
+    if (x > ACT_LIMIT_BOUND) return (int32_t)ACT_LIMIT_BOUND;
+    if (x < -ACT_LIMIT_BOUND) return -(int32_t)ACT_LIMIT_BOUND;
+    return (int32_t)roundf(x);
+}
+
 static void act_range(uint8_t act, float scale, int32_t zp, int32_t *mn, int32_t *mx)
 {
     int32_t lo = -128, hi = 127;
     if (act == ACT_RELU || act == ACT_RELU6) lo = zp > lo ? zp : lo;
-    if (act == ACT_RELU6) { int32_t v = zp + (int32_t)roundf(6.0f / scale); hi = v < hi ? v : hi; }
+    if (act == ACT_RELU6) { int32_t v = zp + round_clamped(6.0f / scale); hi = v < hi ? v : hi; }
     if (act == ACT_RELU_N1_TO_1) {
-        int32_t a = zp + (int32_t)roundf(-1.0f / scale), b = zp + (int32_t)roundf(1.0f / scale);
+        int32_t a = zp + round_clamped(-1.0f / scale), b = zp + round_clamped(1.0f / scale);
         lo = a > lo ? a : lo;
         hi = b < hi ? b : hi;
     }
@@ -227,12 +239,72 @@ static int prepare_fc(tm_engine_t *e, tm_op_t *op, uint8_t **persist, uint8_t *p
     return TM_OK;
 }
 
-int tm_engine_load(tm_engine_t *e, const uint8_t *model, size_t len, uint8_t *arena, size_t arena_size)
+/* One operator of the flatbuffer into e->ops[i]: its kind, operands and options; the lifetimes of
+ * the activations it reads and writes. Anything the engine cannot run is refused here. */
+static int parse_op(tm_engine_t *e, fb_t *fb, size_t codes, uint32_t n_codes, size_t ops, uint32_t i)
 {
-    memset(e, 0, sizeof(*e));
-    e->arena = arena;
-    e->arena_size = arena_size;
-    e->input = e->output = -1;
+    tm_op_t *op = &e->ops[i];
+    size_t o = fb_table_at(fb, ops, i);
+    uint32_t opcode = fb_scalar_u32(fb, o, 0, 0);
+    if (fb->bad || opcode >= n_codes) return TM_E_LOAD_FAILED;
+    size_t oc = fb_table_at(fb, codes, opcode);
+    int32_t code = (int32_t)(int8_t)fb_scalar_u8(fb, oc, 0, 0);
+    int32_t code2 = (int32_t)fb_scalar_u32(fb, oc, 3, 0);
+    if (code2 > code) code = code2;
+    uint32_t ni, no;
+    size_t iv = fb_vector(fb, o, 1, &ni, 4);
+    size_t ov = fb_vector(fb, o, 2, &no, 4);
+    if (fb->bad || no != 1 || ni < 1) return TM_E_LOAD_FAILED;
+    op->in = (int16_t)fb_u32(fb, iv);
+    op->out = (int16_t)fb_u32(fb, ov);
+    op->w = op->bias = -1;
+    if (code == OP_FULLY_CONNECTED) {
+        if (ni < 2 || ni > 3) return TM_E_LOAD_FAILED;
+        op->kind = TM_OP_FC;
+        op->w = (int16_t)fb_u32(fb, iv + 4);
+        op->bias = ni == 3 ? (int16_t)(int32_t)fb_u32(fb, iv + 8) : -1;
+        size_t opts = fb_deref(fb, fb_field(fb, o, 4));
+        op->activation = opts ? fb_scalar_u8(fb, opts, 0, 0) : ACT_NONE;
+        if (opts && fb_scalar_u8(fb, opts, 1, 0) != 0) return TM_E_UNSUPPORTED_OP; /* shuffled weights */
+        if (op->activation > ACT_RELU6) return TM_E_UNSUPPORTED_OP;
+        if (!check_index(e, op->w) || (op->bias != -1 && !check_index(e, op->bias))) return TM_E_LOAD_FAILED;
+    } else if (code == OP_QUANTIZE) {
+        op->kind = TM_OP_QUANTIZE;
+    } else if (code == OP_RESHAPE) {
+        op->kind = TM_OP_RESHAPE;
+    } else {
+        e->unsupported_op = (uint16_t)code;
+        return TM_E_UNSUPPORTED_OP;
+    }
+    if (fb->bad || !check_index(e, op->in) || !check_index(e, op->out)) return TM_E_LOAD_FAILED;
+    if (e->tensors[op->out].const_data) return TM_E_LOAD_FAILED;
+    int16_t io[2] = {op->in, op->out};
+    for (int k = 0; k < 2; k++) {
+        tm_tensor_t *t = &e->tensors[io[k]];
+        if (t->const_data) continue;
+        if (t->first < 0) t->first = (int16_t)i;
+        t->last = (int16_t)i;
+    }
+    return TM_OK;
+}
+
+/* Data flow: every op reads the graph input or what an earlier op wrote (never weights, never a
+ * tensor nothing has written yet), and some op writes the graph output. A model that breaks this
+ * would leave a tensor the engine touches without storage (data NULL: address 0 on the MCU). */
+static int check_data_flow(const tm_engine_t *e)
+{
+    uint8_t written[TM_MAX_TENSORS] = {0};
+    for (uint16_t i = 0; i < e->n_ops; i++) {
+        const tm_op_t *op = &e->ops[i];
+        if (op->in != e->input && !written[op->in]) return TM_E_LOAD_FAILED;
+        written[op->out] = 1;
+    }
+    return written[e->output] ? TM_OK : TM_E_LOAD_FAILED;
+}
+
+/* Parse: header, tensors, graph input/output and operators. Nothing is written to the arena. */
+static int parse_model(tm_engine_t *e, const uint8_t *model, size_t len)
+{
     fb_t fb = {model, len, 0};
     if (len < 16 || memcmp(model + 4, "TFL3", 4) != 0) return TM_E_LOAD_FAILED;
     size_t root = fb_u32(&fb, 0); /* the root uoffset sits at position 0 */
@@ -252,58 +324,25 @@ int tm_engine_load(tm_engine_t *e, const uint8_t *model, size_t len, uint8_t *ar
     e->input = (int16_t)fb_u32(&fb, ins);
     e->output = (int16_t)fb_u32(&fb, outs);
     if (!check_index(e, e->input) || !check_index(e, e->output)) return TM_E_LOAD_FAILED;
-    /* Pass 1: op kinds, operands, lifetimes; refuse anything we cannot run before touching the arena. */
     for (uint32_t i = 0; i < n_ops; i++) {
-        tm_op_t *op = &e->ops[i];
-        size_t o = fb_table_at(&fb, ops, i);
-        uint32_t opcode = fb_scalar_u32(&fb, o, 0, 0);
-        if (fb.bad || opcode >= n_codes) return TM_E_LOAD_FAILED;
-        size_t oc = fb_table_at(&fb, codes, opcode);
-        int32_t code = (int32_t)(int8_t)fb_scalar_u8(&fb, oc, 0, 0);
-        int32_t code2 = (int32_t)fb_scalar_u32(&fb, oc, 3, 0);
-        if (code2 > code) code = code2;
-        uint32_t ni, no;
-        size_t iv = fb_vector(&fb, o, 1, &ni, 4);
-        size_t ov = fb_vector(&fb, o, 2, &no, 4);
-        if (fb.bad || no != 1 || ni < 1) return TM_E_LOAD_FAILED;
-        op->in = (int16_t)fb_u32(&fb, iv);
-        op->out = (int16_t)fb_u32(&fb, ov);
-        op->w = op->bias = -1;
-        if (code == OP_FULLY_CONNECTED) {
-            if (ni < 2 || ni > 3) return TM_E_LOAD_FAILED;
-            op->kind = TM_OP_FC;
-            op->w = (int16_t)fb_u32(&fb, iv + 4);
-            op->bias = ni == 3 ? (int16_t)(int32_t)fb_u32(&fb, iv + 8) : -1;
-            size_t opts = fb_deref(&fb, fb_field(&fb, o, 4));
-            op->activation = opts ? fb_scalar_u8(&fb, opts, 0, 0) : ACT_NONE;
-            if (opts && fb_scalar_u8(&fb, opts, 1, 0) != 0) return TM_E_UNSUPPORTED_OP; /* shuffled weights */
-            if (op->activation > ACT_RELU6) return TM_E_UNSUPPORTED_OP;
-            if (!check_index(e, op->w) || (op->bias != -1 && !check_index(e, op->bias))) return TM_E_LOAD_FAILED;
-        } else if (code == OP_QUANTIZE) {
-            op->kind = TM_OP_QUANTIZE;
-        } else if (code == OP_RESHAPE) {
-            op->kind = TM_OP_RESHAPE;
-        } else {
-            e->unsupported_op = (uint16_t)code;
-            return TM_E_UNSUPPORTED_OP;
-        }
-        if (!check_index(e, op->in) || !check_index(e, op->out)) return TM_E_LOAD_FAILED;
-        if (e->tensors[op->out].const_data) return TM_E_LOAD_FAILED;
-        int16_t io[2] = {op->in, op->out};
-        for (int k = 0; k < 2; k++) {
-            tm_tensor_t *t = &e->tensors[io[k]];
-            if (t->const_data) continue;
-            if (t->first < 0) t->first = (int16_t)i;
-            t->last = (int16_t)i;
-        }
+        rc = parse_op(e, &fb, codes, n_codes, ops, i);
+        if (rc) return rc;
     }
     if (fb.bad) return TM_E_LOAD_FAILED;
     e->n_ops = (uint16_t)n_ops;
     tm_tensor_t *tin = &e->tensors[e->input], *tout = &e->tensors[e->output];
     if (tin->const_data || tin->type != TT_INT8 || tout->type != TT_INT8) return TM_E_UNSUPPORTED_OP;
-    tin->first = 0;
+    rc = check_data_flow(e);
+    if (rc) return rc;
+    tin->first = 0; /* the caller writes the input before the first op and reads the output after the last */
     tout->last = (int16_t)(n_ops - 1);
-    /* Plan activations: greedy first fit by decreasing size among overlapping lifetimes (as TFLM's planner). */
+    return TM_OK;
+}
+
+/* Plan: arena offsets of the activations, greedy first fit by decreasing size among overlapping
+ * lifetimes (as TFLM's planner). Returns the bytes the activations need (16-byte multiple). */
+static size_t plan_activations(tm_engine_t *e)
+{
     size_t planned_end = 0;
     uint8_t placed[TM_MAX_TENSORS] = {0};
     for (;;) {
@@ -331,19 +370,40 @@ int tm_engine_load(tm_engine_t *e, const uint8_t *model, size_t len, uint8_t *ar
         placed[best] = 1;
         if (offset + t->bytes > planned_end) planned_end = offset + t->bytes;
     }
-    planned_end = (planned_end + 15u) & ~(size_t)15u;
-    /* Persistent per-op data (per-channel multipliers) after the activations. */
+    return (planned_end + 15u) & ~(size_t)15u;
+}
+
+/* Every tensor the engine reads or writes has storage: activations in the arena, weights and bias
+ * in the flatbuffer. The data-flow check makes this hold; this keeps it true whatever changes. */
+static int check_storage(tm_engine_t *e)
+{
+    if (!e->tensors[e->input].data || !e->tensors[e->output].data) return TM_E_LOAD_FAILED;
+    for (uint16_t i = 0; i < e->n_ops; i++) {
+        const tm_op_t *op = &e->ops[i];
+        if (!e->tensors[op->in].data || !e->tensors[op->out].data) return TM_E_LOAD_FAILED;
+        if (op->kind == TM_OP_FC && (!e->tensors[op->w].const_data ||
+                                     (op->bias >= 0 && !e->tensors[op->bias].const_data)))
+            return TM_E_LOAD_FAILED;
+    }
+    return TM_OK;
+}
+
+/* Prepare: per-op constants (multipliers, activation ranges; per-channel ones in the arena after
+ * the activations), the arena budget, then the activations' data pointers. */
+static int prepare_ops(tm_engine_t *e, size_t planned_end)
+{
+    uint8_t *arena = e->arena;
     uint8_t *base = (uint8_t *)(((uintptr_t)arena + 15u) & ~(uintptr_t)15u);
     size_t align_loss = (size_t)(base - arena);
     uint8_t *persist = base + planned_end;
-    uint8_t *end = arena + arena_size;
+    uint8_t *end = arena + e->arena_size;
     if (persist > end) persist = end;
     size_t persist_need = 0;
-    for (uint32_t i = 0; i < n_ops; i++) {
+    for (uint32_t i = 0; i < e->n_ops; i++) {
         tm_op_t *op = &e->ops[i];
         tm_tensor_t *in = &e->tensors[op->in], *out = &e->tensors[op->out];
         if (op->kind == TM_OP_FC) {
-            rc = prepare_fc(e, op, &persist, end, &persist_need);
+            int rc = prepare_fc(e, op, &persist, end, &persist_need);
             if (rc) return rc;
         } else if (op->kind == TM_OP_QUANTIZE) {
             if (in->type != TT_INT8 || out->type != TT_INT8 || in->elems != out->elems || in->n_scales != 1 || out->n_scales != 1)
@@ -357,12 +417,23 @@ int tm_engine_load(tm_engine_t *e, const uint8_t *model, size_t len, uint8_t *ar
         }
     }
     e->arena_used = align_loss + planned_end + persist_need;
-    if (e->arena_used > arena_size) return TM_E_ARENA_TOO_SMALL;
+    if (e->arena_used > e->arena_size) return TM_E_ARENA_TOO_SMALL;
     for (int i = 0; i < e->n_tensors; i++) {
         tm_tensor_t *t = &e->tensors[i];
         if (!t->const_data && t->first >= 0) t->data = (int8_t *)(base + t->offset);
     }
-    return TM_OK;
+    return check_storage(e);
+}
+
+int tm_engine_load(tm_engine_t *e, const uint8_t *model, size_t len, uint8_t *arena, size_t arena_size)
+{
+    memset(e, 0, sizeof(*e));
+    e->arena = arena;
+    e->arena_size = arena_size;
+    e->input = e->output = -1;
+    int rc = parse_model(e, model, len);
+    if (rc) return rc;
+    return prepare_ops(e, plan_activations(e));
 }
 
 tm_tensor_t *tm_engine_input(tm_engine_t *e) { return &e->tensors[e->input]; }

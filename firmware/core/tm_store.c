@@ -4,6 +4,13 @@
 #include "tm_sha256.h"
 
 #define META_MAGIC 0x54534D54u /* "TMST" */
+#define XFER_MAGIC 0x58464D54u /* "TMFX" */
+/* Bytes of the inverted chunk bitmap written per flash write: no 1 KB copy on the stack. */
+#define XFER_BITMAP_SLICE 64u
+
+/* The journal page layout of tm_store.h holds: record, then transfer record, then bitmap. */
+typedef char tm_meta_fits[sizeof(tm_meta_t) <= TM_XFER_REC_OFFSET ? 1 : -1];
+typedef char tm_xfer_rec_fits[TM_XFER_REC_OFFSET + sizeof(tm_xfer_rec_t) <= TM_XFER_BITMAP_OFFSET ? 1 : -1];
 
 static uint32_t slot_addr(const tm_store_t *s, uint8_t slot) { return (uint32_t)slot * s->slot_size; }
 static uint32_t meta_addr(const tm_store_t *s, uint8_t page) { return 2u * s->slot_size + page * s->flash.page_size; }
@@ -15,6 +22,34 @@ static int meta_ok(const tm_meta_t *m)
     return 1;
 }
 
+/* The transfer record and inverted chunk bitmap of the RAM state into journal page `page`. */
+static int write_xfer(tm_store_t *s, uint8_t page)
+{
+    tm_xfer_rec_t r;
+    memset(&r, 0, sizeof(r));
+    r.magic = XFER_MAGIC;
+    r.seq = s->meta.seq;
+    r.id = s->xfer_id;
+    r.image_size = s->image_size;
+    r.version = s->version;
+    r.chunk_size = s->chunk_size;
+    r.target = s->target;
+    memcpy(r.sha, s->sha, 32);
+    r.crc = tm_crc32(0, &r, offsetof(tm_xfer_rec_t, crc));
+    uint32_t addr = meta_addr(s, page);
+    if (s->flash.write(s->flash.ctx, addr + TM_XFER_REC_OFFSET, &r, sizeof(r))) return TM_E_INTERNAL;
+    uint8_t inv[XFER_BITMAP_SLICE];
+    uint32_t bytes = (s->n_chunks + 7u) / 8u;
+    for (uint32_t off = 0; off < bytes; off += sizeof(inv)) {
+        uint32_t n = bytes - off < sizeof(inv) ? bytes - off : (uint32_t)sizeof(inv);
+        for (uint32_t i = 0; i < n; i++) inv[i] = (uint8_t)~s->bitmap[off + i];
+        if (s->flash.write(s->flash.ctx, addr + TM_XFER_BITMAP_OFFSET + off, inv, n)) return TM_E_INTERNAL;
+    }
+    return TM_OK;
+}
+
+/* One state change: erase the older page, write the transfer (if any) there, then the record whose
+ * CRC makes the page count: a cut before that leaves the previous page the newest. */
 static int write_meta(tm_store_t *s)
 {
     uint8_t page = (uint8_t)(1u - s->meta_page);
@@ -22,6 +57,7 @@ static int write_meta(tm_store_t *s)
     s->meta.seq++;
     s->meta.crc = tm_crc32(0, &s->meta, offsetof(tm_meta_t, crc));
     if (s->flash.erase(s->flash.ctx, meta_addr(s, page))) return TM_E_INTERNAL;
+    if (s->xfer && write_xfer(s, page)) return TM_E_INTERNAL;
     if (s->flash.write(s->flash.ctx, meta_addr(s, page), &s->meta, sizeof(s->meta))) return TM_E_INTERNAL;
     if (memcmp(s->flash.base + meta_addr(s, page), &s->meta, sizeof(s->meta)) != 0) return TM_E_INTERNAL;
     s->meta_page = page;
@@ -47,6 +83,7 @@ static int erase_range(tm_store_t *s, uint32_t addr, uint32_t len)
 
 static int install(tm_store_t *s, uint8_t slot, const uint8_t *image, uint32_t len, uint32_t version)
 {
+    if (s->xfer && s->target == slot) s->xfer = 0; /* the slot it was filling is overwritten */
     s->meta.slot[slot].valid = 0;
     if (s->meta.previous == slot) s->meta.previous = TM_SLOT_NONE;
     if (s->meta.active == slot) s->meta.active = TM_SLOT_NONE;
@@ -64,6 +101,37 @@ static int install(tm_store_t *s, uint8_t slot, const uint8_t *image, uint32_t l
     return write_meta(s);
 }
 
+/* The transfer journaled with the newest record, when it is whole and still fits the slots' state
+ * (its target is neither active nor a valid image): a reboot resumes it. */
+static void restore_xfer(tm_store_t *s)
+{
+    tm_xfer_rec_t r;
+    const uint8_t *page = s->flash.base + meta_addr(s, s->meta_page);
+    memcpy(&r, page + TM_XFER_REC_OFFSET, sizeof(r));
+    if (r.magic != XFER_MAGIC || r.crc != tm_crc32(0, &r, offsetof(tm_xfer_rec_t, crc)) || r.seq != s->meta.seq)
+        return;
+    if (r.target > 1 || r.target == s->meta.active || r.target == s->meta.previous || s->meta.slot[r.target].valid ||
+        r.image_size == 0 || r.image_size > s->slot_size || r.chunk_size == 0 || r.chunk_size > TM_MAX_CHUNK)
+        return;
+    uint32_t n = (r.image_size + r.chunk_size - 1u) / r.chunk_size;
+    if (n > TM_MAX_XFER_CHUNKS) return;
+    s->xfer = 1;
+    s->xfer_id = r.id;
+    s->image_size = r.image_size;
+    s->chunk_size = r.chunk_size;
+    s->n_chunks = n;
+    s->version = r.version;
+    s->target = r.target;
+    s->last_ms = 0; /* counts as active at boot: a different image may take over after XFER_STALE_S */
+    memcpy(s->sha, r.sha, 32);
+    s->received = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (!(page[TM_XFER_BITMAP_OFFSET + i / 8] & (1u << (i % 8)))) {
+            s->bitmap[i / 8] |= (uint8_t)(1u << (i % 8));
+            s->received++;
+        }
+}
+
 static uint32_t image_version(const uint8_t *img, uint32_t len)
 {
     /* META is the first section by convention; 0 when the layout differs (only for HELLO) */
@@ -79,7 +147,7 @@ int tm_store_init(tm_store_t *s, const tm_flash_t *flash, uint32_t slot_size,
     s->slot_size = slot_size;
     *reverted = 0;
     if (slot_size % flash->page_size || 2u * slot_size + 2u * flash->page_size > flash->size ||
-        sizeof(tm_meta_t) > flash->page_size)
+        flash->page_size < TM_JOURNAL_PAGE_MIN)
         return TM_E_INTERNAL;
     tm_meta_t a, b;
     memcpy(&a, flash->base + meta_addr(s, 0), sizeof(a));
@@ -92,6 +160,7 @@ int tm_store_init(tm_store_t *s, const tm_flash_t *flash, uint32_t slot_size,
         s->meta.active = s->meta.previous = TM_SLOT_NONE;
         s->meta_page = 1; /* the first record goes to page 0 */
     }
+    if (oka || okb) restore_xfer(s);
     int rc = TM_OK;
     if (s->meta.trial) { /* rebooted before CONFIRM: MCUboot-style revert */
         uint8_t bad = s->meta.active;
@@ -117,6 +186,39 @@ int tm_store_init(tm_store_t *s, const tm_flash_t *flash, uint32_t slot_size,
     return rc;
 }
 
+/* tm_store_mount's record of what it refused: slot 0, slot 1, and the factory image once installed. */
+#define REFUSED_FACTORY 4u
+
+int tm_store_mount(tm_store_t *s, const tm_flash_t *flash, uint32_t slot_size, const uint8_t *factory,
+                   uint32_t factory_len, int *reverted, tm_image_check_t usable, void *ctx)
+{
+    int rc = tm_store_init(s, flash, slot_size, factory, factory_len, reverted);
+    unsigned refused = 0;
+    /* each pass refuses one more of slot 0, slot 1, the factory image, or returns: at most four */
+    while (rc == TM_OK) {
+        uint32_t len;
+        const uint8_t *img = tm_store_active(s, &len);
+        if (img && usable(ctx, img, len) == TM_OK) return TM_OK;
+        if (img) refused |= 1u << s->meta.active;
+        uint8_t next = TM_SLOT_NONE;
+        for (uint8_t k = 0; k < 2 && next == TM_SLOT_NONE; k++)
+            if (!(refused & (1u << k)) && slot_intact(s, k)) next = k;
+        if (next != TM_SLOT_NONE) {
+            s->meta.active = next;
+            s->meta.previous = TM_SLOT_NONE; /* rolling back to what was refused would not run either */
+            s->meta.trial = 0;
+            rc = write_meta(s);
+        } else if (!(refused & REFUSED_FACTORY) && factory && factory_len && factory_len <= s->slot_size) {
+            refused = (refused | REFUSED_FACTORY) & ~1u; /* slot 0 now holds the factory image */
+            rc = install(s, 0, factory, factory_len, image_version(factory, factory_len));
+        } else {
+            s->meta.active = TM_SLOT_NONE;
+            return TM_OK;
+        }
+    }
+    return rc;
+}
+
 const uint8_t *tm_store_slot(const tm_store_t *s, uint8_t slot, uint32_t *len)
 {
     if (slot > 1 || !s->meta.slot[slot].valid) return NULL;
@@ -127,6 +229,11 @@ const uint8_t *tm_store_slot(const tm_store_t *s, uint8_t slot, uint32_t *len)
 const uint8_t *tm_store_active(const tm_store_t *s, uint32_t *len) { return tm_store_slot(s, s->meta.active, len); }
 
 uint8_t tm_store_inactive(const tm_store_t *s) { return s->meta.active == 0 ? 1 : 0; }
+
+const uint8_t *tm_store_previous(const tm_store_t *s, uint32_t *len)
+{
+    return slot_intact(s, s->meta.previous) ? tm_store_slot(s, s->meta.previous, len) : NULL;
+}
 
 uint32_t tm_store_version(const tm_store_t *s, uint8_t slot)
 {
@@ -150,9 +257,10 @@ int tm_store_begin(tm_store_t *s, uint32_t id, uint32_t image_size, uint16_t chu
     if (chunk_size == 0 || chunk_size > max_chunk || image_size == 0) return TM_E_BAD_ARGUMENT;
     uint32_t n = (image_size + chunk_size - 1u) / chunk_size;
     if (n > TM_MAX_XFER_CHUNKS) return TM_E_BAD_ARGUMENT;
+    int journaled = s->xfer; /* a transfer this one replaces: its chunk bits must not outlive the erase */
     s->xfer = 0;
     uint8_t t = tm_store_inactive(s);
-    if (s->meta.slot[t].valid || s->meta.previous == t) { /* journal first: never point at a slot being erased */
+    if (s->meta.slot[t].valid || s->meta.previous == t || journaled) { /* journal first: never point at a slot being erased */
         s->meta.slot[t].valid = 0;
         if (s->meta.previous == t) s->meta.previous = TM_SLOT_NONE;
         int rc = write_meta(s);
@@ -171,7 +279,9 @@ int tm_store_begin(tm_store_t *s, uint32_t id, uint32_t image_size, uint16_t chu
     s->last_ms = now_ms;
     memcpy(s->sha, sha, 32);
     memset(s->bitmap, 0, sizeof(s->bitmap));
-    return TM_OK;
+    rc = write_meta(s); /* journaled only once its slot is erased */
+    if (rc) s->xfer = 0;
+    return rc;
 }
 
 int tm_store_chunk(tm_store_t *s, uint32_t id, uint32_t index, uint32_t crc, const uint8_t *data, uint32_t len,
@@ -186,6 +296,11 @@ int tm_store_chunk(tm_store_t *s, uint32_t id, uint32_t index, uint32_t crc, con
     s->last_ms = now_ms;
     if (s->bitmap[index / 8] & (1u << (index % 8))) return TM_OK; /* duplicate: harmless */
     if (s->flash.write(s->flash.ctx, slot_addr(s, s->target) + off, data, len)) return TM_E_INTERNAL;
+    /* then its bit in the journal page, in place: a cut before leaves the chunk missing, never held
+     * with half its data (sent again, it is written over identical bytes: NOR writes only clear) */
+    uint8_t held = (uint8_t)~(1u << (index % 8));
+    if (s->flash.write(s->flash.ctx, meta_addr(s, s->meta_page) + TM_XFER_BITMAP_OFFSET + index / 8, &held, 1))
+        return TM_E_INTERNAL;
     s->bitmap[index / 8] |= (uint8_t)(1u << (index % 8));
     s->received++;
     return TM_OK;
@@ -226,7 +341,7 @@ int tm_store_abort(tm_store_t *s, uint32_t id)
 {
     if (!s->xfer || id != s->xfer_id) return TM_E_NO_TRANSFER;
     s->xfer = 0;
-    return TM_OK;
+    return write_meta(s); /* or a reboot would resume it */
 }
 
 int tm_store_activate_inactive(tm_store_t *s, int trial, uint32_t trial_timeout_s)

@@ -2,7 +2,10 @@
  * Every state change is one metadata record written to the older of two journal pages (erase,
  * then write with a CRC); the newest valid record wins at boot, so a power cut at any flash
  * operation leaves either the old or the new state, never a corrupt one (host test cuts at
- * every operation). Trial activations revert at boot unless confirmed (as MCUboot's test state). */
+ * every operation). Trial activations revert at boot unless confirmed (as MCUboot's test state).
+ * A transfer in progress is journaled too (target slot, size, SHA-256) with its chunk bitmap in
+ * the same page: a chunk's bit is cleared in place (a write, no erase) once its data is written,
+ * so after a reboot or power cut a resumed transfer asks only for the chunks still missing. */
 #ifndef TM_STORE_H
 #define TM_STORE_H
 #include <stddef.h>
@@ -32,12 +35,29 @@ typedef struct {
     uint32_t crc;
 } tm_meta_t;
 
+/* The transfer in progress, after the tm_meta_t record in the same journal page (its own magic and
+ * CRC: a page written by a firmware without it simply has none). Its chunk bitmap follows at
+ * TM_XFER_BITMAP_OFFSET, inverted (erased 0xFF = nothing held; a cleared bit = chunk held). */
+typedef struct {
+    uint32_t magic, seq; /* seq: that of the tm_meta_t record it belongs to */
+    uint32_t id, image_size, version;
+    uint16_t chunk_size;
+    uint8_t target, reserved;
+    uint8_t sha[32];
+    uint32_t crc;
+} tm_xfer_rec_t;
+
+#define TM_XFER_REC_OFFSET 256u    /* after tm_meta_t (about 130 B) in a journal page */
+#define TM_XFER_BITMAP_OFFSET 512u /* after tm_xfer_rec_t; TM_MAX_XFER_CHUNKS / 8 bytes */
+/* Smallest journal page: record, transfer record and the whole chunk bitmap. */
+#define TM_JOURNAL_PAGE_MIN (TM_XFER_BITMAP_OFFSET + TM_MAX_XFER_CHUNKS / 8u)
+
 typedef struct {
     tm_flash_t flash;
     uint32_t slot_size;
     tm_meta_t meta;
     uint8_t meta_page;
-    /* transfer in progress (RAM only: a reboot restarts it) */
+    /* transfer in progress (journaled: survives a reboot, see tm_xfer_rec_t) */
     int xfer;
     uint32_t xfer_id, image_size, n_chunks, received, version, last_ms;
     uint16_t chunk_size;
@@ -50,11 +70,22 @@ typedef struct {
  * SHA-256, fall back to the other slot, and install the factory image when nothing valid is left. */
 int tm_store_init(tm_store_t *s, const tm_flash_t *flash, uint32_t slot_size,
                   const uint8_t *factory, uint32_t factory_len, int *reverted);
+/* Whether an image can run on this device (loads, passes its self-test): TM_OK or the error. */
+typedef int (*tm_image_check_t)(void *ctx, const uint8_t *image, uint32_t len);
+/* tm_store_init, then the same fall-back for an intact image that `usable` refuses (say, one a
+ * firmware update can no longer run) as for a corrupt one: the other intact slot, then the factory
+ * image, until `usable` accepts the active image. With none left, the active slot is TM_SLOT_NONE
+ * (in RAM: the journal is not rewritten) and it still returns TM_OK; errors are flash failures.
+ * Power-cut safe like every state change: a reboot redoes what a cut interrupted. */
+int tm_store_mount(tm_store_t *s, const tm_flash_t *flash, uint32_t slot_size, const uint8_t *factory,
+                   uint32_t factory_len, int *reverted, tm_image_check_t usable, void *ctx);
 /* The active image in place, or NULL. */
 const uint8_t *tm_store_active(const tm_store_t *s, uint32_t *len);
 /* Stored image of a slot (valid ones only), or NULL. */
 const uint8_t *tm_store_slot(const tm_store_t *s, uint8_t slot, uint32_t *len);
 uint8_t tm_store_inactive(const tm_store_t *s);
+/* The previous image (ROLLBACK's target) when its SHA-256 checks out, or NULL. */
+const uint8_t *tm_store_previous(const tm_store_t *s, uint32_t *len);
 
 int tm_store_begin(tm_store_t *s, uint32_t id, uint32_t image_size, uint16_t chunk_size, uint16_t max_chunk,
                    const uint8_t sha[32], uint32_t version, uint32_t now_ms, int *resumed);

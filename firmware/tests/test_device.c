@@ -349,6 +349,72 @@ static void test_signatures(void)
     CHECK_EQ(active_version(), before);
 }
 
+/* Put an image into the inactive slot and activate it through the store alone, as a firmware that
+ * could run it would have (the device's own COMMIT would refuse it). */
+static void store_and_activate(const uint8_t *img, uint32_t len)
+{
+    uint8_t sha[32];
+    tm_sha256(img, len, sha);
+    int resumed;
+    CHECK_EQ(tm_store_begin(&dev.store, 900, len, 4096, 4096, sha, 3, 0, &resumed), TM_OK);
+    for (uint32_t i = 0; i * 4096 < len; i++) {
+        uint32_t l = len - i * 4096 < 4096 ? len - i * 4096 : 4096;
+        CHECK_EQ(tm_store_chunk(&dev.store, 900, i, tm_crc32(0, img + i * 4096, l), img + i * 4096, l, 0), TM_OK);
+    }
+    const uint8_t *p;
+    CHECK_EQ(tm_store_verify(&dev.store, 900, &p), TM_OK);
+    CHECK_EQ(tm_store_commit(&dev.store, 1, 0, 0), TM_OK);
+}
+
+/* An intact active image that does not load (say, a firmware update dropped its op) is passed over
+ * at boot like a corrupt one: the other slot, then the factory image. The device always boots a
+ * model that loads. */
+static void test_boot_falls_back_to_a_loadable_model(void)
+{
+    memset(mem, 0xFF, sizeof(mem));
+    boot();
+    uint32_t factory_version = active_version();
+    long len = load("tanh_v3.tmlm", image, sizeof(image)); /* intact, but TANH: UNSUPPORTED_OP */
+    CHECK(len > 0);
+    store_and_activate(image, (uint32_t)len);
+    boot();
+    CHECK(find(TM_EVENT) && find(TM_EVENT)->u.event.code == TM_EV_BOOTED && dev.has_model);
+    CHECK_EQ(active_version(), factory_version); /* the other slot */
+    tm_msg_t *t = tick();
+    CHECK(t && !(t->u.telemetry.flags & TM_TLM_NO_MODEL));
+    /* both slots hold it: the factory image is installed again */
+    store_and_activate(image, (uint32_t)len);
+    store_and_activate(image, (uint32_t)len);
+    CHECK(dev.store.meta.slot[0].valid && dev.store.meta.slot[1].valid);
+    boot();
+    CHECK(dev.has_model);
+    CHECK_EQ(active_version(), factory_version);
+    boot(); /* and it stays */
+    CHECK(dev.has_model);
+    CHECK_EQ(active_version(), factory_version);
+}
+
+/* ROLLBACK to a previous image this firmware cannot run is refused with the load error, and the
+ * running model stays active (it used to switch the journal first and end with no model). */
+static void test_rollback_to_an_unloadable_image_is_refused(void)
+{
+    memset(mem, 0xFF, sizeof(mem));
+    boot();
+    uint32_t factory_version = active_version();
+    long len = load("tanh_v3.tmlm", image, sizeof(image));
+    CHECK(len > 0);
+    store_and_activate(image, (uint32_t)len);
+    CHECK_EQ(tm_store_rollback(&dev.store), TM_OK); /* the factory image active again, tanh previous */
+    tm_msg_t rb = {TM_ROLLBACK, 60, {{0}}};
+    cmd(&rb);
+    expect_error(TM_E_UNSUPPORTED_OP);
+    CHECK_EQ(active_version(), factory_version);
+    tm_msg_t *t = tick();
+    CHECK(t && t->u.telemetry.model_version == factory_version && !(t->u.telemetry.flags & TM_TLM_NO_MODEL));
+    boot();
+    CHECK_EQ(active_version(), factory_version);
+}
+
 int main(void)
 {
     factory_len = load("../../../resources/models/factory.tmlm", factory, sizeof(factory));
@@ -459,5 +525,8 @@ int main(void)
     CHECK(sm && sm->u.stream.n == 256 && sm->u.stream.axes == 3);
     tick(); tick();
     CHECK(find(TM_STREAM) == NULL); /* lease ran out */
+
+    test_boot_falls_back_to_a_loadable_model();
+    test_rollback_to_an_unloadable_image_is_refused();
     return TEST_DONE();
 }

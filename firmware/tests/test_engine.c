@@ -99,6 +99,55 @@ static void refuses_bad_models(void)
     CHECK_EQ(tm_engine_load(&eng, copy, 8, arena, sizeof(arena)), TM_E_LOAD_FAILED);
 }
 
+/* A model whose output tensor no operator writes (its last op redirected to write the input tensor
+ * instead) leaves the output without storage: refused at load, never read at address 0. So is an
+ * op that reads a tensor before any op has written it. */
+static void refuses_tensors_without_storage(void)
+{
+    long len = load_model("ae36");
+    CHECK(len > 0);
+    if (len <= 0) return;
+    memcpy(copy, fb, (size_t)len);
+    uint32_t last = tflite_n_ops(copy) - 1;
+    CHECK(last > 0);
+    tflite_set_u32(copy, tflite_op_io(copy, last, 1, 0), tflite_graph_io(copy, 0));
+    CHECK_EQ(tm_engine_load(&eng, copy, (size_t)len, arena, sizeof(arena)), TM_E_LOAD_FAILED);
+    /* the first op reads the graph's output, which only the last op writes */
+    memcpy(copy, fb, (size_t)len);
+    tflite_set_u32(copy, tflite_op_io(copy, 0, 0, 0), tflite_graph_io(copy, 1));
+    CHECK_EQ(tm_engine_load(&eng, copy, (size_t)len, arena, sizeof(arena)), TM_E_LOAD_FAILED);
+}
+
+/* RELU6 and RELU_N1_TO_1 bounds are 6/scale and +-1/scale: a tiny but valid output scale makes
+ * them far larger than any int32; they clamp to the int8 range (UBSan's float-cast-overflow check
+ * aborts the test when they do not). */
+static void tiny_scale_activation_range(void)
+{
+    long len = load_model("ae36");
+    CHECK(len > 0);
+    if (len <= 0) return;
+    for (uint8_t act = 2; act <= 3; act++) { /* RELU_N1_TO_1, RELU6 */
+        memcpy(copy, fb, (size_t)len);
+        size_t a = tflite_fc_activation(copy, 0);
+        CHECK(a != 0);
+        if (!a) return;
+        copy[a] = act;
+        uint32_t out = u32(copy + tflite_op_io(copy, 0, 1, 0));
+        size_t sc = tflite_tensor_scale(copy, out);
+        CHECK(sc != 0);
+        if (!sc) return;
+        const float tiny = 1e-10f; /* 6 / 1e-10 = 6e10 > INT32_MAX */
+        uint32_t bits;
+        memcpy(&bits, &tiny, 4);
+        tflite_set_u32(copy, sc, bits);
+        CHECK_EQ(tm_engine_load(&eng, copy, (size_t)len, arena, sizeof(arena)), TM_OK);
+        int32_t zp = eng.tensors[out].zero_point;
+        CHECK_EQ(eng.ops[0].act_max, 127);
+        CHECK_EQ(eng.ops[0].act_min, act == 3 ? zp : -128);
+        CHECK_EQ(tm_engine_invoke(&eng), TM_OK);
+    }
+}
+
 static void reference_math(void)
 {
     int32_t m;
@@ -130,6 +179,8 @@ int main(void)
     if (f) fclose(f);
     CHECK(n >= 4);
     refuses_bad_models();
+    refuses_tensors_without_storage();
+    tiny_scale_activation_range();
     reference_math();
     return TEST_DONE();
 }

@@ -30,12 +30,28 @@ static void score_matches(const char *name)
     CHECK(score == expected); /* same integer outputs and same f32 arithmetic: exactly equal */
 }
 
+/* An image whose flatbuffer's output tensor no operator writes (the last op redirected to the
+ * input tensor): refused at load (it used to load, and the self-test read the output at NULL). */
+static void refuses_unwritten_output(void)
+{
+    long len = load("fw_test_v2.tmlm");
+    tm_image_t img;
+    CHECK_EQ(tm_image_parse(buf, (size_t)len, &img), TM_OK);
+    uint8_t *tfl = buf + (img.tflite - buf);
+    tflite_set_u32(tfl, tflite_op_io(tfl, tflite_n_ops(tfl) - 1, 1, 0), tflite_graph_io(tfl, 0));
+    int rc = tm_model_load(&model, buf, (size_t)len, arena, sizeof(arena));
+    CHECK_EQ(rc, TM_E_LOAD_FAILED);
+    float score;
+    if (rc == TM_OK) CHECK_EQ(tm_model_selftest(&model, &score), TM_E_SELFTEST_FAILED); /* crashed here */
+}
+
 int main(void)
 {
     score_matches("../../../resources/models/factory.tmlm");
     score_matches("fw_test_v2.tmlm");
     score_matches("factory_v2.tmlm");
     score_matches("mlperf_ad_v4.tmlm");
+    refuses_unwritten_output();
     /* container defects are BAD_IMAGE */
     long len = load("fw_test_v2.tmlm");
     tm_image_t img;

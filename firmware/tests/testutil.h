@@ -14,4 +14,17 @@ extern int g_failures;
 /* Read a whole file into a static-lifetime buffer owned by the caller (returns length, -1 on error). */
 long read_file(const char *path, uint8_t *buf, size_t cap);
 
+/* In-place edits of a committed, valid .tflite (no bounds checks) to build the bad models the
+ * engine must refuse. Positions are byte offsets into the flatbuffer; 0 when the field is absent. */
+uint32_t tflite_n_ops(const uint8_t *tfl);
+/* Position of the u32 tensor index of input (output = 0) or output (output = 1) k of operator op. */
+size_t tflite_op_io(const uint8_t *tfl, uint32_t op, int output, uint32_t k);
+/* Tensor index of the subgraph's (first) input or output. */
+uint32_t tflite_graph_io(const uint8_t *tfl, int output);
+void tflite_set_u32(uint8_t *tfl, size_t pos, uint32_t v);
+/* Position of the fused-activation byte of FULLY_CONNECTED operator op. */
+size_t tflite_fc_activation(const uint8_t *tfl, uint32_t op);
+/* Position of the first (f32) quantization scale of a tensor. */
+size_t tflite_tensor_scale(const uint8_t *tfl, uint32_t tensor);
+
 #endif

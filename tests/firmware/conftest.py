@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from app.protocol import messages as m
+from app.protocol.framing import FrameDecoder, frame
+
 ROOT = Path(__file__).resolve().parents[2]
 PORT_DIR = ROOT / "firmware" / "ports" / "qemu-mps2-an386"
 ELF = PORT_DIR / "build" / "tinymlops.elf"
@@ -30,6 +33,12 @@ BUILD_TIMEOUT_S = 300
 # profile's 256 KB would need a > 512 KB image to exceed (arena need <= weights for dense layers):
 # a second ~1 s build is cheaper in CI than a ~12 s transfer.
 SMALL_ARENA = 2048
+# Boot (factory install, SHA-256 checks, model load and self-test) takes well under a second of
+# emulated time; a loaded CI machine gets this long to answer the fixture's first GET_INFO.
+DEVICE_READY_TIMEOUT_S = 30.0
+# How long one socket read waits before the deadline is checked again.
+READY_POLL_S = 0.5
+READY_SEQ = 0xFFF0  # a seq no test uses
 
 
 @dataclass
@@ -87,10 +96,35 @@ def _boot(elf: Path) -> Iterator[QemuDevice]:
                 pytest.fail("QEMU did not open its serial socket")
             time.sleep(0.05)
     try:
+        _wait_until_booted(port, proc)
         yield QemuDevice(f"socket://127.0.0.1:{port}", port, proc)
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def _wait_until_booted(port: int, proc: subprocess.Popen) -> None:
+    """Return once the device answers GET_INFO: it has finished booting and sent its own BOOTED
+    event and HELLO, so a test never sees that announcement among the replies it counts."""
+    request = frame(m.encode(m.GetInfo(), READY_SEQ))
+    decoder = FrameDecoder()
+    deadline = time.monotonic() + DEVICE_READY_TIMEOUT_S
+    with socket.create_connection(("127.0.0.1", port), timeout=READY_POLL_S) as s:
+        # sent once: the emulated UART holds it back until the firmware reads (QEMU stops taking
+        # bytes from the socket while the UART's receive register is full), so it is never lost,
+        # and a second request could be answered on the test's connection
+        s.sendall(request)
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                continue
+            for msg in decoder.feed(chunk):
+                packet = m.decode(msg)
+                if isinstance(packet.msg, m.Hello) and packet.seq == READY_SEQ:
+                    return
+    proc.kill()
+    pytest.fail(f"the emulated device did not answer GET_INFO within {DEVICE_READY_TIMEOUT_S} s")
 
 
 @pytest.fixture

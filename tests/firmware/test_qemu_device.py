@@ -229,6 +229,26 @@ def test_confirmed_model_survives_reboot(qemu_device):
         assert hello.uptime_s < 5
 
 
+def test_transfer_resumes_after_reboot(qemu_device):
+    """The transfer state is journaled: after a reboot, XFER_BEGIN of the same image resumes it and
+    asks only for the chunks that had not arrived."""
+    image = (DATA / "fw_test_v2.tmlm").read_bytes()
+    n = -(-len(image) // SMALL_CHUNK)
+    held = [0, 3, 4, n - 1]
+    with Device(qemu_device.url) as dev:
+        dev.request(m.XferBegin(51, len(image), SMALL_CHUNK, 0, sha256(image), "fw-test", 2))
+        _send_chunks(dev, image, 51, SMALL_CHUNK, held)
+        dev.request(m.Reboot())
+        dev.wait_for(m.Event, where=lambda e: e.code == EventCode.BOOTED)
+        assert dev.request(m.XferQuery(51)).msg.missing() == sorted(set(range(n)) - set(held))
+        status = dev.request(m.XferBegin(52, len(image), SMALL_CHUNK, 0, sha256(image), "fw-test", 2)).msg
+        assert isinstance(status, m.XferStatus) and status.received == len(held)
+        _send_chunks(dev, image, 52, SMALL_CHUNK, status.missing())
+        lat = dev.request(m.XferCommit(52, 1, 0, 5), timeout=30).msg
+        assert isinstance(lat, m.Latency) and lat.model_version == 2
+        assert dev.request(m.GetInfo()).msg.model_version == 2
+
+
 def test_stream_runs_for_its_lease(qemu_device):
     with Device(qemu_device.url) as dev:
         assert isinstance(dev.request(m.StreamStart(2)).msg, m.Ack)
