@@ -14,8 +14,9 @@ SRC="$DEST/ed25519-supercop-ref"
 PY="${PYTHON:-python3}"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-# --no-build-isolation: only the archive is wanted; pip still reads its metadata with setup.py
-"$PY" -m pip download -q --no-deps --no-binary :all: --no-build-isolation "ed25519==$VERSION" -d "$tmp" >&2
+# the source archive only (--no-binary for this package alone); pip reads its metadata in an
+# isolated build environment of released setuptools/wheel, whatever this Python has installed
+"$PY" -m pip download -q --no-deps --no-binary ed25519 "ed25519==$VERSION" -d "$tmp" >&2
 archive="$tmp/ed25519-$VERSION.tar.gz"
 echo "$SHA256  $archive" | sha256sum -c --quiet -
 mkdir -p "$DEST"
