@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
 
-from app.domain.errors import DeviceError, LinkError, ProtocolError
+from app.domain.errors import Cancelled, DeviceError, LinkError, ProtocolError
 from app.protocol import messages as m
 from app.protocol import topics
 from app.protocol.codes import ERROR_TEXT, ErrorCode, MsgType
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 REQUEST_TIMEOUT_S = 2.0
 # Resends (same seq) before giving up: covers a frame lost to line noise, not a dead device.
 REQUEST_RETRIES = 2
+# How often a request waiting for its reply looks at its cancel event: an operator's cancel is
+# felt at once, and a waiting thread wakes at most this often.
+CANCEL_POLL_S = 0.1
 # Sequence numbers are 16 bits on the wire.
 SEQ_MODULO = 1 << 16
 
@@ -108,8 +112,10 @@ class DeviceChannel(ABC):
         self.counters["sent"] += 1
         return seq
 
-    def request(self, msg: m.Message, timeout: float = REQUEST_TIMEOUT_S, retries: int = REQUEST_RETRIES) -> m.Packet:
-        """Send and wait for the reply; DeviceError on an ERROR reply, LinkError when none comes."""
+    def request(self, msg: m.Message, timeout: float = REQUEST_TIMEOUT_S, retries: int = REQUEST_RETRIES,
+                cancel: threading.Event | None = None) -> m.Packet:
+        """Send and wait for the reply; DeviceError on an ERROR reply, LinkError when none comes,
+        Cancelled as soon as `cancel` is set while waiting (the command may still take effect)."""
         if self._closed:
             raise LinkError(f"channel to {self.name} is closed")
         accepts = REPLY_TYPES.get(msg.TYPE, frozenset()) | {MsgType.ERROR}
@@ -126,7 +132,7 @@ class DeviceChannel(ABC):
                              retries)
                 self._transmit(data)
                 self.counters["sent"] += 1
-                if waiter.event.wait(timeout):
+                if self._wait(waiter, timeout, cancel):
                     break
             else:
                 self.counters["timeouts"] += 1
@@ -148,6 +154,19 @@ class DeviceChannel(ABC):
             detail = f": {packet.msg.message}" if packet.msg.message else ""
             raise DeviceError(f"{self.name} refused {msg.TYPE.name}: {label}{detail}", code=code)
         return packet
+
+    @staticmethod
+    def _wait(waiter: _Waiter, timeout: float, cancel: threading.Event | None) -> bool:
+        """Wait for the reply; raises Cancelled when `cancel` is set first."""
+        if cancel is None:
+            return waiter.event.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if cancel.is_set():
+                raise Cancelled("cancelled while waiting for the device's reply")
+            if waiter.event.wait(min(left, CANCEL_POLL_S)):
+                return True
+        return waiter.event.is_set()
 
     def on_packet(self, callback: PacketCallback) -> None:
         """`callback(packet)` for every decoded packet (replies included), on the transport's thread."""
