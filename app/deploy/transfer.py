@@ -28,7 +28,6 @@ from app.deploy.finish import (
     benchmark,
     commit,
     device_error,
-    error_text,
 )
 from app.domain.errors import Cancelled, DeviceError, LinkError, ProtocolError, TinyMLOpsError
 from app.protocol import framing
@@ -44,7 +43,6 @@ from app.protocol.messages import (
     XferAbort,
     XferBegin,
     XferChunk,
-    XferCommit,
     XferQuery,
     XferStatus,
     encode,

@@ -115,13 +115,16 @@ class VirtualDevice:
     def __init__(self, device_id: str, location: str, profile: str | HardwareProfile, factory_image: bytes,
                  *, seed: int = 0, shaft_hz: float = 24.7, sample_rate: int = DEFAULT_SPEC.sample_rate,
                  fault_mask: int = 0, severity: float = 0.0, firmware: str = FIRMWARE_VERSION,
-                 now: float | None = None, full_rate: bool = False) -> None:
+                 now: float | None = None, full_rate: bool = False, caps: int = int(CAPS)) -> None:
         if not valid_id(device_id) or not valid_id(location.split("/", 1)[0]):
             raise ValueError(f"device id {device_id!r} and site of {location!r} must match [A-Za-z0-9_.-]{{1,64}}")
         self.device_id = device_id
         self.location = location
         self.profile = get_profile(profile) if isinstance(profile, str) else profile
         self.firmware = firmware
+        # what HELLO advertises; a command needing a capability left out is refused (BAD_ARGUMENT)
+        # and counted as "uncapable_command", so a test sees a host that ignores the caps
+        self.caps = int(caps)
         self.sample_rate = sample_rate
         self.machine = MachineSimulator(seed, sample_rate, shaft_hz)
         self.machine.set_fault(fault_mask, severity)
@@ -201,7 +204,7 @@ class VirtualDevice:
         now = time.monotonic() if now is None else now
         active, prev = self.active_model, self.previous_model
         return m.Hello(
-            proto_min=PROTOCOL_VERSION, proto_max=PROTOCOL_VERSION, caps=int(CAPS),
+            proto_min=PROTOCOL_VERSION, proto_max=PROTOCOL_VERSION, caps=self.caps,
             state=int(self._state(now) if state is None else state), device_id=self.device_id,
             location=self.location, profile=self.profile.key, firmware=self.firmware,
             model_name=active.image.name if active else "", model_version=active.image.version if active else 0,
@@ -289,8 +292,35 @@ class VirtualDevice:
                 return [self._unsolicited(REPLY, t.status())]
             return []
 
+    def _needs(self, cap: Caps, what: str) -> None:
+        if not self.caps & cap:
+            self._count("uncapable_command")
+            raise Refused(ErrorCode.BAD_ARGUMENT, f"{what} needs the {cap.name} capability this device lacks")
+
+    def _check_caps(self, msg: m.Message) -> None:
+        """PROTOCOL.md 4.1: a capability bit not set is one the host does not use."""
+        match msg:
+            case m.StreamStart():
+                self._needs(Caps.STREAM, "STREAM_START")
+            case m.XferBegin(flags=flags):
+                if flags & XferFlags.PULL:
+                    self._needs(Caps.PULL_XFER, "a pull transfer")
+                else:
+                    self._needs(Caps.PUSH_XFER, "a push transfer")
+            case m.XferChunk():
+                self._needs(Caps.PUSH_XFER, "XFER_CHUNK")
+            case m.XferCommit(mode=mode) if mode == CommitMode.TRIAL:
+                self._needs(Caps.TRIAL, "activation on trial")
+            case m.Activate(trial=trial) if trial:
+                self._needs(Caps.TRIAL, "activation on trial")
+            case m.Benchmark():
+                self._needs(Caps.BENCHMARK, "BENCHMARK")
+            case m.SetFault():
+                self._needs(Caps.FAULT_SIM, "SET_FAULT")
+
     def _dispatch(self, p: m.Packet, now: float) -> list[Outgoing]:
         msg, seq = p.msg, p.seq
+        self._check_caps(msg)
 
         def reply(r: m.Message) -> list[Outgoing]:
             return [(REPLY, m.encode(r, seq))]
