@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from app.deploy import links
+from app.deploy.finish import device_error, error_text
 from app.deploy.history import DeploymentHistory, DeploymentRecord
 from app.deploy.rollout import DEFAULT_CONCURRENCY, Rollout, find_devices
 from app.deploy.transfer import (
@@ -35,8 +36,6 @@ from app.deploy.transfer import (
     WINDOW,
     PushTransfer,
     TransferStats,
-    device_error,
-    error_text,
 )
 from app.domain.errors import Cancelled, DeviceError, LinkError, ModelError, ProtocolError, TinyMLOpsError
 from app.domain.profiles import PROFILES
