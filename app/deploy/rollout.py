@@ -338,6 +338,8 @@ class _PullTransfer:
         self.r._published.add(publish_size(self.cmd_topic, payload))
         self.stats.wire_bytes += len(payload)
         try:
+            if cancel is None:
+                return self.channel.request(msg, timeout=timeout, retries=retries).msg
             return self.channel.request(msg, timeout=timeout, retries=retries, cancel=cancel).msg
         except DeviceError as exc:
             raise device_error(self.device_id, exc.code, str(exc)) from exc

@@ -74,6 +74,11 @@ BENCH_ATTEMPTS = BENCHMARK_ATTEMPTS
 STALL_ROUNDS = 4
 # Pause before re-synchronising after a link error, so a reconnecting transport gets a chance.
 RESYNC_BACKOFF_S = 0.5
+# A link that went down (broker restart, plant network blip) gets this long to come back before a
+# re-synchronisation round counts as failed; nothing is sent meanwhile (MQTT would only queue it).
+LINK_WAIT_S = 30.0
+# How often a wait for the link looks at the cancel event.
+CANCEL_POLL_S = 0.1
 # XFER_ABORT on cancel is best effort: the operator is not kept waiting for a dead link.
 ABORT_TIMEOUT_S = 1.0
 # Inferences the device times after activation (min/median/p95/max need a sample).
@@ -102,7 +107,7 @@ class TransferStats:
     chunks_sent: int = 0
     retransmits: int = 0
     resyncs: int = 0
-    resumed_chunks: int = 0  # chunks the device already held when this transfer started
+    resumed_chunks: int = 0  # chunks the device held at the latest (re)synchronisation: not sent again
     wire_bytes: int = 0  # every byte the host sent for this transfer, framing included on serial
     wire_bytes_in: int = 0  # bytes of the device's replies
     host_deploy_s: float = 0.0  # first byte sent -> COMMIT reply (image verified, loaded, self-tested, active)
@@ -167,6 +172,8 @@ class PushTransfer:
         self._inbox: queue.Queue[Packet] = queue.Queue()
         self._channel = None
         self._unsubscribe: Callable[[], None] | None = None
+        self._link_up = threading.Event()  # cleared while the channel reports its link down
+        self._link_up.set()
         self._held: set[int] = set()
         self._started: float | None = None
         # XFER_BEGIN sent: from then on the device may hold a transfer of ours (its reply may be what
@@ -183,7 +190,35 @@ class PushTransfer:
     def _set_channel(self, channel) -> None:
         self.close()
         self._channel = channel
-        self._unsubscribe = listen(channel, self._on_packet)
+        self._link_up.set()
+        remove_packets = listen(channel, self._on_packet)
+        on_state = getattr(channel, "on_state", None)
+        if on_state is None:  # a channel without link state: a failed send says the link is gone
+            self._unsubscribe = remove_packets
+            return
+        on_state(self._on_state)
+        remove_state = getattr(channel, "remove_state_listener", lambda cb: None)
+
+        def unsubscribe() -> None:
+            remove_packets()
+            remove_state(self._on_state)
+
+        self._unsubscribe = unsubscribe
+
+    def _on_state(self, up: bool, reason: str) -> None:
+        if up:
+            self._link_up.set()
+        else:
+            log.info("%s: link down (%s): sending stops until it is back", self.device_id, reason)
+            self._link_up.clear()
+
+    def _await_link(self) -> None:
+        """Wait (cancellable) for the link to come back; _Resync when it does not within LINK_WAIT_S."""
+        deadline = time.monotonic() + LINK_WAIT_S
+        while not self._link_up.wait(CANCEL_POLL_S):
+            self._check_cancel()
+            if time.monotonic() > deadline:
+                raise _Resync(f"link still down after {LINK_WAIT_S:g} s")
 
     def _on_packet(self, packet: Packet) -> None:
         self._inbox.put(packet)
@@ -286,16 +321,27 @@ class PushTransfer:
         return pkt.msg
 
     def _resync(self) -> None:
-        """Ask the device which chunks it holds (XFER_BEGIN with the same SHA-256 resumes)."""
+        """Ask the device which chunks it holds: XFER_QUERY, or XFER_BEGIN (same SHA-256, so the
+        device resumes) when it lost the transfer; only the chunks it lacks are sent again."""
         self.stats.resyncs += 1
-        time.sleep(self.resync_backoff_s)
+        if self.resync_backoff_s:
+            self.cancel.wait(self.resync_backoff_s)  # a reconnecting transport gets a moment; cancel cuts it
         self._check_cancel()
         self._reconnect()
+        self._await_link()
         self._drain()
         try:
-            self._adopt(self._begin())
+            try:
+                status = self._status_request(XferQuery(self.stats.transfer_id))
+            except DeviceError as exc:
+                if exc.code != ErrorCode.NO_TRANSFER:
+                    raise
+                log.info("%s: the device lost the transfer; beginning it again", self.device_id)
+                status = self._begin()
+            self._adopt(status)
         except LinkError as exc:
             raise _Resync(str(exc)) from exc
+        self.stats.resumed_chunks = max(self.stats.resumed_chunks, len(self._held))
 
     def _drain(self) -> None:
         while True:
@@ -316,6 +362,8 @@ class PushTransfer:
         sent_once: set[int] = set()
         while todo or inflight:
             self._check_cancel()
+            if not self._link_up.is_set():  # MQTT would queue every chunk (and retransmit) for the reconnect
+                raise _Resync("link down")
             while todo and len(inflight) < self.window:
                 index = todo.popleft()
                 if index in self._held:

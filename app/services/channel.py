@@ -183,6 +183,11 @@ class DeviceChannel(ABC):
         with self._lock:
             self._state_listeners.append(callback)
 
+    def remove_state_listener(self, callback: StateCallback) -> None:
+        with self._lock:
+            if callback in self._state_listeners:
+                self._state_listeners.remove(callback)
+
     def close(self) -> None:
         if self._closed:
             return
