@@ -5,10 +5,13 @@
     for r in results:
         print(r.device, r.outcome, r.host_deploy_s, r.load_us, r.inference_median_us, r.error_message)
 
-`deploy` accepts a registry reference (`NAME@VERSION`, `NAME@latest`), a `.tmlm` path or image
-bytes. It refuses, before sending a byte, an image that is not a valid container or does not fit
-a device's free slot. One device over MQTT is a push transfer; several (or a canary rollout) are
-a pull rollout through the broker, which carries the model once. Every device gets one
+`deploy` accepts a registry reference (`NAME@VERSION`, `NAME@latest`), a `.tmlm` path, image
+bytes or what `load_image` returned (parsed once). It refuses, before sending a byte, an image that
+is not a valid container, does not fit a device's free slot, or that its profile cannot run (ops,
+arena: the fit table's words); a device that already runs the image is "already active" and keeps
+its rollback target. One device over MQTT is a push transfer; several (or a canary rollout) are a
+pull rollout through the broker, which carries the model once; each device's capabilities have the
+last word (a push-only device is pushed to, a pull-only one pulled). Every device gets one
 DeploymentResult with the three latencies and the outcome, and one row in the history; errors
 carry the device's code and its human text. Nothing here raises for a device's failure: a
 failed device is a result with `ok = False` (connection failures before any device is reached
@@ -236,11 +239,12 @@ def _already_active(hello: Hello, image: LoadedImage, base: DeploymentResult) ->
         note += " (on trial: CONFIRM or ROLLBACK it)"
     log.info("%s: %s v%d %s", base.device, image.name, image.version, note)
     base.outcome = "ok"
+    base.trial = bool(hello.trial)  # what the device runs, not what was asked: nothing was activated
     base.notes = [note]
     return base
 
 
-def deploy(ref_or_image: str | Path | bytes, devices: list[str] | str | None = None, *, via: str = "mqtt",
+def deploy(ref_or_image: str | Path | bytes | LoadedImage, devices: list[str] | str | None = None, *, via: str = "mqtt",
            broker: str | None = None, port: str | None = None, baud: int = links.DEFAULT_BAUD,
            trial: bool = False, trial_timeout_s: int = 0, bench_count: int = DEFAULT_BENCH_COUNT,
            canary: int = 0, canary_threshold: float = 1.0, concurrency: int = DEFAULT_CONCURRENCY,

@@ -447,10 +447,10 @@ class DeployWizard(QWizard):
                     results = api.deploy(source, targets, progress=per_device, cancel=cancel, **kwargs)
                 self.reattach_error = release.reattach_error  # the port vanished: the outcome still counts
                 return results
-            api.load_image(source)  # a bad image is refused before any connection is made
+            image = api.load_image(source)  # a bad image is refused before any connection is made
             connection = session.open_connection()  # its own: see AppSession.open_connection
             try:
-                return api.deploy(source, targets, progress=per_device, cancel=cancel, connection=connection,
+                return api.deploy(image, targets, progress=per_device, cancel=cancel, connection=connection,
                                   **kwargs)
             finally:
                 connection.close()
