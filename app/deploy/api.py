@@ -42,7 +42,7 @@ from app.deploy.transfer import (
 )
 from app.domain.errors import Cancelled, DeviceError, LinkError, ModelError, ProtocolError, TinyMLOpsError
 from app.domain.profiles import PROFILES
-from app.protocol.codes import PROTOCOL_VERSION, Caps, CommitMode, ErrorCode, LatencyFlags
+from app.protocol.codes import PROTOCOL_VERSION, Caps, CommitMode, DeviceState, ErrorCode, LatencyFlags
 from app.protocol.framing import line_bytes_per_s
 from app.protocol.image import ModelImage, sha256
 from app.protocol.messages import Confirm, Hello, Rollback
@@ -250,12 +250,14 @@ def deploy(ref_or_image: str | Path | bytes | LoadedImage, devices: list[str] | 
            canary: int = 0, canary_threshold: float = 1.0, concurrency: int = DEFAULT_CONCURRENCY,
            pull: bool | None = None, progress: DeviceProgressFn | None = None,
            cancel: threading.Event | None = None, registry=None, history: DeploymentHistory | None = None,
-           connection=None) -> list[DeploymentResult]:
+           connection=None, hellos: dict[str, Hello] | None = None) -> list[DeploymentResult]:
     """Deploy one model version to devices; one DeploymentResult per device (see module doc).
 
     `via="serial"` takes `port` (device path, pty or `socket://host:port`) and `baud`; `devices`
     is then optional (checked against the device's id when given). `via="mqtt"` takes `broker`
     (or an open `connection`). `pull` forces (True) or forbids (False) the broker-pull rollout.
+    `hellos`: the devices' latest HELLOs when the caller holds them (the GUI's fleet monitor), so
+    the broker is not asked again for those.
     """
     started = time.time()
     for field_name, value in (("bench_count", bench_count), ("trial_timeout_s", trial_timeout_s)):
@@ -284,12 +286,12 @@ def deploy(ref_or_image: str | Path | bytes | LoadedImage, devices: list[str] | 
                                       bench_count, progress, cancel)]
         elif connection is not None:
             results = _deploy_mqtt(connection, broker, image, devices, mode, trial_timeout_s, bench_count, canary,
-                                   canary_threshold, concurrency, pull, progress, cancel)
+                                   canary_threshold, concurrency, pull, progress, cancel, hellos)
         else:
             with links.broker_connection(broker) as conn:
                 results = _deploy_mqtt(conn, resolve_broker(broker), image, devices, mode,
                                        trial_timeout_s, bench_count, canary, canary_threshold, concurrency,
-                                       pull, progress, cancel)
+                                       pull, progress, cancel, hellos)
     except TinyMLOpsError as exc:
         # the link failed before any device answered (port does not open, wrong device on it,
         # broker unreachable): still an attempt the history must show, one row per named device
@@ -380,10 +382,14 @@ def _way(hello: Hello, want_pull: bool, pull: bool | None) -> str | None:
 
 def _deploy_mqtt(conn, broker: str | None, image: LoadedImage, devices: list[str], mode: CommitMode,
                  trial_timeout_s: int, bench_count: int, canary: int, canary_threshold: float,
-                 concurrency: int, pull: bool | None, progress, cancel) -> list[DeploymentResult]:
+                 concurrency: int, pull: bool | None, progress, cancel,
+                 known: dict[str, Hello] | None = None) -> list[DeploymentResult]:
     trial = mode == CommitMode.TRIAL
     want_pull = pull if pull is not None else (len(devices) > 1 or canary > 0)
-    hellos = find_devices(conn, devices)  # the retained HELLOs: one look at the broker for every device
+    hellos = {d: known[d] for d in devices if known and d in known and known[d].state != DeviceState.OFFLINE}
+    missing = [d for d in devices if d not in hellos]
+    if missing:  # the retained HELLOs: one look at the broker for every device the caller had none of
+        hellos.update(find_devices(conn, missing))
     results: dict[str, DeploymentResult] = {}
     targets: dict[str, Hello] = {}
     pushes: list[str] = []
@@ -400,6 +406,8 @@ def _deploy_mqtt(conn, broker: str | None, image: LoadedImage, devices: list[str
             _fail(base, refusal, "refused")
         elif _already_active(hello, image, base) is not None:
             pass
+        elif trial and not hello.caps & Caps.TRIAL:
+            _fail(base, LinkError(f"device {d} cannot activate on trial (no TRIAL)"), "refused")
         elif way is None:
             needed = "PULL_XFER" if pull is True else "PUSH_XFER" if pull is False else "PUSH_XFER or PULL_XFER"
             _fail(base, LinkError(f"device {d} cannot take this transfer (no {needed})"), "refused")

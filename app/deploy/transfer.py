@@ -29,7 +29,7 @@ from app.deploy.finish import (
     commit,
     device_error,
 )
-from app.domain.errors import Cancelled, DeviceError, LinkError, ProtocolError, TinyMLOpsError
+from app.domain.errors import Cancelled, DeviceError, LinkError, ProtocolError
 from app.protocol import framing
 from app.protocol.codes import MAX_CHUNK, Caps, CommitMode, ErrorCode, EventCode, MsgType
 from app.protocol.image import sha256
@@ -108,7 +108,9 @@ class TransferStats:
     retransmits: int = 0
     resyncs: int = 0
     resumed_chunks: int = 0  # chunks the device held at the latest (re)synchronisation: not sent again
-    wire_bytes: int = 0  # every byte the host sent for this transfer, framing included on serial
+    # every byte the host sent for this transfer; on serial with framing, counted for each chunk as
+    # the line's worst case (COBS, at most 1 byte in 254 above the real figure) instead of framing it twice
+    wire_bytes: int = 0
     wire_bytes_in: int = 0  # bytes of the device's replies
     host_deploy_s: float = 0.0  # first byte sent -> COMMIT reply (image verified, loaded, self-tested, active)
     transfer_s: float = 0.0  # first byte sent -> every chunk acknowledged
@@ -495,9 +497,9 @@ class PushTransfer:
             self.stats.transfer_s = time.perf_counter() - (self._started or time.perf_counter())
             committed = self._commit(mode, trial_timeout_s)
             self.stats.host_deploy_s = time.perf_counter() - (self._started or time.perf_counter())
-        except TinyMLOpsError:
+        except Exception:  # a bug's exception too: the device must not stay BUSY for XFER_STALE_S
             if self._begun:
-                self.abort()  # whatever failed, the device must not stay BUSY for XFER_STALE_S
+                self.abort()
             self.close()
             raise
         self._begun = False  # committed: nothing of ours is left to abort
