@@ -108,9 +108,7 @@ class TransferStats:
     retransmits: int = 0
     resyncs: int = 0
     resumed_chunks: int = 0  # chunks the device held at the latest (re)synchronisation: not sent again
-    # every byte the host sent for this transfer; on serial with framing, counted for each chunk as
-    # the line's worst case (COBS, at most 1 byte in 254 above the real figure) instead of framing it twice
-    wire_bytes: int = 0
+    wire_bytes: int = 0  # every byte the host sent for this transfer, framing included on serial
     wire_bytes_in: int = 0  # bytes of the device's replies
     host_deploy_s: float = 0.0  # first byte sent -> COMMIT reply (image verified, loaded, self-tested, active)
     transfer_s: float = 0.0  # first byte sent -> every chunk acknowledged
@@ -229,20 +227,22 @@ class PushTransfer:
         raw = encode(msg, seq)
         return len(framing.frame(raw)) if self.framed else len(raw)
 
-    def _chunk_wire(self, chunk: XferChunk) -> int:
-        """Bytes a chunk costs: its length is known without encoding it again; on serial the COBS
-        overhead depends on the data, so the exact figure is the line's worst case (PROTOCOL.md 2.1)."""
-        size = CHUNK_OVERHEAD + len(chunk.data)
-        return framing.wire_size(size) if self.framed else size
 
     def _mark_start(self) -> None:
         if self._started is None:
             self._started = time.perf_counter()
 
     def _send_chunk(self, chunk: XferChunk) -> int:
+        """Send one chunk; its wire bytes come from the channel that framed it (no second encoding)."""
         self._mark_start()
-        seq = self._channel.send(chunk)
-        self.stats.wire_bytes += self._chunk_wire(chunk)
+        send_counted = getattr(self._channel, "send_counted", None)
+        if send_counted is not None:
+            seq, wire = send_counted(chunk)
+        else:  # a channel that does not count: the chunk's size is known without encoding it
+            seq = self._channel.send(chunk)
+            size = CHUNK_OVERHEAD + len(chunk.data)
+            wire = framing.wire_size(size) if self.framed else size
+        self.stats.wire_bytes += wire
         return seq
 
     def _request(self, msg: Message, timeout: float, retries: int, cancellable: bool = False) -> Packet:

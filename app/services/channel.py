@@ -85,8 +85,9 @@ class DeviceChannel(ABC):
     # ------------------------------------------------------------------ to implement
 
     @abstractmethod
-    def _transmit(self, data: bytes) -> None:
-        """Send one encoded message; raise LinkError when the transport cannot."""
+    def _transmit(self, data: bytes) -> int | None:
+        """Send one encoded message; returns the bytes it cost on the wire when that differs from
+        `len(data)` (serial framing), raises LinkError when the transport cannot."""
 
     @abstractmethod
     def _release(self) -> None:
@@ -105,12 +106,18 @@ class DeviceChannel(ABC):
 
     def send(self, msg: m.Message, seq: int | None = None) -> int:
         """Send a command without waiting; returns its seq."""
+        return self.send_counted(msg, seq)[0]
+
+    def send_counted(self, msg: m.Message, seq: int | None = None) -> tuple[int, int]:
+        """Send a command without waiting; returns its seq and the bytes it cost on the wire (framing
+        included), so a caller counting traffic need not encode or frame it again."""
         if self._closed:
             raise LinkError(f"channel to {self.name} is closed")
         seq = self.next_seq() if seq is None else seq % SEQ_MODULO
-        self._transmit(m.encode(msg, seq))
+        data = m.encode(msg, seq)
+        wire = self._transmit(data)
         self.counters["sent"] += 1
-        return seq
+        return seq, len(data) if wire is None else wire
 
     def request(self, msg: m.Message, timeout: float = REQUEST_TIMEOUT_S, retries: int = REQUEST_RETRIES,
                 cancel: threading.Event | None = None) -> m.Packet:
@@ -271,8 +278,8 @@ class SerialChannel(DeviceChannel):
     def open(cls, url: str, baud: int | None = None) -> SerialChannel:
         return cls(SerialLink(url, baud) if baud else SerialLink(url))
 
-    def _transmit(self, data: bytes) -> None:
-        self.link.send(data)
+    def _transmit(self, data: bytes) -> int:
+        return self.link.send(data)
 
     def _release(self) -> None:
         self.link.close()

@@ -155,3 +155,23 @@ def test_no_benchmark_sent_to_a_device_without_the_capability(model_image, model
     assert MsgType.BENCHMARK not in device.seen
     assert device.dev.counters.get("uncapable_command", 0) == 0
     assert any("BENCHMARK capability" in e for e in stats.events), stats.events
+
+
+def test_chunks_are_encoded_once_not_again_to_count_their_bytes(model_image, model_image_v3, monkeypatch):
+    """Issue 12: the engine counted each chunk's wire bytes by encoding (and framing) it a second time."""
+    import app.deploy.transfer as transfer
+
+    encoded: list[str] = []
+    real = transfer.encode
+
+    def counting(msg, seq=0):
+        encoded.append(type(msg).__name__)
+        return real(msg, seq)
+
+    monkeypatch.setattr(transfer, "encode", counting)
+    device = Device(model_image)
+    stats = _push(device, LossyLink(device.handle, Faults(), seed=1), model_image_v3).run(bench_count=1)
+    assert stats.chunks_sent >= stats.n_chunks > 1
+    assert "XferChunk" not in encoded, encoded.count("XferChunk")
+    # the count is still the bytes on the wire: every chunk framed, plus the commands
+    assert stats.wire_bytes > len(model_image_v3)
