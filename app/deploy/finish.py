@@ -8,8 +8,8 @@ recovered the same way on both paths and within deadlines of its own:
   COMMIT is re-sent until `COMMIT_DEADLINE_S`. A COMMIT is never cancelled half-way: the device may
   be activating the image, and only its answer says which model runs.
 * BENCHMARK changes nothing on the device, so a lost reply is simply asked again, each attempt
-  bounded by `bench_reply_s(count)` and all of them by `BENCHMARK_ATTEMPTS` attempts; cancel is
-  honoured at once. The deployment has succeeded by then: "no inference figures" is a note, not a
+  bounded by `bench_reply_s(count)` (7 s for the default 100 inferences), `BENCHMARK_ATTEMPTS` of
+  them at most: its own deadline, not the COMMIT's; cancel is honoured at once. The deployment has succeeded by then: "no inference figures" is a note, not a
   failure. A device without the BENCHMARK capability is never sent one.
 
 `request(msg, timeout, retries)` is the caller's: it returns the reply message or raises
@@ -37,9 +37,10 @@ PROBE_TIMEOUT_S = 3.0
 # Overall bound on resolving one COMMIT: several probe rounds, enough for a reconnecting MQTT link.
 COMMIT_DEADLINE_S = 60.0
 # A BENCHMARK reply not here this long after the inferences should have ended was lost: ask again.
-BENCH_REPLY_S = 5.0
-# Time one inference may take on the slowest device: ~1 ms for the MLPerf AE at 64 MHz, 10x margin.
-BENCH_PER_INFERENCE_S = 0.01
+BENCH_REPLY_S = 3.0
+# Time one inference may take on the slowest device: the MLPerf AE (1.76M instructions) takes ~27 ms
+# on the 64 MHz nRF52840; the fixture and factory models far less.
+BENCH_PER_INFERENCE_S = 0.04
 # BENCHMARK is idempotent: a lost reply is asked this many times before giving up on the figures.
 BENCHMARK_ATTEMPTS = 3
 
