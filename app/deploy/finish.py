@@ -9,8 +9,9 @@ recovered the same way on both paths and within deadlines of its own:
   be activating the image, and only its answer says which model runs.
 * BENCHMARK changes nothing on the device, so a lost reply is simply asked again, each attempt
   bounded by `bench_reply_s(count)` (7 s for the default 100 inferences), `BENCHMARK_ATTEMPTS` of
-  them at most: its own deadline, not the COMMIT's; cancel is honoured at once. The deployment has succeeded by then: "no inference figures" is a note, not a
-  failure. A device without the BENCHMARK capability is never sent one.
+  them at most: its own deadline, not the COMMIT's; cancel is honoured at once. The deployment
+  has succeeded by then: "no inference figures" is a note, not a failure. A device without the
+  BENCHMARK capability is never sent one.
 
 `request(msg, timeout, retries)` is the caller's: it returns the reply message or raises
 DeviceError (an ERROR reply), LinkError (no reply) or Cancelled.
