@@ -329,8 +329,10 @@ class PushTransfer:
         if self.resync_backoff_s:
             self.cancel.wait(self.resync_backoff_s)  # a reconnecting transport gets a moment; cancel cuts it
         self._check_cancel()
-        self._reconnect()
-        self._await_link()
+        if self.reconnect is not None:
+            self._reconnect()  # a fresh channel (or a failed attempt: the request below fails fast)
+        else:
+            self._await_link()  # the same channel reconnects by itself (MQTT)
         self._drain()
         try:
             try:

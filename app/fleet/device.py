@@ -221,7 +221,8 @@ class VirtualDevice:
 
     def _hello_key(self, now: float) -> tuple:
         h = self.hello(now)
-        return (h.state, h.model_version, h.model_sha, h.prev_version, h.trial, h.fault_mask)
+        return (h.state, h.model_version, h.model_sha, h.prev_version, h.trial, h.fault_mask, h.caps,
+                h.free_slot, h.ram_budget, h.max_chunk)
 
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0xFFFF

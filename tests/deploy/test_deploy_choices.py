@@ -4,21 +4,49 @@ model the device's profile cannot run (11.16)."""
 
 from __future__ import annotations
 
+import queue
+import time
+
 import pytest
 
 from app.deploy import api
 from app.fleet.device import CAPS
+from app.protocol import topics
 from app.protocol.codes import Caps, ErrorCode
 from app.protocol.image import ModelImage, sha256
+from app.protocol.messages import decode
+from app.transport.mqtt_link import MqttConnection
 
 PUSH_ONLY = int(CAPS) & ~int(Caps.PULL_XFER)
 PULL_ONLY = int(CAPS) & ~int(Caps.PUSH_XFER)
 NO_BENCHMARK = int(CAPS) & ~int(Caps.BENCHMARK)
+# A device publishes a changed HELLO at its next tick (50 ms); generous for a loaded machine.
+STATUS_WAIT_S = 10.0
 
 
 @pytest.fixture(autouse=True)
 def _data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("TINYMLOPS_DATA_DIR", str(tmp_path / "data"))
+
+
+def _wait_status(url: str, device, predicate) -> None:
+    """Until the device's status topic carries a HELLO that satisfies `predicate`."""
+    got: queue.Queue = queue.Queue()
+    conn = MqttConnection(url)
+    conn.connect()
+    try:
+        conn.subscribe(topics.device_topic(device.site, device.device_id, topics.STATUS),
+                       lambda _t, payload: got.put(decode(payload).msg))
+        deadline = time.monotonic() + STATUS_WAIT_S
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                if predicate(got.get(timeout=left)):
+                    return
+            except queue.Empty:
+                break
+        raise AssertionError(f"{device.device_id} did not publish the expected HELLO in {STATUS_WAIT_S} s")
+    finally:
+        conn.close()
 
 
 def _uncapable(fleet) -> dict[str, int]:
@@ -84,3 +112,21 @@ def test_model_with_ops_the_device_cannot_run_is_refused_before_the_first_byte(m
     assert result.wire_bytes == 0
     assert dev.active_model.sha256 == before
     assert ModelImage.from_bytes(tanh_model_image).name  # a valid image: only the device cannot run it
+
+
+def test_model_whose_arena_the_device_cannot_hold_is_refused_before_the_first_byte(mosquitto_url, virtual_fleet,
+                                                                                  model_image_v3):
+    from dataclasses import replace
+
+    from app.domain.profiles import get_profile
+
+    fleet = virtual_fleet(mosquitto_url, 1, profiles=["stm32l4r5"])
+    dev = fleet.device("sim-001")
+    dev.profile = replace(get_profile("stm32l4r5"), arena_budget=1024)
+    _wait_status(mosquitto_url, dev, lambda hello: hello.ram_budget == 1024)  # the device says so
+    (result,) = api.deploy(model_image_v3, "sim-001", via="mqtt", broker=mosquitto_url)
+    assert result.outcome == "refused", (result.outcome, result.error_message)
+    assert result.error_code == ErrorCode.ARENA_TOO_SMALL
+    assert "exceeds the 1.0 KB RAM budget" in result.error_message  # the fit table's words
+    assert result.wire_bytes == 0
+    assert dev.active_model.image.name == "factory"
