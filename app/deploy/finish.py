@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 COMMIT_PROBE_S = 5.0
 # GET_INFO answers at once on every device (after a COMMIT it is processing, at the latest when done).
 PROBE_TIMEOUT_S = 3.0
+# Pause between two rounds of COMMIT + GET_INFO that both failed at once (a serial port that is
+# gone fails every write immediately): a reconnecting link gets a moment, the CPU is not burnt.
+COMMIT_RETRY_PAUSE_S = 0.5
 # Overall bound on resolving one COMMIT: several probe rounds, enough for a reconnecting MQTT link.
 COMMIT_DEADLINE_S = 60.0
 # A BENCHMARK reply not here this long after the inferences should have ended was lost: ask again.
@@ -113,6 +116,7 @@ def commit(request: RequestFn, device_id: str, transfer_id: int, sha: bytes, mod
             if active_sha(request, device_id, min(PROBE_TIMEOUT_S, max(left, 0.001))) == sha[:8]:
                 log.info("%s: COMMIT reply lost, but the device runs the new image", device_id)
                 return Latency(model_version)
+            time.sleep(max(0.0, min(COMMIT_RETRY_PAUSE_S, deadline - time.monotonic())))
             continue
         if not isinstance(reply, Latency):
             raise ProtocolError(f"device {device_id} answered {type(reply).__name__} to XFER_COMMIT")
