@@ -68,6 +68,9 @@ DUPLICATE_CACHE_SIZE = 64
 # the whole rollout.
 PULL_REFETCH_S = 2.0
 Outgoing = tuple[str, bytes]
+# Commands that need a capability (PROTOCOL.md 4.1); XFER_BEGIN and trial activation go by their fields.
+_NEEDS = {MsgType.STREAM_START: Caps.STREAM, MsgType.XFER_CHUNK: Caps.PUSH_XFER, MsgType.BENCHMARK: Caps.BENCHMARK,
+          MsgType.SET_FAULT: Caps.FAULT_SIM}
 
 @dataclass
 class Slot:
@@ -293,31 +296,17 @@ class VirtualDevice:
                 return [self._unsolicited(REPLY, t.status())]
             return []
 
-    def _needs(self, cap: Caps, what: str) -> None:
-        if not self.caps & cap:
-            self._count("uncapable_command")
-            raise Refused(ErrorCode.BAD_ARGUMENT, f"{what} needs the {cap.name} capability this device lacks")
-
     def _check_caps(self, msg: m.Message) -> None:
         """PROTOCOL.md 4.1: a capability bit not set is one the host does not use."""
-        match msg:
-            case m.StreamStart():
-                self._needs(Caps.STREAM, "STREAM_START")
-            case m.XferBegin(flags=flags):
-                if flags & XferFlags.PULL:
-                    self._needs(Caps.PULL_XFER, "a pull transfer")
-                else:
-                    self._needs(Caps.PUSH_XFER, "a push transfer")
-            case m.XferChunk():
-                self._needs(Caps.PUSH_XFER, "XFER_CHUNK")
-            case m.XferCommit(mode=mode) if mode == CommitMode.TRIAL:
-                self._needs(Caps.TRIAL, "activation on trial")
-            case m.Activate(trial=trial) if trial:
-                self._needs(Caps.TRIAL, "activation on trial")
-            case m.Benchmark():
-                self._needs(Caps.BENCHMARK, "BENCHMARK")
-            case m.SetFault():
-                self._needs(Caps.FAULT_SIM, "SET_FAULT")
+        need = _NEEDS.get(msg.TYPE, Caps(0))
+        if isinstance(msg, m.XferBegin):
+            need = Caps.PULL_XFER if msg.flags & XferFlags.PULL else Caps.PUSH_XFER
+        elif isinstance(msg, m.XferCommit | m.Activate) and \
+                (msg.mode == CommitMode.TRIAL if isinstance(msg, m.XferCommit) else msg.trial):
+            need = Caps.TRIAL
+        if need and not self.caps & need:
+            self._count("uncapable_command")
+            raise Refused(ErrorCode.BAD_ARGUMENT, f"{msg.TYPE.name} needs the {need.name} capability this device lacks")
 
     def _dispatch(self, p: m.Packet, now: float) -> list[Outgoing]:
         msg, seq = p.msg, p.seq
