@@ -5,10 +5,13 @@
     for r in results:
         print(r.device, r.outcome, r.host_deploy_s, r.load_us, r.inference_median_us, r.error_message)
 
-`deploy` accepts a registry reference (`NAME@VERSION`, `NAME@latest`), a `.tmlm` path or image
-bytes. It refuses, before sending a byte, an image that is not a valid container or does not fit
-a device's free slot. One device over MQTT is a push transfer; several (or a canary rollout) are
-a pull rollout through the broker, which carries the model once. Every device gets one
+`deploy` accepts a registry reference (`NAME@VERSION`, `NAME@latest`), a `.tmlm` path, image
+bytes or what `load_image` returned (parsed once). It refuses, before sending a byte, an image that
+is not a valid container, does not fit a device's free slot, or that its profile cannot run (ops,
+arena: the fit table's words); a device that already runs the image is "already active" and keeps
+its rollback target. One device over MQTT is a push transfer; several (or a canary rollout) are a
+pull rollout through the broker, which carries the model once; each device's capabilities have the
+last word (a push-only device is pushed to, a pull-only one pulled). Every device gets one
 DeploymentResult with the three latencies and the outcome, and one row in the history; errors
 carry the device's code and its human text. Nothing here raises for a device's failure: a
 failed device is a result with `ok = False` (connection failures before any device is reached
@@ -18,6 +21,7 @@ CONFIRM is recorded too ("rollback-failed", "confirm-failed").
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -26,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from app.deploy import links
+from app.deploy.finish import device_error, error_text
 from app.deploy.history import DeploymentHistory, DeploymentRecord
 from app.deploy.rollout import DEFAULT_CONCURRENCY, Rollout, find_devices
 from app.deploy.transfer import (
@@ -34,11 +39,10 @@ from app.deploy.transfer import (
     WINDOW,
     PushTransfer,
     TransferStats,
-    device_error,
-    error_text,
 )
 from app.domain.errors import Cancelled, DeviceError, LinkError, ModelError, ProtocolError, TinyMLOpsError
-from app.protocol.codes import PROTOCOL_VERSION, Caps, CommitMode, ErrorCode, LatencyFlags
+from app.domain.profiles import PROFILES
+from app.protocol.codes import PROTOCOL_VERSION, Caps, CommitMode, DeviceState, ErrorCode, LatencyFlags
 from app.protocol.framing import line_bytes_per_s
 from app.protocol.image import ModelImage, sha256
 from app.protocol.messages import Confirm, Hello, Rollback
@@ -98,18 +102,43 @@ class DeploymentResult:
 
 
 @dataclass
-class _Image:
+class LoadedImage:
+    """A model image parsed and hashed once for a whole deployment, with what the fit check needs."""
+
     data: bytes
     name: str
     version: int
+    sha: bytes = b""
+    tflite: bytes = b""
+    ops: list[str] | None = None  # from the registry's record, else read from the flatbuffer when needed
+    arena: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.sha:
+            self.sha = sha256(self.data)
 
     @property
     def sha_hex(self) -> str:
-        return sha256(self.data).hex()
+        return self.sha.hex()
+
+    def fit_figures(self) -> tuple[list[str], int]:
+        """Ops and minimum arena (the real TFLM, as `model check`), computed once per image."""
+        if self.ops is None or self.arena is None:
+            from app.ml import tflm
+
+            self.ops = tflm.model_ops(self.tflite)
+            self.arena = tflm.min_arena_size(self.tflite)
+        return self.ops, self.arena
 
 
-def load_image(ref_or_image: str | Path | bytes, registry=None) -> _Image:
-    """Image bytes from bytes, a `.tmlm` file or a registry reference; ModelError when unusable."""
+
+
+def load_image(ref_or_image: str | Path | bytes | LoadedImage, registry=None) -> LoadedImage:
+    """Image bytes from bytes, a `.tmlm` file or a registry reference; ModelError when unusable.
+    A LoadedImage is returned as it is (a caller that checked the image does not parse it again)."""
+    if isinstance(ref_or_image, LoadedImage):
+        return ref_or_image
+    ops = arena = None
     if isinstance(ref_or_image, bytes | bytearray):
         data = bytes(ref_or_image)
     else:
@@ -123,17 +152,20 @@ def load_image(ref_or_image: str | Path | bytes, registry=None) -> _Image:
             from app.ml.registry import Registry
 
             if registry is not None:
-                data = registry.image_bytes(registry.resolve(text))
+                mv = registry.resolve(text)
+                data = registry.image_bytes(mv)
             else:
                 with Registry() as reg:
-                    data = reg.image_bytes(reg.resolve(text))
+                    mv = reg.resolve(text)
+                    data = reg.image_bytes(mv)
+            ops, arena = list(mv.ops), int(mv.arena)
     try:
         img = ModelImage.from_bytes(data)
     except ModelError as exc:
         raise ModelError(f"not a deployable model image: {exc}") from exc
     if img.selftest_input is None:
         raise ModelError("the model image has no self-test section; devices refuse to activate it")
-    return _Image(data, img.name, img.version)
+    return LoadedImage(data, img.name, img.version, tflite=img.tflite, ops=ops, arena=arena)
 
 
 def _result_from_stats(base: DeploymentResult, stats: TransferStats) -> DeploymentResult:
@@ -161,7 +193,7 @@ def _fail(base: DeploymentResult, exc: BaseException, outcome: str = "failed") -
     return base
 
 
-def _refusal(hello: Hello, image: _Image, device: str) -> DeviceError | None:
+def _refusal(hello: Hello, image: LoadedImage, device: str) -> DeviceError | None:
     """Up-front check on what the device advertised: an image that cannot fit, or a device that
     does not speak this protocol version, is never sent a byte (PROTOCOL.md 4.1 negotiation)."""
     if not hello.proto_min <= PROTOCOL_VERSION <= hello.proto_max:
@@ -172,16 +204,56 @@ def _refusal(hello: Hello, image: _Image, device: str) -> DeviceError | None:
         return DeviceError(f"device {device}: TOO_LARGE ({int(ErrorCode.TOO_LARGE)}): "
                            f"{error_text(ErrorCode.TOO_LARGE)}: image {len(image.data)} bytes, free slot "
                            f"{hello.free_slot} bytes", code=ErrorCode.TOO_LARGE)
-    return None
+    return _fit_refusal(hello, image, device)
 
 
-def deploy(ref_or_image: str | Path | bytes, devices: list[str] | str | None = None, *, via: str = "mqtt",
+def _fit_refusal(hello: Hello, image: LoadedImage, device: str) -> DeviceError | None:
+    """What `model check` would say for this device's profile (ops, arena vs its RAM budget), before
+    the first byte: the device would only refuse it at COMMIT, after the whole image was sent."""
+    from app.ml.validation import fit_profile
+
+    profile = PROFILES.get(hello.profile)
+    if profile is None:  # a profile this application does not know: the device's COMMIT decides
+        log.info("device %s: unknown profile %r, fit not checked before the transfer", device, hello.profile)
+        return None
+    if hello.ram_budget:  # the device's own figures win over the registry's (firmware may differ)
+        profile = dataclasses.replace(profile, arena_budget=hello.ram_budget)
+    try:
+        ops, arena = image.fit_figures()
+    except ModelError as exc:
+        return DeviceError(f"device {device}: the model cannot be checked: {exc}", code=exc.code or ErrorCode.BAD_IMAGE)
+    fit = fit_profile(profile, len(image.data), arena, ops)
+    if fit.fits:
+        return None
+    code = ErrorCode.UNSUPPORTED_OP if fit.unsupported_ops else ErrorCode.ARENA_TOO_SMALL
+    return DeviceError(f"device {device}: {code.name} ({int(code)}): model does not fit {profile.key}: "
+                       f"{'; '.join(fit.reasons)}", code=code)
+
+
+def _already_active(hello: Hello, image: LoadedImage, base: DeploymentResult) -> DeploymentResult | None:
+    """A device that runs the image already needs no transfer: sending it again would make the
+    active version its own rollback target and lose the real one (A/B slots, PROTOCOL.md 5.3)."""
+    if hello.model_sha != image.sha[:8]:
+        return None
+    note = f"already active: nothing sent; rollback target v{hello.prev_version} kept" if hello.prev_version \
+        else "already active: nothing sent"
+    if hello.trial:
+        note += " (on trial: CONFIRM or ROLLBACK it)"
+    log.info("%s: %s v%d %s", base.device, image.name, image.version, note)
+    base.outcome = "ok"
+    base.trial = bool(hello.trial)  # what the device runs, not what was asked: nothing was activated
+    base.notes = [note]
+    return base
+
+
+def deploy(ref_or_image: str | Path | bytes | LoadedImage, devices: list[str] | str | None = None, *, via: str = "mqtt",
            broker: str | None = None, port: str | None = None, baud: int = links.DEFAULT_BAUD,
            trial: bool = False, trial_timeout_s: int = 0, bench_count: int = DEFAULT_BENCH_COUNT,
            canary: int = 0, canary_threshold: float = 1.0, concurrency: int = DEFAULT_CONCURRENCY,
            pull: bool | None = None, progress: DeviceProgressFn | None = None,
            cancel: threading.Event | None = None, registry=None, history: DeploymentHistory | None = None,
-           connection=None, fit_gate: FitGateFn | None = None) -> list[DeploymentResult]:
+           connection=None, fit_gate: FitGateFn | None = None,
+           hellos: dict[str, Hello] | None = None) -> list[DeploymentResult]:
     """Deploy one model version to devices; one DeploymentResult per device (see module doc).
 
     `via="serial"` takes `port` (device path, pty or `socket://host:port`) and `baud`; `devices`
@@ -189,6 +261,8 @@ def deploy(ref_or_image: str | Path | bytes, devices: list[str] | str | None = N
     (or an open `connection`). `pull` forces (True) or forbids (False) the broker-pull rollout.
     `fit_gate` (e.g. app.ml.fit_check.FitGate) runs first: the devices it refuses get a "refused"
     result and are sent nothing.
+    `hellos`: the devices' latest HELLOs when the caller holds them (the GUI's fleet monitor), so
+    the broker is not asked again for those.
     """
     started = time.time()
     for field_name, value in (("bench_count", bench_count), ("trial_timeout_s", trial_timeout_s)):
@@ -218,12 +292,12 @@ def deploy(ref_or_image: str | Path | bytes, devices: list[str] | str | None = N
         elif connection is not None:
             results = _fit_gated(fit_gate, image, devices, connection, "mqtt", trial, lambda ds: _deploy_mqtt(
                 connection, broker, image, ds, mode, trial_timeout_s, bench_count, canary, canary_threshold,
-                concurrency, pull, progress, cancel))
+                concurrency, pull, progress, cancel, hellos))
         else:
             with links.broker_connection(broker) as conn:
                 results = _fit_gated(fit_gate, image, devices, conn, "mqtt", trial, lambda ds: _deploy_mqtt(
                     conn, resolve_broker(broker), image, ds, mode, trial_timeout_s, bench_count, canary,
-                    canary_threshold, concurrency, pull, progress, cancel))
+                    canary_threshold, concurrency, pull, progress, cancel, hellos))
     except TinyMLOpsError as exc:
         # the link failed before any device answered (port does not open, wrong device on it,
         # broker unreachable): still an attempt the history must show, one row per named device
@@ -274,20 +348,23 @@ def _public_broker(broker: str | None) -> str:
         return "(invalid broker URL)"
 
 
-def _base(image: _Image, device: str, transport: str, trial: bool) -> DeploymentResult:
+def _base(image: LoadedImage, device: str, transport: str, trial: bool) -> DeploymentResult:
     return DeploymentResult(device=device, outcome="failed", model_name=image.name, model_version=image.version,
                             model_sha=image.sha_hex, transport=transport, image_size=len(image.data), trial=trial)
 
 
-def _push(link: links.DeviceLink, image: _Image, base: DeploymentResult,
+def _push(link: links.DeviceLink, image: LoadedImage, base: DeploymentResult,
           mode: CommitMode, trial_timeout_s: int, bench_count: int, progress: DeviceProgressFn | None,
           cancel: threading.Event) -> DeploymentResult:
     hello = link.hello
     refusal = _refusal(hello, image, base.device)
     if refusal is not None:
         return _fail(base, refusal, "refused")
+    if _already_active(hello, image, base) is not None:
+        return base
     if not hello.caps & Caps.PUSH_XFER:
-        return _fail(base, LinkError(f"device {base.device} does not take pushed transfers"), "refused")
+        return _fail(base, LinkError(f"device {base.device} does not take pushed transfers (no PUSH_XFER)"),
+                     "refused")
     if mode == CommitMode.TRIAL and not hello.caps & Caps.TRIAL:
         return _fail(base, LinkError(f"device {base.device} cannot activate on trial"), "refused")
     serial = link.transport == "serial"
@@ -295,7 +372,7 @@ def _push(link: links.DeviceLink, image: _Image, base: DeploymentResult,
         link.channel, image.data, device_id=base.device, model_name=image.name, model_version=image.version,
         max_chunk=hello.max_chunk, framed=serial, window=WINDOW if serial else MQTT_WINDOW,
         line_bytes_per_s=line_bytes_per_s(link.baud) if serial and link.baud else None,
-        reconnect=link.reconnect, cancel=cancel,
+        reconnect=link.reconnect, cancel=cancel, caps=hello.caps, sha=image.sha,
         progress=(lambda done, total: progress(base.device, done, total)) if progress else None)
     try:
         return _result_from_stats(base, push.run(mode, trial_timeout_s, bench_count))
@@ -308,42 +385,66 @@ def _push(link: links.DeviceLink, image: _Image, base: DeploymentResult,
         return _fail(base, exc)
 
 
-def _deploy_serial(image: _Image, device: str | None, port: str, baud: int, mode: CommitMode,
+def _deploy_serial(image: LoadedImage, device: str | None, port: str, baud: int, mode: CommitMode,
                    trial_timeout_s: int, bench_count: int, progress, cancel) -> DeploymentResult:
     with links.serial_device(port, baud, device) as link:
         base = _base(image, link.hello.device_id, "serial", mode == CommitMode.TRIAL)
         return _push(link, image, base, mode, trial_timeout_s, bench_count, progress, cancel)
 
 
-def _deploy_mqtt(conn, broker: str | None, image: _Image, devices: list[str], mode: CommitMode,
+def _way(hello: Hello, want_pull: bool, pull: bool | None) -> str | None:
+    """"push" or "pull" for this device from its capabilities (PROTOCOL.md 4.1), None when neither:
+    the preferred way when the device has it, else the other unless the caller forbade it."""
+    can_pull, can_push = bool(hello.caps & Caps.PULL_XFER), bool(hello.caps & Caps.PUSH_XFER)
+    if want_pull:
+        return "pull" if can_pull else ("push" if can_push and pull is not True else None)
+    return "push" if can_push else ("pull" if can_pull and pull is not False else None)
+
+
+def _deploy_mqtt(conn, broker: str | None, image: LoadedImage, devices: list[str], mode: CommitMode,
                  trial_timeout_s: int, bench_count: int, canary: int, canary_threshold: float,
-                 concurrency: int, pull: bool | None, progress, cancel) -> list[DeploymentResult]:
+                 concurrency: int, pull: bool | None, progress, cancel,
+                 known: dict[str, Hello] | None = None) -> list[DeploymentResult]:
     trial = mode == CommitMode.TRIAL
-    use_pull = pull if pull is not None else (len(devices) > 1 or canary > 0)
-    if not use_pull:
-        base = _base(image, devices[0], "mqtt-push", trial)
-        try:
-            with links.mqtt_device(conn, devices[0], broker) as link:
-                return [_push(link, image, base, mode, trial_timeout_s, bench_count, progress, cancel)]
-        except TinyMLOpsError as exc:
-            return [_fail(base, exc)]
-    hellos = find_devices(conn, devices)
+    want_pull = pull if pull is not None else (len(devices) > 1 or canary > 0)
+    hellos = {d: known[d] for d in devices if known and d in known and known[d].state != DeviceState.OFFLINE}
+    missing = [d for d in devices if d not in hellos]
+    if missing:  # the retained HELLOs: one look at the broker for every device the caller had none of
+        hellos.update(find_devices(conn, missing))
     results: dict[str, DeploymentResult] = {}
     targets: dict[str, Hello] = {}
+    pushes: list[str] = []
     for d in devices:
-        base = _base(image, d, "mqtt-pull", trial)
         hello = hellos.get(d)
+        way = _way(hello, want_pull, pull) if hello is not None else ("pull" if want_pull else "push")
+        base = _base(image, d, "mqtt-pull" if way == "pull" else "mqtt-push", trial)
+        results[d] = base
         if hello is None:
-            results[d] = _fail(base, LinkError(f"device {d} is not online on {broker or 'the broker'}"))
+            _fail(base, LinkError(f"device {d} is not online on {broker or 'the broker'} (no status from it)"))
             continue
         refusal = _refusal(hello, image, d)
         if refusal is not None:
-            results[d] = _fail(base, refusal, "refused")
-        elif not hello.caps & Caps.PULL_XFER:
-            results[d] = _fail(base, LinkError(f"device {d} cannot fetch from the broker (no PULL_XFER)"), "refused")
-        else:
-            results[d] = base
+            _fail(base, refusal, "refused")
+        elif _already_active(hello, image, base) is not None:
+            pass
+        elif trial and not hello.caps & Caps.TRIAL:
+            _fail(base, LinkError(f"device {d} cannot activate on trial (no TRIAL)"), "refused")
+        elif way is None:
+            needed = "PULL_XFER" if pull is True else "PUSH_XFER" if pull is False else "PUSH_XFER or PULL_XFER"
+            _fail(base, LinkError(f"device {d} cannot take this transfer (no {needed})"), "refused")
+        elif way == "pull":
             targets[d] = hello
+        else:
+            pushes.append(d)
+    for d in pushes:  # devices that take pushed transfers only get the image on their command topic
+        if cancel.is_set():
+            results[d].outcome, results[d].error_message = "cancelled", "cancelled before the transfer"
+            continue
+        try:
+            with links.mqtt_device(conn, d, broker, known=hellos[d]) as link:
+                _push(link, image, results[d], mode, trial_timeout_s, bench_count, progress, cancel)
+        except TinyMLOpsError as exc:
+            _fail(results[d], exc)
     if targets:
         report = Rollout(conn, image.data, targets, model_name=image.name, model_version=image.version,
                          concurrency=concurrency, canary=canary, canary_threshold=canary_threshold, mode=mode,

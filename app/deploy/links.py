@@ -104,16 +104,24 @@ def mqtt_channel(connection, site: str, device_id: str):
 
 
 @contextlib.contextmanager
-def mqtt_device(connection, device_id: str, broker: str | None = None) -> Iterator[DeviceLink]:
-    """One device through the broker: its site from its retained HELLO, then a fresh GET_INFO."""
-    from app.deploy.rollout import find_devices
+def mqtt_device(connection, device_id: str, broker: str | None = None,
+                known: Hello | None = None) -> Iterator[DeviceLink]:
+    """One device through the broker: its site from its retained HELLO, then a fresh GET_INFO.
 
-    found = find_devices(connection, [device_id])
-    if device_id not in found:
-        raise LinkError(f"device {device_id} is not online on {broker or 'the broker'} (no status from it)")
-    channel = mqtt_channel(connection, found[device_id].site, device_id)
+    `known`, the device's HELLO the caller already holds (its retained status, the fleet monitor's
+    record), saves both: a device publishes its HELLO again on every change of state or model."""
+    if known is None:
+        from app.deploy.rollout import find_devices
+
+        found = find_devices(connection, [device_id])
+        if device_id not in found:
+            raise LinkError(f"device {device_id} is not online on {broker or 'the broker'} (no status from it)")
+        site, hello = found[device_id].site, None
+    else:
+        site, hello = known.site, known
+    channel = mqtt_channel(connection, site, device_id)
     try:
-        hello = get_info(channel, device_id)
+        hello = hello or get_info(channel, device_id)
         yield DeviceLink(channel, hello, "mqtt", None, broker=broker)
     finally:
         with contextlib.suppress(Exception):

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from app.deploy.finish import commit
 from app.deploy.transfer import (
     ABORT_TIMEOUT_S,
     CHUNK_OVERHEAD,
@@ -36,15 +37,12 @@ from app.protocol.codes import MAX_CHUNK, CommitMode, ErrorCode, EventCode, Xfer
 from app.protocol.image import sha256
 from app.protocol.messages import (
     Event,
-    GetInfo,
     Hello,
-    Latency,
     Message,
     Packet,
     XferAbort,
     XferBegin,
     XferChunk,
-    XferCommit,
     XferQuery,
     XferStatus,
     encode,
@@ -334,12 +332,15 @@ class _PullTransfer:
         self._started = 0.0
         self._begun = False
 
-    def _request(self, msg: Message, timeout: float, retries: int) -> Message:
+    def _request(self, msg: Message, timeout: float, retries: int,
+                 cancel: threading.Event | None = None) -> Message:
         payload = encode(msg)
         self.r._published.add(publish_size(self.cmd_topic, payload))
         self.stats.wire_bytes += len(payload)
         try:
-            return self.channel.request(msg, timeout=timeout, retries=retries).msg
+            if cancel is None:
+                return self.channel.request(msg, timeout=timeout, retries=retries).msg
+            return self.channel.request(msg, timeout=timeout, retries=retries, cancel=cancel).msg
         except DeviceError as exc:
             raise device_error(self.device_id, exc.code, str(exc)) from exc
 
@@ -412,14 +413,6 @@ class _PullTransfer:
                     raise LinkError(f"device {self.device_id} stopped fetching the model at chunk "
                                     f"{received}/{self.r.n_chunks}")
 
-    def _active_is_ours(self) -> bool:
-        try:
-            hello = self._request(GetInfo(), self.r.command_timeout_s, COMMAND_RETRIES)
-        except TinyMLOpsError as exc:
-            log.info("%s: GET_INFO after a lost COMMIT reply failed: %s", self.device_id, exc)
-            return False
-        return isinstance(hello, Hello) and hello.model_sha == self.r.sha[:8]
-
     def run(self) -> TransferStats:
         self._started = time.perf_counter()
         try:
@@ -428,25 +421,19 @@ class _PullTransfer:
             self.stats.resumed_chunks = status.received
             self._wait_complete(status)
             self.stats.transfer_s = time.perf_counter() - self._started
-            try:
-                reply = self._request(XferCommit(self.stats.transfer_id, int(self.r.mode), self.r.trial_timeout_s,
-                                                 0), self.r.commit_timeout_s, 0)
-            except LinkError:
-                # the reply, not necessarily the COMMIT, was lost: the device's HELLO says which model runs
-                if not self._active_is_ours():
-                    raise
-                log.info("%s: COMMIT reply lost, but the device runs the new image", self.device_id)
-                reply = Latency(self.r.model_version)  # activated; the device's deploy figure went with the reply
-            if not isinstance(reply, Latency):
-                raise ProtocolError(f"device {self.device_id} answered {type(reply).__name__} to XFER_COMMIT")
+            # a lost reply is resolved with GET_INFO, as on the push path (app.deploy.finish)
+            reply = commit(self._request, self.device_id, self.stats.transfer_id, self.r.sha, self.r.model_version,
+                           self.r.mode, self.r.trial_timeout_s, deadline_s=self.r.commit_timeout_s)
             self.stats.host_deploy_s = time.perf_counter() - self._started
             self._begun = False  # committed: nothing of ours is left to abort
             self.stats.wire_bytes += self.r.n_chunks * CHUNK_OVERHEAD + len(self.r.image)  # what the broker delivered
             if self.r.mode == CommitMode.STORE:
                 self.stats.latency = reply
                 return self.stats
-            self.stats.latency, why = benchmark(self._request, self.device_id, reply, self.r.bench_count,
-                                                self.r.commit_timeout_s)
+            self.stats.latency, why = benchmark(
+                lambda msg, timeout, retries: self._request(msg, timeout, retries, cancel=self.r.cancel),
+                self.device_id, reply, self.r.bench_count, caps=self.r.targets[self.device_id].caps,
+                cancel=self.r.cancel)
             if why:
                 self.stats.events.append(f"no inference figures: {why}")
             return self.stats

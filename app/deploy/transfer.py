@@ -21,24 +21,28 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from app.deploy.finish import (
+    BENCHMARK_ATTEMPTS,
+    COMMIT_DEADLINE_S,
+    COMMIT_PROBE_S,
+    benchmark,
+    commit,
+    device_error,
+)
 from app.domain.errors import Cancelled, DeviceError, LinkError, ProtocolError
 from app.protocol import framing
-from app.protocol.codes import ERROR_TEXT, MAX_CHUNK, CommitMode, ErrorCode, EventCode, MsgType
+from app.protocol.codes import MAX_CHUNK, Caps, CommitMode, ErrorCode, EventCode, MsgType
 from app.protocol.image import sha256
 from app.protocol.messages import (
     Ack,
-    Benchmark,
     Error,
     Event,
-    GetInfo,
-    Hello,
     Latency,
     Message,
     Packet,
     XferAbort,
     XferBegin,
     XferChunk,
-    XferCommit,
     XferQuery,
     XferStatus,
     encode,
@@ -63,16 +67,18 @@ CHUNK_RETRIES = 3
 BEGIN_TIMEOUT_S = 3.0
 # Resends of XFER_BEGIN/XFER_QUERY before a re-synchronisation round counts as failed.
 BEGIN_RETRIES = 2
-# COMMIT verifies SHA-256, loads and self-tests: seconds on a slow MCU or an emulator.
-COMMIT_TIMEOUT_S = 60.0
-# BENCHMARK is idempotent, so a lost reply is simply asked again this often.
-BENCH_ATTEMPTS = 3
-# COMMIT (or the GET_INFO that checks a lost COMMIT reply) is tried this often on a lossy link.
-COMMIT_ATTEMPTS = 3
+# Overall bound on a COMMIT and the recovery of its lost reply (app.deploy.finish has the why).
+COMMIT_TIMEOUT_S = COMMIT_DEADLINE_S
+BENCH_ATTEMPTS = BENCHMARK_ATTEMPTS
 # Re-synchronisation rounds in a row that acknowledge no new chunk before the device is declared gone.
 STALL_ROUNDS = 4
 # Pause before re-synchronising after a link error, so a reconnecting transport gets a chance.
 RESYNC_BACKOFF_S = 0.5
+# A link that went down (broker restart, plant network blip) gets this long to come back before a
+# re-synchronisation round counts as failed; nothing is sent meanwhile (MQTT would only queue it).
+LINK_WAIT_S = 30.0
+# How often a wait for the link looks at the cancel event.
+CANCEL_POLL_S = 0.1
 # XFER_ABORT on cancel is best effort: the operator is not kept waiting for a dead link.
 ABORT_TIMEOUT_S = 1.0
 # Inferences the device times after activation (min/median/p95/max need a sample).
@@ -80,6 +86,8 @@ DEFAULT_BENCH_COUNT = 100
 # XFER_CHUNK payload bytes besides the data: transfer_id u32, index u32, crc32 u32 (PROTOCOL.md 3),
 # plus the 6-byte message header.
 CHUNK_OVERHEAD = 6 + 12
+# Every capability a device may advertise: what a caller that did not read the HELLO assumes.
+ALL_CAPS = int(sum(Caps))
 
 ProgressFn = Callable[[int, int], None]
 
@@ -99,44 +107,13 @@ class TransferStats:
     chunks_sent: int = 0
     retransmits: int = 0
     resyncs: int = 0
-    resumed_chunks: int = 0  # chunks the device already held when this transfer started
+    resumed_chunks: int = 0  # chunks the device held at the latest (re)synchronisation: not sent again
     wire_bytes: int = 0  # every byte the host sent for this transfer, framing included on serial
     wire_bytes_in: int = 0  # bytes of the device's replies
     host_deploy_s: float = 0.0  # first byte sent -> COMMIT reply (image verified, loaded, self-tested, active)
     transfer_s: float = 0.0  # first byte sent -> every chunk acknowledged
     latency: Latency | None = None
     events: list[str] = field(default_factory=list)
-
-
-def benchmark(request: Callable[[Message, float, int], Message], device_id: str, committed: Latency,
-              bench_count: int, timeout: float = COMMIT_TIMEOUT_S) -> tuple[Latency, str]:
-    """Inference figures of the model just activated, merged into the COMMIT's Latency.
-
-    BENCHMARK runs after the host stops its deployment clock, so the paper's deployment latency
-    never includes the device's inference run. Returns the merged Latency and, when the device
-    gave no figures, why (the deployment itself has succeeded: the model is active).
-    `request(msg, timeout, retries)` returns the reply message or raises. `timeout` is the COMMIT's:
-    100 inferences (~1 s for the MLPerf AE at 120 MHz) take no longer than a load and self-test."""
-    if bench_count <= 0:
-        return committed, ""
-    last = ""
-    for _ in range(BENCH_ATTEMPTS):
-        try:
-            reply = request(Benchmark(bench_count), timeout, 0)
-        except DeviceError as exc:
-            last = str(device_error(device_id, exc.code, str(exc)))
-            break
-        except (LinkError, ProtocolError) as exc:
-            last = f"no BENCHMARK reply from {device_id}: {exc}"
-            continue
-        if isinstance(reply, Latency):
-            return Latency(committed.model_version or reply.model_version, committed.flags | reply.flags,
-                           committed.deploy_us, committed.load_us or reply.load_us, reply.n, reply.min_us,
-                           reply.median_us, reply.p95_us, reply.max_us), ""
-        last = f"device {device_id} answered {type(reply).__name__} to BENCHMARK"
-        break
-    log.warning("%s: no inference figures: %s", device_id, last)
-    return committed, last
 
 
 def listen(channel, callback: Callable[[Packet], None]) -> Callable[[], None]:
@@ -148,50 +125,30 @@ def listen(channel, callback: Callable[[Packet], None]) -> Callable[[], None]:
     return (lambda: remove(callback)) if remove else (lambda: None)
 
 
-def error_text(code: int) -> str:
-    try:
-        return ERROR_TEXT[ErrorCode(code)]
-    except (ValueError, KeyError):
-        return f"error code {code}"
-
-
-def device_error(device_id: str, code: int, detail: str = "") -> DeviceError:
-    """A DeviceError whose message names the device, the code and its human text."""
-    try:
-        name = ErrorCode(code).name
-    except ValueError:
-        name = str(code)
-    text = error_text(code)
-    # the device's own message often repeats the code's text: "NAME (text): text" says it twice
-    detail = detail.replace(f"({text}): {text}", f"({text})")
-    if name in detail:  # the channel already said "<device> refused <command>: NAME (text): detail"
-        text = detail if device_id in detail else f"device {device_id}: {detail}"
-    else:
-        text = f"device {device_id}: {name} ({code}): {text}"
-        if detail and detail not in text:
-            text += f" ({detail})"
-    return DeviceError(text, code=code)
-
-
 class PushTransfer:
     """One image to one device over one channel; `run()` returns TransferStats or raises.
 
     `reconnect`, when given, returns a fresh channel after a link error (serial port re-opened);
     without it the same channel is retried (an MQTT connection reconnects by itself).
     `line_bytes_per_s` (serial: baud / 10) stretches the ACK timeout by the window's line time.
+    `caps` is the device's HELLO capability set: a command whose capability is absent is never sent.
+    `sha`, when the caller has it already, saves hashing the image again.
     """
 
     def __init__(self, channel, image: bytes, *, device_id: str, model_name: str = "",
                  model_version: int = 0, max_chunk: int = MAX_CHUNK, window: int = WINDOW,
                  framed: bool = False, line_bytes_per_s: float | None = None,
                  ack_timeout_s: float = ACK_TIMEOUT_S, begin_timeout_s: float = BEGIN_TIMEOUT_S,
-                 commit_timeout_s: float = COMMIT_TIMEOUT_S, resync_backoff_s: float = RESYNC_BACKOFF_S,
+                 commit_timeout_s: float = COMMIT_TIMEOUT_S, commit_probe_s: float = COMMIT_PROBE_S,
+                 bench_reply_s: float | None = None, resync_backoff_s: float = RESYNC_BACKOFF_S,
                  reconnect: Callable[[], object] | None = None, progress: ProgressFn | None = None,
-                 cancel: threading.Event | None = None, transfer_id: int | None = None) -> None:
+                 cancel: threading.Event | None = None, transfer_id: int | None = None, caps: int = ALL_CAPS,
+                 sha: bytes | None = None) -> None:
         if not image:
             raise ValueError("empty image")
         self.image = bytes(image)
-        self.sha = sha256(self.image)
+        self.sha = sha or sha256(self.image)
+        self.caps = int(caps)
         self.device_id = device_id
         self.model_name = model_name
         self.model_version = model_version
@@ -204,6 +161,8 @@ class PushTransfer:
             self.ack_timeout_s += (self.window + 1) * per_chunk
         self.begin_timeout_s = begin_timeout_s
         self.commit_timeout_s = commit_timeout_s
+        self.commit_probe_s = commit_probe_s
+        self.bench_reply_s = bench_reply_s
         self.resync_backoff_s = resync_backoff_s
         self.reconnect = reconnect
         self.progress = progress
@@ -213,9 +172,13 @@ class PushTransfer:
         self._inbox: queue.Queue[Packet] = queue.Queue()
         self._channel = None
         self._unsubscribe: Callable[[], None] | None = None
+        self._link_up = threading.Event()  # cleared while the channel reports its link down
+        self._link_up.set()
         self._held: set[int] = set()
         self._started: float | None = None
-        self._begun = False  # XFER_BEGIN accepted: from then on a failure aborts our transfer
+        # XFER_BEGIN sent: from then on the device may hold a transfer of ours (its reply may be what
+        # was lost), so every failure ends with XFER_ABORT, or the device stays BUSY for XFER_STALE_S
+        self._begun = False
         self._set_channel(channel)
 
     # ----------------------------------------------------------------- channel plumbing
@@ -227,7 +190,35 @@ class PushTransfer:
     def _set_channel(self, channel) -> None:
         self.close()
         self._channel = channel
-        self._unsubscribe = listen(channel, self._on_packet)
+        self._link_up.set()
+        remove_packets = listen(channel, self._on_packet)
+        on_state = getattr(channel, "on_state", None)
+        if on_state is None:  # a channel without link state: a failed send says the link is gone
+            self._unsubscribe = remove_packets
+            return
+        on_state(self._on_state)
+        remove_state = getattr(channel, "remove_state_listener", lambda cb: None)
+
+        def unsubscribe() -> None:
+            remove_packets()
+            remove_state(self._on_state)
+
+        self._unsubscribe = unsubscribe
+
+    def _on_state(self, up: bool, reason: str) -> None:
+        if up:
+            self._link_up.set()
+        else:
+            log.info("%s: link down (%s): sending stops until it is back", self.device_id, reason)
+            self._link_up.clear()
+
+    def _await_link(self) -> None:
+        """Wait (cancellable) for the link to come back; _Resync when it does not within LINK_WAIT_S."""
+        deadline = time.monotonic() + LINK_WAIT_S
+        while not self._link_up.wait(CANCEL_POLL_S):
+            self._check_cancel()
+            if time.monotonic() > deadline:
+                raise _Resync(f"link still down after {LINK_WAIT_S:g} s")
 
     def _on_packet(self, packet: Packet) -> None:
         self._inbox.put(packet)
@@ -236,35 +227,57 @@ class PushTransfer:
         raw = encode(msg, seq)
         return len(framing.frame(raw)) if self.framed else len(raw)
 
+
     def _mark_start(self) -> None:
         if self._started is None:
             self._started = time.perf_counter()
 
-    def _send(self, msg: Message) -> int:
+    def _send_chunk(self, chunk: XferChunk) -> int:
+        """Send one chunk; its wire bytes come from the channel that framed it (no second encoding)."""
         self._mark_start()
-        seq = self._channel.send(msg)
-        self.stats.wire_bytes += self._wire(msg, seq)
+        send_counted = getattr(self._channel, "send_counted", None)
+        if send_counted is not None:
+            seq, wire = send_counted(chunk)
+        else:  # a channel that does not count: the chunk's size is known without encoding it
+            seq = self._channel.send(chunk)
+            size = CHUNK_OVERHEAD + len(chunk.data)
+            wire = framing.wire_size(size) if self.framed else size
+        self.stats.wire_bytes += wire
         return seq
 
-    def _request(self, msg: Message, timeout: float, retries: int) -> Packet:
+    def _request(self, msg: Message, timeout: float, retries: int, cancellable: bool = False) -> Packet:
         self._mark_start()
         self.stats.wire_bytes += self._wire(msg, 0)  # resends inside the channel are not visible here
-        pkt = self._channel.request(msg, timeout=timeout, retries=retries)
+        if cancellable:
+            pkt = self._channel.request(msg, timeout=timeout, retries=retries, cancel=self.cancel)
+        else:
+            pkt = self._channel.request(msg, timeout=timeout, retries=retries)
         self.stats.wire_bytes_in += len(encode(pkt.msg, pkt.seq))
         return pkt
 
     def _check_cancel(self) -> None:
         if self.cancel.is_set():
-            self.abort()
             raise Cancelled(f"deployment to {self.device_id} cancelled")
 
     def abort(self) -> None:
-        """Tell the device to drop the transfer; never raises (the link may be the reason we stop)."""
-        try:
-            self._channel.request(XferAbort(self.stats.transfer_id), timeout=min(ABORT_TIMEOUT_S, self.begin_timeout_s),
-                                  retries=0)
-        except Exception as exc:
-            log.info("XFER_ABORT to %s not confirmed: %s", self.device_id, exc)
+        """Tell the device to drop the transfer; never raises (the link may be the reason we stop).
+
+        After a link error the channel is re-opened first when we know how (serial), so a device
+        that accepted XFER_BEGIN is not left BUSY until XFER_STALE_S."""
+        timeout = min(ABORT_TIMEOUT_S, self.begin_timeout_s)
+        for attempt in range(2 if self.reconnect is not None else 1):
+            if attempt:
+                self._reconnect()
+            try:
+                self._channel.request(XferAbort(self.stats.transfer_id), timeout=timeout, retries=0)
+                self._begun = False
+                return
+            except DeviceError as exc:  # NO_TRANSFER: the device holds nothing of ours
+                log.debug("XFER_ABORT to %s: %s", self.device_id, exc)
+                self._begun = False
+                return
+            except Exception as exc:
+                log.info("XFER_ABORT to %s not confirmed: %s", self.device_id, exc)
 
     def close(self) -> None:
         if self._unsubscribe is not None:
@@ -295,6 +308,7 @@ class PushTransfer:
             self.progress(done, len(self.image))
 
     def _begin(self) -> XferStatus:
+        self._begun = True  # set before sending: the reply, not the command, may be what is lost
         msg = XferBegin(self.stats.transfer_id, len(self.image), self.chunk_size, 0, self.sha,
                         self.model_name, self.model_version, "")
         return self._status_request(msg)
@@ -309,16 +323,29 @@ class PushTransfer:
         return pkt.msg
 
     def _resync(self) -> None:
-        """Ask the device which chunks it holds (XFER_BEGIN with the same SHA-256 resumes)."""
+        """Ask the device which chunks it holds: XFER_QUERY, or XFER_BEGIN (same SHA-256, so the
+        device resumes) when it lost the transfer; only the chunks it lacks are sent again."""
         self.stats.resyncs += 1
-        time.sleep(self.resync_backoff_s)
+        if self.resync_backoff_s:
+            self.cancel.wait(self.resync_backoff_s)  # a reconnecting transport gets a moment; cancel cuts it
         self._check_cancel()
-        self._reconnect()
+        if self.reconnect is not None:
+            self._reconnect()  # a fresh channel (or a failed attempt: the request below fails fast)
+        else:
+            self._await_link()  # the same channel reconnects by itself (MQTT)
         self._drain()
         try:
-            self._adopt(self._begin())
+            try:
+                status = self._status_request(XferQuery(self.stats.transfer_id))
+            except DeviceError as exc:
+                if exc.code != ErrorCode.NO_TRANSFER:
+                    raise
+                log.info("%s: the device lost the transfer; beginning it again", self.device_id)
+                status = self._begin()
+            self._adopt(status)
         except LinkError as exc:
             raise _Resync(str(exc)) from exc
+        self.stats.resumed_chunks = max(self.stats.resumed_chunks, len(self._held))
 
     def _drain(self) -> None:
         while True:
@@ -339,12 +366,14 @@ class PushTransfer:
         sent_once: set[int] = set()
         while todo or inflight:
             self._check_cancel()
+            if not self._link_up.is_set():  # MQTT would queue every chunk (and retransmit) for the reconnect
+                raise _Resync("link down")
             while todo and len(inflight) < self.window:
                 index = todo.popleft()
                 if index in self._held:
                     continue
                 try:
-                    seq = self._send(self._chunk(index))
+                    seq = self._send_chunk(self._chunk(index))
                 except LinkError as exc:
                     raise _Resync(f"send failed: {exc}") from exc
                 self.stats.chunks_sent += 1
@@ -412,7 +441,6 @@ class PushTransfer:
                 time.sleep(self.resync_backoff_s)
                 self._check_cancel()
                 self._reconnect()
-        self._begun = True
         self.stats.chunk_size = self.chunk_size
         self.stats.n_chunks = self.n_chunks
         self.stats.resumed_chunks = len(self._held)
@@ -456,41 +484,11 @@ class PushTransfer:
         except LinkError as exc:
             log.info("%s: reconnect failed: %s", self.device_id, exc)
 
-    def _commit(self, mode: CommitMode, trial_timeout_s: int, bench_count: int) -> Latency:
+    def _commit(self, mode: CommitMode, trial_timeout_s: int) -> Latency:
         """XFER_COMMIT; a lost reply is resolved by asking the device which image is active."""
-        msg = XferCommit(self.stats.transfer_id, int(mode), trial_timeout_s, bench_count)
-        last = ""
-        for _ in range(COMMIT_ATTEMPTS):
-            self._check_cancel()
-            try:
-                pkt = self._request(msg, self.commit_timeout_s, 0)
-            except DeviceError as exc:
-                # NO_TRANSFER: an earlier (or duplicated) COMMIT may have worked and its reply was lost
-                if exc.code == ErrorCode.NO_TRANSFER and self._active_is_ours():
-                    return Latency(self.model_version)
-                raise device_error(self.device_id, exc.code, str(exc)) from exc
-            except LinkError as exc:
-                last = str(exc)
-                log.info("%s: no COMMIT reply (%s); asking the device", self.device_id, exc)
-                time.sleep(self.resync_backoff_s)
-                self._reconnect()
-                if self._active_is_ours():
-                    return Latency(self.model_version)
-                continue
-            if not isinstance(pkt.msg, Latency):
-                raise ProtocolError(f"device {self.device_id} answered {type(pkt.msg).__name__} to XFER_COMMIT")
-            return pkt.msg
-        raise LinkError(f"device {self.device_id} did not answer XFER_COMMIT ({last})")
-
-    def _active_is_ours(self) -> bool:
-        for _ in range(COMMIT_ATTEMPTS):
-            try:
-                pkt = self._request(GetInfo(), self.begin_timeout_s, BEGIN_RETRIES)
-            except LinkError:
-                self._reconnect()
-                continue
-            return isinstance(pkt.msg, Hello) and pkt.msg.model_sha == self.sha[:8]
-        return False
+        return commit(lambda msg, timeout, retries: self._request(msg, timeout, retries).msg, self.device_id,
+                      self.stats.transfer_id, self.sha, self.model_version, mode, trial_timeout_s,
+                      probe_s=self.commit_probe_s, deadline_s=self.commit_timeout_s, on_link_error=self._reconnect)
 
     def run(self, mode: CommitMode = CommitMode.ACTIVATE, trial_timeout_s: int = 0,
             bench_count: int = DEFAULT_BENCH_COUNT) -> TransferStats:
@@ -499,20 +497,24 @@ class PushTransfer:
             self._check_cancel()
             self._transfer()
             self.stats.transfer_s = time.perf_counter() - (self._started or time.perf_counter())
-            committed = self._commit(mode, trial_timeout_s, 0)
+            committed = self._commit(mode, trial_timeout_s)
             self.stats.host_deploy_s = time.perf_counter() - (self._started or time.perf_counter())
-            self._begun = False  # committed: nothing of ours is left to abort
+        except Exception:  # a bug's exception too: the device must not stay BUSY for XFER_STALE_S
+            if self._begun:
+                self.abort()
+            self.close()
+            raise
+        self._begun = False  # committed: nothing of ours is left to abort
+        try:
             if mode == CommitMode.STORE:
                 self.stats.latency = committed
                 return self.stats
-            self.stats.latency, why = benchmark(lambda msg, timeout, retries: self._request(msg, timeout, retries).msg,
-                                                self.device_id, committed, bench_count, self.commit_timeout_s)
+            self.stats.latency, why = benchmark(
+                lambda msg, timeout, retries: self._request(msg, timeout, retries, cancellable=True).msg,
+                self.device_id, committed, bench_count, caps=self.caps, cancel=self.cancel,
+                reply_s=self.bench_reply_s)
             if why:
                 self.stats.events.append(f"no inference figures: {why}")
             return self.stats
-        except (DeviceError, ProtocolError):
-            if self._begun:
-                self.abort()  # a refused transfer must not keep the device BUSY for XFER_STALE_S
-            raise
         finally:
             self.close()

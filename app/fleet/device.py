@@ -70,6 +70,10 @@ DUPLICATE_CACHE_SIZE = 64
 # the whole rollout.
 PULL_REFETCH_S = 2.0
 Outgoing = tuple[str, bytes]
+# Commands that need a capability (PROTOCOL.md 4.1); XFER_BEGIN and trial activation go by their fields.
+_NEEDS = {MsgType.STREAM_START: Caps.STREAM, MsgType.XFER_CHUNK: Caps.PUSH_XFER, MsgType.BENCHMARK: Caps.BENCHMARK,
+          MsgType.SET_FAULT: Caps.FAULT_SIM, MsgType.XFER_SIGN: Caps.SIGNED,
+          MsgType.TRUST_ADD: Caps.TRUST_ADMIN, MsgType.REVOKE: Caps.TRUST_ADMIN}
 
 @dataclass
 class Slot:
@@ -118,13 +122,17 @@ class VirtualDevice:
     def __init__(self, device_id: str, location: str, profile: str | HardwareProfile, factory_image: bytes,
                  *, seed: int = 0, shaft_hz: float = 24.7, sample_rate: int = DEFAULT_SPEC.sample_rate,
                  fault_mask: int = 0, severity: float = 0.0, firmware: str = FIRMWARE_VERSION,
-                 now: float | None = None, full_rate: bool = False, trust: list[bytes] | None = None) -> None:
+                 now: float | None = None, full_rate: bool = False, caps: int = int(CAPS),
+                 trust: list[bytes] | None = None) -> None:
         if not valid_id(device_id) or not valid_id(location.split("/", 1)[0]):
             raise ValueError(f"device id {device_id!r} and site of {location!r} must match [A-Za-z0-9_.-]{{1,64}}")
         self.device_id = device_id
         self.location = location
         self.profile = get_profile(profile) if isinstance(profile, str) else profile
         self.firmware = firmware
+        # what HELLO advertises; a command needing a capability left out is refused (BAD_ARGUMENT)
+        # and counted as "uncapable_command", so a test sees a host that ignores the caps
+        self.caps = int(caps)
         self.sample_rate = sample_rate
         self.machine = MachineSimulator(seed, sample_rate, shaft_hz)
         self.machine.set_fault(fault_mask, severity)
@@ -206,7 +214,7 @@ class VirtualDevice:
         now = time.monotonic() if now is None else now
         active, prev = self.active_model, self.previous_model
         return m.Hello(
-            proto_min=PROTOCOL_VERSION, proto_max=PROTOCOL_VERSION, caps=int(CAPS),
+            proto_min=PROTOCOL_VERSION, proto_max=PROTOCOL_VERSION, caps=self.caps,
             state=int(self._state(now) if state is None else state), device_id=self.device_id,
             location=self.location, profile=self.profile.key, firmware=self.firmware,
             model_name=active.image.name if active else "", model_version=active.image.version if active else 0,
@@ -223,7 +231,8 @@ class VirtualDevice:
 
     def _hello_key(self, now: float) -> tuple:
         h = self.hello(now)
-        return (h.state, h.model_version, h.model_sha, h.prev_version, h.trial, h.fault_mask)
+        return (h.state, h.model_version, h.model_sha, h.prev_version, h.trial, h.fault_mask, h.caps,
+                h.free_slot, h.ram_budget, h.max_chunk)
 
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0xFFFF
@@ -294,8 +303,21 @@ class VirtualDevice:
                 return [self._unsolicited(REPLY, t.status())]
             return []
 
+    def _check_caps(self, msg: m.Message) -> None:
+        """PROTOCOL.md 4.1: a capability bit not set is one the host does not use."""
+        need = _NEEDS.get(msg.TYPE, Caps(0))
+        if isinstance(msg, m.XferBegin):
+            need = Caps.PULL_XFER if msg.flags & XferFlags.PULL else Caps.PUSH_XFER
+        elif isinstance(msg, m.XferCommit | m.Activate) and \
+                (msg.mode == CommitMode.TRIAL if isinstance(msg, m.XferCommit) else msg.trial):
+            need = Caps.TRIAL
+        if need and not self.caps & need:
+            self._count("uncapable_command")
+            raise Refused(ErrorCode.BAD_ARGUMENT, f"{msg.TYPE.name} needs the {need.name} capability this device lacks")
+
     def _dispatch(self, p: m.Packet, now: float) -> list[Outgoing]:
         msg, seq = p.msg, p.seq
+        self._check_caps(msg)
 
         def reply(r: m.Message) -> list[Outgoing]:
             return [(REPLY, m.encode(r, seq))]

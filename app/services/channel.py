@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
 
-from app.domain.errors import DeviceError, LinkError, ProtocolError
+from app.domain.errors import Cancelled, DeviceError, LinkError, ProtocolError
 from app.protocol import messages as m
 from app.protocol import topics
 from app.protocol.codes import ERROR_TEXT, ErrorCode, MsgType
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 REQUEST_TIMEOUT_S = 2.0
 # Resends (same seq) before giving up: covers a frame lost to line noise, not a dead device.
 REQUEST_RETRIES = 2
+# How often a request waiting for its reply looks at its cancel event: an operator's cancel is
+# felt at once, and a waiting thread wakes at most this often.
+CANCEL_POLL_S = 0.1
 # Sequence numbers are 16 bits on the wire.
 SEQ_MODULO = 1 << 16
 
@@ -81,8 +85,9 @@ class DeviceChannel(ABC):
     # ------------------------------------------------------------------ to implement
 
     @abstractmethod
-    def _transmit(self, data: bytes) -> None:
-        """Send one encoded message; raise LinkError when the transport cannot."""
+    def _transmit(self, data: bytes) -> int | None:
+        """Send one encoded message; returns the bytes it cost on the wire when that differs from
+        `len(data)` (serial framing), raises LinkError when the transport cannot."""
 
     @abstractmethod
     def _release(self) -> None:
@@ -101,15 +106,23 @@ class DeviceChannel(ABC):
 
     def send(self, msg: m.Message, seq: int | None = None) -> int:
         """Send a command without waiting; returns its seq."""
+        return self.send_counted(msg, seq)[0]
+
+    def send_counted(self, msg: m.Message, seq: int | None = None) -> tuple[int, int]:
+        """Send a command without waiting; returns its seq and the bytes it cost on the wire (framing
+        included), so a caller counting traffic need not encode or frame it again."""
         if self._closed:
             raise LinkError(f"channel to {self.name} is closed")
         seq = self.next_seq() if seq is None else seq % SEQ_MODULO
-        self._transmit(m.encode(msg, seq))
+        data = m.encode(msg, seq)
+        wire = self._transmit(data)
         self.counters["sent"] += 1
-        return seq
+        return seq, len(data) if wire is None else wire
 
-    def request(self, msg: m.Message, timeout: float = REQUEST_TIMEOUT_S, retries: int = REQUEST_RETRIES) -> m.Packet:
-        """Send and wait for the reply; DeviceError on an ERROR reply, LinkError when none comes."""
+    def request(self, msg: m.Message, timeout: float = REQUEST_TIMEOUT_S, retries: int = REQUEST_RETRIES,
+                cancel: threading.Event | None = None) -> m.Packet:
+        """Send and wait for the reply; DeviceError on an ERROR reply, LinkError when none comes,
+        Cancelled as soon as `cancel` is set while waiting (the command may still take effect)."""
         if self._closed:
             raise LinkError(f"channel to {self.name} is closed")
         accepts = REPLY_TYPES.get(msg.TYPE, frozenset()) | {MsgType.ERROR}
@@ -126,7 +139,7 @@ class DeviceChannel(ABC):
                              retries)
                 self._transmit(data)
                 self.counters["sent"] += 1
-                if waiter.event.wait(timeout):
+                if self._wait(waiter, timeout, cancel):
                     break
             else:
                 self.counters["timeouts"] += 1
@@ -149,6 +162,19 @@ class DeviceChannel(ABC):
             raise DeviceError(f"{self.name} refused {msg.TYPE.name}: {label}{detail}", code=code)
         return packet
 
+    @staticmethod
+    def _wait(waiter: _Waiter, timeout: float, cancel: threading.Event | None) -> bool:
+        """Wait for the reply; raises Cancelled when `cancel` is set first."""
+        if cancel is None:
+            return waiter.event.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if cancel.is_set():
+                raise Cancelled("cancelled while waiting for the device's reply")
+            if waiter.event.wait(min(left, CANCEL_POLL_S)):
+                return True
+        return waiter.event.is_set()
+
     def on_packet(self, callback: PacketCallback) -> None:
         """`callback(packet)` for every decoded packet (replies included), on the transport's thread."""
         with self._lock:
@@ -163,6 +189,11 @@ class DeviceChannel(ABC):
         """`callback(up, reason)` when the underlying link comes up or goes down."""
         with self._lock:
             self._state_listeners.append(callback)
+
+    def remove_state_listener(self, callback: StateCallback) -> None:
+        with self._lock:
+            if callback in self._state_listeners:
+                self._state_listeners.remove(callback)
 
     def close(self) -> None:
         if self._closed:
@@ -247,8 +278,8 @@ class SerialChannel(DeviceChannel):
     def open(cls, url: str, baud: int | None = None) -> SerialChannel:
         return cls(SerialLink(url, baud) if baud else SerialLink(url))
 
-    def _transmit(self, data: bytes) -> None:
-        self.link.send(data)
+    def _transmit(self, data: bytes) -> int:
+        return self.link.send(data)
 
     def _release(self) -> None:
         self.link.close()

@@ -128,8 +128,9 @@ class SerialLink:
 
     # ------------------------------------------------------------------ I/O
 
-    def send(self, message: bytes) -> None:
-        """Frame one encoded message and write it; LinkError when the port is closed or gone."""
+    def send(self, message: bytes) -> int:
+        """Frame one encoded message and write it; returns the bytes written (the frame), LinkError
+        when the port is closed or gone."""
         if len(message) > MAX_MESSAGE:
             raise ProtocolError(f"message of {len(message)} bytes exceeds {MAX_MESSAGE}", code=ErrorCode.BAD_ARGUMENT)
         port = self._port
@@ -149,6 +150,7 @@ class SerialLink:
             raise LinkError(f"serial port {self.url} vanished: {exc}") from exc
         self._stats["bytes_out"] += len(data)
         self._stats["sent"] += 1
+        return len(data)
 
     def _read_loop(self, port: serial.SerialBase) -> None:
         while not self._stop.is_set():

@@ -456,11 +456,14 @@ class DeployWizard(QWizard):
                     results = api.deploy(source, targets, progress=per_device, cancel=cancel, **kwargs)
                 self.reattach_error = release.reattach_error  # the port vanished: the outcome still counts
                 return results
-            api.load_image(source)  # a bad image is refused before any connection is made
+            image = api.load_image(source)  # a bad image is refused before any connection is made
+            # the fleet monitor holds every device's latest HELLO: the deployment need not ask again
+            known = {r.device_id: r.hello for r in (session.monitor.devices() if session.monitor else [])
+                     if r.hello is not None and r.online and r.device_id in targets}
             connection = session.open_connection()  # its own: see AppSession.open_connection
             try:
-                return api.deploy(source, targets, progress=per_device, cancel=cancel, connection=connection,
-                                  **kwargs)
+                return api.deploy(image, targets, progress=per_device, cancel=cancel, connection=connection,
+                                  hellos=known, **kwargs)
             finally:
                 connection.close()
 

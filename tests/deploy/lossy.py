@@ -19,10 +19,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.domain.errors import DeviceError, LinkError
+from app.domain.errors import Cancelled, DeviceError, LinkError
 from app.protocol import framing
 from app.protocol.codes import MsgType
 from app.protocol.messages import Error, Message, Packet, decode, encode
+from app.services.channel import CANCEL_POLL_S
 
 
 @dataclass
@@ -182,7 +183,8 @@ class LossyChannel:
         self.link.send_frame(encode(msg, seq))
         return seq
 
-    def request(self, msg: Message, timeout: float = 1.0, retries: int = 0) -> Packet:
+    def request(self, msg: Message, timeout: float = 1.0, retries: int = 0,
+                cancel: threading.Event | None = None) -> Packet:
         seq = self._next_seq()
         with self._cond:
             self._waiting[seq] = None
@@ -194,7 +196,9 @@ class LossyChannel:
                 deadline = time.monotonic() + timeout
                 with self._cond:
                     while self._waiting[seq] is None and (left := deadline - time.monotonic()) > 0:
-                        self._cond.wait(left)
+                        if cancel is not None and cancel.is_set():
+                            raise Cancelled("cancelled while waiting for a reply")
+                        self._cond.wait(min(left, CANCEL_POLL_S))
                     pkt = self._waiting[seq]
                 if pkt is not None:
                     if isinstance(pkt.msg, Error):

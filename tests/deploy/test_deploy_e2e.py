@@ -149,15 +149,13 @@ def test_staged_rollout_over_embedded_broker_publishes_the_model_once(embedded_b
 
 
 def test_failed_canary_stops_the_rollout(mosquitto_url, virtual_fleet, model_image_v3, model_factory):
-    # sim-001 is on a profile whose arena cannot load the model: the canary fails, nobody else is touched
-    from dataclasses import replace
-
+    # the model fails its self-test on the canary (what no check before the transfer can know):
+    # the canary fails, nobody else is touched (a model that does not fit is refused before any
+    # transfer: tests/deploy/test_deploy_choices.py)
     fleet = virtual_fleet(mosquitto_url, 3, profiles=["stm32l4r5"])
-    fleet.device("sim-001").profile = replace(get_profile("stm32l4r5"), arena_budget=1024)
-    results = api.deploy(model_image_v3, ["sim-001", "sim-002", "sim-003"], via="mqtt", broker=mosquitto_url,
-                         canary=1, canary_threshold=1.0)
-    assert results[0].outcome == "failed" and results[0].error_code in (ErrorCode.ARENA_TOO_SMALL,
-                                                                           ErrorCode.LOAD_FAILED)
+    results = api.deploy(model_factory.selftest_wrong(model_image_v3), ["sim-001", "sim-002", "sim-003"],
+                         via="mqtt", broker=mosquitto_url, canary=1, canary_threshold=1.0)
+    assert results[0].outcome == "failed" and results[0].error_code == ErrorCode.SELFTEST_FAILED
     assert [r.outcome for r in results[1:]] == ["skipped", "skipped"]
     assert "canary" in results[1].error_message
     for d in fleet.devices:
@@ -261,7 +259,7 @@ def test_two_operators_at_once_one_is_told_busy(mosquitto_url, virtual_fleet, mo
                                broker=mosquitto_url)
         assert second.outcome == "failed" and second.error_code == ErrorCode.BUSY
         assert "sim-001" in second.error_message and "another transfer" in second.error_message
-        assert first._commit(CommitMode.ACTIVATE, 0, 1).model_version == 3  # operator 1 is unaffected
+        assert first._commit(CommitMode.ACTIVATE, 0).model_version == 3  # operator 1 is unaffected
     finally:
         conn.close()
     assert dev.active_model.sha256 == sha256(model_image_v3)

@@ -16,11 +16,11 @@ from app.transport.mqtt_link import MqttConnection
 class LosesCommitReply(MqttChannel):
     """The COMMIT reaches the device; its reply never reaches the operator."""
 
-    def request(self, msg, timeout=None, retries=0):
+    def request(self, msg, timeout=None, retries=0, **kw):
         if isinstance(msg, XferCommit):
-            super().request(msg, timeout=timeout, retries=retries)  # the device acts on it
+            super().request(msg, timeout=timeout, retries=retries, **kw)  # the device acts on it
             raise LinkError(f"{self.device_id}: no reply to XFER_COMMIT")
-        return super().request(msg, timeout=timeout, retries=retries)
+        return super().request(msg, timeout=timeout, retries=retries, **kw)
 
 
 def test_lost_commit_reply_in_a_rollout_is_resolved_by_asking_the_device(mosquitto_url, virtual_fleet,

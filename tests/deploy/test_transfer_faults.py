@@ -27,7 +27,8 @@ N_RANDOM_TRANSFERS = 300
 # Small chunks make a fixture model span ~20 chunks, so faults hit the middle of transfers.
 TEST_CHUNK = 256
 # In-process delivery is synchronous: a reply that has not come in this long was lost.
-FAST = {"ack_timeout_s": 0.005, "begin_timeout_s": 0.01, "commit_timeout_s": 0.05, "resync_backoff_s": 0.0}
+FAST = {"ack_timeout_s": 0.005, "begin_timeout_s": 0.01, "commit_timeout_s": 0.05, "commit_probe_s": 0.05,
+        "bench_reply_s": 0.05, "resync_backoff_s": 0.0}
 PROFILE = "stm32l4r5"
 
 
@@ -140,7 +141,7 @@ def test_second_operator_is_told_busy(model_image, model_image_v3, model_factory
     with pytest.raises(DeviceError) as err:
         _push(dev, LossyLink(_handler(dev), Faults(), seed=2), other).run()
     assert err.value.code == ErrorCode.BUSY and "BUSY" in str(err.value) and "sim-001" in str(err.value)
-    assert first._commit(CommitMode.ACTIVATE, 0, 1).model_version == 3  # operator 1 is unaffected
+    assert first._commit(CommitMode.ACTIVATE, 0).model_version == 3  # operator 1 is unaffected
     assert dev.active_model.sha256 == _sha(model_image_v3)
 
 
