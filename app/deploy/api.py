@@ -309,7 +309,7 @@ def deploy(ref_or_image: str | Path | bytes | LoadedImage, devices: list[str] | 
     return results
 
 
-def _fit_gated(fit_gate: FitGateFn | None, image: _Image, devices: list[str], connection, transport: str,
+def _fit_gated(fit_gate: FitGateFn | None, image: LoadedImage, devices: list[str], connection, transport: str,
                trial: bool, deploy_rest: Callable[[list[str]], list[DeploymentResult]]) -> list[DeploymentResult]:
     """Run the fit-to-machine gate (when given) before any byte is sent: a device it refuses gets a
     "refused" result with its reason; the others go to `deploy_rest`. A serial deployment without
