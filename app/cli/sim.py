@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from app.domain.errors import DeviceError, LinkError, TinyMLOpsError
 from app.protocol.codes import FaultMask
@@ -51,6 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seconds between an idle device's telemetry (default 1; >= 1, larger for big fleets)")
     p.add_argument("--fault", type=_fault_arg, action="append", default=[], metavar="DEVICE=MASK[:SEV]",
                    help="boot a device with a fault, e.g. sim-002=bearing_outer:0.7 (repeatable)")
+    p.add_argument("--trust", action="append", default=[], type=Path, metavar="PEM",
+                   help="public key(s) the devices accept images from (repeatable; default: this operator's "
+                   "own keys, so deployments from this machine work)")
+    p.add_argument("--unprovisioned", action="store_true",
+                   help="devices with an empty trust store: they take unsigned images")
     p.set_defaults(func=run_sim)
     fsub = p.add_subparsers(dest="sim_command", metavar="SUBCOMMAND")
     f = fsub.add_parser("fault", help="switch a running device's simulated fault (SET_FAULT)")
@@ -60,6 +66,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--severity", type=float, default=0.8)
     f.add_argument("--broker", help=BROKER_HELP)
     f.set_defaults(func=run_fault)
+
+
+def _trust(args: argparse.Namespace) -> list[bytes] | None:
+    """The devices' trust store (PROTOCOL.md 6.2): --trust files, else this operator's keys."""
+    from app.trust.keys import KeyStore, load_public_keys
+
+    if args.unprovisioned:
+        return None
+    if args.trust:
+        return [key for path in args.trust for key in load_public_keys(path)]
+    store = KeyStore()
+    store.ensure()
+    return store.public_keys()
 
 
 def run_sim(args: argparse.Namespace) -> int:
@@ -78,7 +97,7 @@ def run_sim(args: argparse.Namespace) -> int:
     faults = {device: (mask, sev) for device, mask, sev in args.fault}
     try:
         fleet = VirtualFleet(url, args.devices, seed=args.seed, serial=args.serial, baud=args.baud, faults=faults,
-                             telemetry_period_s=args.telemetry_period)
+                             telemetry_period_s=args.telemetry_period, trust=_trust(args))
     except ValueError as exc:
         withdraw()
         if broker:

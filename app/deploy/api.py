@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from app.deploy import links
+from app.deploy import links, signatures
 from app.deploy.finish import device_error, error_text
 from app.deploy.history import DeploymentHistory, DeploymentRecord
 from app.deploy.rollout import DEFAULT_CONCURRENCY, Rollout, find_devices
@@ -91,6 +91,7 @@ class DeploymentResult:
     # once per site, plus every command): the uplink cost, shared by the rollout's devices
     rollout_published_bytes: int | None = None
     rollout_chunk_bytes: int | None = None  # of which the model chunks: about one image, whatever the device count
+    signed_by: str | None = None  # key id of the image's signature (PROTOCOL.md 6.2), None when unsigned
     notes: list[str] = field(default_factory=list)  # what happened on the way (resyncs, reboots, no figures)
 
     @property
@@ -112,6 +113,8 @@ class LoadedImage:
     tflite: bytes = b""
     ops: list[str] | None = None  # from the registry's record, else read from the flatbuffer when needed
     arena: int | None = None
+    signature: bytes | None = None  # the 80-byte block (PROTOCOL.md 6.2), None when unsigned
+    signed_by: str | None = None  # its key id (hex), as the history records it
 
     def __post_init__(self) -> None:
         if not self.sha:
@@ -138,7 +141,8 @@ def load_image(ref_or_image: str | Path | bytes | LoadedImage, registry=None) ->
     A LoadedImage is returned as it is (a caller that checked the image does not parse it again)."""
     if isinstance(ref_or_image, LoadedImage):
         return ref_or_image
-    ops = arena = None
+    ops = arena = signature = None
+    from_registry = False
     if isinstance(ref_or_image, bytes | bytearray):
         data = bytes(ref_or_image)
     else:
@@ -151,21 +155,27 @@ def load_image(ref_or_image: str | Path | bytes | LoadedImage, registry=None) ->
         else:  # a registry reference: NAME@VERSION, NAME@latest or NAME (latest)
             from app.ml.registry import Registry
 
+            from_registry = True
             if registry is not None:
                 mv = registry.resolve(text)
-                data = registry.image_bytes(mv)
+                data, signature = registry.image_bytes(mv), signatures.registry_signature(registry, mv)
             else:
                 with Registry() as reg:
                     mv = reg.resolve(text)
-                    data = reg.image_bytes(mv)
+                    data, signature = reg.image_bytes(mv), signatures.registry_signature(reg, mv)
             ops, arena = list(mv.ops), int(mv.arena)
     try:
+        if not from_registry:  # an exported file carries its signature block after the image
+            data, signature = signatures.split_file(data)
         img = ModelImage.from_bytes(data)
     except ModelError as exc:
         raise ModelError(f"not a deployable model image: {exc}") from exc
     if img.selftest_input is None:
         raise ModelError("the model image has no self-test section; devices refuse to activate it")
-    return LoadedImage(data, img.name, img.version, tflite=img.tflite, ops=ops, arena=arena)
+    signed_by = (signatures.check_file(data, signature, img.name, img.version) if not from_registry
+                 else signatures.SignatureBlock.from_bytes(signature).key_hex)
+    return LoadedImage(data, img.name, img.version, tflite=img.tflite, ops=ops, arena=arena,
+                       signature=signature, signed_by=signed_by)
 
 
 def _result_from_stats(base: DeploymentResult, stats: TransferStats) -> DeploymentResult:
@@ -200,6 +210,9 @@ def _refusal(hello: Hello, image: LoadedImage, device: str) -> DeviceError | Non
         return DeviceError(f"device {device}: UNSUPPORTED_VERSION ({int(ErrorCode.UNSUPPORTED_VERSION)}): it speaks "
                            f"protocol {hello.proto_min}..{hello.proto_max}, this application {PROTOCOL_VERSION}",
                            code=ErrorCode.UNSUPPORTED_VERSION)
+    unsigned = signatures.refusal(hello, image.signature, device)
+    if unsigned is not None:
+        return unsigned
     if len(image.data) > hello.free_slot:
         return DeviceError(f"device {device}: TOO_LARGE ({int(ErrorCode.TOO_LARGE)}): "
                            f"{error_text(ErrorCode.TOO_LARGE)}: image {len(image.data)} bytes, free slot "
@@ -336,8 +349,25 @@ def _record(hist: DeploymentHistory, results: list[DeploymentResult], started: f
             device_deploy_us=r.device_deploy_us, load_us=r.load_us, bench_n=r.bench_n,
             inference_min_us=r.inference_min_us, inference_median_us=r.inference_median_us,
             inference_p95_us=r.inference_p95_us, inference_max_us=r.inference_max_us, emulated=r.emulated,
-            trial=r.trial, outcome=r.outcome, error_code=r.error_code, error_message=r.error_message)
+            trial=r.trial, outcome=r.outcome, error_code=r.error_code, error_message=r.error_message,
+            signed_by=r.signed_by, broker_identity=broker_identity(broker) if via == "mqtt" else None)
         r.record_id = hist.add(rec)
+
+
+def broker_identity(broker: str | None) -> str | None:
+    """Who the operator is on the broker, for the audit trail: the user name, else the client
+    certificate's common name (mqtts:// with cert=), else None (anonymous)."""
+    try:
+        url = parse_broker_url(resolve_broker(broker))
+    except LinkError:
+        return None
+    if url.username:
+        return url.username
+    if url.cert:
+        from app.trust.broker_kit import certificate_name
+
+        return certificate_name(url.cert)
+    return None
 
 
 def _public_broker(broker: str | None) -> str:
@@ -350,7 +380,8 @@ def _public_broker(broker: str | None) -> str:
 
 def _base(image: LoadedImage, device: str, transport: str, trial: bool) -> DeploymentResult:
     return DeploymentResult(device=device, outcome="failed", model_name=image.name, model_version=image.version,
-                            model_sha=image.sha_hex, transport=transport, image_size=len(image.data), trial=trial)
+                            model_sha=image.sha_hex, transport=transport, image_size=len(image.data), trial=trial,
+                            signed_by=image.signed_by)
 
 
 def _push(link: links.DeviceLink, image: LoadedImage, base: DeploymentResult,
@@ -372,7 +403,7 @@ def _push(link: links.DeviceLink, image: LoadedImage, base: DeploymentResult,
         link.channel, image.data, device_id=base.device, model_name=image.name, model_version=image.version,
         max_chunk=hello.max_chunk, framed=serial, window=WINDOW if serial else MQTT_WINDOW,
         line_bytes_per_s=line_bytes_per_s(link.baud) if serial and link.baud else None,
-        reconnect=link.reconnect, cancel=cancel, caps=hello.caps, sha=image.sha,
+        reconnect=link.reconnect, cancel=cancel, caps=hello.caps, sha=image.sha, signature=image.signature,
         progress=(lambda done, total: progress(base.device, done, total)) if progress else None)
     try:
         return _result_from_stats(base, push.run(mode, trial_timeout_s, bench_count))

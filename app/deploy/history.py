@@ -52,6 +52,8 @@ class DeploymentRecord:
     outcome: str = ""
     error_code: int | None = None
     error_message: str | None = None
+    signed_by: str | None = None  # key id of the image's signature (PROTOCOL.md 6.2), None when unsigned
+    broker_identity: str | None = None  # who the operator was on the broker: user name or certificate CN
     id: int | None = None
 
 
@@ -73,6 +75,11 @@ class DeploymentHistory:
         self._lock = threading.Lock()
         with contextlib.closing(self._connect()) as db, db:
             db.execute(_schema())
+            # a history written before a column existed gets it (empty for the old rows)
+            have = {row[1] for row in db.execute("PRAGMA table_info(deployments)")}
+            for f in _COLUMNS:
+                if f.name not in have:
+                    db.execute(f"ALTER TABLE deployments ADD COLUMN {f.name} {_SQL_TYPE[str(f.type)]}")
             db.execute("CREATE INDEX IF NOT EXISTS deployments_device ON deployments(device, started)")
 
     def _connect(self) -> sqlite3.Connection:

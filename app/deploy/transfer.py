@@ -44,6 +44,7 @@ from app.protocol.messages import (
     XferBegin,
     XferChunk,
     XferQuery,
+    XferSign,
     XferStatus,
     encode,
 )
@@ -143,12 +144,14 @@ class PushTransfer:
                  bench_reply_s: float | None = None, resync_backoff_s: float = RESYNC_BACKOFF_S,
                  reconnect: Callable[[], object] | None = None, progress: ProgressFn | None = None,
                  cancel: threading.Event | None = None, transfer_id: int | None = None, caps: int = ALL_CAPS,
-                 sha: bytes | None = None) -> None:
+                 sha: bytes | None = None, signature: bytes | None = None) -> None:
         if not image:
             raise ValueError("empty image")
         self.image = bytes(image)
         self.sha = sha or sha256(self.image)
         self.caps = int(caps)
+        # the image's signature block (PROTOCOL.md 6.2): sent before COMMIT to a device that verifies
+        self.signature = signature if signature and self.caps & Caps.SIGNED else None
         self.device_id = device_id
         self.model_name = model_name
         self.model_version = model_version
@@ -484,6 +487,15 @@ class PushTransfer:
         except LinkError as exc:
             log.info("%s: reconnect failed: %s", self.device_id, exc)
 
+    def _sign(self) -> None:
+        """XFER_SIGN: the device keeps the block for this transfer and checks it at COMMIT."""
+        if self.signature is None:
+            return
+        reply = self._request(XferSign(self.stats.transfer_id, self.signature), self.begin_timeout_s,
+                              BEGIN_RETRIES).msg
+        if not isinstance(reply, Ack):
+            raise DeviceError(f"device {self.device_id} did not take the signature: {reply}")
+
     def _commit(self, mode: CommitMode, trial_timeout_s: int) -> Latency:
         """XFER_COMMIT; a lost reply is resolved by asking the device which image is active."""
         return commit(lambda msg, timeout, retries: self._request(msg, timeout, retries).msg, self.device_id,
@@ -497,6 +509,7 @@ class PushTransfer:
             self._check_cancel()
             self._transfer()
             self.stats.transfer_s = time.perf_counter() - (self._started or time.perf_counter())
+            self._sign()
             committed = self._commit(mode, trial_timeout_s)
             self.stats.host_deploy_s = time.perf_counter() - (self._started or time.perf_counter())
         except Exception:  # a bug's exception too: the device must not stay BUSY for XFER_STALE_S

@@ -100,7 +100,9 @@ class VirtualFleet:
                  baud: int | None = None, profiles: list[str] | None = None,
                  faults: dict[str, tuple[int, float]] | None = None, factory_image: bytes | None = None,
                  telemetry_period_s: float = TELEMETRY_PERIOD_S, max_connecting: int = MAX_CONNECTING,
-                 caps: dict[str, int] | None = None) -> None:
+                 caps: dict[str, int] | None = None, trust: list[bytes] | None = None) -> None:
+        """`trust`: raw Ed25519 public keys every device's trust store holds (PROTOCOL.md 6.2);
+        None leaves them unprovisioned (they take unsigned images)."""
         if count < 1:
             raise ValueError("a fleet needs at least one device")
         if not telemetry_period_s >= TELEMETRY_PERIOD_S:
@@ -121,7 +123,7 @@ class VirtualFleet:
             profile = get_profile(profiles[i % len(profiles)] if profiles else plan["profile"])
             mask, severity = faults.pop(plan["device_id"], plan["fault"])
             dev = VirtualDevice(plan["device_id"], plan["location"], profile, image, seed=seed * 10_000 + i,
-                                shaft_hz=plan["shaft_hz"], fault_mask=mask, severity=severity, now=now,
+                                shaft_hz=plan["shaft_hz"], fault_mask=mask, severity=severity, now=now, trust=trust,
                                 **({"caps": caps[plan["device_id"]]} if caps and plan["device_id"] in caps else {}))
             self.devices.append(dev)
             if broker_url is not None:

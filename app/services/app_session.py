@@ -124,7 +124,12 @@ class AppSession:
                 from app.fleet.fleet import VirtualFleet
 
                 step(50, f"starting {self.config.devices} virtual devices")
-                self.fleet = VirtualFleet(self.broker_url, self.config.devices, seed=self.config.seed)
+                from app.trust.keys import KeyStore
+
+                keys = KeyStore()
+                keys.ensure()  # the embedded fleet trusts this operator: its signed versions deploy
+                self.fleet = VirtualFleet(self.broker_url, self.config.devices, seed=self.config.seed,
+                                          trust=keys.public_keys())
                 self.fleet.start()
             step(100, f"connected to {self.address}")
             return self

@@ -52,6 +52,9 @@ REPLY_TYPES: dict[MsgType, frozenset[MsgType]] = {
     MsgType.REBOOT: frozenset({MsgType.HELLO, MsgType.ACK}),
     MsgType.SET_FAULT: frozenset({MsgType.ACK}),
     MsgType.ACTIVATE: frozenset({MsgType.LATENCY}),
+    MsgType.XFER_SIGN: frozenset({MsgType.ACK}),
+    MsgType.TRUST_ADD: frozenset({MsgType.HELLO}),
+    MsgType.REVOKE: frozenset({MsgType.ACK}),
 }
 
 PacketCallback = Callable[[m.Packet], None]

@@ -211,3 +211,13 @@ def client_url(kit: Path, host: str, port: int, folder: str, name: str) -> str:
     kit = Path(kit).resolve()
     return (f"mqtts://{host}:{port}?ca={kit / 'ca.crt'}&cert={kit / folder / (name + '.crt')}"
             f"&key={kit / folder / (name + '.key')}")
+
+
+def certificate_name(path: str | Path) -> str | None:
+    """The common name of a PEM certificate (the MQTT identity under use_identity_as_username)."""
+    try:
+        cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return None
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None

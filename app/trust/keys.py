@@ -104,6 +104,11 @@ class KeyStore:
             raise SigningKeyError(f"no single key matches {ident!r}" if not matches else f"{ident!r} is ambiguous")
         return matches[0]
 
+    def public_keys(self) -> list[bytes]:
+        """Raw public keys of every key this operator made, the active one first (a device's store)."""
+        keys = sorted(self.list(), key=lambda k: k.status != STATUS_ACTIVE)
+        return [k.public_raw for k in keys]
+
     def trusted(self) -> dict[bytes, bytes]:
         """Key id -> raw public key of every key this operator made (retired keys still verify)."""
         return {bytes.fromhex(k.id): k.public_raw for k in self.list()}
@@ -193,3 +198,25 @@ class KeyStore:
         if not isinstance(key, Ed25519PrivateKey):
             raise SigningKeyError(f"signing key {info.id} is not an Ed25519 key")
         return key
+
+
+def load_public_keys(path: Path) -> list[bytes]:
+    """Raw Ed25519 public keys from a PEM file (`tinymlops keys export-public`); one or more keys."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    text = Path(path).read_text()
+    keys = []
+    for block in text.split("-----END PUBLIC KEY-----"):
+        if "-----BEGIN PUBLIC KEY-----" not in block:
+            continue
+        pem = (block.strip() + "\n-----END PUBLIC KEY-----\n").encode()
+        try:
+            key = serialization.load_pem_public_key(pem)
+        except ValueError as exc:
+            raise SigningKeyError(f"{path}: not a PEM public key ({exc})") from exc
+        if not isinstance(key, Ed25519PublicKey):
+            raise SigningKeyError(f"{path}: not an Ed25519 public key")
+        keys.append(key.public_bytes_raw())
+    if not keys:
+        raise SigningKeyError(f"{path} holds no PEM public key")
+    return keys
