@@ -1,0 +1,78 @@
+"""The C core verifies signatures (PROTOCOL.md 6.2) on the emulated Cortex-M4: a firmware built with
+this operator's public key (`make TRUST_KEYS=operator.pem`) takes a registered version, deployed from
+the CLI over serial with its signature, and refuses an unsigned or foreign-signed image at COMMIT
+with BAD_SIGNATURE, keeping its model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from app.protocol import messages as m
+from app.protocol.codes import Caps, ErrorCode
+from app.trust import signing
+from tests.firmware.conftest import DATA, PORT_DIR, ROOT, _boot, _build
+from tests.firmware.helpers import Device
+
+# A serial deployment of a 12 KB image to the emulator takes about a second; allow for a loaded CI.
+CLI_TIMEOUT_S = 120
+
+
+@pytest.fixture(scope="module")
+def operator(tmp_path_factory) -> Path:
+    """A data dir with an operator key, and the firmware variant that trusts it."""
+    data = tmp_path_factory.mktemp("operator")
+    env = {**os.environ, "TINYMLOPS_DATA_DIR": str(data), "TINYMLOPS_KEYRING": "off"}
+    pem = data / "operator.pem"
+    subprocess.run([sys.executable, "-m", "app", "keys", "export-public", str(pem)], check=True, cwd=ROOT, env=env,
+                   capture_output=True, timeout=CLI_TIMEOUT_S)
+    _build(f"TRUST_KEYS={pem}")
+    return data
+
+
+@pytest.fixture
+def provisioned(operator):
+    yield from _boot(PORT_DIR / "build" / "trusted-operator" / "tinymlops.elf")
+
+
+def _cli(data: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TINYMLOPS_DATA_DIR": str(data), "TINYMLOPS_KEYRING": "off"}
+    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=CLI_TIMEOUT_S)
+
+
+def test_a_provisioned_c_device_takes_only_signed_images(operator, provisioned, tmp_path):
+    image = (DATA / "factory_v2.tmlm").read_bytes()
+    with Device(provisioned.url) as dev:
+        hello = dev.request(m.GetInfo()).msg
+        assert hello.caps & Caps.SIGNED and hello.trust_keys == 1
+        before = hello.model_sha
+    # unsigned: refused by the host before a byte, in words
+    (tmp_path / "unsigned.tmlm").write_bytes(image)
+    proc = _cli(operator, "deploy", str(tmp_path / "unsigned.tmlm"), "--via", "serial", "--port", provisioned.url)
+    assert proc.returncode != 0 and "only signed images" in proc.stdout + proc.stderr
+    # signed by a key the device does not hold: the device refuses it at COMMIT
+    stranger = signing.sign_image(image, Ed25519PrivateKey.generate()).to_bytes()
+    (tmp_path / "foreign.tmlm").write_bytes(image + stranger)
+    proc = _cli(operator, "deploy", str(tmp_path / "foreign.tmlm"), "--via", "serial", "--port", provisioned.url,
+                "--json")
+    assert proc.returncode != 0
+    (result,) = json.loads(proc.stdout)
+    assert result["error_code"] == ErrorCode.BAD_SIGNATURE, result
+    with Device(provisioned.url) as dev:
+        assert dev.request(m.GetInfo()).msg.model_sha == before
+    # a registered version: signed by this operator, activated
+    assert _cli(operator, "model", "import", str(DATA / "factory_v2.tmlm"), "--name", "pump").returncode == 0
+    proc = _cli(operator, "deploy", "pump@latest", "--via", "serial", "--port", provisioned.url, "--json")
+    assert proc.returncode == 0, proc.stderr
+    (result,) = json.loads(proc.stdout)
+    assert result["outcome"] == "ok" and result["signed_by"]
+    with Device(provisioned.url) as dev:
+        after = dev.request(m.GetInfo()).msg
+    assert after.model_name == "pump" and after.model_sha != before  # factory_v2's network, restamped pump@1
