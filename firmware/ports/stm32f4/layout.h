@@ -13,8 +13,8 @@
 #define F446_PAGE_SIZE (64u * 1024u)
 #define F446_STORE_SIZE (2u * F446_SLOT_SIZE + 2u * F446_PAGE_SIZE)
 /* Tensor arena per model instance: what 128 KB of SRAM leaves after the core's device state
- * (~61 KB: frame buffers, the feature window and its FFT work) and the stack. */
-#define F446_ARENA_SIZE (24u * 1024u)
+ * (~61 KB: frame buffers, the feature window and its FFT work) and the 16 KB stack (sections.ld). */
+#define F446_ARENA_SIZE (20u * 1024u)
 
 /* In QEMU's netduinoplus2 (no flash controller modelled: the store lives in SRAM, 192 KB there):
  * small slots (the test models are 12-23 KB) and the uniform page of the RAM driver. */

@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include "stm32f4.h"
 
-extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _estack;
+extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _sstack, _estack;
 int main(void);
 void SysTick_Handler(void);
 void USART2_IRQHandler(void);
@@ -34,6 +34,27 @@ __attribute__((section(".isr_vector"), used)) static void (*const vectors[16 + N
 };
 _Static_assert(USART2_IRQN == 38u, "the table puts USART2 at IRQ 38");
 
+/* MPU region 0 over the lowest STACK_GUARD_BYTES of the stack, no access: an overflow faults at
+ * once instead of silently overwriting the model store or the arenas that lie below the stack. */
+#define STACK_GUARD_BYTES 32u
+#define MPU_CTRL REG(0xE000ED94u)
+#define MPU_RNR REG(0xE000ED98u)
+#define MPU_RBAR REG(0xE000ED9Cu)
+#define MPU_RASR REG(0xE000EDA0u)
+#define MPU_CTRL_ENABLE_PRIVDEFENA 5u /* MPU on; the default memory map everywhere else */
+#define MPU_RASR_XN (1u << 28)
+#define MPU_RASR_ENABLE 1u
+
+static void guard_stack(void)
+{
+    MPU_RNR = 0;
+    MPU_RBAR = (uint32_t)&_sstack; /* linker script: 32-byte aligned */
+    MPU_RASR = MPU_RASR_XN | ((5u - 1u) << 1) /* 2^5 = 32 bytes */ | MPU_RASR_ENABLE; /* AP 000: no access */
+    MPU_CTRL = MPU_CTRL_ENABLE_PRIVDEFENA;
+    __asm volatile("dsb\n isb");
+}
+_Static_assert(STACK_GUARD_BYTES == 1u << 5, "the region size field encodes 32 bytes");
+
 void Reset_Handler(void)
 {
     uint32_t *src = &_sidata, *dst = &_sdata;
@@ -41,6 +62,7 @@ void Reset_Handler(void)
     for (dst = &_sbss; dst < &_ebss;) *dst++ = 0;
     SCB_CPACR |= (0xFu << 20); /* CP10, CP11 full access: the FPU */
     __asm volatile("dsb\n isb");
+    guard_stack();
     main();
     for (;;) {
     }
