@@ -1,5 +1,6 @@
 """Firmware figures for the README: the portable core's flash and RAM on a Cortex-M4
-(arm-none-eabi-size of the objects the QEMU image links), the emulated instruction count per
+(arm-none-eabi-size of the objects the QEMU image links), the STM32F4 port's two images against
+the F446's flash region and SRAM, the emulated instruction count per
 inference for the factory model and the MLPerf Tiny AD autoencoder, and a serial deployment to
 the emulated device with its three latencies (deployment, loading, inference).
 
@@ -44,6 +45,10 @@ HOST_REPEATS = 200
 DEPLOY_TIMEOUT_S = 300
 QEMU_START_TIMEOUT_S = 20.0
 BAUD = 115200
+STM32F4_DIR = ROOT / "firmware" / "ports" / "stm32f4"
+# The F446 image's budgets (firmware/ports/stm32f4/f446.ld): flash sectors 0-4 (the store has 5-7), all SRAM.
+F446_FIRMWARE_FLASH = 128 * 1024
+F446_SRAM = 128 * 1024
 # Objects of firmware/core that only the emulator links (the deterministic vibration source stands
 # in for the accelerometer; the ESP32 port reads an ADXL345): listed apart from the core total.
 EMULATOR_ONLY = frozenset({"tm_vibration"})
@@ -69,6 +74,21 @@ def symbol_sizes() -> dict[str, int]:
         if len(parts) == 4:
             found[parts[3]] = int(parts[1], 16)
     return found
+
+
+def stm32f4_sizes() -> None:
+    """Flash (text + data) and RAM (data + bss, the stack included) of the STM32F4 port's images."""
+    subprocess.run(["make", "-s", "-C", str(STM32F4_DIR)], check=True)
+    print("STM32F4 port (firmware/ports/stm32f4), whole images:")
+    print(f"  {'image':<44}{'flash B':>9}{'RAM B':>9}")
+    for board, label in (("f446", "Nucleo-F446RE (flash driver)"), ("qemu", "QEMU netduinoplus2 (store in SRAM)")):
+        elf = STM32F4_DIR / "build" / board / "tinymlops.elf"
+        line = subprocess.run(["arm-none-eabi-size", str(elf)], capture_output=True, text=True,
+                              check=True).stdout.splitlines()[1]
+        text, data, bss = (int(v) for v in line.split()[:3])
+        print(f"  {label:<44}{text + data:>9}{data + bss:>9}")
+        if board == "f446":
+            print(f"  {'  budget: flash sectors 0-4, SRAM':<44}{F446_FIRMWARE_FLASH:>9}{F446_SRAM:>9}")
 
 
 def start_qemu() -> tuple[subprocess.Popen, str]:
@@ -158,6 +178,7 @@ def main() -> None:
     arenas = syms.get("arena0", 0) + syms.get("arena1", 0)
     print(f"  statically allocated RAM: device state {syms.get('dev', 0)} B, two tensor arenas {arenas} B, "
           f"emulated model flash {syms.get('flash_mem', 0)} B")
+    stm32f4_sizes()
 
     flash, runs, us = signature_check()
     per_check = insns(us) // runs

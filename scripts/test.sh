@@ -20,5 +20,9 @@ if [ -f firmware/ports/qemu-mps2-an386/Makefile ]; then
     echo "== firmware: Cortex-M4 image for QEMU"
     make -s -C firmware/ports/qemu-mps2-an386
 fi
+if [ -f firmware/ports/stm32f4/Makefile ]; then
+    echo "== firmware: STM32F4 images (Nucleo-F446RE, QEMU netduinoplus2)"
+    make -s -C firmware/ports/stm32f4
+fi
 echo "== pytest"
 "$VENV/bin/python" -m pytest -q "$@"

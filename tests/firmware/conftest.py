@@ -54,12 +54,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _build(*make_args: str) -> None:
+def _build(*make_args: str, port_dir: Path = PORT_DIR) -> None:
     for tool in ("qemu-system-arm", "arm-none-eabi-gcc", "make"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is not installed: apt-get install qemu-system-arm gcc-arm-none-eabi "
                         "libnewlib-arm-none-eabi make")
-    subprocess.run(["make", "-s", "-C", str(PORT_DIR), *make_args], check=True, timeout=BUILD_TIMEOUT_S)
+    subprocess.run(["make", "-s", "-C", str(port_dir), *make_args], check=True, timeout=BUILD_TIMEOUT_S)
 
 
 @pytest.fixture(scope="session")
@@ -75,12 +75,14 @@ def small_arena_elf() -> Path:
     return PORT_DIR / "build" / f"arena-{SMALL_ARENA}" / "tinymlops.elf"
 
 
-def _boot(elf: Path) -> Iterator[QemuDevice]:
+def _boot(elf: Path, machine: str = "mps2-an386", serial_index: int = 0) -> Iterator[QemuDevice]:
+    """Boot `elf` on `machine` with its serial_index-th UART (QEMU wires each -serial to the next
+    UART in order) as the TCP server; the ones before it go to null."""
     port = _free_port()
     proc = subprocess.Popen(
-        ["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none",
-         "-icount", f"shift={ICOUNT_SHIFT}", "-serial", f"tcp:127.0.0.1:{port},server=on,wait=off",
-         "-kernel", str(elf)],
+        ["qemu-system-arm", "-M", machine, "-nographic", "-monitor", "none",
+         "-icount", f"shift={ICOUNT_SHIFT}", *["-serial", "null"] * serial_index,
+         "-serial", f"tcp:127.0.0.1:{port},server=on,wait=off", "-kernel", str(elf)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + QEMU_START_TIMEOUT_S
     while True:
