@@ -17,7 +17,9 @@ from app.domain.errors import ProtocolError
 from app.protocol.codes import (
     HEADER_SIZE,
     MAX_PAYLOAD,
+    MAX_SAMPLE_RATE_HZ,
     PROTOCOL_VERSION,
+    STREAM_AXES,
     ErrorCode,
     MsgType,
 )
@@ -233,11 +235,20 @@ class Stream(Message):
         if len(data) < cls._HEAD.size:
             raise ProtocolError("stream payload shorter than its header", code=ErrorCode.MALFORMED)
         window_seq, rate, scale, n, axes = cls._HEAD.unpack_from(data, 0)
+        # what a receiver sizes buffers and plots from is checked here, once, for every transport
+        if axes != STREAM_AXES and not (axes == 0 and n == 0):
+            raise ProtocolError(f"stream has {axes} axes, expected {STREAM_AXES}", code=ErrorCode.MALFORMED)
+        if not 1 <= rate <= MAX_SAMPLE_RATE_HZ:
+            raise ProtocolError(f"stream sample rate {rate} Hz outside 1..{MAX_SAMPLE_RATE_HZ}",
+                                code=ErrorCode.MALFORMED)
         body = memoryview(data)[cls._HEAD.size :]
         if len(body) != n * axes * 2:
             raise ProtocolError(f"stream holds {len(body)} sample bytes, header says {n * axes * 2}",
                                 code=ErrorCode.MALFORMED)
-        samples = np.frombuffer(body, dtype="<i2").reshape(n, axes).astype(np.int16)
+        if axes:
+            samples = np.frombuffer(body, dtype="<i2").reshape(n, axes).astype(np.int16)
+        else:  # an empty window: the same (0, 3) shape as one built here
+            samples = np.zeros((0, STREAM_AXES), dtype=np.int16)
         return cls(window_seq, rate, scale, samples)
 
     def describe(self) -> dict[str, Any]:
