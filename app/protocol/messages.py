@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,8 +16,10 @@ import numpy as np
 from app.domain.errors import ProtocolError
 from app.protocol.codes import (
     HEADER_SIZE,
+    MAX_CHUNK,
     MAX_PAYLOAD,
     MAX_SAMPLE_RATE_HZ,
+    MIN_CHUNK,
     PROTOCOL_VERSION,
     STREAM_AXES,
     ErrorCode,
@@ -177,6 +179,18 @@ class Hello(Message):
     @property
     def site(self) -> str:
         return self.location.split("/", 1)[0] if self.location else "default"
+
+    def clamped(self) -> Hello:
+        """This HELLO with the values that size the host's work held to sane bounds.
+
+        A retained HELLO is whatever anyone with publish rights left on the broker: a spoofed
+        `max_chunk = 1` must not turn a deployment into one round trip per byte, nor a huge
+        `sample_rate` size a buffer. 0 keeps its meaning ("not said")."""
+        max_chunk = min(max(self.max_chunk, MIN_CHUNK), MAX_CHUNK) if self.max_chunk else 0
+        sample_rate = min(self.sample_rate, MAX_SAMPLE_RATE_HZ)
+        if (max_chunk, sample_rate) == (self.max_chunk, self.sample_rate):
+            return self
+        return replace(self, max_chunk=max_chunk, sample_rate=sample_rate)
 
 
 @dataclass

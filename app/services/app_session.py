@@ -77,6 +77,8 @@ class AppSession:
 
     def start(self, progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> AppSession:
         """Bring the session up; raises TinyMLOpsError (never a bare library error) on failure."""
+        from app.services.fleet_memory import FleetMemory
+        from app.services.fleet_memory import default_path as fleet_memory_path
         from app.services.fleet_monitor import FleetMonitor
         from app.transport.mqtt_link import MqttConnection
         from app.transport.urls import parse_broker_url
@@ -111,7 +113,7 @@ class AppSession:
             self._target = target if not self.config.embedded else self.broker_url
             self.connection = MqttConnection(self._target)
             self.connection.connect(CONNECT_TIMEOUT_S)
-            self.monitor = FleetMonitor(self.connection)
+            self.monitor = FleetMonitor(self.connection, memory=FleetMemory(fleet_memory_path()))
             if self.config.embedded:
                 from app.fleet.fleet import VirtualFleet
 
