@@ -415,3 +415,11 @@ def test_a_keras_file_with_a_lambda_layer_is_refused_in_safe_mode(data_dir, norm
     with pytest.raises(ModelError, match=r"cannot load lambda\.keras as a Keras model: .*safe_mode"):
         importer.import_model(path, normal=normal_rows)
     assert snapshot(data_dir) == before
+
+
+@pytest.mark.parametrize("name", ["pump\n", "pump\r\n", "\npump", "pump ", "", "a" * 65, "pump/1", "pump@2"])
+def test_bad_model_names_are_refused_even_with_a_trailing_newline(data_dir, name):
+    from app.ml.registry import check_name
+
+    with pytest.raises(ModelError, match="bad model name"):
+        check_name(name)
