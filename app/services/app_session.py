@@ -63,6 +63,7 @@ class AppSession:
         self._serial_baud: dict[str, int] = {}  # port -> the baud rate it was attached with
         self._serial_device: dict[str, str] = {}  # port -> id of the device that announced itself there
         self._serial_lock = threading.Lock()  # attach/detach against the reopen watcher
+        self.serial_watch_passes = 0  # finished passes of the reopen watcher: what a test can wait for
         self._serial_watch: threading.Thread | None = None
         self._closed = threading.Event()
 
@@ -209,6 +210,7 @@ class AppSession:
                         log.debug("serial port %s still gone: %s", port, exc)
                     else:
                         log.info("serial port %s is back", port)
+                self.serial_watch_passes += 1
 
     @property
     def address(self) -> str:
