@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import struct
 import threading
-import time
 
 import paho.mqtt.client as mqtt
 
@@ -16,7 +15,7 @@ from app.services.channel import SerialChannel
 from app.services.fleet_monitor import DeviceRecord, FleetMonitor
 from app.transport.mqtt_link import MqttConnection
 from app.transport.urls import parse_broker_url
-from tests.transport.helpers import wait_until
+from tests.transport.helpers import WAIT_S, wait_until
 from tests.transport.ptys import PtyDevice
 
 
@@ -40,9 +39,9 @@ class HandDevice:
         self.client.on_connect = lambda *a: connected.set()
         self.client.connect(b.host, b.port, keepalive=30)
         self.client.loop_start()
-        assert connected.wait(5)
+        assert connected.wait(WAIT_S)
         self.client.subscribe(self.cmd, qos=1)
-        self.client.publish(self.status, m.encode(self.hello), qos=1, retain=True).wait_for_publish(5)
+        self.client.publish(self.status, m.encode(self.hello), qos=1, retain=True).wait_for_publish(WAIT_S)
 
     def send_telemetry(self, score: float, alarm: bool = False) -> None:
         tel = m.Telemetry(uptime_ms=5000, window_seq=1, model_version=4, score=score, threshold=0.5,
@@ -115,10 +114,15 @@ def test_silent_device_becomes_offline(mosquitto_url: str) -> None:
     dev = HandDevice(mosquitto_url, "hand-quiet")
     try:
         with MqttConnection(mosquitto_url) as conn, FleetMonitor(conn, stale_after_s=1.0) as monitor:
+            # events, not polled states: with a 1 s staleness the device may be offline again before a poll
+            events: list[tuple[str, str]] = []
+            monitor.add_listener(lambda event, rec: events.append((event, rec.state)) if rec.device_id == "hand-quiet"
+                                 else None)
             wait_until(lambda: monitor.get("hand-quiet") is not None)
-            wait_until(lambda: monitor.get("hand-quiet").state == "offline", what="stale device shown offline")
+            wait_until(lambda: ("offline", "offline") in events, what="stale device shown offline")
+            went_offline = events.index(("offline", "offline"))
             dev.send_telemetry(0.2)
-            wait_until(lambda: monitor.get("hand-quiet").state == "online", what="back online on telemetry")
+            wait_until(lambda: ("changed", "online") in events[went_offline:], what="back online on telemetry")
     finally:
         dev.client.disconnect()
         dev.client.loop_stop()
@@ -139,11 +143,13 @@ def test_stream_listener_starts_and_stops_the_stream(mosquitto_url: str) -> None
             wait_until(lambda: any(isinstance(p.msg, m.StreamStart) for p in dev.commands), what="STREAM_START")
             stream_topic = topics.device_topic("plant-t", "hand-stream", topics.STREAM)
             window = m.Stream(window_seq=1, sample_rate=3200, scale=0.001, samples=[[1, 2, 3], [4, 5, 6]])
-            deadline = time.monotonic() + 5
-            while not windows and time.monotonic() < deadline:  # the subscription may still be on its way
+
+            def delivered() -> bool:  # republished until the monitor's subscription is in place
                 dev.client.publish(stream_topic, m.encode(window), qos=0)
-                time.sleep(0.05)
-            assert windows and windows[0] == window
+                return bool(windows)
+
+            wait_until(delivered, what="a window through the stream subscription")
+            assert windows[0] == window
             monitor.remove_stream_listener("hand-stream", listener)
             wait_until(lambda: any(isinstance(p.msg, m.StreamStop) for p in dev.commands), what="STREAM_STOP")
     finally:
