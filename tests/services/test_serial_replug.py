@@ -47,7 +47,11 @@ def _state(session: AppSession, device_id: str) -> str | None:
     return record.state if record else None
 
 
-def test_a_replugged_serial_device_comes_back_without_reattaching(mosquitto_url, tmp_path):
+def test_a_replugged_serial_device_comes_back_without_reattaching(mosquitto_factory, tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYMLOPS_DATA_DIR", str(tmp_path / "data"))  # the session's fleet memory goes there
+    # a broker of its own: on the shared one another test's virtual fleet may have announced the same
+    # device id over MQTT, and the fleet would show it online whatever the serial port does
+    mosquitto_url = mosquitto_factory().url
     by_id = tmp_path / "usb-tinymlops-sensor-if00"
     first = _plugged_device(50)
     device_id = first.device.device_id

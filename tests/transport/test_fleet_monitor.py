@@ -86,9 +86,10 @@ def test_presence_telemetry_and_last_will(mosquitto_url: str) -> None:
         dev_b.clear(mosquitto_url)
 
 
-def test_bad_messages_are_counted_per_reason_never_raised(mosquitto_url: str) -> None:
+def test_bad_messages_are_counted_per_reason_never_raised(mosquitto_factory) -> None:
     base = f"{topics.ROOT}/plant-bad"
-    with MqttConnection(mosquitto_url) as conn, FleetMonitor(conn) as monitor:
+    # a broker of its own: on the shared one, other tests' devices add their own counts
+    with MqttConnection(mosquitto_factory().url) as conn, FleetMonitor(conn) as monitor:
         good = m.encode(m.Telemetry(score=0.1))
         conn.publish(f"{base}/dev-x/telemetry", b"\x01\x02\x00\x00", qos=1)  # truncated header/payload
         conn.publish(f"{base}/dev-x/telemetry", b"\x09" + good[1:], qos=1)  # unknown version
@@ -222,8 +223,8 @@ def test_malformed_streams_are_counted_and_never_reach_the_live_feed(mosquitto_u
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], caplog.text
 
 
-def test_telemetry_without_hello_makes_no_ghost_device(mosquitto_url: str) -> None:
-    with MqttConnection(mosquitto_url) as conn, FleetMonitor(conn) as monitor:
+def test_telemetry_without_hello_makes_no_ghost_device(mosquitto_factory) -> None:
+    with MqttConnection(mosquitto_factory().url) as conn, FleetMonitor(conn) as monitor:  # no other test's devices
         events: list[str] = []
         monitor.add_listener(lambda event, rec: events.append(f"{event}:{rec.device_id}"))
         conn.publish(f"{topics.ROOT}/plant-ghost/ghost-1/telemetry", m.encode(m.Telemetry(score=0.9)), qos=1)
