@@ -246,14 +246,15 @@ class FleetMonitor:
                 record.state = "offline"
                 record.hello = hello
             elif offline and remembered:
-                # First heard of through its will: what we knew when it was last heard beats the will.
+                # First heard of through its will: what we knew when it was last heard beats the will
+                # (the topic it came on still says where it is now)
+                for key, value in remembered.items():
+                    setattr(record, key, value)
                 record.site = site
                 record.transport = transport
                 record.state = "offline"
                 record.uptime_s = hello.uptime_s
                 record.hello = hello
-                for key, value in remembered.items():
-                    setattr(record, key, value)
             else:
                 record.site = site
                 record.location = hello.location
