@@ -56,6 +56,14 @@ def _callees(node, functions: set[str]) -> set[str]:
     return out
 
 
+def _check_calls(node, names: set[str], checkpoint: set[str], refused: set[str]) -> None:
+    """A call must stay inside the SavedModel's own (checked) functions and never reach the checkpoint pair."""
+    callees = _callees(node, names)
+    refused.update(f"a call to {name}, which the SavedModel does not hold" for name in callees - names)
+    if callees & checkpoint:
+        refused.add(f"{node.op} calling the checkpoint writer")
+
+
 def check_savedmodel(path: Path) -> None:
     """ModelError naming the offending ops unless every op of the SavedModel in `path` is allowed."""
     pb = Path(path) / "saved_model.pb"
@@ -78,14 +86,16 @@ def check_savedmodel(path: Path) -> None:
         library = {f.signature.name: f for f in meta.graph_def.library.function}
         names = set(library)
         checkpoint = {name for name in names if CHECKPOINT_FUNCTION.fullmatch(name)}
-        refused.update(n.op for n in meta.graph_def.node if n.op not in TOP_LEVEL_OPS | names)
+        for node in meta.graph_def.node:  # outside functions: TensorFlow's own saver may call the checkpoint pair
+            if node.op not in TOP_LEVEL_OPS | names:
+                refused.add(node.op)
+            _check_calls(node, names, set(), refused)
         for name, function in library.items():
             allowed = MODEL_OPS | CHECKPOINT_OPS if name in checkpoint else MODEL_OPS
             for node in function.node_def:
                 if node.op not in allowed and node.op not in names:
                     refused.add(node.op)
-                if name not in checkpoint and _callees(node, names) & checkpoint:
-                    refused.add(f"{node.op} calling the checkpoint writer")
+                _check_calls(node, names, set() if name in checkpoint else checkpoint, refused)
     if refused:
         shown = ", ".join(sorted(refused)[:MAX_NAMED_OPS]) + (" ..." if len(refused) > MAX_NAMED_OPS else "")
         log.warning("refused the SavedModel in %s: ops %s", path, shown)

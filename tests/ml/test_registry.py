@@ -423,3 +423,13 @@ def test_bad_model_names_are_refused_even_with_a_trailing_newline(data_dir, name
 
     with pytest.raises(ModelError, match="bad model name"):
         check_name(name)
+
+
+def test_a_garbage_savedmodel_graph_is_a_clear_error(data_dir, tmp_path):
+    saved = tmp_path / "garbage"
+    saved.mkdir()
+    (saved / "saved_model.pb").write_bytes(b"\x0a\xff\xff\xff\xff\x0f not a protobuf")
+    before = snapshot(data_dir)
+    with pytest.raises(ModelError, match=r"the SavedModel in garbage is not readable"):
+        importer.import_model(saved, external=True)
+    assert snapshot(data_dir) == before
