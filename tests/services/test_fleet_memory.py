@@ -47,3 +47,35 @@ def test_an_oversized_memory_file_is_not_read(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert FleetMemory(path).get("anything") is None
     assert "larger than" in caplog.text
+
+
+def test_the_gui_session_shows_an_offline_device_as_last_known(mosquitto_factory, tmp_path, monkeypatch):
+    """The GUI started after a device went away finds only its will (no model, no time) on the
+    broker; the fleet table shows the model it last ran and when it was last heard."""
+    from app.protocol import messages as m
+    from app.protocol import topics
+    from app.services.app_session import AppSession, SessionConfig
+    from app.services.fleet_memory import default_path
+    from app.transport.mqtt_link import MqttConnection
+    from app.ui.fleet_model import age_text
+    from tests.transport.helpers import wait_until
+
+    monkeypatch.setenv("TINYMLOPS_DATA_DIR", str(tmp_path / "data"))
+    heard = 1_700_000_000.0
+    memory = FleetMemory(default_path())  # what yesterday's session saw
+    memory.remember("pump-7", {"site": "plant", "model_name": "pump-ae", "model_version": 4, "last_seen": heard})
+    memory.save()
+    url = mosquitto_factory().url
+    will = m.Hello(device_id="pump-7", location="plant/line-1/pump-7", state=0)  # composed at connect: no model
+    with MqttConnection(url) as conn:
+        conn.publish(topics.device_topic("plant", "pump-7", topics.STATUS), m.encode(will), qos=1, retain=True)
+        conn.wait_published()
+    session = AppSession(SessionConfig(broker_url=url)).start()
+    try:
+        wait_until(lambda: session.monitor.get("pump-7") is not None, what="the will")
+        record = session.monitor.get("pump-7")
+    finally:
+        session.close()
+    assert (record.state, record.model_name, record.model_version, record.last_seen) == (
+        "offline", "pump-ae", 4, heard)
+    assert age_text(record.last_seen) != "never"
