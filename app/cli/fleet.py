@@ -43,11 +43,13 @@ def _table(rows: list[list[str]]) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from app.deploy.links import broker_connection
+    from app.services.fleet_memory import FleetMemory, default_path
     from app.services.fleet_monitor import FleetMonitor
 
     if args.wait < 0:
         raise LinkError("--wait must be zero or more seconds")
-    with broker_connection(args.broker) as conn, FleetMonitor(conn) as monitor:
+    # the memory gives an offline device its last known model and last-seen time (its will has neither)
+    with broker_connection(args.broker) as conn, FleetMonitor(conn, memory=FleetMemory(default_path())) as monitor:
         time.sleep(args.wait)
         records = monitor.devices()
         counters = dict(monitor.counters)

@@ -128,7 +128,7 @@ def find_devices(connection, device_ids: list[str], timeout: float = DISCOVERY_T
             return
         with lock:
             if msg.state != 0:
-                found[parsed[1]] = msg
+                found[parsed[1]] = msg.clamped()  # a spoofed max_chunk cannot force tiny chunks
             else:
                 found.pop(parsed[1], None)
             resolved.add(parsed[1])

@@ -1,5 +1,6 @@
 """Bring an outside model into the registry: a TMLM image, a full-int8 `.tflite`, or a float Keras
-model (`.keras`, `.h5`, SavedModel directory) that gets converted here.
+model (`.keras`, `.h5`, SavedModel directory) that gets converted here. Keras files load in safe
+mode; a SavedModel only when every op of its graph is on an allow-list (app.ml.savedmodel_guard).
 
 A feature-spec-1 model (36 features in, 36 out) becomes a deployable version: its normalisation,
 int8 calibration and threshold come from a normal dataset (`normal` feature rows), unless it is a
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from app.domain.errors import ModelError
-from app.ml import conversion, pipeline, tflm, training, validation
+from app.ml import conversion, pipeline, savedmodel_guard, tflm, training, validation
 from app.ml.features import DEFAULT_SPEC
 from app.protocol.codes import ErrorCode
 from app.protocol.image import MAGIC, ModelImage
@@ -187,13 +188,15 @@ def _load_keras(path: Path):
         if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
             raise ModelError(f"{path.name} is not a Keras model archive (corrupted or truncated)")
         try:
-            return k.models.load_model(path, compile=False)
+            # safe_mode=True, said here rather than trusted as a default: no Lambda bytecode from a file
+            return k.models.load_model(path, compile=False, safe_mode=True)
         except Exception as exc:
             raise ModelError(f"cannot load {path.name} as a Keras model: {exc}") from exc
     # SavedModel directory: Keras 3 reads it as an inference-only layer, whose input shape
     # comes from the serving signature (a SavedModel of any width, checked by the caller)
     if not (path / "saved_model.pb").exists():
         raise ModelError(f"{path} is not a SavedModel directory (no saved_model.pb)")
+    savedmodel_guard.check_savedmodel(path)  # its ops, read as data, before TensorFlow loads or calls it
     try:
         layer = k.layers.TFSMLayer(str(path), call_endpoint="serving_default")
     except Exception as exc:

@@ -134,7 +134,7 @@ class ModelVersion:
 
 def check_name(name: str) -> str:
     """`name` if it is a valid family name, else ModelError (checked before any long work)."""
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):  # not match(): `$` also matches before a trailing newline
         raise ModelError(f"bad model name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
     return name
 

@@ -11,6 +11,14 @@ MAX_PAYLOAD = 4200
 MAX_MESSAGE = HEADER_SIZE + MAX_PAYLOAD
 # Largest chunk of model data one XFER_CHUNK carries.
 MAX_CHUNK = 4096
+# Smallest XFER_CHUNK data a host sends, whatever a HELLO says: a 1-byte chunk would turn a 50 KB
+# image into 50 000 round trips; every supported profile takes at least 1024.
+MIN_CHUNK = 256
+# Axes a STREAM window carries (PROTOCOL.md 4.3: x, y, z); 0 only for an empty window.
+STREAM_AXES = 3
+# Highest accelerometer sample rate believed from a device (STREAM or HELLO): fast MEMS/piezo sensors
+# reach tens of kHz; it bounds the live view's ring buffer (4 s x 100 kHz x 3 axes x 4 B = 4.8 MB).
+MAX_SAMPLE_RATE_HZ = 100_000
 # Largest encoded serial frame: message + CRC32, plus COBS overhead (1 byte in 254) and slack.
 MAX_FRAME = 4256
 # A device re-publishes its HELLO this often, so "last seen" moves even when idle.

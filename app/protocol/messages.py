@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,8 +16,12 @@ import numpy as np
 from app.domain.errors import ProtocolError
 from app.protocol.codes import (
     HEADER_SIZE,
+    MAX_CHUNK,
     MAX_PAYLOAD,
+    MAX_SAMPLE_RATE_HZ,
+    MIN_CHUNK,
     PROTOCOL_VERSION,
+    STREAM_AXES,
     ErrorCode,
     MsgType,
 )
@@ -192,6 +196,18 @@ class Hello(Message):
     def site(self) -> str:
         return self.location.split("/", 1)[0] if self.location else "default"
 
+    def clamped(self) -> Hello:
+        """This HELLO with the values that size the host's work held to sane bounds.
+
+        A retained HELLO is whatever anyone with publish rights left on the broker: a spoofed
+        `max_chunk = 1` must not turn a deployment into one round trip per byte, nor a huge
+        `sample_rate` size a buffer. 0 keeps its meaning ("not said")."""
+        max_chunk = min(max(self.max_chunk, MIN_CHUNK), MAX_CHUNK) if self.max_chunk else 0
+        sample_rate = min(self.sample_rate, MAX_SAMPLE_RATE_HZ)
+        if (max_chunk, sample_rate) == (self.max_chunk, self.sample_rate):
+            return self
+        return replace(self, max_chunk=max_chunk, sample_rate=sample_rate)
+
 
 @dataclass
 class Telemetry(Message):
@@ -249,11 +265,20 @@ class Stream(Message):
         if len(data) < cls._HEAD.size:
             raise ProtocolError("stream payload shorter than its header", code=ErrorCode.MALFORMED)
         window_seq, rate, scale, n, axes = cls._HEAD.unpack_from(data, 0)
+        # what a receiver sizes buffers and plots from is checked here, once, for every transport
+        if axes != STREAM_AXES and not (axes == 0 and n == 0):
+            raise ProtocolError(f"stream has {axes} axes, expected {STREAM_AXES}", code=ErrorCode.MALFORMED)
+        if not 1 <= rate <= MAX_SAMPLE_RATE_HZ:
+            raise ProtocolError(f"stream sample rate {rate} Hz outside 1..{MAX_SAMPLE_RATE_HZ}",
+                                code=ErrorCode.MALFORMED)
         body = memoryview(data)[cls._HEAD.size :]
         if len(body) != n * axes * 2:
             raise ProtocolError(f"stream holds {len(body)} sample bytes, header says {n * axes * 2}",
                                 code=ErrorCode.MALFORMED)
-        samples = np.frombuffer(body, dtype="<i2").reshape(n, axes).astype(np.int16)
+        if axes:
+            samples = np.frombuffer(body, dtype="<i2").reshape(n, axes).astype(np.int16)
+        else:  # an empty window: the same (0, 3) shape as one built here
+            samples = np.zeros((0, STREAM_AXES), dtype=np.int16)
         return cls(window_seq, rate, scale, samples)
 
     def describe(self) -> dict[str, Any]:

@@ -66,6 +66,7 @@ class AppSession:
         self._serial_baud: dict[str, int] = {}  # port -> the baud rate it was attached with
         self._serial_device: dict[str, str] = {}  # port -> id of the device that announced itself there
         self._serial_lock = threading.Lock()  # attach/detach against the reopen watcher
+        self.serial_watch_passes = 0  # finished passes of the reopen watcher: what a test can wait for
         self._serial_watch: threading.Thread | None = None
         self._closed = threading.Event()
 
@@ -80,6 +81,8 @@ class AppSession:
 
     def start(self, progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> AppSession:
         """Bring the session up; raises TinyMLOpsError (never a bare library error) on failure."""
+        from app.services.fleet_memory import FleetMemory
+        from app.services.fleet_memory import default_path as fleet_memory_path
         from app.services.fleet_monitor import FleetMonitor
         from app.transport.mqtt_link import MqttConnection
         from app.transport.urls import parse_broker_url
@@ -114,7 +117,7 @@ class AppSession:
             self._target = target if not self.config.embedded else self.broker_url
             self.connection = MqttConnection(self._target)
             self.connection.connect(CONNECT_TIMEOUT_S)
-            self.monitor = FleetMonitor(self.connection)
+            self.monitor = FleetMonitor(self.connection, memory=FleetMemory(fleet_memory_path()))
             if self.config.keep_history:
                 from app.services.telemetry_history import TelemetryHistory
 
@@ -220,6 +223,7 @@ class AppSession:
                         log.debug("serial port %s still gone: %s", port, exc)
                     else:
                         log.info("serial port %s is back", port)
+                self.serial_watch_passes += 1
 
     @property
     def address(self) -> str:

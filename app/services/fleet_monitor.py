@@ -2,8 +2,12 @@
 
 Presence comes from the retained HELLO on `.../status` (PROTOCOL.md 2.2) and the last will that
 replaces it when a device vanishes; a device silent for `STALE_AFTER_S` is shown offline too (its
-will may be delayed by the broker's keep-alive). Telemetry updates score and last-seen. Streams are
-subscribed and leased only while someone listens. Bad messages are counted per reason, never raised.
+will may be delayed by the broker's keep-alive). A device exists once it has said HELLO: telemetry
+from an id that never did is counted and dropped (no ghost devices), and a HELLO's values that size
+work are clamped (`Hello.clamped`). Telemetry updates score and last-seen. An offline device keeps
+its last known model and last-seen time; with a `FleetMemory` also across runs (its will, fixed at
+connect, carries neither). Streams are subscribed and leased only while someone listens. Bad
+messages are counted per reason, never raised.
 Listeners run on the transport thread (MQTT network thread or serial reader): keep them quick.
 """
 
@@ -24,6 +28,8 @@ from app.protocol import messages as m
 from app.protocol import topics
 from app.protocol.codes import HELLO_INTERVAL_S, ErrorCode, TelemetryFlags
 from app.services.channel import SerialChannel
+from app.services.fleet_memory import FIELDS as MEMORY_FIELDS
+from app.services.fleet_memory import FleetMemory
 from app.transport.mqtt_link import MqttConnection
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,9 @@ _COMMAND_SEQ = itertools.count(random.randrange(1 << 16))
 # Telemetry is QoS 0 on the wire (a lost one is superseded); subscribing at 0 avoids broker acks.
 TELEMETRY_QOS = 0
 STREAM_QOS = 0
+# How often the last known values are written to the fleet memory (and once more on close): often
+# enough that a crash loses little, rarely enough that 1 Hz telemetry does not rewrite a file each second.
+MEMORY_SAVE_S = 10.0
 
 STATE_NAMES = {0: "offline", 1: "online", 2: "streaming", 3: "updating"}
 
@@ -89,9 +98,12 @@ class DeviceRecord:
 class FleetMonitor:
     """Watches a broker (and attached serial devices); see the module docstring. Thread-safe."""
 
-    def __init__(self, connection: MqttConnection | None, stale_after_s: float = STALE_AFTER_S) -> None:
+    def __init__(self, connection: MqttConnection | None, stale_after_s: float = STALE_AFTER_S,
+                 memory: FleetMemory | None = None) -> None:
         self.connection = connection
         self.stale_after_s = stale_after_s
+        self.memory = memory
+        self._memory_saved = time.monotonic()
         self.counters: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._records: dict[str, DeviceRecord] = {}
@@ -143,6 +155,8 @@ class FleetMonitor:
         if self.connection is not None:
             for topic, handler, _ in self._subs:
                 self.connection.unsubscribe(topic, handler)
+        if self.memory is not None:
+            self.memory.save()
 
     def __enter__(self) -> FleetMonitor:
         return self
@@ -201,7 +215,6 @@ class FleetMonitor:
         if not isinstance(packet.msg, m.Telemetry):
             self._bad("wrong_type", f"{topic}: {packet.msg.TYPE.name} on a telemetry topic")
             return
-        self.counters["telemetry"] += 1
         self._apply_telemetry(packet.msg, parsed[1], parsed[0], "mqtt")
 
     def _on_stream(self, topic: str, payload: bytes) -> None:
@@ -222,7 +235,9 @@ class FleetMonitor:
 
     def _apply_hello(self, hello: m.Hello, site: str, transport: str) -> None:
         now = time.time()
+        hello = hello.clamped()
         offline = hello.state == 0
+        remembered = self.memory.get(hello.device_id) if offline and self.memory is not None else None
         with self._lock:
             record = self._records.get(hello.device_id)
             event = "added" if record is None else "changed"
@@ -233,6 +248,16 @@ class FleetMonitor:
             if offline and event == "changed":
                 # The will was composed when the device connected: keep what we know, mark it gone.
                 record.state = "offline"
+                record.hello = hello
+            elif offline and remembered:
+                # First heard of through its will: what we knew when it was last heard beats the will
+                # (the topic it came on still says where it is now)
+                for key, value in remembered.items():
+                    setattr(record, key, value)
+                record.site = site
+                record.transport = transport
+                record.state = "offline"
+                record.uptime_s = hello.uptime_s
                 record.hello = hello
             else:
                 record.site = site
@@ -250,6 +275,8 @@ class FleetMonitor:
                 if not offline:
                     record.last_seen = now
             snapshot = dataclasses.replace(record)
+        if not offline:
+            self._remember(snapshot)
         if offline and was_online:
             event = "offline"
         self._emit(event, snapshot)
@@ -260,10 +287,12 @@ class FleetMonitor:
     def _apply_telemetry(self, tel: m.Telemetry, device_id: str, site: str, transport: str) -> None:
         with self._lock:
             record = self._records.get(device_id)
-            added = record is None
             if record is None:
-                record = DeviceRecord(device_id=device_id, site=site, transport=transport)
-                self._records[device_id] = record
+                # no HELLO yet (or ever): a device is what said HELLO, not any id on a telemetry topic
+                self.counters["bad_unknown_device"] += 1
+                log.debug("dropped telemetry from %s/%s: no HELLO from it", site or transport, device_id)
+                return
+            self.counters["telemetry"] += 1
             came_back = record.state == "offline"
             if came_back:
                 record.state = "online"
@@ -279,10 +308,9 @@ class FleetMonitor:
             record.features = tel.features
             record.last_seen = time.time()
             listeners = self._listeners
-            snapshot = dataclasses.replace(record) if listeners else record
-        if added:
-            self._emit("added", snapshot)
-        elif came_back:
+            snapshot = dataclasses.replace(record) if listeners or self.memory is not None else record
+        self._remember(snapshot)
+        if came_back:
             self._emit("changed", snapshot)
         self._emit("telemetry", snapshot)
 
@@ -290,7 +318,13 @@ class FleetMonitor:
         with self._lock:
             record = self._records.pop(device_id, None)
         if record is not None:
+            if self.memory is not None:
+                self.memory.forget(device_id)
             self._emit("removed", record)
+
+    def _remember(self, record: DeviceRecord) -> None:
+        if self.memory is not None:
+            self.memory.remember(record.device_id, {key: getattr(record, key) for key in MEMORY_FIELDS})
 
     def _emit(self, event: str, record: DeviceRecord) -> None:
         listeners = self._listeners  # replaced, never mutated in place, under the lock
@@ -308,6 +342,9 @@ class FleetMonitor:
             try:
                 self._mark_stale()
                 self._renew_streams()
+                if self.memory is not None and time.monotonic() - self._memory_saved >= MEMORY_SAVE_S:
+                    self._memory_saved = time.monotonic()
+                    self.memory.save()
             except Exception:  # never let the monitor's only thread die
                 self.counters["housekeeping_errors"] += 1
                 log.exception("fleet monitor housekeeping failed")
@@ -424,7 +461,6 @@ class FleetMonitor:
                 self.counters["status"] += 1
                 self._apply_hello(msg, msg.site, "serial")
             elif isinstance(msg, m.Telemetry) and "id" in known:
-                self.counters["telemetry"] += 1
                 self._apply_telemetry(msg, known["id"], "", "serial")
             elif isinstance(msg, m.Stream) and "id" in known:
                 self.counters["stream"] += 1

@@ -69,11 +69,11 @@ def wait_for_devices(monitor, count: int, timeout: float = DEVICES_TIMEOUT_S,
     """Device ids once the fleet monitor knows at least `count` devices; LinkError after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
+        if cancel is not None and cancel.is_set():  # first: a cancel is obeyed however fast the devices were
+            raise Cancelled("smoke test cancelled")
         ids = sorted(record.device_id for record in monitor.devices())
         if len(ids) >= count:
             return ids
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("smoke test cancelled")
         if time.monotonic() > deadline:
             raise LinkError(f"only {len(ids)} of {count} virtual devices appeared in the fleet "
                             f"within {timeout:.0f} s: {ids}")

@@ -8,9 +8,11 @@ import time
 
 import numpy as np
 
+from app.protocol.codes import MAX_SAMPLE_RATE_HZ
 from app.ui.ringbuffer import RingBuffer
 
-# Waveform history kept per device (bounded memory: 4 s x 3200 Hz x 3 axes x 4 B = 154 KB).
+# Waveform history kept per device (bounded memory: 4 s x 3200 Hz x 3 axes x 4 B = 154 KB; at most
+# 4 s x MAX_SAMPLE_RATE_HZ, 4.8 MB, whatever rate a STREAM claims: the decoder refuses higher ones).
 WAVE_SECONDS = 4.0
 # Score trend: one point per telemetry second, ten minutes kept.
 SCORE_POINTS = 600
@@ -37,7 +39,7 @@ class DeviceFeed:
         samples = msg.samples.astype(np.float32) * np.float32(msg.scale)
         with self._lock:
             if msg.sample_rate and msg.sample_rate != self.sample_rate:
-                self.sample_rate = int(msg.sample_rate)
+                self.sample_rate = min(int(msg.sample_rate), MAX_SAMPLE_RATE_HZ)
                 self.wave = RingBuffer(int(WAVE_SECONDS * self.sample_rate), 3)
             if self.last_seq is not None and msg.window_seq != (self.last_seq + 1) & 0xFFFFFFFF:
                 self.gaps += 1

@@ -209,8 +209,9 @@ def test_trial_reverts_without_confirm(qemu_device):
         v1 = dev.request(m.GetInfo()).msg.model_version
         lat = _push(dev, (DATA / "fw_test_v2.tmlm").read_bytes(), 21, mode=2)
         assert isinstance(lat, m.Latency)
+        # LATENCY's TRIAL flag says it went live on trial; no GET_INFO here: a loaded host can take
+        # longer than the 2 s trial to ask, and the device would rightly say it had reverted already
         assert lat.flags & LatencyFlags.TRIAL and lat.flags & LatencyFlags.EMULATED
-        assert dev.request(m.GetInfo()).msg.trial == 1
         event = dev.wait_for(m.Event, where=lambda e: e.code == EventCode.TRIAL_REVERTED)
         assert "previous" in event.message
         hello = dev.request(m.GetInfo()).msg

@@ -372,3 +372,65 @@ def test_concurrent_writers_get_distinct_versions(data_dir, trained):
     for t in threads:
         t.join(60)
     assert not errors and sorted(results) == [1, 2, 3, 4, 5, 6]
+
+
+def _file_writing_savedmodel(path, target):
+    """A 36 -> 36 SavedModel whose serving function also writes `target`: a graph can do file I/O."""
+    from app.ml.tfimport import tensorflow
+
+    tf = tensorflow()
+
+    class Writer(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = tf.Variable(tf.eye(36))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 36], tf.float32)])
+        def __call__(self, x):
+            tf.io.write_file(str(target), "written by a model file")
+            return tf.matmul(x, self.w)
+
+    module = Writer()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.__call__})
+    return path
+
+
+def test_a_savedmodel_with_file_io_is_refused_before_it_runs(data_dir, normal_rows, tmp_path):
+    from app.ml.workflows import import_and_register
+
+    target = tmp_path / "written.txt"
+    saved = _file_writing_savedmodel(tmp_path / "writer", target)
+    before = snapshot(data_dir)
+    with pytest.raises(ModelError, match=r"holds operations a model does not need \(.*WriteFile.*\); it is not loaded"):
+        importer.import_model(saved, normal=normal_rows)  # the path that calibrates: it runs the model
+    with pytest.raises(ModelError, match="WriteFile"):
+        import_and_register(saved, "writer", external=True)
+    assert not target.exists()
+    assert snapshot(data_dir) == before
+
+
+def test_a_keras_file_with_a_lambda_layer_is_refused_in_safe_mode(data_dir, normal_rows, tmp_path):
+    path = tmp_path / "lambda.keras"
+    _exp_keras().save(path)
+    before = snapshot(data_dir)
+    with pytest.raises(ModelError, match=r"cannot load lambda\.keras as a Keras model: .*safe_mode"):
+        importer.import_model(path, normal=normal_rows)
+    assert snapshot(data_dir) == before
+
+
+@pytest.mark.parametrize("name", ["pump\n", "pump\r\n", "\npump", "pump ", "", "a" * 65, "pump/1", "pump@2"])
+def test_bad_model_names_are_refused_even_with_a_trailing_newline(data_dir, name):
+    from app.ml.registry import check_name
+
+    with pytest.raises(ModelError, match="bad model name"):
+        check_name(name)
+
+
+def test_a_garbage_savedmodel_graph_is_a_clear_error(data_dir, tmp_path):
+    saved = tmp_path / "garbage"
+    saved.mkdir()
+    (saved / "saved_model.pb").write_bytes(b"\x0a\xff\xff\xff\xff\x0f not a protobuf")
+    before = snapshot(data_dir)
+    with pytest.raises(ModelError, match=r"the SavedModel in garbage is not readable"):
+        importer.import_model(saved, external=True)
+    assert snapshot(data_dir) == before

@@ -43,7 +43,7 @@ def test_other_stderr_output_during_capture_is_kept(capfd):
     assert err == "error: the broker went away\n"
 
 
-def test_capture_and_tflm_quieting_never_leave_stderr_redirected():
+def test_capture_and_tflm_quieting_never_leave_stderr_redirected(monkeypatch):
     """A GUI converts a model (stderr captured) while a virtual device loads one (TFLM silences
     fds 1 and 2): interleaved dup2 calls would leave fd 2 pointing at /dev/null or a deleted
     temp file for the rest of the session."""
@@ -57,7 +57,21 @@ def test_capture_and_tflm_quieting_never_leave_stderr_redirected():
         return st.st_dev, st.st_ino
 
     before = identity()
-    device_loading, release_device, device_done, converter_inside = (threading.Event() for _ in range(4))
+    device_loading, release_device, device_done, converter_inside, converter_at_lock = (
+        threading.Event() for _ in range(5))
+    shared = tflm.native_output_lock()
+
+    class AnnouncedLock:
+        """The shared lock, saying when the capture reaches it (so the test knows it is waiting there)."""
+
+        def __enter__(self):
+            converter_at_lock.set()
+            return shared.__enter__()
+
+        def __exit__(self, *exc):
+            return shared.__exit__(*exc)
+
+    monkeypatch.setattr(tflm, "native_output_lock", AnnouncedLock)
 
     def device() -> None:
         with tflm._quiet_native_output():
@@ -75,8 +89,11 @@ def test_capture_and_tflm_quieting_never_leave_stderr_redirected():
     assert device_loading.wait(SUBPROCESS_TIMEOUT_S)
     t_conv = threading.Thread(target=converter)
     t_conv.start()
-    converter_inside.wait(0.5)  # with one lock for both it cannot get inside yet; without, it does
+    # the capture reaches the lock the device holds, and cannot get past it (no timed guess)
+    assert converter_at_lock.wait(SUBPROCESS_TIMEOUT_S), "the capture does not take the shared lock"
+    assert not converter_inside.is_set()
     release_device.set()
     t_dev.join(SUBPROCESS_TIMEOUT_S)
     t_conv.join(SUBPROCESS_TIMEOUT_S)
+    assert converter_inside.is_set()
     assert identity() == before

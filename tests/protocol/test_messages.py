@@ -9,7 +9,7 @@ import pytest
 
 from app.domain.errors import ProtocolError
 from app.protocol import messages as m
-from app.protocol.codes import MAX_PAYLOAD, ErrorCode
+from app.protocol.codes import MAX_PAYLOAD, MAX_SAMPLE_RATE_HZ, ErrorCode
 
 
 def test_wrong_version_is_unsupported_version():
@@ -80,3 +80,23 @@ def test_xfer_status_bitmap_helpers():
     status = m.XferStatus(1, 5000, 1024, 5, 3, bytes([0b10101]))
     assert [status.has(i) for i in range(5)] == [True, False, True, False, True]
     assert status.missing() == [1, 3]
+
+
+def _stream_bytes(sample_rate: int, n: int, axes: int) -> bytes:
+    body = struct.pack("<IIfHB", 1, sample_rate, 0.001, n, axes) + bytes(n * axes * 2)
+    return struct.pack("<BBHH", 1, 3, 1, len(body)) + body
+
+
+@pytest.mark.parametrize(("sample_rate", "n", "axes"), [
+    (3200, 4, 1), (3200, 4, 2), (3200, 2, 4), (3200, 1, 255), (3200, 4, 0),  # axes other than 3
+    (0, 4, 3), (0xFFFFFFFF, 4, 3), (MAX_SAMPLE_RATE_HZ + 1, 4, 3),  # a rate that would size a buffer
+])
+def test_stream_with_bad_axes_or_sample_rate_is_malformed(sample_rate, n, axes):
+    with pytest.raises(ProtocolError) as err:
+        m.decode(_stream_bytes(sample_rate, n, axes))
+    assert err.value.code == ErrorCode.MALFORMED
+
+
+def test_stream_at_the_bounds_decodes():
+    assert m.decode(_stream_bytes(MAX_SAMPLE_RATE_HZ, 4, 3)).msg.samples.shape == (4, 3)
+    assert m.decode(_stream_bytes(1, 0, 0)).msg.samples.shape == (0, 3)  # an empty window keeps its shape

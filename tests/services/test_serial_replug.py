@@ -35,12 +35,23 @@ def _wait(predicate, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def _watcher_passes(session: AppSession, passes: int) -> None:
+    """Return once the reopen watcher has finished `passes` more passes (not after a guessed sleep)."""
+    start = session.serial_watch_passes
+    _wait(lambda: session.serial_watch_passes >= start + passes, SERIAL_REOPEN_S * passes + GONE_TIMEOUT_S,
+          f"{passes} passes of the serial reopen watcher")
+
+
 def _state(session: AppSession, device_id: str) -> str | None:
     record = session.monitor.get(device_id)
     return record.state if record else None
 
 
-def test_a_replugged_serial_device_comes_back_without_reattaching(mosquitto_url, tmp_path):
+def test_a_replugged_serial_device_comes_back_without_reattaching(mosquitto_factory, tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYMLOPS_DATA_DIR", str(tmp_path / "data"))  # the session's fleet memory goes there
+    # a broker of its own: on the shared one another test's virtual fleet may have announced the same
+    # device id over MQTT, and the fleet would show it online whatever the serial port does
+    mosquitto_url = mosquitto_factory().url
     by_id = tmp_path / "usb-tinymlops-sensor-if00"
     first = _plugged_device(50)
     device_id = first.device.device_id
@@ -54,7 +65,7 @@ def test_a_replugged_serial_device_comes_back_without_reattaching(mosquitto_url,
         first.stop()  # cable pulled
         _wait(lambda: _state(session, device_id) == "offline", GONE_TIMEOUT_S, "the device to go offline")
         assert str(by_id) in session.serial  # still attached: the operator does not have to do it again
-        time.sleep(SERIAL_REOPEN_S * 1.5)  # the watcher tries while nothing is there, and keeps trying
+        _watcher_passes(session, 2)  # the watcher tries while nothing is there, and keeps trying
         assert _state(session, device_id) == "offline"
 
         second = _plugged_device(50)  # plugged back in: a new tty behind the same stable name
@@ -74,7 +85,7 @@ def test_a_replugged_serial_device_comes_back_without_reattaching(mosquitto_url,
 
         # a port the operator detached is not reopened behind their back
         assert session.detach_serial(str(by_id))
-        time.sleep(SERIAL_REOPEN_S * 1.5)
+        _watcher_passes(session, 2)  # a whole pass of the watcher after the detach
         assert str(by_id) not in session.serial
     finally:
         session.close()

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from app.domain.errors import ProtocolError
 from app.protocol import messages as m
+from app.protocol.codes import MAX_SAMPLE_RATE_HZ
 from app.protocol.framing import FrameDecoder, frame
 
 u8 = st.integers(0, 0xFF)
@@ -23,7 +24,7 @@ _STRATEGIES = [
               sample_rate=u32, uptime_s=u32, fault_mask=u8),
     st.builds(m.Telemetry, uptime_ms=u32, window_seq=u32, model_version=u32, score=f32, threshold=f32, flags=u8,
               shaft_hz=f32, features=st.lists(f32, max_size=40).map(tuple)),
-    st.builds(m.Stream, window_seq=u32, sample_rate=u32, scale=f32,
+    st.builds(m.Stream, window_seq=u32, sample_rate=st.integers(1, MAX_SAMPLE_RATE_HZ), scale=f32,
               samples=st.lists(st.integers(-32768, 32767), max_size=60).map(
                   lambda v: np.array(v[: len(v) // 3 * 3], dtype=np.int16).reshape(-1, 3))),
     st.builds(m.Ack, ref_type=u8),

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,15 +19,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 N_DEVICES = 3
 
 
-def _fleet_list(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+def _fleet_list(url: str, *extra: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """`fleet list` with its own data dir: it keeps a fleet memory there, never in the user's."""
     return subprocess.run([sys.executable, "-m", "app", "fleet", "list", "--broker", url, *extra],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+                          capture_output=True, text=True, cwd=ROOT, timeout=60,
+                          env={**os.environ, "TINYMLOPS_DATA_DIR": str(data_dir)})
 
 
-def test_fleet_list_json_sees_every_simulated_device(mosquitto_factory, virtual_fleet) -> None:
+def test_fleet_list_json_sees_every_simulated_device(mosquitto_factory, virtual_fleet, tmp_path) -> None:
     broker = mosquitto_factory()
     fleet = virtual_fleet(broker.url, N_DEVICES)
-    result = _fleet_list(broker.url, "--json", "--wait", "2.5")
+    result = _fleet_list(broker.url, "--json", "--wait", "2.5", data_dir=tmp_path)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     devices = {d["device_id"]: d for d in out["devices"]}
@@ -37,7 +40,7 @@ def test_fleet_list_json_sees_every_simulated_device(mosquitto_factory, virtual_
         assert rec["profile"] == dev.profile.key
         assert rec["model_version"] >= 1 and rec["model_name"]
         assert rec["score"] is not None  # telemetry arrived within the wait
-    table = _fleet_list(broker.url, "--wait", "1.5")
+    table = _fleet_list(broker.url, "--wait", "1.5", data_dir=tmp_path)
     assert table.returncode == 0 and "sim-001" in table.stdout and "LAST SEEN" in table.stdout
 
 
@@ -83,10 +86,10 @@ def test_stale_announcement_is_ignored_and_a_dead_broker_is_a_clear_error(tmp_pa
     assert "pass --broker mqtt://host:port" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_fleet_list_on_a_dead_broker_is_a_clear_error() -> None:
+def test_fleet_list_on_a_dead_broker_is_a_clear_error(tmp_path) -> None:
     from tests.fixtures.brokers import free_port
 
-    result = _fleet_list(f"mqtt://127.0.0.1:{free_port()}")
+    result = _fleet_list(f"mqtt://127.0.0.1:{free_port()}", data_dir=tmp_path)
     assert result.returncode == 2 and "refused the connection" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -109,3 +112,33 @@ def test_virtual_device_goes_offline_through_its_last_will(kind: str, mosquitto_
         if embedded is not None:
             fleet.stop()
             embedded.stop()
+
+
+def test_fleet_list_shows_an_offline_devices_last_model_and_when_it_was_last_heard(
+        mosquitto_factory, virtual_fleet, model_image_v3, tmp_path) -> None:
+    """The last will is composed at connect: after a deployment it names the old model and carries no
+    time. `fleet list` shows what was last known (kept in the data dir's fleet memory) instead."""
+    from app.deploy import api
+    from app.protocol.image import ModelImage
+
+    broker = mosquitto_factory()
+    fleet = virtual_fleet(broker.url, 1)
+    (result,) = api.deploy(model_image_v3, "sim-001", via="mqtt", broker=broker.url)
+    assert result.ok, result.error_message
+    deployed = ModelImage.from_bytes(model_image_v3)
+    seen = json.loads(_fleet_list(broker.url, "--json", data_dir=tmp_path).stdout)["devices"]
+    assert [(d["model_name"], d["model_version"]) for d in seen] == [(deployed.name, deployed.version)]
+    with MqttConnection(broker.url) as conn, FleetMonitor(conn) as monitor:
+        wait_until(lambda: monitor.get("sim-001") is not None)
+        fleet.mqtt_adapter("sim-001").kill()
+        wait_until(lambda: monitor.get("sim-001").state == "offline", what="the last will")
+    out = _fleet_list(broker.url, "--json", data_dir=tmp_path)  # the default wait: the retained will comes at once
+    assert out.returncode == 0, out.stderr
+    (device,) = json.loads(out.stdout)["devices"]
+    assert device["state"] == "offline"
+    assert (device["model_name"], device["model_version"]) == (deployed.name, deployed.version)
+    assert device["last_seen"] >= seen[0]["last_seen"] > 0
+    table = _fleet_list(broker.url, data_dir=tmp_path)
+    row = next(line for line in table.stdout.splitlines() if line.startswith("sim-001"))
+    assert "offline" in row and f"{deployed.name}@{deployed.version}" in row, table.stdout
+    assert row.split()[-1] != "-", table.stdout  # LAST SEEN is a time, not "never"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import struct
 import threading
-import time
 
 import paho.mqtt.client as mqtt
 
@@ -14,21 +15,22 @@ from app.services.channel import SerialChannel
 from app.services.fleet_monitor import DeviceRecord, FleetMonitor
 from app.transport.mqtt_link import MqttConnection
 from app.transport.urls import parse_broker_url
-from tests.transport.helpers import wait_until
+from tests.transport.helpers import WAIT_S, wait_until
 from tests.transport.ptys import PtyDevice
 
 
 class HandDevice:
     """A bare paho client acting as a device: retained HELLO, a last will, telemetry on demand."""
 
-    def __init__(self, url: str, device_id: str, site: str = "plant-t") -> None:
+    def __init__(self, url: str, device_id: str, site: str = "plant-t", will_model: bool = True) -> None:
         self.hello = m.Hello(device_id=device_id, location=f"{site}/line-1/pump-1", profile="stm32f446",
                              firmware="1.2.3", model_name="pump-ae", model_version=4)
         self.status = topics.device_topic(site, device_id, topics.STATUS)
         self.telemetry = topics.device_topic(site, device_id, topics.TELEMETRY)
         self.cmd = topics.device_topic(site, device_id, topics.CMD)
         self.commands: list[m.Packet] = []
-        will = m.Hello(**{**self.hello.__dict__, "state": 0})
+        will = m.Hello(**{**self.hello.__dict__, "state": 0,
+                          **({} if will_model else {"model_name": "", "model_version": 0})})
         b = parse_broker_url(url)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"hand-{device_id}")
         self.client.will_set(self.status, m.encode(will), qos=1, retain=True)
@@ -37,9 +39,9 @@ class HandDevice:
         self.client.on_connect = lambda *a: connected.set()
         self.client.connect(b.host, b.port, keepalive=30)
         self.client.loop_start()
-        assert connected.wait(5)
+        assert connected.wait(WAIT_S)
         self.client.subscribe(self.cmd, qos=1)
-        self.client.publish(self.status, m.encode(self.hello), qos=1, retain=True).wait_for_publish(5)
+        self.client.publish(self.status, m.encode(self.hello), qos=1, retain=True).wait_for_publish(WAIT_S)
 
     def send_telemetry(self, score: float, alarm: bool = False) -> None:
         tel = m.Telemetry(uptime_ms=5000, window_seq=1, model_version=4, score=score, threshold=0.5,
@@ -84,9 +86,10 @@ def test_presence_telemetry_and_last_will(mosquitto_url: str) -> None:
         dev_b.clear(mosquitto_url)
 
 
-def test_bad_messages_are_counted_per_reason_never_raised(mosquitto_url: str) -> None:
+def test_bad_messages_are_counted_per_reason_never_raised(mosquitto_factory) -> None:
     base = f"{topics.ROOT}/plant-bad"
-    with MqttConnection(mosquitto_url) as conn, FleetMonitor(conn) as monitor:
+    # a broker of its own: on the shared one, other tests' devices add their own counts
+    with MqttConnection(mosquitto_factory().url) as conn, FleetMonitor(conn) as monitor:
         good = m.encode(m.Telemetry(score=0.1))
         conn.publish(f"{base}/dev-x/telemetry", b"\x01\x02\x00\x00", qos=1)  # truncated header/payload
         conn.publish(f"{base}/dev-x/telemetry", b"\x09" + good[1:], qos=1)  # unknown version
@@ -97,24 +100,30 @@ def test_bad_messages_are_counted_per_reason_never_raised(mosquitto_url: str) ->
         conn.publish(f"{base}/dev-x/status", bytes(bad_id), qos=1)
         conn.publish(f"{base}/dev-y/status", m.encode(m.Hello(device_id="someone-else")), qos=1)
         conn.publish(f"{base}/dev-x/telemetry", good, qos=1)
-        wait_until(lambda: monitor.counters["telemetry"] == 1, what="the good message after the bad ones")
+        wait_until(lambda: monitor.counters["bad_unknown_device"] == 1, what="the good message after the bad ones")
         c = monitor.counters
         assert c["bad_malformed"] == 2  # short message + invalid UTF-8
         assert c["bad_unsupported_version"] == 1
         assert c["bad_unknown_type"] == 1
         assert c["bad_wrong_type"] == 1
         assert c["bad_id_mismatch"] == 1
-        assert [r.device_id for r in monitor.devices() if r.site == "plant-bad"] == ["dev-x"]
+        assert monitor.counters["telemetry"] == 0  # dev-x never said HELLO: its telemetry makes no device
+        assert [r.device_id for r in monitor.devices() if r.site == "plant-bad"] == []
 
 
 def test_silent_device_becomes_offline(mosquitto_url: str) -> None:
     dev = HandDevice(mosquitto_url, "hand-quiet")
     try:
         with MqttConnection(mosquitto_url) as conn, FleetMonitor(conn, stale_after_s=1.0) as monitor:
+            # events, not polled states: with a 1 s staleness the device may be offline again before a poll
+            events: list[tuple[str, str]] = []
+            monitor.add_listener(lambda event, rec: events.append((event, rec.state)) if rec.device_id == "hand-quiet"
+                                 else None)
             wait_until(lambda: monitor.get("hand-quiet") is not None)
-            wait_until(lambda: monitor.get("hand-quiet").state == "offline", what="stale device shown offline")
+            wait_until(lambda: ("offline", "offline") in events, what="stale device shown offline")
+            went_offline = events.index(("offline", "offline"))
             dev.send_telemetry(0.2)
-            wait_until(lambda: monitor.get("hand-quiet").state == "online", what="back online on telemetry")
+            wait_until(lambda: ("changed", "online") in events[went_offline:], what="back online on telemetry")
     finally:
         dev.client.disconnect()
         dev.client.loop_stop()
@@ -135,11 +144,13 @@ def test_stream_listener_starts_and_stops_the_stream(mosquitto_url: str) -> None
             wait_until(lambda: any(isinstance(p.msg, m.StreamStart) for p in dev.commands), what="STREAM_START")
             stream_topic = topics.device_topic("plant-t", "hand-stream", topics.STREAM)
             window = m.Stream(window_seq=1, sample_rate=3200, scale=0.001, samples=[[1, 2, 3], [4, 5, 6]])
-            deadline = time.monotonic() + 5
-            while not windows and time.monotonic() < deadline:  # the subscription may still be on its way
+
+            def delivered() -> bool:  # republished until the monitor's subscription is in place
                 dev.client.publish(stream_topic, m.encode(window), qos=0)
-                time.sleep(0.05)
-            assert windows and windows[0] == window
+                return bool(windows)
+
+            wait_until(delivered, what="a window through the stream subscription")
+            assert windows[0] == window
             monitor.remove_stream_listener("hand-stream", listener)
             wait_until(lambda: any(isinstance(p.msg, m.StreamStop) for p in dev.commands), what="STREAM_STOP")
     finally:
@@ -170,3 +181,104 @@ def test_serial_device_appears_in_the_fleet() -> None:
             wait_until(lambda: monitor.get("usb-1").state == "offline", what="offline when the port vanishes")
     finally:
         pty.close()
+
+
+def _stream_payload(seq: int, sample_rate: int, n: int, axes: int) -> bytes:
+    body = struct.pack("<IIfHB", seq, sample_rate, 0.001, n, axes) + bytes(n * axes * 2)
+    return struct.pack("<BBHH", 1, m.MsgType.STREAM, 0, len(body)) + body
+
+
+def test_malformed_streams_are_counted_and_never_reach_the_live_feed(mosquitto_url: str, caplog) -> None:
+    from app.ui.live_feed import WAVE_SECONDS, DeviceFeed
+
+    dev = HandDevice(mosquitto_url, "hand-fuzz")
+    feed = DeviceFeed("hand-fuzz")
+    try:
+        with MqttConnection(mosquitto_url) as conn, FleetMonitor(conn) as monitor:
+            wait_until(lambda: monitor.get("hand-fuzz") is not None)
+            monitor.add_stream_listener("hand-fuzz", feed.on_stream)
+            wait_until(lambda: any(isinstance(p.msg, m.StreamStart) for p in dev.commands), what="STREAM_START")
+            topic = topics.device_topic("plant-t", "hand-fuzz", topics.STREAM)
+
+            def first_window_arrived() -> bool:  # republished until the monitor's subscription is in place
+                dev.client.publish(topic, _stream_payload(1, 3200, 4, 3), qos=1)
+                return feed.windows > 0
+
+            wait_until(first_window_arrived, what="a good window")
+            before = monitor.counters["bad_malformed"]
+            bad = [_stream_payload(2, 3200, 4, 2), _stream_payload(2, 3200, 4, 0), _stream_payload(2, 3200, 1, 255),
+                   _stream_payload(2, 0xFFFFFFFF, 4, 3), _stream_payload(2, 0, 4, 3)]
+            for payload in bad:
+                dev.client.publish(topic, payload, qos=1)
+            dev.client.publish(topic, _stream_payload(99, 3200, 4, 3), qos=1)  # QoS 1, one publisher: in order
+            wait_until(lambda: feed.last_seq == 99, what="the good window after the bad ones")
+            assert monitor.counters["bad_malformed"] - before == len(bad)
+            assert monitor.counters["listener_errors"] == 0
+            assert feed.sample_rate == 3200 and feed.wave.capacity == int(WAVE_SECONDS * 3200)
+            monitor.remove_stream_listener("hand-fuzz", feed.on_stream)
+    finally:
+        dev.client.disconnect()
+        dev.client.loop_stop()
+        dev.clear(mosquitto_url)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], caplog.text
+
+
+def test_telemetry_without_hello_makes_no_ghost_device(mosquitto_factory) -> None:
+    with MqttConnection(mosquitto_factory().url) as conn, FleetMonitor(conn) as monitor:  # no other test's devices
+        events: list[str] = []
+        monitor.add_listener(lambda event, rec: events.append(f"{event}:{rec.device_id}"))
+        conn.publish(f"{topics.ROOT}/plant-ghost/ghost-1/telemetry", m.encode(m.Telemetry(score=0.9)), qos=1)
+        wait_until(lambda: monitor.counters["bad_unknown_device"] == 1, what="the ghost's telemetry")
+        assert monitor.get("ghost-1") is None and not events
+
+
+def test_a_spoofed_hello_cannot_size_work(mosquitto_url: str) -> None:
+    from app.deploy.rollout import find_devices
+    from app.protocol.codes import MAX_CHUNK, MAX_SAMPLE_RATE_HZ, MIN_CHUNK
+
+    status = topics.device_topic("plant-spoof", "spoof-1", topics.STATUS)
+    spoof = m.Hello(device_id="spoof-1", location="plant-spoof/l/m", max_chunk=1, sample_rate=0xFFFFFFFF)
+    with MqttConnection(mosquitto_url) as conn:
+        conn.publish(status, m.encode(spoof), qos=1, retain=True)
+        conn.wait_published()
+        try:
+            with FleetMonitor(conn) as monitor:
+                wait_until(lambda: monitor.get("spoof-1") is not None, what="the spoofed HELLO")
+                hello = monitor.get("spoof-1").hello
+                assert (hello.max_chunk, hello.sample_rate) == (MIN_CHUNK, MAX_SAMPLE_RATE_HZ)
+            assert find_devices(conn, ["spoof-1"])["spoof-1"].max_chunk == MIN_CHUNK
+            big = m.Hello(device_id="spoof-1", location="plant-spoof/l/m", max_chunk=0xFFFF)
+            assert big.clamped().max_chunk == MAX_CHUNK and m.Hello().clamped().max_chunk == 0  # 0: not said
+        finally:
+            conn.publish(status, b"", qos=1, retain=True)
+            conn.wait_published()
+
+
+def test_an_offline_device_keeps_its_last_known_model_and_last_seen_across_runs(mosquitto_url: str,
+                                                                              tmp_path) -> None:
+    from app.services.fleet_memory import FleetMemory
+
+    memory_path = tmp_path / "fleet_memory.json"
+    dev = HandDevice(mosquitto_url, "hand-gone", will_model=False)  # a will composed before any model
+    try:
+        with MqttConnection(mosquitto_url) as conn, \
+                FleetMonitor(conn, memory=FleetMemory(memory_path)) as monitor:
+            wait_until(lambda: monitor.get("hand-gone") is not None)
+            dev.send_telemetry(0.2)
+            wait_until(lambda: monitor.get("hand-gone").score is not None, what="telemetry")
+            heard = monitor.get("hand-gone").last_seen
+        assert heard > 0
+        dev.crash()  # the broker publishes the will: OFFLINE, no model
+        with MqttConnection(mosquitto_url) as conn:
+            seen: list[m.Hello] = []
+            conn.subscribe(dev.status, lambda _t, p: seen.append(m.decode(p).msg) if p else None)
+            wait_until(lambda: seen and seen[-1].state == 0, what="the last will")
+            # a later run (fleet list, the GUI started tomorrow) only finds the will on the broker
+            with FleetMonitor(conn, memory=FleetMemory(memory_path)) as later:
+                wait_until(lambda: later.get("hand-gone") is not None)
+                rec = later.get("hand-gone")
+        assert rec.state == "offline"
+        assert (rec.model_name, rec.model_version, rec.profile, rec.firmware) == ("pump-ae", 4, "stm32f446", "1.2.3")
+        assert rec.last_seen == heard
+    finally:
+        dev.clear(mosquitto_url)

@@ -58,6 +58,14 @@ def wait_for(qtbot, predicate, timeout_s: float, what: str) -> None:
         qtbot.wait(20)
 
 
+def wait_for_deploy_run(qtbot, wizard, timeout_s: float = JOB_TIMEOUT_S) -> None:
+    """The wizard's deployment has ended AND its queued result/error and finished slots have run on
+    the GUI thread (`isComplete` turns true in the worker thread, before those slots)."""
+    page = wizard.run_page
+    wait_for(qtbot, lambda: page.isComplete() and (wizard.results or wizard.error is not None)
+             and not page.cancel_button.isEnabled(), timeout_s, "the deployment and its result on screen")
+
+
 @pytest.fixture
 def window(qtbot, ui_fleet):
     """The real main window connected to the shared broker, with every device in the fleet view."""

@@ -8,7 +8,7 @@ import os
 import tty
 
 from app.protocol.framing import frame
-from tests.ui.conftest import FLEET_SIZE, FLEET_TIMEOUT_S, wait_for
+from tests.ui.conftest import FLEET_SIZE, FLEET_TIMEOUT_S, wait_for, wait_for_deploy_run
 from tests.ui.test_models_deploy import _write
 
 # Mosquitto answers a refused CONNECT at once; the client gives up on a permanent refusal.
@@ -86,8 +86,7 @@ def test_serial_port_vanishing_mid_deploy_is_a_per_device_error(window, qtbot, t
         wait_for(qtbot, lambda: bar.value() > 0, TRANSFER_START_TIMEOUT_S, "the transfer to start")
         assert not wizard.run_page.isComplete()
         device.stop()  # the cable is pulled: the pty closes under the transfer
-        wait_for(qtbot, lambda: wizard.run_page.isComplete(), DEPLOY_END_TIMEOUT_S, "the deployment to give up")
-        qtbot.wait(50)
+        wait_for_deploy_run(qtbot, wizard, DEPLOY_END_TIMEOUT_S)  # it gives up, and says so on screen
     finally:
         device.stop()
 

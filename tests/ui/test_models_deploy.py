@@ -11,7 +11,7 @@ import numpy as np
 from PySide6.QtCore import QTimer
 
 from app.ui.deploy_wizard import PAGE_RUN
-from tests.ui.conftest import FAULTY_DEVICE, FLEET_SIZE, JOB_TIMEOUT_S, wait_for
+from tests.ui.conftest import FAULTY_DEVICE, FLEET_SIZE, JOB_TIMEOUT_S, wait_for, wait_for_deploy_run
 
 # The probe timer's period: the event loop's delay is how late each tick fires.
 PROBE_INTERVAL_MS = 10
@@ -48,8 +48,7 @@ def _run_wizard(window, qtbot, targets: list[str], ref: str | None = None, file=
     wizard.options_page.trial.setChecked(trial)
     wizard.next()
     assert wizard.currentId() == PAGE_RUN
-    wait_for(qtbot, lambda: wizard.run_page.isComplete(), JOB_TIMEOUT_S, "the deployment")
-    qtbot.wait(50)  # the queued result/error signal
+    wait_for_deploy_run(qtbot, wizard)
     return wizard
 
 
@@ -205,11 +204,11 @@ def test_train_convert_deploy_while_streaming_stays_responsive(window, qtbot, tm
     window.fleet_view.select_device("sim-005")
     worker = models.record_selected(seconds=3.0, label="normal")
     wait_for(qtbot, lambda: worker.done, 60, "the recording")
-    qtbot.wait(50)
-    assert worker.failed is None, worker.failed
+    assert worker.failed is None, worker.failed  # set before `done`
     recorded = worker.value
+    # the queued result slot checks the new dataset on the Models page
+    wait_for(qtbot, lambda: recorded.id in models.checked_datasets("normal"), 30, "the recording on the Models page")
     assert recorded.windows >= 8 and recorded.source == "device:sim-005"
-    assert recorded.id in models.checked_datasets("normal")
     # plus simulated normal data from other machines, as an import would bring
     sims = [MachineSimulator(seed, shaft_hz=hz).generate(5 * 3200) for seed, hz in ((1, 24.0), (2, 27.0), (3, 30.0))]
     with DatasetStore() as store:
@@ -239,11 +238,12 @@ def test_train_convert_deploy_while_streaming_stays_responsive(window, qtbot, tm
     assert train is not None
     wizard = _run_wizard(window, qtbot, ["sim-006"], ref=ref)
     wait_for(qtbot, lambda: train.done, JOB_TIMEOUT_S, "training and conversion")
-    qtbot.wait(100)
+    assert train.failed is None, train.failed  # set before `done`
+    # the queued result slot registers the version and says so
+    wait_for(qtbot, lambda: "registered gui-ae@1" in models.job_label.text(), 30, "the new version on the Models page")
     elapsed = time.perf_counter() - started
     timer.stop()
 
-    assert train.failed is None, train.failed
     assert wizard.results and wizard.results[0].ok, wizard.error or wizard.results[0].error_message
     assert models.current_version().ref == "gui-ae@1"
     html = models.card.toHtml()
