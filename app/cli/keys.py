@@ -12,6 +12,8 @@ import json
 import time
 from pathlib import Path
 
+from app.protocol.framing import DEFAULT_BAUD
+from app.transport.local_broker import BROKER_HELP
 from app.trust.keys import STORAGE_FILE_PLAIN, KeyStore
 
 
@@ -30,6 +32,14 @@ def register(sub) -> None:
     p.set_defaults(func=_export)
     p = ksub.add_parser("rotate", help="retire the active key and make a new one (old signatures still verify)")
     p.set_defaults(func=_rotate)
+    p = ksub.add_parser("provision", help="put this operator's public keys into a device's trust store "
+                        "(TRUST_ADD: taken while the store is empty, else vouched for by a key it holds)")
+    p.add_argument("--device", help="device id (MQTT; checked against the device on a serial port)")
+    p.add_argument("--via", choices=("mqtt", "serial"), default="mqtt")
+    p.add_argument("--broker", help=BROKER_HELP)
+    p.add_argument("--port", help="serial port, pty or socket://host:port (with --via serial)")
+    p.add_argument("--baud", type=int, default=DEFAULT_BAUD)
+    p.set_defaults(func=_provision)
 
 
 def _describe(info) -> str:
@@ -67,6 +77,15 @@ def _export(args: argparse.Namespace) -> int:
         print(f"wrote public key {info.id} to {args.file}")
     else:
         print(pem, end="")
+    return 0
+
+
+def _provision(args: argparse.Namespace) -> int:
+    from app.deploy.provision import provision
+
+    result = provision(args.device, via=args.via, broker=args.broker, port=args.port, baud=args.baud)
+    added = ", ".join(result.added) or "none (it held them already)"
+    print(f"{result.device}: trust store holds {result.trust_keys} key(s); added {added}")
     return 0
 
 

@@ -122,6 +122,9 @@ def register(sub) -> None:
                         "once the revocation list reaches them)")
     p.add_argument("ref", help="NAME@VERSION")
     p.add_argument("--reason", default="")
+    p.add_argument("--device", action="append", default=[], metavar="ID",
+                   help="also send the signed revocation to this device now (repeat; MQTT)")
+    p.add_argument("--broker", help="broker URL for --device (default: as other commands)")
     p.set_defaults(func=cmd_revoke)
 
     p = msub.add_parser("mlperf", help="build the MLPerf Tiny AD reference and store it (check-only)")
@@ -139,6 +142,11 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     with _registry() as reg:
         mv = reg.revoke(args.ref, args.reason)
     print(f"revoked {mv.ref}")
+    if args.device:
+        from app.deploy.provision import revoke
+
+        for device in args.device:
+            print(f"{revoke(mv.name, mv.version, device, broker=args.broker)}: will refuse {mv.ref}")
     return 0
 
 

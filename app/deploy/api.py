@@ -546,19 +546,7 @@ def _switch(command, outcome: str, device: str | None, via: str, broker: str | N
         record(hello, outcome)
         return SwitchResult(dev, True, hello.model_name, hello.model_version, hello.prev_version, bool(hello.trial))
 
-    if via == "serial":
-        if not port:
-            raise LinkError("--port is required over serial")
-        with links.serial_device(port, baud, device) as link:
-            return run(link)
-    if via != "mqtt":
-        raise LinkError(f"unknown transport {via!r}: use 'serial' or 'mqtt'")
-    if not device:
-        raise LinkError("name the --device")
-    if connection is not None:
-        with links.mqtt_device(connection, device, broker) as link:
-            return run(link)
-    with links.broker_connection(broker) as conn, links.mqtt_device(conn, device, broker) as link:
+    with links.open_device(device, via, broker, port, baud, connection) as link:
         return run(link)
 
 

@@ -126,3 +126,26 @@ def mqtt_device(connection, device_id: str, broker: str | None = None,
     finally:
         with contextlib.suppress(Exception):
             channel.close()
+
+
+@contextlib.contextmanager
+def open_device(device: str | None, via: str, broker: str | None = None, port: str | None = None,
+                baud: int = DEFAULT_BAUD, connection=None) -> Iterator[DeviceLink]:
+    """One device by how the operator named it: `--via serial --port P` (the device there, checked
+    against `device` when given) or `--via mqtt --device ID` (on `connection`, else a new one)."""
+    if via == "serial":
+        if not port:
+            raise LinkError("--port is required over serial")
+        with serial_device(port, baud, device) as link:
+            yield link
+        return
+    if via != "mqtt":
+        raise LinkError(f"unknown transport {via!r}: use 'serial' or 'mqtt'")
+    if not device:
+        raise LinkError("name the --device")
+    if connection is not None:
+        with mqtt_device(connection, device, broker) as link:
+            yield link
+        return
+    with broker_connection(broker) as conn, mqtt_device(conn, device, broker) as link:
+        yield link

@@ -232,7 +232,7 @@ class VirtualDevice:
     def _hello_key(self, now: float) -> tuple:
         h = self.hello(now)
         return (h.state, h.model_version, h.model_sha, h.prev_version, h.trial, h.fault_mask, h.caps,
-                h.free_slot, h.ram_budget, h.max_chunk)
+                h.free_slot, h.ram_budget, h.max_chunk, h.trust_keys)
 
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0xFFFF
@@ -355,7 +355,8 @@ class VirtualDevice:
                 return ack()
             case m.TrustAdd(public_key=key, auth=auth):
                 self.trust.add_key(key, auth)
-                return reply(self.hello(now))
+                # the retained status first: whoever reads it after this reply sees the new store
+                return [*self._status_if_changed(now), *reply(self.hello(now))]
             case m.Revoke(model_name=name, model_version=version, auth=auth):
                 self.trust.revoke(name, version, auth)
                 return ack()
