@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
@@ -55,19 +56,24 @@ StateCallback = Callable[[bool, str], None]
 
 
 class _Waiter:
-    __slots__ = ("accepts", "event", "failure", "packet")
+    __slots__ = ("accepts", "event", "failure", "packet", "resend")
 
     def __init__(self, accepts: frozenset[MsgType]) -> None:
         self.accepts = accepts
         self.event = threading.Event()
         self.packet: m.Packet | None = None
         self.failure: str | None = None
+        self.resend = False  # the link came back: send the command again now (its reply may be lost)
 
 
 class DeviceChannel(ABC):
     """Request/reply and listeners on top of a byte transport; subclasses provide `_transmit`."""
 
     name: str = "device"
+    # Whether a pending request fails as soon as the link goes down. A serial port that vanished does
+    # not come back by itself; an MQTT connection does (paho reconnects and re-sends queued QoS 1
+    # commands), so its requests ride out the reconnect within their own deadline.
+    FAIL_PENDING_ON_DROP = True
 
     def __init__(self) -> None:
         self.counters: Counter[str] = Counter()
@@ -126,7 +132,7 @@ class DeviceChannel(ABC):
                              retries)
                 self._transmit(data)
                 self.counters["sent"] += 1
-                if waiter.event.wait(timeout):
+                if self._wait_reply(waiter, data, timeout):
                     break
             else:
                 self.counters["timeouts"] += 1
@@ -148,6 +154,23 @@ class DeviceChannel(ABC):
             detail = f": {packet.msg.message}" if packet.msg.message else ""
             raise DeviceError(f"{self.name} refused {msg.TYPE.name}: {label}{detail}", code=code)
         return packet
+
+    def _wait_reply(self, waiter: _Waiter, data: bytes, timeout: float) -> bool:
+        """Wait up to `timeout` for the reply (or a failure); when the link comes back meanwhile, send
+        the command again at once: a reply the device sent while we were away is lost for good."""
+        deadline = time.monotonic() + timeout
+        while waiter.event.wait(max(0.0, deadline - time.monotonic())):
+            with self._lock:
+                resend, waiter.resend = waiter.resend, False
+                if not resend or waiter.packet is not None or waiter.failure is not None:
+                    return True
+                waiter.event.clear()
+            self.counters["resent_after_reconnect"] += 1
+            try:
+                self._transmit(data)
+            except LinkError as exc:  # down again already: the next reconnect or attempt sends it
+                log.info("%s: re-sending after a reconnect failed: %s", self.name, exc)
+        return False
 
     def on_packet(self, callback: PacketCallback) -> None:
         """`callback(packet)` for every decoded packet (replies included), on the transport's thread."""
@@ -199,7 +222,7 @@ class DeviceChannel(ABC):
         if may_reply:
             with self._lock:
                 waiter = self._waiters.get(packet.seq)
-            if waiter is not None and packet.msg.TYPE in waiter.accepts and not waiter.event.is_set():
+            if waiter is not None and packet.msg.TYPE in waiter.accepts and waiter.packet is None:
                 waiter.packet = packet
                 waiter.event.set()
         with self._lock:
@@ -212,8 +235,10 @@ class DeviceChannel(ABC):
                 log.exception("%s: packet listener failed", self.name)
 
     def _link_state(self, up: bool, reason: str) -> None:
-        if not up:
+        if not up and self.FAIL_PENDING_ON_DROP:
             self._fail_waiters(reason)
+        elif up:
+            self._resend_waiters()
         with self._lock:
             listeners = list(self._state_listeners)
         for callback in listeners:
@@ -221,6 +246,13 @@ class DeviceChannel(ABC):
                 callback(up, reason)
             except Exception:
                 log.exception("%s: state listener failed", self.name)
+
+    def _resend_waiters(self) -> None:
+        with self._lock:
+            for waiter in self._waiters.values():
+                if not waiter.event.is_set():
+                    waiter.resend = True
+                    waiter.event.set()
 
     def _fail_waiters(self, reason: str) -> None:
         with self._lock:
@@ -262,6 +294,7 @@ class MqttChannel(DeviceChannel):
 
     # Commands must arrive (PROTOCOL.md 2.2): QoS 1, duplicates dropped by the device by seq.
     COMMAND_QOS = 1
+    FAIL_PENDING_ON_DROP = False  # the connection reconnects by itself: ride it out (issue 11.5)
 
     def __init__(self, connection: MqttConnection, site: str, device_id: str) -> None:
         if not topics.valid_id(site) or not topics.valid_id(device_id):

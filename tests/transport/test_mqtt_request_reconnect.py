@@ -1,0 +1,56 @@
+"""Issue 11.5: a command over MQTT rides out a reconnect of the operator's own connection.
+
+Real Mosquitto and a real virtual device; the operator reaches the broker through a loopback TCP
+proxy (tests/deploy/tcp_proxy.py) that holds the command and then cuts the connection, so paho
+sees a real drop and reconnects. Before the fix the pending request failed the moment the link
+dropped ("lost connection ..."), although paho was about to reconnect and deliver it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from app.deploy.rollout import COMMAND_RETRIES, COMMAND_TIMEOUT_S
+from app.protocol.messages import GetInfo, Hello
+from app.services.channel import MqttChannel
+from app.transport.mqtt_link import MqttConnection
+from tests.deploy.tcp_proxy import TcpProxy
+from tests.fixtures.brokers import MosquittoProcess
+from tests.transport.helpers import wait_until
+
+
+def test_a_pending_command_survives_a_dropped_operator_connection(mosquitto_factory, virtual_fleet) -> None:
+    broker: MosquittoProcess = mosquitto_factory()
+    fleet = virtual_fleet(broker.url, 1)
+    dev = fleet.devices[0]
+    with TcpProxy(broker.port) as proxy:
+        conn = MqttConnection(proxy.url)
+        conn.connect()
+        try:
+            channel = MqttChannel(conn, dev.site, dev.device_id)
+            conn.wait_subscribed()
+            proxy.set_stalled(True)  # the command leaves paho but is held on the way
+            box: dict = {}
+            done = threading.Event()
+
+            def ask() -> None:
+                try:
+                    box["reply"] = channel.request(GetInfo(), timeout=COMMAND_TIMEOUT_S, retries=COMMAND_RETRIES)
+                except Exception as exc:  # noqa: BLE001 - handed to the test thread
+                    box["error"] = exc
+                finally:
+                    done.set()
+
+            worker = threading.Thread(target=ask, daemon=True)
+            worker.start()
+            wait_until(lambda: channel.counters["sent"] >= 1, what="the command to be sent")
+            drops = conn.counters["disconnects"]
+            proxy.cut()  # the held command is lost with the connection
+            proxy.set_stalled(False)
+            wait_until(lambda: conn.counters["disconnects"] > drops, what="the operator to see the drop")
+            assert done.wait((COMMAND_RETRIES + 1) * COMMAND_TIMEOUT_S + 10), "request hung"
+            assert "error" not in box, f"the request failed instead of riding out the reconnect: {box.get('error')}"
+            assert isinstance(box["reply"].msg, Hello) and box["reply"].msg.device_id == dev.device_id
+            channel.close()
+        finally:
+            conn.close()
