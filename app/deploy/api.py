@@ -27,7 +27,7 @@ from pathlib import Path
 
 from app.deploy import links
 from app.deploy.history import DeploymentHistory, DeploymentRecord
-from app.deploy.rollout import DEFAULT_CONCURRENCY, Rollout, find_devices
+from app.deploy.rollout import DEFAULT_CONCURRENCY, Rollout, find_devices, not_online
 from app.deploy.transfer import (
     DEFAULT_BENCH_COUNT,
     MQTT_WINDOW,
@@ -225,6 +225,7 @@ def deploy(ref_or_image: str | Path | bytes, devices: list[str] | str | None = N
         transport = "serial" if via == "serial" else "mqtt"
         failed = [_fail(_base(image, d, transport, trial), exc) for d in (devices or [port])]
         _record(hist, failed, started, via, broker, port, baud)
+        exc.results = failed  # what was recorded, for a caller that reports per device (CLI --json)
         raise
     _record(hist, results, started, via, broker, port, baud)
     return results
@@ -314,7 +315,7 @@ def _deploy_mqtt(conn, broker: str | None, image: _Image, devices: list[str], mo
         base = _base(image, d, "mqtt-pull", trial)
         hello = hellos.get(d)
         if hello is None:
-            results[d] = _fail(base, LinkError(f"device {d} is not online on {broker or 'the broker'}"))
+            results[d] = _fail(base, LinkError(not_online(conn, d, broker)))
             continue
         refusal = _refusal(hello, image, d)
         if refusal is not None:

@@ -91,6 +91,12 @@ def broker_connection(url: str | None) -> Iterator[object]:
         if url:
             raise
         raise LinkError(f"{exc} ({NO_BROKER_HINT})") from exc
+    # retained chunks an earlier rollout could not clear (broker unreachable then): clear them now
+    # and whenever this connection comes back (issue 11.14)
+    from app.deploy import cleanups
+
+    cleanups.finish_pending(conn)
+    cleanups.finish_on_reconnect(conn)
     try:
         yield conn
     finally:
@@ -106,11 +112,11 @@ def mqtt_channel(connection, site: str, device_id: str):
 @contextlib.contextmanager
 def mqtt_device(connection, device_id: str, broker: str | None = None) -> Iterator[DeviceLink]:
     """One device through the broker: its site from its retained HELLO, then a fresh GET_INFO."""
-    from app.deploy.rollout import find_devices
+    from app.deploy.rollout import find_devices, not_online
 
     found = find_devices(connection, [device_id])
     if device_id not in found:
-        raise LinkError(f"device {device_id} is not online on {broker or 'the broker'} (no status from it)")
+        raise LinkError(not_online(connection, device_id, broker))
     channel = mqtt_channel(connection, found[device_id].site, device_id)
     try:
         hello = get_info(channel, device_id)

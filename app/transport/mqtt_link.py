@@ -109,6 +109,24 @@ class MqttConnection:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    def wait_connected(self, timeout: float) -> bool:
+        """Block until the connection is up (paho reconnects by itself); False after `timeout`."""
+        return not self._closed and self._connected.wait(timeout) and not self._closed
+
+    def link_problem(self) -> str:
+        """What is wrong with this connection itself, or "" when it is up and the broker acknowledged
+        every subscription: lets a caller tell "the device is silent" from "our own link is"."""
+        if self._closed:
+            return f"this operator's connection to broker {self.url.address} is closed"
+        if not self.connected:
+            return f"this operator's connection to broker {self.url.address} is down (reconnecting)"
+        with self._sub_lock:
+            stalled = bool(self._unacked)
+        if stalled:
+            return (f"this operator's connection to broker {self.url.address} is stalled (the broker has not "
+                    f"acknowledged its subscriptions)")
+        return ""
+
     def connect(self, timeout: float = CONNECT_TIMEOUT_S) -> MqttConnection:
         """Connect and wait for the broker's answer; raises LinkError if refused or unreachable."""
         if self._closed:
@@ -258,6 +276,9 @@ class MqttConnection:
         for info in pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._wait_info(info, remaining):
+                if not self.connected:  # not a slow broker: we cannot reach it at all
+                    raise LinkError(f"lost the connection to broker {self.url.address} (reconnecting): "
+                                    f"{len(pending)} publishes not delivered within {timeout:.0f} s")
                 raise LinkError(f"broker {self.url.address} did not acknowledge publishes within {timeout:.0f} s")
             with self._lock:
                 self._pending.pop(info.mid, None)

@@ -36,7 +36,7 @@ def test_a_pending_command_survives_a_dropped_operator_connection(mosquitto_fact
             def ask() -> None:
                 try:
                     box["reply"] = channel.request(GetInfo(), timeout=COMMAND_TIMEOUT_S, retries=COMMAND_RETRIES)
-                except Exception as exc:  # noqa: BLE001 - handed to the test thread
+                except Exception as exc:
                     box["error"] = exc
                 finally:
                     done.set()
