@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # Longest pause between two faults (seconds, drawn uniformly from 0): faults land at random
 # moments of a deployment that takes a few seconds without them.
-MAX_GAP_S = 2.5
+MAX_GAP_S = 1.0
 # Longest outage or stall; a rollout rides out up to LINK_RIDE_OUT_S, so these are all survivable.
 MAX_OUTAGE_S = 4.0
 # Faults per run at most: enough to hit publishing, fetching and committing.
