@@ -166,3 +166,10 @@ def finish_on_reconnect(connection, store: PendingCleanups | None = None) -> Non
             threading.Thread(target=work, name="chunk-cleanup", daemon=True).start()
 
     connection.on_state(on_state)
+
+
+def finish_in_background(connection, store: PendingCleanups | None = None) -> None:
+    """For a long-lived connection (the GUI's session): finish pending clean-ups now on a worker
+    thread, without delaying the start, and again after every reconnect."""
+    finish_on_reconnect(connection, store)
+    threading.Thread(target=finish_pending, args=(connection, store), name="chunk-cleanup", daemon=True).start()

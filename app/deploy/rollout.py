@@ -345,6 +345,9 @@ class Rollout:
         order = list(self.targets)
         results: dict[str, PullResult] = {}
         sites = {h.site for h in self.targets.values()}
+        store = self.pending_cleanups or cleanups.PendingCleanups()
+        for site in sites:  # this rollout clears these chunks when it ends: no earlier clean-up may race it
+            store.remove(cleanups.Cleanup(self.broker, self._prefix(site), self.n_chunks))
         try:
             self._publish_chunks(sites)
             groups = [order[:self.canary], order[self.canary:]] if self.canary else [order]

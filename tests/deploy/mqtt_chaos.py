@@ -43,12 +43,14 @@ class Campaign:
     outcomes: Counter = field(default_factory=Counter)
     faults: Counter = field(default_factory=Counter)
     notes: Counter = field(default_factory=Counter)  # informational: left busy, failed-but-new, ...
+    errors: Counter = field(default_factory=Counter)  # the clear errors, by message (ids blanked)
     runs: int = 0
 
     def table(self) -> str:
         lines = [f"MQTT fault campaign: {self.runs} runs, {sum(self.outcomes.values())} device outcomes"]
         lines += [f"  {name:<18} {self.outcomes[name]:>5}" for name in OUTCOMES]
         lines.append("  faults injected: " + ", ".join(f"{k} {self.faults[k]}" for k in FAULTS))
+        lines += [f"    {n:>4} x {text}" for text, n in self.errors.most_common()]
         if self.notes:
             lines.append("  notes: " + ", ".join(f"{k} {v}" for k, v in sorted(self.notes.items())))
         return "\n".join(lines)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import threading
 import time
 
@@ -51,6 +52,8 @@ HEAL_S = 60.0
 # A device whose abort was lost while it was itself offline frees its slot after XFER_STALE_S (30 s);
 # the campaign waits this long for devices to be idle before the next run, then notes it.
 IDLE_S = 10.0
+# Error messages are tallied by their first characters (ids and numbers blanked) in the table.
+ERROR_KEY_CHARS = 90
 # Probability that a second operator deploys to one of the devices during a run.
 SECOND_OPERATOR_P = 0.3
 
@@ -76,6 +79,7 @@ def _classify(result: api.DeploymentResult, dev, before: bytes, allowed: set[byt
         return "unexpected model"
     if active.sha256 == image_sha and before != image_sha:
         campaign.notes["reported failed, new model active"] += 1
+    campaign.errors[re.sub(r"\b(sim-\d+|\d+(\.\d+)?)\b", "#", result.error_message)[:ERROR_KEY_CHARS]] += 1
     return "clear error"
 
 
