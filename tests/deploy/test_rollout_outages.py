@@ -250,3 +250,22 @@ def test_a_stalled_operator_link_is_not_reported_as_devices_offline(mosquitto_fa
             proxy.set_stalled(False)
             conn.close()
     assert "operator's connection" in str(err.value) and "stalled" in str(err.value), str(err.value)
+
+
+def test_cli_deploy_that_cannot_reach_the_broker_still_prints_json(model_image_v3, tmp_path, monkeypatch, capsys):
+    """11.17, the start: with --json a script gets one failed entry per device (and exit code 2:
+    the command could not run), not only a line on stderr."""
+    from app.cli.main import main
+    from tests.fixtures.brokers import free_port
+
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "data"))
+    image = tmp_path / "v3.tmlm"
+    image.write_bytes(model_image_v3)
+    code = main(["deploy", str(image), "--device", "sim-001", "--device", "sim-002", "--json",
+                 "--broker", f"mqtt://127.0.0.1:{free_port()}"])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert code == 2
+    assert [(r["device"], r["outcome"]) for r in report] == [("sim-001", "failed"), ("sim-002", "failed")]
+    assert "nothing listens there" in report[0]["error_message"]
+    assert "error:" in captured.err
