@@ -264,10 +264,9 @@ class Rollout:
         return cleanups.broker_key(self.connection)
 
     def link_note(self) -> str:
-        """Words to add to a failure while the operator's own connection is down (issue 11.20)."""
-        if self.connection.connected:
-            return ""
-        return f" (this operator's own connection to broker {self.broker} is down: the device may be fine)"
+        """Words to add to a failure while the operator's own connection is down or stalled (11.20)."""
+        problem = self.connection.link_problem()
+        return f" ({problem}: the device may be fine)" if problem else ""
 
     def await_link(self) -> None:
         """Return once the operator's connection is up, waiting out an outage of up to
@@ -449,7 +448,8 @@ class _PullTransfer:
             reply = self._request(msg, self.r.command_timeout_s, COMMAND_RETRIES)
         except LinkError as exc:
             if self.r.connection.connected:
-                raise LinkError(f"device {self.device_id} did not answer {msg.TYPE.name}: {exc}") from exc
+                raise LinkError(f"device {self.device_id} did not answer {msg.TYPE.name}: {exc}"
+                                f"{self.r.link_note()}") from exc
             # our own link is down, not (necessarily) the device: wait for it and ask once more
             note = self.r.link_note()
             try:

@@ -44,6 +44,9 @@ DISPATCH_CACHE_MAX = 4096
 DUPLICATE_WINDOW_S = 0.5
 # Default subscription QoS: the broker delivers at min(publish QoS, this), so QoS 1 topics stay QoS 1.
 SUBSCRIBE_QOS = 1
+# A QoS 1 publish the broker has not acknowledged for this long means our link is stalled (a LAN
+# broker acknowledges in milliseconds; a busy one within a second or two).
+STALLED_PUBLISH_S = 5.0
 # Waiting for the broker to acknowledge subscriptions (a SUBACK takes one round trip on a LAN).
 SUBSCRIBE_TIMEOUT_S = 10.0
 
@@ -80,6 +83,7 @@ class MqttConnection:
         self._closed = False
         self._started = False
         self._pending: dict[int, mqtt.MQTTMessageInfo] = {}
+        self._pending_since: dict[int, float] = {}  # mid -> when it was handed to paho
         self._sub_lock = threading.Lock()
         self._live = False  # connected and subscriptions sent; guarded by _sub_lock
         self._sub_acked = threading.Condition(self._sub_lock)
@@ -125,6 +129,11 @@ class MqttConnection:
         if stalled:
             return (f"this operator's connection to broker {self.url.address} is stalled (the broker has not "
                     f"acknowledged its subscriptions)")
+        with self._lock:
+            oldest = min(self._pending_since.values(), default=None)
+        if oldest is not None and time.monotonic() - oldest > STALLED_PUBLISH_S:
+            return (f"this operator's connection to broker {self.url.address} is stalled (a publish has waited "
+                    f"{time.monotonic() - oldest:.0f} s for the broker's acknowledgement)")
         return ""
 
     def connect(self, timeout: float = CONNECT_TIMEOUT_S) -> MqttConnection:
@@ -267,6 +276,7 @@ class MqttConnection:
             with self._lock:
                 if not self._is_published(info):
                     self._pending[info.mid] = info
+                    self._pending_since[info.mid] = time.monotonic()
 
     def wait_published(self, timeout: float = PUBLISH_TIMEOUT_S) -> None:
         """Block until every QoS 1/2 publish so far is acknowledged by the broker; LinkError on timeout."""
@@ -282,6 +292,7 @@ class MqttConnection:
                 raise LinkError(f"broker {self.url.address} did not acknowledge publishes within {timeout:.0f} s")
             with self._lock:
                 self._pending.pop(info.mid, None)
+                self._pending_since.pop(info.mid, None)
 
     @staticmethod
     def _is_published(info: mqtt.MQTTMessageInfo) -> bool:
@@ -380,6 +391,7 @@ class MqttConnection:
                     reason_code: mqtt.ReasonCode, properties: object) -> None:
         with self._lock:
             self._pending.pop(mid, None)
+            self._pending_since.pop(mid, None)
 
     def _handlers_for(self, topic: str) -> tuple[tuple[Handler, ...], bool]:
         """Handlers of every filter matching `topic`, and whether more than one filter matched."""

@@ -269,3 +269,25 @@ def test_cli_deploy_that_cannot_reach_the_broker_still_prints_json(model_image_v
     assert [(r["device"], r["outcome"]) for r in report] == [("sim-001", "failed"), ("sim-002", "failed")]
     assert "nothing listens there" in report[0]["error_message"]
     assert "error:" in captured.err
+
+
+def test_a_stall_of_the_operator_link_mid_rollout_is_named_as_such(mosquitto_factory, virtual_fleet, model_image_v3,
+                                                                  short_outages):
+    """11.20: the operator's link stalls (nothing flows, nothing drops) right after XFER_BEGIN: the
+    device was blamed ("did not answer"). The error now says that our own link is stalled."""
+    broker = mosquitto_factory()
+    fleet = virtual_fleet(broker.url, 1, profiles=PROFILE)
+    dev = fleet.devices[0]
+    with TcpProxy(broker.port) as proxy:
+        on_command(fleet.devices, XferBegin, lambda d: proxy.set_stalled(True))
+        conn = MqttConnection(proxy.url)
+        conn.connect()
+        try:
+            with LogEvent("app.deploy.rollout", "rollout to", lambda: proxy.set_stalled(False)):
+                # attempts long enough that the resent command waits past STALLED_PUBLISH_S unacknowledged
+                report = Rollout(conn, model_image_v3, find_devices(conn, [dev.device_id]), model_name="pump-ae",
+                                 model_version=3, command_timeout_s=3 * COMMAND_S).run()
+        finally:
+            conn.close()
+    message = str(report.results[0].error)
+    assert "operator's connection" in message and "stalled" in message, message
