@@ -132,7 +132,7 @@ class DeviceChannel(ABC):
                              retries)
                 self._transmit(data)
                 self.counters["sent"] += 1
-                if self._wait_reply(waiter, data, timeout):
+                if self._wait_reply(waiter, data, timeout, resend=retries > 0):
                     break
             else:
                 self.counters["timeouts"] += 1
@@ -155,16 +155,22 @@ class DeviceChannel(ABC):
             raise DeviceError(f"{self.name} refused {msg.TYPE.name}: {label}{detail}", code=code)
         return packet
 
-    def _wait_reply(self, waiter: _Waiter, data: bytes, timeout: float) -> bool:
+    def _wait_reply(self, waiter: _Waiter, data: bytes, timeout: float, resend: bool) -> bool:
         """Wait up to `timeout` for the reply (or a failure); when the link comes back meanwhile, send
-        the command again at once: a reply the device sent while we were away is lost for good."""
+        the command again at once: a reply the device sent while we were away is lost for good.
+        Not when the caller asked for no retries (`resend` False: ROLLBACK, XFER_COMMIT must not run
+        twice should the device's duplicate filter have forgotten the first copy)."""
         deadline = time.monotonic() + timeout
         while waiter.event.wait(max(0.0, deadline - time.monotonic())):
             with self._lock:
-                resend, waiter.resend = waiter.resend, False
-                if not resend or waiter.packet is not None or waiter.failure is not None:
+                again, waiter.resend = waiter.resend, False
+                if not again or waiter.packet is not None or waiter.failure is not None:
                     return True
                 waiter.event.clear()
+            if waiter.packet is not None or waiter.failure is not None:
+                return True  # the reply came between our check and the clear: its wake-up was cleared
+            if not resend:
+                continue
             self.counters["resent_after_reconnect"] += 1
             try:
                 self._transmit(data)

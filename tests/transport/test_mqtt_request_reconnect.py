@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from app.deploy.rollout import COMMAND_RETRIES, COMMAND_TIMEOUT_S
 from app.protocol.messages import GetInfo, Hello
 from app.services.channel import MqttChannel
@@ -19,7 +21,11 @@ from tests.fixtures.brokers import MosquittoProcess
 from tests.transport.helpers import wait_until
 
 
-def test_a_pending_command_survives_a_dropped_operator_connection(mosquitto_factory, virtual_fleet) -> None:
+@pytest.mark.parametrize("retries", [COMMAND_RETRIES, 0])
+def test_a_pending_command_survives_a_dropped_operator_connection(mosquitto_factory, virtual_fleet,
+                                                                  retries: int) -> None:
+    """With retries the channel sends the command again as soon as the link is back; without (a
+    command that must not run twice) only paho's redelivery of the unacknowledged publish goes out."""
     broker: MosquittoProcess = mosquitto_factory()
     fleet = virtual_fleet(broker.url, 1)
     dev = fleet.devices[0]
@@ -35,7 +41,7 @@ def test_a_pending_command_survives_a_dropped_operator_connection(mosquitto_fact
 
             def ask() -> None:
                 try:
-                    box["reply"] = channel.request(GetInfo(), timeout=COMMAND_TIMEOUT_S, retries=COMMAND_RETRIES)
+                    box["reply"] = channel.request(GetInfo(), timeout=COMMAND_TIMEOUT_S, retries=retries)
                 except Exception as exc:
                     box["error"] = exc
                 finally:
@@ -48,9 +54,11 @@ def test_a_pending_command_survives_a_dropped_operator_connection(mosquitto_fact
             proxy.cut()  # the held command is lost with the connection
             proxy.set_stalled(False)
             wait_until(lambda: conn.counters["disconnects"] > drops, what="the operator to see the drop")
-            assert done.wait((COMMAND_RETRIES + 1) * COMMAND_TIMEOUT_S + 10), "request hung"
+            assert done.wait((retries + 1) * COMMAND_TIMEOUT_S + 10), "request hung"
             assert "error" not in box, f"the request failed instead of riding out the reconnect: {box.get('error')}"
             assert isinstance(box["reply"].msg, Hello) and box["reply"].msg.device_id == dev.device_id
+            if not retries:  # (with retries, whether the re-send beat paho's redelivery is a race)
+                assert channel.counters["resent_after_reconnect"] == 0, channel.counters
             channel.close()
         finally:
             conn.close()
