@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 RUNS_ENV = "TINYMLOPS_CAMPAIGN_RUNS"
 SEED_ENV = "TINYMLOPS_CAMPAIGN_SEED"
 # Runs in the default (CI) campaign; a longer one is asked for through RUNS_ENV.
-DEFAULT_RUNS = 12
+DEFAULT_RUNS = 10
 RUNS = int(os.environ.get(RUNS_ENV) or DEFAULT_RUNS)
 FLEET_SIZE = 3
 PROFILE = ["stm32l4r5"]
