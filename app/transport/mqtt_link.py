@@ -130,6 +130,11 @@ class MqttConnection:
             return (f"this operator's connection to broker {self.url.address} is stalled (the broker has not "
                     f"acknowledged its subscriptions)")
         with self._lock:
+            # paho calls on_publish before it marks the message published, so an entry may outlive
+            # its acknowledgement: prune those first
+            for mid in [mid for mid, info in self._pending.items() if self._is_published(info)]:
+                self._pending.pop(mid, None)
+                self._pending_since.pop(mid, None)
             oldest = min(self._pending_since.values(), default=None)
         if oldest is not None and time.monotonic() - oldest > STALLED_PUBLISH_S:
             return (f"this operator's connection to broker {self.url.address} is stalled (a publish has waited "
