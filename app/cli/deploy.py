@@ -21,6 +21,10 @@ CANCEL_GRACE_S = 5.0
 WAIT_POLL_S = 0.2
 # Width of the bar in characters.
 BAR_WIDTH = 30
+# Exit codes of `deploy`: 0 every device ok, 1 the deployment ran and a device failed (a broker
+# outage during a rollout included), 2 it could not start (as for any command error, cli/main.py).
+EXIT_DEVICE_FAILED = 1
+EXIT_NOT_RUN = 2
 
 
 def register(sub) -> None:
@@ -158,7 +162,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     finally:
         bars.finish()
     if "error" in box:
-        raise box["error"]
+        exc = box["error"]
+        if args.json and getattr(exc, "results", None):
+            # the command could not start (broker or port unreachable): still the JSON a script parses,
+            # and exit code 2 as for every error that stops a command (1: it ran, a device failed)
+            print(json.dumps([r.to_dict() for r in exc.results], indent=2))
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_NOT_RUN
+        raise exc
     results = box["results"]
     if gate is not None and gate.reports:
         from app.ml.fit_check import format_table
@@ -193,7 +204,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             after = f"{args.trial_timeout} s" if args.trial_timeout else "the device's trial timeout (300 s)"
             print(f"on trial: `tinymlops confirm {where}` keeps it; without that it reverts after {after}",
                   file=sys.stderr)
-    return 0 if all(r.ok for r in results) else 1
+    return 0 if all(r.ok for r in results) else EXIT_DEVICE_FAILED
 
 
 def _fit_gate(args: argparse.Namespace, cancel: threading.Event):

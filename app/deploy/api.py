@@ -32,7 +32,7 @@ from pathlib import Path
 from app.deploy import links, signatures
 from app.deploy.finish import device_error, error_text
 from app.deploy.history import DeploymentHistory, DeploymentRecord
-from app.deploy.rollout import DEFAULT_CONCURRENCY, Rollout, find_devices
+from app.deploy.rollout import DEFAULT_CONCURRENCY, Rollout, find_devices, not_online
 from app.deploy.transfer import (
     DEFAULT_BENCH_COUNT,
     MQTT_WINDOW,
@@ -317,6 +317,7 @@ def deploy(ref_or_image: str | Path | bytes | LoadedImage, devices: list[str] | 
         transport = "serial" if via == "serial" else "mqtt"
         failed = [_fail(_base(image, d, transport, trial), exc) for d in (devices or [port])]
         _record(hist, failed, started, via, broker, port, baud)
+        exc.results = failed  # what was recorded, for a caller that reports per device (CLI --json)
         raise
     _record(hist, results, started, via, broker, port, baud)
     return results
@@ -451,7 +452,7 @@ def _deploy_mqtt(conn, broker: str | None, image: LoadedImage, devices: list[str
         base = _base(image, d, "mqtt-pull" if way == "pull" else "mqtt-push", trial)
         results[d] = base
         if hello is None:
-            _fail(base, LinkError(f"device {d} is not online on {broker or 'the broker'} (no status from it)"))
+            results[d] = _fail(base, LinkError(not_online(conn, d, broker)))
             continue
         refusal = _refusal(hello, image, d)
         if refusal is not None:

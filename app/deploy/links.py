@@ -91,6 +91,12 @@ def broker_connection(url: str | None) -> Iterator[object]:
         if url:
             raise
         raise LinkError(f"{exc} ({NO_BROKER_HINT})") from exc
+    # retained chunks an earlier rollout could not clear (broker unreachable then): clear them now
+    # and whenever this connection comes back (issue 11.14)
+    from app.deploy import cleanups
+
+    cleanups.finish_pending(conn)
+    cleanups.finish_on_reconnect(conn)
     try:
         yield conn
     finally:
@@ -111,11 +117,11 @@ def mqtt_device(connection, device_id: str, broker: str | None = None,
     `known`, the device's HELLO the caller already holds (its retained status, the fleet monitor's
     record), saves both: a device publishes its HELLO again on every change of state or model."""
     if known is None:
-        from app.deploy.rollout import find_devices
+        from app.deploy.rollout import find_devices, not_online
 
         found = find_devices(connection, [device_id])
         if device_id not in found:
-            raise LinkError(f"device {device_id} is not online on {broker or 'the broker'} (no status from it)")
+            raise LinkError(not_online(connection, device_id, broker))
         site, hello = found[device_id].site, None
     else:
         site, hello = known.site, known

@@ -5,7 +5,17 @@ The operator publishes every chunk ONCE, retained, QoS 1, to a content-addressed
 them from the broker, so the operator's uplink carries the model once however many devices take
 it, and a device that reconnects simply gets the retained chunks again. Devices are driven with a
 concurrency limit; a staged rollout runs a canary group first and stops unless enough of it
-succeeded. The retained chunks are cleared when the rollout ends, whatever its outcome.
+succeeded. The retained chunks are cleared when the rollout ends, whatever its outcome; when the
+broker cannot be reached then, the clean-up is remembered (app/deploy/cleanups.py) and finished
+when it is back.
+
+The operator's own connection may drop and come back during a rollout (paho reconnects): every step
+waits for it up to `link_ride_out_s` instead of failing at once, and a transfer the device may have
+begun is aborted on every failure path, so a failed rollout does not leave devices BUSY.
+
+Host deployment latency is the same figure as on the push path (PROTOCOL.md 5.3): from the first
+byte the operator sends for the deployment (here: the first model chunk published, or the start of
+the device's group in a staged rollout) to the device's answer to XFER_COMMIT.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from app.deploy import cleanups
 from app.deploy.finish import commit
 from app.deploy.transfer import (
     ABORT_TIMEOUT_S,
@@ -62,6 +73,11 @@ PULL_QUIET_S = 3.0
 PULL_STALL_QUERIES = 3
 # Retained device HELLOs arrive right after subscribing; this bounds the wait for missing ones.
 DISCOVERY_TIMEOUT_S = 5.0
+# An outage of the operator's own broker connection that a rollout waits out before failing: a
+# restarted broker is back within seconds, and paho retries at least every RECONNECT_MAX_S (30 s).
+LINK_RIDE_OUT_S = 60.0
+# Waiting for the broker to acknowledge the published chunks (hundreds of QoS 1 messages) while connected.
+PUBLISH_ACK_TIMEOUT_S = 30.0
 
 DeviceProgressFn = Callable[[str, int, int], None]
 
@@ -95,6 +111,7 @@ class RolloutReport:
     chunk_bytes: int = 0  # of which the model chunks (published once per site)
     elapsed_s: float = 0.0
     canary_rate: float | None = None
+    chunks_left_on_broker: int = 0  # retained chunks not cleared (broker unreachable); cleared later
 
     @property
     def uplink_ratio(self) -> float:
@@ -135,6 +152,8 @@ def find_devices(connection, device_ids: list[str], timeout: float = DISCOVERY_T
             if wanted <= resolved:
                 done.set()
 
+    if not connection.connected:  # our own outage: wait for the reconnect before looking
+        connection.wait_connected(LINK_RIDE_OUT_S)
     filters = [f"{topics.ROOT}/+/{d}/{topics.STATUS}" for d in device_ids]
     for f in filters:
         connection.subscribe(f, on_status)
@@ -145,6 +164,15 @@ def find_devices(connection, device_ids: list[str], timeout: float = DISCOVERY_T
             connection.unsubscribe(f, on_status)
     with lock:
         return dict(found)
+
+
+def not_online(connection, device_id: str, broker: str | None = None) -> str:
+    """Why `device_id` was not found by find_devices: the device, or this operator's own link (11.20)."""
+    problem = connection.link_problem()
+    where = broker or connection.url.address
+    if problem:
+        return f"device {device_id}: no status seen, but {problem}; the device may well be online"
+    return f"device {device_id} is not online on {where} (no status from it)"
 
 
 class _Counter:
@@ -170,7 +198,9 @@ class Rollout:
                  trial_timeout_s: int = 0, bench_count: int = DEFAULT_BENCH_COUNT,
                  progress: DeviceProgressFn | None = None, cancel: threading.Event | None = None,
                  channel_factory: Callable | None = None, command_timeout_s: float = COMMAND_TIMEOUT_S,
-                 pull_quiet_s: float = PULL_QUIET_S, commit_timeout_s: float = COMMIT_TIMEOUT_S) -> None:
+                 pull_quiet_s: float = PULL_QUIET_S, commit_timeout_s: float = COMMIT_TIMEOUT_S,
+                 link_ride_out_s: float | None = None,
+                 pending_cleanups: cleanups.PendingCleanups | None = None) -> None:
         if not targets:
             raise ValueError("no devices to roll out to")
         self.connection = connection
@@ -192,6 +222,10 @@ class Rollout:
         self.command_timeout_s = command_timeout_s
         self.pull_quiet_s = pull_quiet_s
         self.commit_timeout_s = commit_timeout_s
+        self.link_ride_out_s = LINK_RIDE_OUT_S if link_ride_out_s is None else link_ride_out_s
+        self.pending_cleanups = pending_cleanups
+        self._clock_lock = threading.Lock()
+        self._group_t0: float | None = None  # latency clock of the running group (see module doc)
         # every device must take the chunks as published: the smallest advertised maximum wins
         self.chunk_size = min([MAX_CHUNK] + [h.max_chunk for h in targets.values() if h.max_chunk])
         self.n_chunks = -(-len(self.image) // self.chunk_size)
@@ -201,6 +235,9 @@ class Rollout:
         self._republished: dict[str, float] = {}  # site -> when its chunks were last published again
 
     def _publish(self, topic: str, payload: bytes, retain: bool) -> None:
+        with self._clock_lock:
+            if self._group_t0 is None:
+                self._group_t0 = time.perf_counter()  # the deployment's first byte
         self.connection.publish(topic, payload, qos=1, retain=retain)
         self._published.add(publish_size(topic, payload))
 
@@ -218,7 +255,37 @@ class Rollout:
                 topic = f"{prefix}/{index}"
                 self._publish(topic, payload, retain=True)
                 self._chunk_bytes.add(publish_size(topic, payload))
-        self.connection.wait_published()
+        self.settle()
+
+    @property
+    def broker(self) -> str:
+        return cleanups.broker_key(self.connection)
+
+    def link_note(self) -> str:
+        """Words to add to a failure while the operator's own connection is down or stalled (11.20)."""
+        problem = self.connection.link_problem()
+        return f" ({problem}: the device may be fine)" if problem else ""
+
+    def await_link(self) -> None:
+        """Return once the operator's connection is up, waiting out an outage of up to
+        `link_ride_out_s`; LinkError (naming our own link, not the device) after that."""
+        if self.connection.connected:
+            return
+        log.info("rollout: waiting up to %.0f s for the connection to broker %s", self.link_ride_out_s, self.broker)
+        if not self.connection.wait_connected(self.link_ride_out_s):
+            raise LinkError(f"lost this operator's connection to broker {self.broker} and it did not come back "
+                            f"within {self.link_ride_out_s:.0f} s")
+
+    def settle(self) -> None:
+        """Wait until the broker acknowledged everything published so far, riding out one outage."""
+        try:
+            self.connection.wait_published(PUBLISH_ACK_TIMEOUT_S)
+            return
+        except LinkError:
+            if self.connection.connected:
+                raise  # connected, yet the broker does not acknowledge: that one is slow
+        self.await_link()
+        self.connection.wait_published(PUBLISH_ACK_TIMEOUT_S)
 
     def republish(self, site: str) -> bool:
         """Publish a site's chunks again, when a pulling device makes no progress: a broker that
@@ -237,20 +304,37 @@ class Rollout:
             return False
         return True
 
-    def _clear_chunks(self, sites: set[str]) -> None:
-        """Empty retained payloads delete the retained chunks from the broker."""
-        for site in sorted(sites):
-            prefix = self._prefix(site)
-            for index in range(self.n_chunks):
-                try:
-                    self._publish(f"{prefix}/{index}", b"", retain=True)
-                except LinkError as exc:
-                    log.warning("could not clear retained chunks under %s: %s", prefix, exc)
-                    return
+    def _clear_chunks(self, sites: set[str]) -> int:
+        """Empty retained payloads delete the retained chunks from the broker (and the wait delivers
+        any XFER_ABORT still queued). What the broker did not confirm is remembered and finished when
+        it is back; returns the number of chunks left on the broker."""
+        prefixes = [self._prefix(site) for site in sorted(sites)]
+        store = self.pending_cleanups or cleanups.PendingCleanups()
+        pending = [cleanups.Cleanup(self.broker, prefix, self.n_chunks, time.time()) for prefix in prefixes]
+        # written down before waiting for a lost link: the process may be ended (Ctrl-C) while it waits
+        remembered = not self.connection.connected
+        if remembered:
+            for cleanup in pending:
+                store.add(cleanup)
         try:
-            self.connection.wait_published()
+            self.await_link()
+            for prefix in prefixes:
+                for index in range(self.n_chunks):
+                    self._publish(f"{prefix}/{index}", b"", retain=True)
+            self.settle()
+            if remembered:
+                for cleanup in pending:
+                    store.remove(cleanup)
+            return 0
         except LinkError as exc:
-            log.warning("clearing retained chunks not confirmed: %s", exc)
+            if not remembered:
+                for cleanup in pending:
+                    store.add(cleanup)
+            cleanups.finish_on_reconnect(self.connection, store)
+            log.warning("%d retained model chunks stay on broker %s for now (%s); the clean-up is remembered in "
+                        "%s and finished when the broker is back", len(prefixes) * self.n_chunks, self.broker,
+                        exc, store.path)
+            return len(prefixes) * self.n_chunks
 
     def run(self) -> RolloutReport:
         started = time.perf_counter()
@@ -258,10 +342,16 @@ class Rollout:
         order = list(self.targets)
         results: dict[str, PullResult] = {}
         sites = {h.site for h in self.targets.values()}
+        store = self.pending_cleanups or cleanups.PendingCleanups()
+        for site in sites:  # this rollout clears these chunks when it ends: no earlier clean-up may race it
+            store.remove(cleanups.Cleanup(self.broker, self._prefix(site), self.n_chunks))
         try:
             self._publish_chunks(sites)
             groups = [order[:self.canary], order[self.canary:]] if self.canary else [order]
             for gi, group in enumerate(groups):
+                if gi:  # a later group's deployment starts now: the chunks are already on the broker
+                    with self._clock_lock:
+                        self._group_t0 = time.perf_counter()
                 for r in self._run_group(group):
                     results[r.device_id] = r
                 if self.cancel.is_set():  # the operator stopped it: not a verdict on the canary
@@ -279,8 +369,12 @@ class Rollout:
         except Cancelled:
             for d in order:
                 results.setdefault(d, PullResult(d, skipped="cancelled"))
+        except LinkError as exc:  # publishing the model failed: no device was told to fetch it
+            log.warning("rollout failed before any device was asked: %s", exc)
+            for d in order:
+                results.setdefault(d, PullResult(d, error=LinkError(f"model not published: {exc}")))
         finally:
-            self._clear_chunks(sites)
+            report.chunks_left_on_broker = self._clear_chunks(sites)
         report.results = [results.get(d, PullResult(d, skipped="not attempted")) for d in order]
         report.published_bytes = self._published.total
         report.chunk_bytes = self._chunk_bytes.total
@@ -350,10 +444,20 @@ class _PullTransfer:
                             len(self.r.image))
 
     def _status(self, msg: Message) -> XferStatus:
+        self.r.await_link()
         try:
             reply = self._request(msg, self.r.command_timeout_s, COMMAND_RETRIES)
         except LinkError as exc:
-            raise LinkError(f"device {self.device_id} did not answer {msg.TYPE.name}: {exc}") from exc
+            if self.r.connection.connected:
+                raise LinkError(f"device {self.device_id} did not answer {msg.TYPE.name}: {exc}"
+                                f"{self.r.link_note()}") from exc
+            # our own link is down, not (necessarily) the device: wait for it and ask once more
+            note = self.r.link_note()
+            try:
+                self.r.await_link()
+                reply = self._request(msg, self.r.command_timeout_s, COMMAND_RETRIES)
+            except LinkError as again:
+                raise LinkError(f"device {self.device_id} did not answer {msg.TYPE.name}: {again}{note}") from again
         if not isinstance(reply, XferStatus):
             raise ProtocolError(f"device {self.device_id} answered {type(reply).__name__} to {msg.TYPE.name}")
         return reply
@@ -374,6 +478,9 @@ class _PullTransfer:
         while received < self.r.n_chunks:
             if self.r.cancel.is_set():
                 raise Cancelled(f"deployment to {self.device_id} cancelled")
+            if not self.r.connection.connected:  # our outage is not the device's silence
+                self.r.await_link()
+                quiet_since = time.monotonic()
             left = quiet_since + self.r.pull_quiet_s - time.monotonic()
             try:
                 pkt = self.inbox.get(timeout=left) if left > 0 else None
@@ -414,10 +521,16 @@ class _PullTransfer:
                                     f"{received}/{self.r.n_chunks}")
 
     def run(self) -> TransferStats:
-        self._started = time.perf_counter()
+        with self.r._clock_lock:
+            self._started = self.r._group_t0 or time.perf_counter()
         try:
-            status = self._begin()
+            # from the moment XFER_BEGIN leaves, the device may have begun, even if its reply is lost
             self._begun = True
+            try:
+                status = self._begin()
+            except DeviceError:
+                self._begun = False  # refused: the device began nothing
+                raise
             self.stats.resumed_chunks = status.received
             self._wait_complete(status)
             self.stats.transfer_s = time.perf_counter() - self._started
@@ -437,12 +550,15 @@ class _PullTransfer:
             if why:
                 self.stats.events.append(f"no inference figures: {why}")
             return self.stats
-        except (Cancelled, DeviceError, ProtocolError):
+        except TinyMLOpsError:
+            # every failure path (a lost link included): a transfer left open would keep the device
+            # BUSY for XFER_STALE_S. Unconfirmed, the QoS 1 abort stays queued and goes out when the
+            # link is back; the rollout waits for that before it returns (_clear_chunks).
             if self._begun:
                 try:
                     self.channel.request(XferAbort(self.stats.transfer_id), timeout=ABORT_TIMEOUT_S, retries=0)
                 except TinyMLOpsError as exc:
-                    log.info("XFER_ABORT to %s not confirmed: %s", self.device_id, exc)
+                    log.info("XFER_ABORT to %s not confirmed yet: %s", self.device_id, exc)
             raise
         finally:
             self._unsubscribe()

@@ -117,6 +117,9 @@ class AppSession:
             self._target = target if not self.config.embedded else self.broker_url
             self.connection = MqttConnection(self._target)
             self.connection.connect(CONNECT_TIMEOUT_S)
+            from app.deploy import cleanups
+
+            cleanups.finish_in_background(self.connection)  # chunks a failed rollout left (issue 11.14)
             self.monitor = FleetMonitor(self.connection, memory=FleetMemory(fleet_memory_path()))
             if self.config.keep_history:
                 from app.services.telemetry_history import TelemetryHistory

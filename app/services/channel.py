@@ -62,19 +62,24 @@ StateCallback = Callable[[bool, str], None]
 
 
 class _Waiter:
-    __slots__ = ("accepts", "event", "failure", "packet")
+    __slots__ = ("accepts", "event", "failure", "packet", "resend")
 
     def __init__(self, accepts: frozenset[MsgType]) -> None:
         self.accepts = accepts
         self.event = threading.Event()
         self.packet: m.Packet | None = None
         self.failure: str | None = None
+        self.resend = False  # the link came back: send the command again now (its reply may be lost)
 
 
 class DeviceChannel(ABC):
     """Request/reply and listeners on top of a byte transport; subclasses provide `_transmit`."""
 
     name: str = "device"
+    # Whether a pending request fails as soon as the link goes down. A serial port that vanished does
+    # not come back by itself; an MQTT connection does (paho reconnects and re-sends queued QoS 1
+    # commands), so its requests ride out the reconnect within their own deadline.
+    FAIL_PENDING_ON_DROP = True
 
     def __init__(self) -> None:
         self.counters: Counter[str] = Counter()
@@ -142,7 +147,7 @@ class DeviceChannel(ABC):
                              retries)
                 self._transmit(data)
                 self.counters["sent"] += 1
-                if self._wait(waiter, timeout, cancel):
+                if self._wait_reply(waiter, data, timeout, resend=retries > 0, cancel=cancel):
                     break
             else:
                 self.counters["timeouts"] += 1
@@ -165,18 +170,36 @@ class DeviceChannel(ABC):
             raise DeviceError(f"{self.name} refused {msg.TYPE.name}: {label}{detail}", code=code)
         return packet
 
-    @staticmethod
-    def _wait(waiter: _Waiter, timeout: float, cancel: threading.Event | None) -> bool:
-        """Wait for the reply; raises Cancelled when `cancel` is set first."""
-        if cancel is None:
-            return waiter.event.wait(timeout)
+    def _wait_reply(self, waiter: _Waiter, data: bytes, timeout: float, resend: bool,
+                    cancel: threading.Event | None = None) -> bool:
+        """Wait up to `timeout` for the reply (or a failure); raises Cancelled when `cancel` is set
+        first. When the link comes back meanwhile, send the command again at once: a reply the device
+        sent while we were away is lost for good. Not when the caller asked for no retries (`resend`
+        False: ROLLBACK, XFER_COMMIT must not run twice should the device's duplicate filter have
+        forgotten the first copy)."""
         deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            if cancel.is_set():
+        while True:
+            if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled while waiting for the device's reply")
-            if waiter.event.wait(min(left, CANCEL_POLL_S)):
-                return True
-        return waiter.event.is_set()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return waiter.packet is not None or waiter.failure is not None
+            if not waiter.event.wait(left if cancel is None else min(left, CANCEL_POLL_S)):
+                continue
+            with self._lock:
+                again, waiter.resend = waiter.resend, False
+                if not again or waiter.packet is not None or waiter.failure is not None:
+                    return True
+                waiter.event.clear()
+            if waiter.packet is not None or waiter.failure is not None:
+                return True  # the reply came between our check and the clear: its wake-up was cleared
+            if not resend:
+                continue
+            self.counters["resent_after_reconnect"] += 1
+            try:
+                self._transmit(data)
+            except LinkError as exc:  # down again already: the next reconnect or attempt sends it
+                log.info("%s: re-sending after a reconnect failed: %s", self.name, exc)
 
     def on_packet(self, callback: PacketCallback) -> None:
         """`callback(packet)` for every decoded packet (replies included), on the transport's thread."""
@@ -233,7 +256,7 @@ class DeviceChannel(ABC):
         if may_reply:
             with self._lock:
                 waiter = self._waiters.get(packet.seq)
-            if waiter is not None and packet.msg.TYPE in waiter.accepts and not waiter.event.is_set():
+            if waiter is not None and packet.msg.TYPE in waiter.accepts and waiter.packet is None:
                 waiter.packet = packet
                 waiter.event.set()
         with self._lock:
@@ -246,8 +269,10 @@ class DeviceChannel(ABC):
                 log.exception("%s: packet listener failed", self.name)
 
     def _link_state(self, up: bool, reason: str) -> None:
-        if not up:
+        if not up and self.FAIL_PENDING_ON_DROP:
             self._fail_waiters(reason)
+        elif up:
+            self._resend_waiters()
         with self._lock:
             listeners = list(self._state_listeners)
         for callback in listeners:
@@ -255,6 +280,13 @@ class DeviceChannel(ABC):
                 callback(up, reason)
             except Exception:
                 log.exception("%s: state listener failed", self.name)
+
+    def _resend_waiters(self) -> None:
+        with self._lock:
+            for waiter in self._waiters.values():
+                if not waiter.event.is_set():
+                    waiter.resend = True
+                    waiter.event.set()
 
     def _fail_waiters(self, reason: str) -> None:
         with self._lock:
@@ -296,6 +328,7 @@ class MqttChannel(DeviceChannel):
 
     # Commands must arrive (PROTOCOL.md 2.2): QoS 1, duplicates dropped by the device by seq.
     COMMAND_QOS = 1
+    FAIL_PENDING_ON_DROP = False  # the connection reconnects by itself: ride it out (issue 11.5)
 
     def __init__(self, connection: MqttConnection, site: str, device_id: str) -> None:
         if not topics.valid_id(site) or not topics.valid_id(device_id):

@@ -46,6 +46,9 @@ DISPATCH_CACHE_MAX = 4096
 DUPLICATE_WINDOW_S = 0.5
 # Default subscription QoS: the broker delivers at min(publish QoS, this), so QoS 1 topics stay QoS 1.
 SUBSCRIBE_QOS = 1
+# A QoS 1 publish the broker has not acknowledged for this long means our link is stalled (a LAN
+# broker acknowledges in milliseconds; a busy one within a second or two).
+STALLED_PUBLISH_S = 5.0
 # Waiting for the broker to acknowledge subscriptions (a SUBACK takes one round trip on a LAN).
 SUBSCRIBE_TIMEOUT_S = 10.0
 
@@ -96,6 +99,7 @@ class MqttConnection:
         self._closed = False
         self._started = False
         self._pending: dict[int, mqtt.MQTTMessageInfo] = {}
+        self._pending_since: dict[int, float] = {}  # mid -> when it was handed to paho
         self._sub_lock = threading.Lock()
         self._live = False  # connected and subscriptions sent; guarded by _sub_lock
         self._sub_acked = threading.Condition(self._sub_lock)
@@ -124,6 +128,34 @@ class MqttConnection:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Block until the connection is up (paho reconnects by itself); False after `timeout`."""
+        return not self._closed and self._connected.wait(timeout) and not self._closed
+
+    def link_problem(self) -> str:
+        """What is wrong with this connection itself, or "" when it is up and the broker acknowledged
+        every subscription: lets a caller tell "the device is silent" from "our own link is"."""
+        if self._closed:
+            return f"this operator's connection to broker {self.url.address} is closed"
+        if not self.connected:
+            return f"this operator's connection to broker {self.url.address} is down (reconnecting)"
+        with self._sub_lock:
+            stalled = bool(self._unacked)
+        if stalled:
+            return (f"this operator's connection to broker {self.url.address} is stalled (the broker has not "
+                    f"acknowledged its subscriptions)")
+        with self._lock:
+            # paho calls on_publish before it marks the message published, so an entry may outlive
+            # its acknowledgement: prune those first
+            for mid in [mid for mid, info in self._pending.items() if self._is_published(info)]:
+                self._pending.pop(mid, None)
+                self._pending_since.pop(mid, None)
+            oldest = min(self._pending_since.values(), default=None)
+        if oldest is not None and time.monotonic() - oldest > STALLED_PUBLISH_S:
+            return (f"this operator's connection to broker {self.url.address} is stalled (a publish has waited "
+                    f"{time.monotonic() - oldest:.0f} s for the broker's acknowledgement)")
+        return ""
 
     def connect(self, timeout: float = CONNECT_TIMEOUT_S) -> MqttConnection:
         """Connect and wait for the broker's answer; raises LinkError if refused or unreachable."""
@@ -265,6 +297,7 @@ class MqttConnection:
             with self._lock:
                 if not self._is_published(info):
                     self._pending[info.mid] = info
+                    self._pending_since[info.mid] = time.monotonic()
 
     def wait_published(self, timeout: float = PUBLISH_TIMEOUT_S) -> None:
         """Block until every QoS 1/2 publish so far is acknowledged by the broker; LinkError on timeout."""
@@ -274,9 +307,13 @@ class MqttConnection:
         for info in pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._wait_info(info, remaining):
+                if not self.connected:  # not a slow broker: we cannot reach it at all
+                    raise LinkError(f"lost the connection to broker {self.url.address} (reconnecting): "
+                                    f"{len(pending)} publishes not delivered within {timeout:.0f} s")
                 raise LinkError(f"broker {self.url.address} did not acknowledge publishes within {timeout:.0f} s")
             with self._lock:
                 self._pending.pop(info.mid, None)
+                self._pending_since.pop(info.mid, None)
 
     @staticmethod
     def _is_published(info: mqtt.MQTTMessageInfo) -> bool:
@@ -375,6 +412,7 @@ class MqttConnection:
                     reason_code: mqtt.ReasonCode, properties: object) -> None:
         with self._lock:
             self._pending.pop(mid, None)
+            self._pending_since.pop(mid, None)
 
     def _handlers_for(self, topic: str) -> tuple[tuple[Handler, ...], bool]:
         """Handlers of every filter matching `topic`, and whether more than one filter matched."""
