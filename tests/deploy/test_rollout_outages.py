@@ -205,12 +205,12 @@ class _ClockedConnection:
 class _ClockedChannel(MqttChannel):
     commit_answered_at: ClassVar[dict[str, float]] = {}
 
-    def request(self, msg, timeout=None, retries=0):
+    def request(self, msg, timeout=None, retries=0, **kwargs):
         import time
 
         from app.protocol.messages import XferCommit
 
-        pkt = super().request(msg, timeout=timeout, retries=retries)
+        pkt = super().request(msg, timeout=timeout, retries=retries, **kwargs)
         if isinstance(msg, XferCommit):
             self.commit_answered_at[self.device_id] = time.perf_counter()
         return pkt
