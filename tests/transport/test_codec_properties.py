@@ -21,7 +21,7 @@ _STRATEGIES = [
     st.builds(m.Hello, proto_min=u8, proto_max=u8, caps=u32, state=u8, device_id=text, location=text, profile=text,
               firmware=text, model_name=text, model_version=u32, model_sha=st.binary(min_size=8, max_size=8),
               prev_version=u32, trial=u8, slot_size=u32, free_slot=u32, ram_budget=u32, max_chunk=u16,
-              sample_rate=u32, uptime_s=u32, fault_mask=u8),
+              sample_rate=u32, uptime_s=u32, fault_mask=u8, trust_keys=u8),
     st.builds(m.Telemetry, uptime_ms=u32, window_seq=u32, model_version=u32, score=f32, threshold=f32, flags=u8,
               shaft_hz=f32, features=st.lists(f32, max_size=40).map(tuple)),
     st.builds(m.Stream, window_seq=u32, sample_rate=st.integers(1, MAX_SAMPLE_RATE_HZ), scale=f32,
@@ -45,6 +45,9 @@ _STRATEGIES = [
     st.builds(m.XferAbort, transfer_id=u32), st.builds(m.Confirm), st.builds(m.Rollback),
     st.builds(m.Benchmark, count=u16), st.builds(m.Reboot), st.builds(m.SetFault, mask=u8, severity=f32),
     st.builds(m.Activate, trial=u8, trial_timeout_s=u16, bench_count=u16),
+    st.builds(m.XferSign, transfer_id=u32, block=st.binary(min_size=80, max_size=80)),
+    st.builds(m.TrustAdd, public_key=st.binary(min_size=32, max_size=32), auth=st.binary(min_size=80, max_size=80)),
+    st.builds(m.Revoke, model_name=text, model_version=u32, auth=st.binary(min_size=80, max_size=80)),
 ]
 MESSAGES = st.one_of(_STRATEGIES)
 
