@@ -160,12 +160,12 @@ def record_serial(port: str, seconds: float, progress: ProgressFn | None = None,
                   device: str | None = None) -> tuple[np.ndarray, dict]:
     """(samples, HELLO-derived metadata) recorded from the device on serial `port` (a cable, a pty,
     socket://host:port); LinkError when it is someone else than `device` (when given)."""
-    from app.deploy.links import open_serial_channel
     from app.domain.errors import LinkError
+    from app.services.channel import SerialChannel
     from app.services.fleet_monitor import FleetMonitor
 
     recorder = _recorder(seconds, progress)
-    channel = open_serial_channel(port, baud)
+    channel = SerialChannel.open(port, baud)
     monitor = FleetMonitor(None)
     try:
         monitor.attach_serial(channel)  # asks the device for its HELLO

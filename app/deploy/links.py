@@ -11,11 +11,16 @@ import logging
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.domain.errors import LinkError, ProtocolError
 from app.protocol.framing import DEFAULT_BAUD
 from app.protocol.messages import GetInfo, Hello
 from app.transport.local_broker import NO_BROKER_HINT, resolve_broker
+
+if TYPE_CHECKING:
+    from app.services.channel import DeviceChannel, MqttChannel
+    from app.transport.mqtt_link import MqttConnection
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +35,16 @@ INFO_RETRIES = 2
 class DeviceLink:
     """A channel to one device, what it said about itself, and how to get a fresh channel."""
 
-    channel: object
+    channel: DeviceChannel
     hello: Hello
     transport: str  # "serial" or "mqtt"
-    reconnect: Callable[[], object] | None = None
+    reconnect: Callable[[], DeviceChannel] | None = None
     baud: int | None = None
     port: str | None = None
     broker: str | None = None
 
 
-def get_info(channel, device_id: str = "?", timeout: float = INFO_TIMEOUT_S) -> Hello:
+def get_info(channel: DeviceChannel, device_id: str = "?", timeout: float = INFO_TIMEOUT_S) -> Hello:
     try:
         pkt = channel.request(GetInfo(), timeout=timeout, retries=INFO_RETRIES)
     except LinkError as exc:
@@ -49,24 +54,17 @@ def get_info(channel, device_id: str = "?", timeout: float = INFO_TIMEOUT_S) -> 
     return pkt.msg
 
 
-def open_serial_channel(port: str, baud: int):
-    from app.services.channel import SerialChannel
-    from app.transport.serial_link import SerialLink
-
-    link = SerialLink(port, baud=baud)
-    link.open()
-    return SerialChannel(link)
-
-
 @contextlib.contextmanager
 def serial_device(port: str, baud: int = DEFAULT_BAUD, expect_id: str | None = None) -> Iterator[DeviceLink]:
     """The device on a serial port; LinkError when it is someone else than `expect_id`."""
-    state = {"channel": open_serial_channel(port, baud)}
+    from app.services.channel import SerialChannel
+
+    state = {"channel": SerialChannel.open(port, baud)}
 
     def reconnect():
         with contextlib.suppress(Exception):
             state["channel"].close()
-        state["channel"] = open_serial_channel(port, baud)
+        state["channel"] = SerialChannel.open(port, baud)
         return state["channel"]
 
     try:
@@ -80,7 +78,7 @@ def serial_device(port: str, baud: int = DEFAULT_BAUD, expect_id: str | None = N
 
 
 @contextlib.contextmanager
-def broker_connection(url: str | None) -> Iterator[object]:
+def broker_connection(url: str | None) -> Iterator[MqttConnection]:
     from app.transport.mqtt_link import MqttConnection
 
     target = resolve_broker(url)
@@ -97,14 +95,14 @@ def broker_connection(url: str | None) -> Iterator[object]:
         conn.close()
 
 
-def mqtt_channel(connection, site: str, device_id: str):
+def mqtt_channel(connection: MqttConnection, site: str, device_id: str) -> MqttChannel:
     from app.services.channel import MqttChannel
 
     return MqttChannel(connection, site, device_id)
 
 
 @contextlib.contextmanager
-def mqtt_device(connection, device_id: str, broker: str | None = None) -> Iterator[DeviceLink]:
+def mqtt_device(connection: MqttConnection, device_id: str, broker: str | None = None) -> Iterator[DeviceLink]:
     """One device through the broker: its site from its retained HELLO, then a fresh GET_INFO."""
     from app.deploy.rollout import find_devices
 

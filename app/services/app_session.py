@@ -143,14 +143,14 @@ class AppSession:
 
     def attach_serial(self, port: str, baud: int) -> None:
         """Open a device's serial port and show the device in the fleet (FleetMonitor.attach_serial)."""
-        from app.deploy.links import open_serial_channel
+        from app.services.channel import SerialChannel
 
         if self.monitor is None:
             raise LinkError("the session is not started")
         with self._serial_lock:
             if port in self.serial:
                 raise LinkError(f"{port} is already attached")
-            channel = open_serial_channel(port, baud)
+            channel = SerialChannel.open(port, baud)
             self.serial[port] = channel
             self._serial_baud[port] = int(baud)
             channel.on_packet(lambda packet, port=port: self._note_serial_device(port, packet))  # before its HELLO

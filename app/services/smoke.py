@@ -85,7 +85,8 @@ def convert_small_model(progress: ProgressFn | None = None, cancel: threading.Ev
     and self-test it: the whole TensorFlow + TFLM path, in seconds."""
     import numpy as np
 
-    from app.ml import factory, pipeline, tflm, training
+    from app.fleet import factory
+    from app.ml import pipeline, tflm, training
     from app.ml.tfimport import tensorflow
 
     normal = np.concatenate([factory.simulate(SMOKE_SEED + m, hz, SMOKE_WINDOWS_PER_MACHINE)
