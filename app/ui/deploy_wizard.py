@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 
 from app.services.app_session import serial_port_released
 from app.ui import workers
+from app.ui.progress import DeviceProgress, Progress
 from app.ui.settings import BAUDS
 
 log = logging.getLogger(__name__)
@@ -439,7 +440,7 @@ class DeployWizard(QWizard):
 
         def job(progress, cancel: threading.Event):
             def per_device(device_id: str, done: int, total: int) -> None:
-                progress(int(100 * done / total) if total else 0, f"{device_id}\t{done}\t{total}")
+                progress(DeviceProgress(device_id, done, total))
 
             if self.via != "mqtt":
                 # a port the fleet view holds open is released for the transfer and attached again after
@@ -462,16 +463,14 @@ class DeployWizard(QWizard):
         self.worker = workers.Worker(job, name="deploy")
         self.worker.progress.connect(self._progress)
         self.worker.result.connect(self._done)
-        self.worker.error.connect(self._failed)
+        self.worker.errored.connect(lambda exc: self._failed(workers.error_text(exc)))
         self.worker.finished.connect(self._mark_done)
         self.main.track_job(self.worker, "deploy")
         self.worker.start()
 
-    def _progress(self, _pct: int, text: str) -> None:
-        device_id, _, rest = text.partition("\t")
-        done, _, total = rest.partition("\t")
-        if total:
-            self.run_page.device_progress(device_id, int(done), int(total))
+    def _progress(self, step: Progress) -> None:
+        if isinstance(step, DeviceProgress) and step.total:
+            self.run_page.device_progress(step.device, step.done, step.total)
 
     def _done(self, results: list) -> None:
         self.results = results

@@ -51,6 +51,7 @@ def switch_model(window, device_id: str, what: str) -> workers.Worker | None:
     via = f"serial port {serial[0]}" if serial else "MQTT"
     window.statusBar().showMessage(f"{what} {device_id} over {via}…")
     worker = workers.run_in_thread(job, name=what, on_result=result,
-                                   on_error=lambda msg: window.notify("error", device_id, f"{what} failed: {msg}"))
+                                   on_error=lambda exc: window.notify("error", device_id,
+                                                                      f"{what} failed: {workers.error_text(exc)}"))
     window.track_job(worker, what)
     return worker

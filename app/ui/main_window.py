@@ -31,6 +31,7 @@ from app.ui.fleet_model import STATUS_COLORS, FleetModel
 from app.ui.fleet_view import FleetView
 from app.ui.jobs import count_serial_ports_job
 from app.ui.live_view import LiveView
+from app.ui.progress import Progress
 from app.ui.settings import Settings, qsettings
 
 log = logging.getLogger(__name__)
@@ -249,9 +250,10 @@ class MainWindow(QMainWindow):
                 return
             self.attach_session(result)
 
-        def failed(message: str) -> None:
+        def failed(exc: BaseException) -> None:
             if not current():  # a superseded start (usually the cancelled one): nothing to show
                 return
+            message = workers.error_text(exc)
             self._connected = False
             self.broker_label.setText("<span style='color:#c62828'>● broker: not connected</span>")
             hint = ("The broker refused the user name or password. " if _is_auth_refusal(message) else "")
@@ -259,9 +261,9 @@ class MainWindow(QMainWindow):
                              "File ▸ Settings, then File ▸ Reconnect.", "error")
             self.events.model.add("error", "", f"connection failed: {message}")
 
-        def progress(_pct: int, text: str) -> None:
+        def progress(step: Progress) -> None:
             if current():
-                self.statusBar().showMessage(text, 3000)
+                self.statusBar().showMessage(step.text, 3000)
 
         self._session_worker = workers.run_in_thread(session.start, name="session-start", on_result=started,
                                                      on_error=failed, on_progress=progress)
@@ -450,7 +452,7 @@ class MainWindow(QMainWindow):
         self.job_progress.setFormat(f"{label} %p%")
         self.job_progress.setValue(0)
         self.job_progress.show()
-        worker.progress.connect(lambda p, _t: self.job_progress.setValue(p))
+        worker.progress.connect(lambda step: self.job_progress.setValue(step.percent))
 
         def done() -> None:
             if worker in self._jobs:
@@ -486,7 +488,7 @@ class MainWindow(QMainWindow):
         worker = workers.run_in_thread(
             lambda _p, _c: session.attach_serial(port, baud), name="attach-serial",
             on_result=lambda _r: self.notify("ok", "", f"serial port {port} attached ({baud} baud)"),
-            on_error=lambda msg: self.notify("error", "", f"could not attach {port}: {msg}"))
+            on_error=lambda exc: self.notify("error", "", f"could not attach {port}: {workers.error_text(exc)}"))
         return worker
 
     def _attach_serial_dialog(self) -> None:

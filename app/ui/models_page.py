@@ -33,9 +33,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.domain.errors import Cancelled
 from app.ui import workers
 from app.ui.columns import install_column_menu
 from app.ui.jobs import check_job, export_job, import_job, record_job, train_job
+from app.ui.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -353,14 +355,15 @@ class ModelsPage(QWidget):
         for b in (self.record_button, self.train_button, self.import_button, self.check_button):
             b.setEnabled(False)
 
-        def progress(pct: int, text: str) -> None:
-            self.progress.setValue(pct)
-            self.job_label.setText(text)
+        def progress(step: Progress) -> None:
+            self.progress.setValue(step.percent)
+            self.job_label.setText(step.text)
 
-        def error(message: str) -> None:
+        def error(exc: BaseException) -> None:
+            message = workers.error_text(exc)
             self.job_label.setText(f"<span style='color:#c62828'>{html.escape(label)} failed: "
                                    f"{html.escape(message)}</span>")
-            self.main.events.model.add("warning" if message.startswith("cancelled") else "error", "",
+            self.main.events.model.add("warning" if isinstance(exc, Cancelled) else "error", "",
                                          f"{label} failed: {message}")
 
         def result(value) -> None:
