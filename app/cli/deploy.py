@@ -8,9 +8,9 @@ import sys
 import threading
 import time
 
-from app.deploy.links import DEFAULT_BAUD
 from app.deploy.rollout import DEFAULT_CONCURRENCY
 from app.deploy.transfer import DEFAULT_BENCH_COUNT
+from app.protocol.framing import DEFAULT_BAUD
 from app.transport.local_broker import BROKER_HELP
 
 # Redraw a progress bar at most this often: a 4 KB chunk ACK can come every few milliseconds.

@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Connecting to a broker on the plant network, TLS included.
-CONNECT_TIMEOUT_S = 10.0
 # GET_INFO answers at once; a serial device may be mid-frame, so allow one resend.
 INFO_TIMEOUT_S = 3.0
 INFO_RETRIES = 2
@@ -84,7 +82,7 @@ def broker_connection(url: str | None) -> Iterator[MqttConnection]:
     target = resolve_broker(url)
     conn = MqttConnection(target, client_id=f"tinymlops-cli-{secrets.token_hex(4)}")
     try:
-        conn.connect(CONNECT_TIMEOUT_S)
+        conn.connect()  # mqtt_link.CONNECT_TIMEOUT_S
     except LinkError as exc:
         if url:
             raise

@@ -98,6 +98,19 @@ ERROR_TEXT = {
 }
 
 
+# Why a received message was dropped, when its ProtocolError code is none of ErrorCode.
+INVALID_REASON = "invalid"
+
+
+def drop_reason(code: int) -> str:
+    """The reason a message that failed to decode with error `code` was dropped, as the receivers
+    count it (`bad_<reason>`: "malformed", "unknown_type", ...; "invalid" for an unknown code)."""
+    try:
+        return ErrorCode(code).name.lower()
+    except ValueError:
+        return INVALID_REASON
+
+
 class EventCode(IntEnum):
     BOOTED = 100
     TRIAL_REVERTED = 101

@@ -22,8 +22,6 @@ log = logging.getLogger(__name__)
 # Virtual devices of the embedded default: enough for every site/line/machine grouping and a
 # faulty one (VirtualFleet makes every 7th device faulty), few enough for a laptop.
 DEFAULT_DEVICE_COUNT = 8
-# A loopback broker answers in milliseconds; a plant broker over a slow VPN may take seconds.
-CONNECT_TIMEOUT_S = 10.0
 # How often an attached serial port that vanished (cable pulled, board reset) is tried again: a
 # USB adapter re-enumerates within a second or two of being plugged back in.
 SERIAL_REOPEN_S = 2.0
@@ -110,7 +108,7 @@ class AppSession:
             step(30, f"connecting to {self.address}")
             self._target = target if not self.config.embedded else self.broker_url
             self.connection = MqttConnection(self._target)
-            self.connection.connect(CONNECT_TIMEOUT_S)
+            self.connection.connect()  # mqtt_link.CONNECT_TIMEOUT_S
             self.monitor = FleetMonitor(self.connection)
             if self.config.embedded:
                 from app.fleet.fleet import VirtualFleet
@@ -139,7 +137,7 @@ class AppSession:
 
         if self._target is None:
             raise LinkError("not connected to a broker")
-        return MqttConnection(self._target, client_id=client_id).connect(CONNECT_TIMEOUT_S)
+        return MqttConnection(self._target, client_id=client_id).connect()
 
     def attach_serial(self, port: str, baud: int) -> None:
         """Open a device's serial port and show the device in the fleet (FleetMonitor.attach_serial)."""
@@ -207,6 +205,20 @@ class AppSession:
                         log.debug("serial port %s still gone: %s", port, exc)
                     else:
                         log.info("serial port %s is back", port)
+
+    def serial_bad_frames(self) -> dict[str, dict[str, int]]:
+        """Per attached port, what its device sent that was dropped, by reason: frames that were
+        line noise (SerialLink.BAD_FRAME_COUNTERS) and frames that held no protocol message
+        ("undecodable (<reason>)", from the channel). Counters restart when a port is reopened."""
+        out: dict[str, dict[str, int]] = {}
+        for port, channel in list(self.serial.items()):
+            link_counters = channel.link.counters
+            bad = {k: v for k, v in link_counters.items() if k in channel.link.BAD_FRAME_COUNTERS and v}
+            for k, v in dict(channel.counters).items():
+                if k.startswith("bad_") and v:
+                    bad[f"undecodable ({k[4:]})"] = v
+            out[port] = bad
+        return out
 
     @property
     def address(self) -> str:

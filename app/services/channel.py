@@ -18,7 +18,7 @@ from collections.abc import Callable
 from app.domain.errors import DeviceError, LinkError, ProtocolError
 from app.protocol import messages as m
 from app.protocol import topics
-from app.protocol.codes import ERROR_TEXT, ErrorCode, MsgType
+from app.protocol.codes import ERROR_TEXT, ErrorCode, MsgType, drop_reason
 from app.transport.mqtt_link import MqttConnection
 from app.transport.serial_link import SerialLink
 
@@ -184,11 +184,7 @@ class DeviceChannel(ABC):
         try:
             packet = m.decode(data)
         except ProtocolError as exc:
-            try:
-                reason = ErrorCode(exc.code).name.lower()
-            except ValueError:
-                reason = "invalid"
-            self.counters[f"bad_{reason}"] += 1
+            self.counters[f"bad_{drop_reason(exc.code)}"] += 1
             log.warning("%s: dropped a message: %s", self.name, exc)
             return
         except Exception:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from app.domain.errors import LinkError, ProtocolError
 from app.protocol import messages as m
 from app.protocol import topics
-from app.protocol.codes import HELLO_INTERVAL_S, ErrorCode, TelemetryFlags
+from app.protocol.codes import HELLO_INTERVAL_S, TelemetryFlags, drop_reason
 from app.services.channel import SerialChannel
 from app.transport.mqtt_link import MqttConnection
 
@@ -156,11 +156,7 @@ class FleetMonitor:
         try:
             return m.decode(payload)
         except ProtocolError as exc:
-            try:
-                reason = ErrorCode(exc.code).name.lower()
-            except ValueError:
-                reason = "invalid"
-            self._bad(reason, f"{topic}: {exc}")
+            self._bad(drop_reason(exc.code), f"{topic}: {exc}")
         except Exception as exc:  # the codec should only raise ProtocolError; never let it escape
             self._bad("internal", f"{topic}: {exc!r}")
         return None

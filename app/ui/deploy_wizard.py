@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
+from app.protocol.framing import DEFAULT_BAUD
 from app.services.app_session import serial_port_released
 from app.ui import workers
 from app.ui.progress import DeviceProgress, Progress
@@ -399,7 +400,7 @@ class DeployWizard(QWizard):
         self.source: str | Path | None = source
         self.via = "mqtt"
         self.port: str | None = None
-        self.baud = 115200
+        self.baud = DEFAULT_BAUD
         self.trial = False
         self.trial_timeout_s = 0
         self.canary = 0
