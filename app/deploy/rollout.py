@@ -98,12 +98,6 @@ class RolloutReport:
     elapsed_s: float = 0.0
     canary_rate: float | None = None
 
-    @property
-    def uplink_ratio(self) -> float:
-        """Published bytes / (N devices x image size): 1/N means "the model once"."""
-        n = sum(1 for r in self.results if not r.skipped) or 1
-        return self.published_bytes / (n * self.image_size) if self.image_size else 0.0
-
 
 def find_devices(connection, device_ids: list[str], timeout: float = DISCOVERY_TIMEOUT_S) -> dict[str, Hello]:
     """Each online device's retained HELLO (its site, slot, max chunk), from the broker alone.

@@ -299,9 +299,3 @@ class Registry:
                                 "WHERE sha256=? AND NOT (name=? AND version=?) LIMIT 1",
                                 (digest, digest, *other_than, digest, *other_than)))
 
-    def set_notes(self, ref: str, notes: str) -> ModelVersion:
-        mv = self.resolve(ref)
-        with store.transaction(self._conn):
-            self._conn.execute("UPDATE model_versions SET notes=? WHERE name=? AND version=?",
-                               (notes, mv.name, mv.version))
-        return self.resolve(mv.ref)

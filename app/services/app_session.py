@@ -12,7 +12,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from app.domain.errors import LinkError, TinyMLOpsError
 from app.transport.local_broker import announce
@@ -38,7 +38,6 @@ class SessionConfig:
     username: str | None = None
     password: str | None = None
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
     @property
     def embedded(self) -> bool:

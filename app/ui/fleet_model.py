@@ -215,11 +215,6 @@ class FleetModel(QAbstractItemModel):
         """'Last seen' is relative: have the view redraw (it fetches only the rows it shows)."""
         self.repaint.emit()
 
-    def _machines(self):
-        for site in self._root.children:
-            for line in site.children:
-                yield from line.children
-
     def _ensure_groups(self, path: tuple[str, str, str]) -> Node:
         node = self._root
         for kind, name in zip(LEVELS, path, strict=True):

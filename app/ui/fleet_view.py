@@ -249,6 +249,3 @@ class FleetView(QWidget):
         index = self.tree.indexAt(pos)
         device_id = self.proxy.data(index.siblingAtColumn(0), DEVICE_ID_ROLE) if index.isValid() else None
         self.context_menu_for(device_id).exec(self.tree.viewport().mapToGlobal(pos))
-
-    def score_column(self) -> int:
-        return COL_SCORE

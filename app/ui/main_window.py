@@ -73,8 +73,6 @@ class MainWindow(QMainWindow):
         self._session_generation = 0
         self._closing: list[workers.Worker] = []  # sessions being closed in workers; referenced until done
         self._jobs: list = []
-        self._connected = False
-        self._conn_reason = "starting"
         self._bad_serial_seen: dict[str, int] = {}  # port -> malformed frames already reported
         self.setWindowTitle("Tiny-MLOps operator")
         icon = _app_icon()
@@ -254,7 +252,6 @@ class MainWindow(QMainWindow):
             if not current():  # a superseded start (usually the cancelled one): nothing to show
                 return
             message = workers.error_text(exc)
-            self._connected = False
             self.broker_label.setText("<span style='color:#c62828'>● broker: not connected</span>")
             hint = ("The broker refused the user name or password. " if _is_auth_refusal(message) else "")
             self.show_banner(f"Could not connect: {message}. {hint}Check the broker URL and credentials in "
@@ -319,7 +316,6 @@ class MainWindow(QMainWindow):
             self._on_connection_state(up, reason)
 
     def _on_connection_state(self, up: bool, reason: str) -> None:
-        self._connected, self._conn_reason = up, reason
         addr = self.session.address if self.session else "-"
         if up:
             self.broker_label.setText(f"<span style='color:#2e7d32'>●</span> broker {addr}")
