@@ -104,9 +104,8 @@ def _bar_chart(plot, labels: list[str], values: list[float], color: str) -> None
 
 
 class DashboardPage(QWidget):
-    def __init__(self, window=None) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.main = window
         self.model = HistoryModel(self)
         self.table = QTableView()
         self.table.setModel(self.model)

@@ -6,7 +6,6 @@ session (broker, fleet, monitor) is started in a worker and attached when it is 
 from __future__ import annotations
 
 import logging
-import time
 
 from PySide6.QtCore import QByteArray, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QIcon, QKeySequence
@@ -17,7 +16,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
-    QProgressBar,
     QTabWidget,
     QToolButton,
     QVBoxLayout,
@@ -25,14 +23,15 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui import workers
+from app.ui.context import PageContext
 from app.ui.device_switch import switch_model
 from app.ui.events import EventsPanel
-from app.ui.fleet_model import STATUS_COLORS, FleetModel
+from app.ui.fleet_model import FleetModel
 from app.ui.fleet_view import FleetView
-from app.ui.jobs import count_serial_ports_job
 from app.ui.live_view import LiveView
 from app.ui.progress import Progress
 from app.ui.settings import Settings, qsettings
+from app.ui.status_bar import StatusPanel
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +46,6 @@ EVENTS_DOCK_HEIGHT = 170
 # embedded broker take up to ~15 s on a loaded machine; past this the process exits anyway.
 SESSION_CLOSE_WAIT_MS = 30_000
 TAB_LIVE, TAB_MODELS, TAB_LATENCY = range(3)
-# SerialLink counters that mean a frame from the device was dropped as line noise.
-SERIAL_BAD_FRAME_COUNTERS = ("bad_crc", "bad_cobs", "truncated", "oversized", "decoder_errors")
-# The status bar's port count: a cable plugged in shows within this long, without rescanning sysfs
-# on every telemetry batch.
-PORT_SCAN_INTERVAL_S = 10.0
 
 
 
@@ -72,8 +66,6 @@ class MainWindow(QMainWindow):
         # after a newer start (or the window's shutdown) is stale and closed, never attached.
         self._session_generation = 0
         self._closing: list[workers.Worker] = []  # sessions being closed in workers; referenced until done
-        self._jobs: list = []
-        self._bad_serial_seen: dict[str, int] = {}  # port -> malformed frames already reported
         self.setWindowTitle("Tiny-MLOps operator")
         icon = _app_icon()
         if icon is not None:
@@ -90,8 +82,13 @@ class MainWindow(QMainWindow):
         from app.ui.dashboard import DashboardPage
         from app.ui.models_page import ModelsPage
 
-        self.models = ModelsPage(self)
-        self.dashboard = DashboardPage(self)
+        self.page_context = PageContext(
+            notify=self.notify, fleet=self.fleet_model, session=lambda: self.session,
+            settings=lambda: self.settings, track_job=self.track_job, selected_devices=self.fleet_view.selected,
+            open_deploy_wizard=self.open_deploy_wizard, deployments_changed=lambda: self.dashboard.refresh(),
+            show_status=lambda text: self.statusBar().showMessage(text))
+        self.models = ModelsPage(self.page_context)
+        self.dashboard = DashboardPage()
 
         self.tabs = QTabWidget()
         self.tabs.addTab(self.live, "Live")
@@ -163,21 +160,10 @@ class MainWindow(QMainWindow):
         return dock
 
     def _build_status_bar(self) -> None:
-        bar = self.statusBar()
-        self.broker_label = QLabel("broker: starting…")
-        self.broker_label.setToolTip("MQTT broker connection")
-        self.serial_label = QLabel("serial: -")
-        self.serial_label.setToolTip("Serial ports on this computer / devices attached over serial")
-        self.fleet_label = QLabel("")
-        self.fleet_label.setToolTip("Devices by state")
-        self.job_progress = QProgressBar()
-        self.job_progress.setMaximumWidth(160)
-        self.job_progress.setTextVisible(True)
-        self.job_progress.hide()
-        bar.addPermanentWidget(self.job_progress)
-        bar.addPermanentWidget(self.fleet_label)
-        bar.addPermanentWidget(self.serial_label)
-        bar.addPermanentWidget(self.broker_label)
+        self.status = StatusPanel(self.statusBar(), self.fleet_model, self.events.model.add)
+        # the labels by their old names: the tests and the smoke test read them
+        self.broker_label, self.serial_label = self.status.broker_label, self.status.serial_label
+        self.fleet_label, self.job_progress = self.status.fleet_label, self.status.job_progress
 
     def _action(self, menu, text: str, slot, shortcut: str | None = None, tip: str = "") -> QAction:
         action = QAction(text, self)
@@ -235,7 +221,7 @@ class MainWindow(QMainWindow):
         self._detach_session()
         session = AppSession(config)
         target = "the embedded broker and a virtual fleet" if config.embedded else config.broker_url
-        self.broker_label.setText(f"broker: connecting to {target}…")
+        self.status.connecting(target)
         self.banner_box.hide()
 
         def current() -> bool:
@@ -252,7 +238,7 @@ class MainWindow(QMainWindow):
             if not current():  # a superseded start (usually the cancelled one): nothing to show
                 return
             message = workers.error_text(exc)
-            self.broker_label.setText("<span style='color:#c62828'>● broker: not connected</span>")
+            self.status.not_connected()
             hint = ("The broker refused the user name or password. " if _is_auth_refusal(message) else "")
             self.show_banner(f"Could not connect: {message}. {hint}Check the broker URL and credentials in "
                              "File ▸ Settings, then File ▸ Reconnect.", "error")
@@ -268,7 +254,7 @@ class MainWindow(QMainWindow):
 
     def attach_session(self, session) -> None:
         self.session = session
-        self._bad_seen = 0
+        self.status.session_changed()
         session.connection.on_state(lambda up, reason: self.bridge.connection_state.emit(session, up, reason))
         session.monitor.add_listener(self.fleet_model.enqueue)
         for record in session.monitor.devices():
@@ -316,15 +302,9 @@ class MainWindow(QMainWindow):
             self._on_connection_state(up, reason)
 
     def _on_connection_state(self, up: bool, reason: str) -> None:
-        addr = self.session.address if self.session else "-"
-        if up:
-            self.broker_label.setText(f"<span style='color:#2e7d32'>●</span> broker {addr}")
-            self.broker_label.setToolTip(f"Connected to the MQTT broker at {addr}")
-        else:
-            self.broker_label.setText(f"<span style='color:#c62828'>●</span> broker {addr}: {reason}")
-            self.broker_label.setToolTip(f"Not connected ({reason}); reconnecting with back-off")
-            if self.session is not None:
-                self.events.model.add("warning", "", f"broker connection lost: {reason}")
+        self.status.connection_state(up, reason, self.session.address if self.session else "-")
+        if not up and self.session is not None:
+            self.events.model.add("warning", "", f"broker connection lost: {reason}")
 
     # ------------------------------------------------------------------ periodic
 
@@ -335,71 +315,7 @@ class MainWindow(QMainWindow):
 
     def _tick(self) -> None:
         self.fleet_model.refresh_ages()
-        counts = self.fleet_model.counts()
-        total = sum(counts.values())
-        parts = [f"<span style='color:{STATUS_COLORS[k]}'>{v} {k}</span>" for k, v in counts.items() if v]
-        self.fleet_label.setText(f"{total} devices: " + ", ".join(parts) if total else "no devices yet")
-        self._update_serial_label()
-        self._report_bad_messages()
-
-    def _report_bad_messages(self) -> None:
-        """Messages the fleet monitor dropped (garbage, wrong type, bad id): counted there, told here."""
-        if self.session is None or self.session.monitor is None:
-            return
-        counters = self.session.monitor.counters
-        bad = {k[4:]: v for k, v in list(counters.items()) if k.startswith("bad_")}
-        total = sum(bad.values())
-        seen = getattr(self, "_bad_seen", 0)
-        if total > seen:
-            reasons = ", ".join(f"{v} {k}" for k, v in sorted(bad.items()))
-            self.events.model.add("warning", "", f"dropped {total - seen} malformed message"
-                                  f"{'s' if total - seen != 1 else ''} from the broker (so far: {reasons})")
-            self.broker_label.setToolTip(f"Dropped messages so far: {reasons}")
-        self._bad_seen = total
-        self._report_bad_serial()
-
-    def _report_bad_serial(self) -> None:
-        """Frames a serial device sent that were line noise (bad COBS/CRC, truncated, oversized) or
-        not protocol messages: counted by the link and channel, told here once per batch per port."""
-        seen = self._bad_serial_seen
-        for port, channel in list(self.session.serial.items()):
-            link = getattr(channel, "link", None)
-            link_counters = dict(link.counters) if link is not None else {}
-            bad = {k: v for k, v in link_counters.items() if k in SERIAL_BAD_FRAME_COUNTERS and v}
-            for k, v in dict(channel.counters).items():  # framed correctly, but not a protocol message
-                if k.startswith("bad_") and v:
-                    bad[f"undecodable ({k[4:]})"] = bad.get(f"undecodable ({k[4:]})", 0) + v
-            total = sum(bad.values())
-            before = seen.get(port, 0)
-            if total < before:  # the port was reopened: its counters started again
-                before = 0
-            if total > before:
-                reasons = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(bad.items()))
-                n = total - before
-                self.events.model.add("warning", "", f"serial port {port}: dropped {n} malformed "
-                                      f"frame{'s' if n != 1 else ''} (so far: {reasons}); check the cable and "
-                                      "the baud rate")
-            seen[port] = total
-
-    def _update_serial_label(self) -> None:
-        serial_devices = sum(1 for d in self.fleet_model.device_ids()
-                             if getattr(self.fleet_model.record(d), "transport", "") == "serial"
-                             and self.fleet_model.status(d) != "offline")
-        ports = getattr(self, "_port_count", 0)
-        due = time.monotonic() - getattr(self, "_ports_checked", float("-inf")) > PORT_SCAN_INTERVAL_S
-        if due and getattr(self, "_port_scan", None) is None:
-            # sysfs/udev is IO: scanned in a worker, the label shows the last count meanwhile
-            self._ports_checked = time.monotonic()
-            self._port_scan = workers.run_in_thread(count_serial_ports_job, name="serial port scan",
-                                                    on_result=self._ports_counted,
-                                                    on_finished=lambda: setattr(self, "_port_scan", None))
-        self.serial_label.setText(f"serial: {ports} port{'s' if ports != 1 else ''}, "
-                                  f"{serial_devices} device{'s' if serial_devices != 1 else ''}")
-
-    def _ports_counted(self, count: int) -> None:
-        if count != getattr(self, "_port_count", 0):
-            self._port_count = count
-            self._update_serial_label()
+        self.status.refresh(self.session)
 
     def _on_fleet_events(self, events: list) -> None:
         self.events.model.add_many(events)
@@ -444,19 +360,7 @@ class MainWindow(QMainWindow):
 
     def track_job(self, worker: workers.Worker, label: str) -> None:
         """Show a running job's progress in the status bar."""
-        self._jobs.append(worker)
-        self.job_progress.setFormat(f"{label} %p%")
-        self.job_progress.setValue(0)
-        self.job_progress.show()
-        worker.progress.connect(lambda step: self.job_progress.setValue(step.percent))
-
-        def done() -> None:
-            if worker in self._jobs:
-                self._jobs.remove(worker)
-            if not self._jobs:
-                self.job_progress.hide()
-
-        worker.finished.connect(done)
+        self.status.track_job(worker, label)
 
     # ------------------------------------------------------------------ device actions
 
@@ -467,10 +371,12 @@ class MainWindow(QMainWindow):
         return True
 
     def rollback(self, device_id: str) -> workers.Worker | None:
-        return switch_model(self, device_id, "rollback") if device_id and self._require_session() else None
+        return switch_model(self.page_context, device_id, "rollback") if device_id and self._require_session() \
+            else None
 
     def confirm_trial(self, device_id: str) -> workers.Worker | None:
-        return switch_model(self, device_id, "confirm") if device_id and self._require_session() else None
+        return switch_model(self.page_context, device_id, "confirm") if device_id and self._require_session() \
+            else None
 
     def _rollback_selected(self) -> None:
         for device_id in self.fleet_view.selected()[:1]:
@@ -501,7 +407,8 @@ class MainWindow(QMainWindow):
     def open_deploy_wizard(self, device_ids: list[str] | None = None, exec_: bool = True, source: str | None = None):
         from app.ui.deploy_wizard import DeployWizard
 
-        wizard = DeployWizard(self, list(device_ids or self.fleet_view.selected()), source=source)
+        wizard = DeployWizard(self.page_context, list(device_ids or self.fleet_view.selected()), source=source,
+                              parent=self)
         if exec_:
             wizard.show()
         return wizard

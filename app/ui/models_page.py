@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 from app.domain.errors import Cancelled
 from app.ui import workers
 from app.ui.columns import install_column_menu
+from app.ui.context import PageContext
 from app.ui.jobs import check_job, export_job, import_job, record_job, train_job
 from app.ui.progress import Progress
 
@@ -155,9 +156,9 @@ def card_html(mv) -> str:
 
 
 class ModelsPage(QWidget):
-    def __init__(self, window) -> None:
+    def __init__(self, context: PageContext) -> None:
         super().__init__()
-        self.main = window
+        self.ctx = context
         self.worker: workers.Worker | None = None
         self.selected_devices: list[str] = []
         self.registry_model = RegistryModel(self)
@@ -363,7 +364,7 @@ class ModelsPage(QWidget):
             message = workers.error_text(exc)
             self.job_label.setText(f"<span style='color:#c62828'>{html.escape(label)} failed: "
                                    f"{html.escape(message)}</span>")
-            self.main.events.model.add("warning" if isinstance(exc, Cancelled) else "error", "",
+            self.ctx.notify("warning" if isinstance(exc, Cancelled) else "error", "",
                                          f"{label} failed: {message}")
 
         def result(value) -> None:
@@ -379,7 +380,7 @@ class ModelsPage(QWidget):
         runner = workers.run_in_process if process else workers.run_in_thread
         self.worker = runner(fn, *args, name=label, on_progress=progress, on_error=error, on_result=result,
                              on_finished=finished)
-        self.main.track_job(self.worker, label)
+        self.ctx.track_job(self.worker, label)
         return self.worker
 
     def cancel(self) -> None:
@@ -388,7 +389,7 @@ class ModelsPage(QWidget):
             self.job_label.setText("cancelling…")
 
     def record_selected(self, seconds: float | None = None, label: str | None = None) -> workers.Worker | None:
-        session = self.main.session
+        session = self.ctx.session()
         if not self.selected_devices:
             self.job_label.setText("select a device in the fleet to record from")
             return None
@@ -401,7 +402,7 @@ class ModelsPage(QWidget):
 
         def done(ds) -> None:
             self.job_label.setText(f"recorded dataset {ds.id}: {ds.windows} windows ({label}) from {device_id}")
-            self.main.events.model.add("ok", device_id, f"recorded dataset {ds.id} ({ds.windows} windows, {label})")
+            self.ctx.notify("ok", device_id, f"recorded dataset {ds.id} ({ds.windows} windows, {label})")
             self.refresh()
             self.set_dataset_checked(ds.id)
 
@@ -421,7 +422,7 @@ class ModelsPage(QWidget):
         def done(mv) -> None:
             self.job_label.setText(f"registered {mv.ref}: threshold {mv.threshold:.4f}, image {mv.image_size} B, "
                                    f"arena {mv.arena} B")
-            self.main.events.model.add("ok", "", f"trained and converted {mv.ref}")
+            self.ctx.notify("ok", "", f"trained and converted {mv.ref}")
             self.refresh()
             self.select_version(mv.ref)
 
@@ -433,7 +434,7 @@ class ModelsPage(QWidget):
 
         def done(mv) -> None:
             self.job_label.setText(f"imported {Path(path).name} as {mv.ref}")
-            self.main.events.model.add("ok", "", f"imported {mv.ref}")
+            self.ctx.notify("ok", "", f"imported {mv.ref}")
             self.refresh()
             self.select_version(mv.ref)
 
@@ -465,7 +466,7 @@ class ModelsPage(QWidget):
 
     def _deploy(self) -> None:
         mv = self.current_version()
-        self.main.open_deploy_wizard(self.main.fleet_view.selected(), source=mv.ref if mv and mv.deployable else None)
+        self.ctx.open_deploy_wizard(self.ctx.selected_devices(), source=mv.ref if mv and mv.deployable else None)
 
     def _export_dialog(self) -> None:
         mv = self.current_version()
