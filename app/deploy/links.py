@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from app.domain.errors import LinkError, ProtocolError
+from app.domain.errors import LinkError
 from app.protocol.framing import DEFAULT_BAUD
 from app.protocol.messages import GetInfo, Hello
 from app.transport.local_broker import NO_BROKER_HINT, resolve_broker
@@ -44,12 +44,9 @@ class DeviceLink:
 
 def get_info(channel: DeviceChannel, device_id: str = "?", timeout: float = INFO_TIMEOUT_S) -> Hello:
     try:
-        pkt = channel.request(GetInfo(), timeout=timeout, retries=INFO_RETRIES)
+        return channel.request(GetInfo(), timeout=timeout, retries=INFO_RETRIES).msg
     except LinkError as exc:
         raise LinkError(f"device {device_id} did not answer GET_INFO: {exc}") from exc
-    if not isinstance(pkt.msg, Hello):
-        raise ProtocolError(f"device {device_id} answered {type(pkt.msg).__name__} to GET_INFO")
-    return pkt.msg
 
 
 @contextlib.contextmanager
