@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.domain import paths
+from app.domain import database, paths
 from app.domain.errors import ModelError
 from app.ml import store
 from app.protocol.image import ModelImage
@@ -132,8 +132,8 @@ class Registry:
     def __init__(self, db_path: Path | None = None, artifacts_dir: Path | None = None) -> None:
         self.db_path = Path(db_path) if db_path else paths.database_path()
         self.artifacts = store.ContentStore(Path(artifacts_dir) if artifacts_dir else paths.artifacts_dir())
-        self._conn = store.connect(self.db_path)
-        self._conn.executescript(_SCHEMA)
+        self._conn = database.connect(self.db_path)
+        database.ensure_schema(self._conn, _SCHEMA)
 
     def close(self) -> None:
         self._conn.close()
@@ -242,7 +242,7 @@ class Registry:
             raise ModelError(f"unknown artifact kind(s) {', '.join(unknown)}; known: {', '.join(ARTIFACT_KINDS)}")
         created: list[str] = []
         version = 0
-        with store.transaction(self._conn):
+        with database.transaction(self._conn):
             try:
                 version = self.next_version(name)
                 image_bytes = None
