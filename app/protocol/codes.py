@@ -124,6 +124,19 @@ class DeviceState(IntEnum):
     STREAMING = 2
     UPDATING = 3
 
+    @property
+    def label(self) -> str:
+        """The word records, `--json` output and the fleet view use: "offline", "online", ..."""
+        return self.name.lower()
+
+    @classmethod
+    def from_wire(cls, value: int) -> DeviceState:
+        """A HELLO's state byte; a value this host does not know (newer firmware) counts as ONLINE."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.ONLINE
+
 
 class Caps(IntFlag):
     STREAM = 1

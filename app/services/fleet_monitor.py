@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from app.domain.errors import LinkError, ProtocolError
 from app.protocol import messages as m
 from app.protocol import topics
-from app.protocol.codes import HELLO_INTERVAL_S, TelemetryFlags, drop_reason
+from app.protocol.codes import HELLO_INTERVAL_S, DeviceState, TelemetryFlags, drop_reason
 from app.services.channel import SerialChannel
 from app.transport.mqtt_link import MqttConnection
 
@@ -42,8 +42,6 @@ _COMMAND_SEQ = itertools.count(random.randrange(1 << 16))
 # Telemetry is QoS 0 on the wire (a lost one is superseded); subscribing at 0 avoids broker acks.
 TELEMETRY_QOS = 0
 STREAM_QOS = 0
-
-STATE_NAMES = {0: "offline", 1: "online", 2: "streaming", 3: "updating"}
 
 Listener = Callable[[str, "DeviceRecord"], None]
 StreamListener = Callable[[str, m.Stream], None]
@@ -230,7 +228,7 @@ class FleetMonitor:
                 record.site = site
                 record.location = hello.location
                 record.transport = transport
-                record.state = STATE_NAMES.get(hello.state, "online")
+                record.state = DeviceState.from_wire(hello.state).label
                 record.profile = hello.profile
                 record.firmware = hello.firmware
                 record.model_name = hello.model_name

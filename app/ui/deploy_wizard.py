@@ -151,7 +151,7 @@ class TargetsPage(QWizardPage):
         for device_id in model.device_ids():
             rec = model.record(device_id)
             text = f"{device_id}   {rec.location}   {rec.profile}   now {rec.model_name}@{rec.model_version}"
-            if rec.state == "offline":
+            if not rec.online:
                 text += "   (offline)"
             fit = (mv.fit or {}).get(rec.profile) if mv is not None else None
             if fit is not None and not fit.get("fits"):
@@ -160,7 +160,7 @@ class TargetsPage(QWizardPage):
             item.setData(Qt.ItemDataRole.UserRole, device_id)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Checked if device_id in wanted else Qt.CheckState.Unchecked)
-            if rec.state == "offline" or (fit is not None and not fit.get("fits")):
+            if not rec.online or (fit is not None and not fit.get("fits")):
                 item.setForeground(Qt.GlobalColor.darkGray)
             self.list.addItem(item)
         self.list.blockSignals(False)

@@ -112,16 +112,16 @@ def transitions(old, new) -> list[tuple[str, str, str]]:
     if old is None:
         model = f"{new.model_name}@{new.model_version}" if new.model_name else "no model"
         out.append(("info", dev, f"appeared at {new.location or new.site or '?'} ({new.profile}, {model})"))
-        if new.alarm and new.state != "offline":  # already alarming when first seen: the morning round needs it
+        if new.alarm and new.online:  # already alarming when first seen: the morning round needs it
             out.append(_alarm(new))
         return out
-    if old.state != "offline" and new.state == "offline":
+    if old.online and not new.online:
         out.append(("warning", dev, "went offline"))
-    elif old.state == "offline" and new.state != "offline":
+    elif not old.online and new.online:
         out.append(("ok", dev, "back online"))
-    if not old.alarm and new.alarm and new.state != "offline":
+    if not old.alarm and new.alarm and new.online:
         out.append(_alarm(new))
-    elif old.alarm and not new.alarm and new.state != "offline":
+    elif old.alarm and not new.alarm and new.online:
         out.append(("ok", dev, "alarm cleared"))
     if (old.model_name, old.model_version) != (new.model_name, new.model_version) and new.model_version:
         out.append(("info", dev, f"model now {new.model_name}@{new.model_version}"

@@ -238,11 +238,11 @@ class FleetView(QWidget):
         act = menu.addAction(f"Roll back to version {prev}" if prev else "Roll back (no previous version)",
                              lambda: self.rollback_requested.emit(device_id))
         act.setObjectName("rollback")
-        act.setEnabled(bool(record and prev and record.state != "offline"))
+        act.setEnabled(bool(record and prev and record.online))
         act.setToolTip("Make the device's previous model active again")
         act = menu.addAction("Confirm trial model", lambda: self.confirm_requested.emit(device_id))
         act.setObjectName("confirm")
-        act.setEnabled(bool(record and record.trial and record.state != "offline"))
+        act.setEnabled(bool(record and record.trial and record.online))
         return menu
 
     def _context_menu(self, pos) -> None:
