@@ -42,9 +42,8 @@ class MqttDeviceLink:
     def __init__(self, connection: MqttConnection, site: str, device_id: str) -> None:
         self.connection = connection
         self._lock = threading.Lock()
-        self._replies: list[MessageCallback] = []
-        self._broadcasts: list[MessageCallback] = []
-        self._states: list[StateCallback] = []
+        # "reply": messages that may answer a command; "broadcast": telemetry and status; "state"
+        self._listeners: dict[str, list[Callable]] = {"reply": [], "broadcast": [], "state": []}
         self._cmd_topic = topics.device_topic(site, device_id, topics.CMD)
         self._subs = [
             (topics.device_topic(site, device_id, topics.REPLY), self._on_reply),
@@ -59,16 +58,13 @@ class MqttDeviceLink:
         self.connection.publish(self._cmd_topic, message, qos=COMMAND_QOS)
 
     def on_message(self, callback: MessageCallback) -> None:
-        with self._lock:
-            self._replies.append(callback)
+        self._listen("reply", callback)
 
     def on_broadcast(self, callback: MessageCallback) -> None:
-        with self._lock:
-            self._broadcasts.append(callback)
+        self._listen("broadcast", callback)
 
     def on_state(self, callback: StateCallback) -> None:
-        with self._lock:
-            self._states.append(callback)
+        self._listen("state", callback)
 
     def close(self) -> None:
         """Drop this device's subscriptions and listeners; the shared connection stays up."""
@@ -76,22 +72,23 @@ class MqttDeviceLink:
             self.connection.unsubscribe(topic, handler)
         self.connection.remove_state_listener(self._on_state)
         with self._lock:
-            self._replies, self._broadcasts, self._states = [], [], []
+            self._listeners = {kind: [] for kind in self._listeners}
+
+    def _listen(self, kind: str, callback: Callable) -> None:
+        with self._lock:
+            self._listeners[kind].append(callback)
+
+    def _tell(self, kind: str, *args: object) -> None:
+        with self._lock:
+            callbacks = list(self._listeners[kind])
+        for callback in callbacks:
+            callback(*args)
 
     def _on_reply(self, _topic: str, payload: bytes) -> None:
-        with self._lock:
-            callbacks = list(self._replies)
-        for callback in callbacks:
-            callback(payload)
+        self._tell("reply", payload)
 
     def _on_broadcast(self, _topic: str, payload: bytes) -> None:
-        with self._lock:
-            callbacks = list(self._broadcasts)
-        for callback in callbacks:
-            callback(payload)
+        self._tell("broadcast", payload)
 
     def _on_state(self, up: bool, reason: str) -> None:
-        with self._lock:
-            callbacks = list(self._states)
-        for callback in callbacks:
-            callback(up, reason)
+        self._tell("state", up, reason)
