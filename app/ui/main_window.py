@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import logging
 
-from PySide6.QtCore import QByteArray, QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import (
-    QApplication,
     QDockWidget,
     QHBoxLayout,
     QLabel,
@@ -22,15 +21,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.ui import workers
+from app.ui import layout_memory, serial_attach, workers
 from app.ui.context import PageContext
 from app.ui.device_switch import switch_model
 from app.ui.events import EventsPanel
 from app.ui.fleet_model import FleetModel
 from app.ui.fleet_view import FleetView
 from app.ui.live_view import LiveView
-from app.ui.progress import Progress
-from app.ui.settings import Settings, qsettings
+from app.ui.session_keeper import SessionKeeper
+from app.ui.settings import Settings
 from app.ui.status_bar import StatusPanel
 
 log = logging.getLogger(__name__)
@@ -42,9 +41,6 @@ AGE_REFRESH_MS = 1000
 DEFAULT_SIZE = (1440, 900)
 FLEET_DOCK_WIDTH = 800
 EVENTS_DOCK_HEIGHT = 170
-# At exit, a closing session gets this long: joining the virtual fleet's threads and stopping the
-# embedded broker take up to ~15 s on a loaded machine; past this the process exits anyway.
-SESSION_CLOSE_WAIT_MS = 30_000
 TAB_LIVE, TAB_MODELS, TAB_LATENCY = range(3)
 
 
@@ -60,12 +56,7 @@ class MainWindow(QMainWindow):
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__()
         self.settings = settings or Settings.load()
-        self.session = None
-        self._session_worker = None
-        # Each start_session() is tagged with the next generation: a start's result that arrives
-        # after a newer start (or the window's shutdown) is stale and closed, never attached.
-        self._session_generation = 0
-        self._closing: list[workers.Worker] = []  # sessions being closed in workers; referenced until done
+        self.sessions = SessionKeeper(self)
         self.setWindowTitle("Tiny-MLOps operator")
         icon = _app_icon()
         if icon is not None:
@@ -132,6 +123,10 @@ class MainWindow(QMainWindow):
 
         self._build_status_bar()
         self._build_menus()
+        self.sessions.attached.connect(self.attach_session)
+        self.sessions.detaching.connect(self._session_detaching)
+        self.sessions.failed.connect(self._session_failed)
+        self.sessions.progress.connect(lambda text: self.statusBar().showMessage(text, 3000))
         self.flush_timer = QTimer(self)
         self.flush_timer.setInterval(FLEET_FLUSH_MS)
         self.flush_timer.timeout.connect(self._flush)
@@ -141,7 +136,7 @@ class MainWindow(QMainWindow):
         self.age_timer.timeout.connect(self._tick)
         self.age_timer.start()
         self.resize(*DEFAULT_SIZE)
-        self._layout_restored = self._restore_layout()
+        self._layout_restored = layout_memory.restore(self, self.fleet_view, self.tabs)
 
     # ------------------------------------------------------------------ construction
 
@@ -204,56 +199,33 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ session
 
     def start_session(self, config=None) -> workers.Worker:
-        """Start the back end in a worker; the window stays responsive while it comes up.
-
-        A start still in flight is cancelled; if its session comes up anyway, it is closed (in a
-        worker) when its result arrives, and only the newest start's session is attached."""
-        from app.services.app_session import AppSession, SessionConfig
+        """Start the back end in a worker (SessionKeeper); the window stays responsive while it
+        comes up, and only the newest start's session is attached."""
+        from app.services.app_session import SessionConfig
 
         if config is None:
             s = self.settings
             config = SessionConfig(broker_url=s.broker_url or None, username=s.username or None,
                                    password=s.password or None)
-        self._session_generation += 1
-        generation = self._session_generation
-        if self._session_worker is not None and not self._session_worker.done:
-            self._session_worker.cancel()  # checked between its steps; a late result is closed below
-        self._detach_session()
-        session = AppSession(config)
         target = "the embedded broker and a virtual fleet" if config.embedded else config.broker_url
+        worker = self.sessions.start(config)
         self.status.connecting(target)
         self.banner_box.hide()
+        return worker
 
-        def current() -> bool:
-            return generation == self._session_generation
+    @property
+    def session(self):
+        """The attached AppSession, or None."""
+        return self.sessions.session
 
-        def started(result) -> None:
-            if not current():
-                log.info("a superseded session start finished: closing it")
-                self._close_in_background(result)
-                return
-            self.attach_session(result)
-
-        def failed(exc: BaseException) -> None:
-            if not current():  # a superseded start (usually the cancelled one): nothing to show
-                return
-            message = workers.error_text(exc)
-            self.status.not_connected()
-            hint = ("The broker refused the user name or password. " if _is_auth_refusal(message) else "")
-            self.show_banner(f"Could not connect: {message}. {hint}Check the broker URL and credentials in "
-                             "File ▸ Settings, then File ▸ Reconnect.", "error")
-            self.events.model.add("error", "", f"connection failed: {message}")
-
-        def progress(step: Progress) -> None:
-            if current():
-                self.statusBar().showMessage(step.text, 3000)
-
-        self._session_worker = workers.run_in_thread(session.start, name="session-start", on_result=started,
-                                                     on_error=failed, on_progress=progress)
-        return self._session_worker
+    def _session_failed(self, message: str) -> None:
+        self.status.not_connected()
+        hint = ("The broker refused the user name or password. " if _is_auth_refusal(message) else "")
+        self.show_banner(f"Could not connect: {message}. {hint}Check the broker URL and credentials in "
+                         "File ▸ Settings, then File ▸ Reconnect.", "error")
+        self.events.model.add("error", "", f"connection failed: {message}")
 
     def attach_session(self, session) -> None:
-        self.session = session
         self.status.session_changed()
         session.connection.on_state(lambda up, reason: self.bridge.connection_state.emit(session, up, reason))
         session.monitor.add_listener(self.fleet_model.enqueue)
@@ -266,33 +238,10 @@ class MainWindow(QMainWindow):
         self.models.session_changed()
         self.dashboard.refresh()
 
-    def _detach_session(self) -> None:
-        session, self.session = self.session, None
-        if session is None:
-            return
+    def _session_detaching(self, session) -> None:
         self.live.set_monitor(None)
         if session.monitor is not None:
             session.monitor.remove_listener(self.fleet_model.enqueue)
-        self._close_in_background(session)
-
-    def _close_in_background(self, session) -> workers.Worker:
-        """session.close() in a worker: joining the virtual fleet and stopping the embedded broker
-        can take seconds. The worker stays referenced until the close is done (see shutdown)."""
-        worker = workers.Worker(lambda _p, _c: session.close(), name="session-close")
-        self._closing.append(worker)
-        worker.finished.connect(lambda: self._closing.remove(worker) if worker in self._closing else None)
-        return worker.start()
-
-    def _wait_for_closing(self) -> None:
-        """At exit: wait for the sessions still closing, saying so in the status bar."""
-        pending = [w for w in self._closing if not w.done]
-        if not pending:
-            return
-        self.statusBar().showMessage("closing the session… (stopping the broker connection and devices)")
-        QApplication.processEvents()  # paint the message before blocking
-        for worker in pending:
-            if not worker.wait(SESSION_CLOSE_WAIT_MS):
-                log.warning("a session did not close within %d s", SESSION_CLOSE_WAIT_MS // 1000)
 
     def reconnect(self) -> None:
         self.start_session()
@@ -386,23 +335,12 @@ class MainWindow(QMainWindow):
         """Open `port` in a worker; the device then appears in the fleet with transport 'serial'."""
         if not port or not self._require_session():
             return None
-        session, baud = self.session, int(baud or self.settings.baud)
-        worker = workers.run_in_thread(
-            lambda _p, _c: session.attach_serial(port, baud), name="attach-serial",
-            on_result=lambda _r: self.notify("ok", "", f"serial port {port} attached ({baud} baud)"),
-            on_error=lambda exc: self.notify("error", "", f"could not attach {port}: {workers.error_text(exc)}"))
-        return worker
+        return serial_attach.attach_serial(self.page_context, port, baud)
 
     def _attach_serial_dialog(self) -> None:
-        from PySide6.QtWidgets import QInputDialog
-
-        from app.transport.discovery import list_serial_ports
-
-        ports = [p.device for p in list_serial_ports()]
-        port, ok = QInputDialog.getItem(self, "Attach serial device", "Serial port (or a pty path / socket://):",
-                                        ports or [""], 0, True)
-        if ok and port.strip():
-            self.attach_serial(port.strip())
+        port = serial_attach.ask_port(self)
+        if port:
+            self.attach_serial(port)
 
     def open_deploy_wizard(self, device_ids: list[str] | None = None, exec_: bool = True, source: str | None = None):
         from app.ui.deploy_wizard import DeployWizard
@@ -436,48 +374,16 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ layout memory, shutdown
 
-    def _restore_layout(self) -> bool:
-        """Geometry, dock layout, fleet columns and tab of the last session; True if there was one."""
-        s = qsettings()
-        geometry = s.value("window/geometry")
-        state = s.value("window/state")
-        if isinstance(geometry, QByteArray | bytes):
-            self.restoreGeometry(geometry)
-        if isinstance(state, QByteArray | bytes):
-            self.restoreState(state)
-        header = s.value("fleet/header")
-        if isinstance(header, QByteArray | bytes):
-            self.fleet_view.tree.header().restoreState(header)
-            self.fleet_view.auto_size_columns = False  # the user's own column widths
-        tab = s.value("window/tab")
-        if tab is not None:
-            try:
-                self.tabs.setCurrentIndex(int(tab))
-            except (TypeError, ValueError):
-                pass
-        return isinstance(state, QByteArray | bytes)
-
     def save_layout(self) -> None:
-        s = qsettings()
-        s.setValue("window/geometry", self.saveGeometry())
-        s.setValue("window/state", self.saveState())
-        s.setValue("fleet/header", self.fleet_view.tree.header().saveState())
-        s.setValue("window/tab", self.tabs.currentIndex())
-        s.sync()
+        layout_memory.save(self, self.fleet_view, self.tabs)
 
     def shutdown(self) -> None:
         """Stop timers, streams, workers and the session (idempotent); waits for the session's close."""
         self.flush_timer.stop()
         self.age_timer.stop()
         self.live.shutdown()
-        self._session_generation += 1  # a start still in flight is stale from now on
-        start = self._session_worker
-        workers.stop_all()
-        if start is not None and start.done and start.value is not None and start.value is not self.session:
-            # it came up while we waited, but its result was never delivered (the loop is ending)
-            self._close_in_background(start.value)
-        self._detach_session()
-        self._wait_for_closing()
+        self.sessions.shutdown(waiting=lambda: self.statusBar().showMessage(
+            "closing the session… (stopping the broker connection and devices)"))
 
     def closeEvent(self, event) -> None:
         self.save_layout()
