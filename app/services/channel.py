@@ -96,8 +96,10 @@ class DeviceChannel:
         if self._closed:
             raise LinkError(f"channel to {self.name} is closed")
         # matching the type as well as the seq keeps an unsolicited HELLO or XFER_STATUS from being
-        # taken for a reply
-        accepts = {reply.TYPE for reply in getattr(msg, "REPLY", ())} | {MsgType.ERROR}
+        # taken for a reply; a message that is no command (sent to see the device refuse it) can only
+        # be answered by ERROR
+        replies = msg.REPLY if isinstance(msg, m.Request) else ()
+        accepts = {reply.TYPE for reply in replies} | {MsgType.ERROR}
         waiter = _Waiter(frozenset(accepts))
         seq = self.next_seq()
         with self._lock:

@@ -234,7 +234,7 @@ class FleetView(QWidget):
                              lambda: self.deploy_requested.emit(selected))
         act.setEnabled(n > 0)
         menu.addSeparator()
-        prev = getattr(record, "prev_version", 0) if record else 0
+        prev = record.prev_version if record else 0
         act = menu.addAction(f"Roll back to version {prev}" if prev else "Roll back (no previous version)",
                              lambda: self.rollback_requested.emit(device_id))
         act.setObjectName("rollback")
