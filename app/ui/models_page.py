@@ -10,7 +10,7 @@ import logging
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -39,6 +39,7 @@ from app.ui.columns import install_column_menu
 from app.ui.context import PageContext
 from app.ui.jobs import check_job, export_job, import_job, record_job, train_job
 from app.ui.progress import Progress
+from app.ui.table_model import ItemTableModel
 
 log = logging.getLogger(__name__)
 
@@ -78,35 +79,17 @@ def metrics_text(mv) -> str:
     return ", ".join(parts) or "-"
 
 
-class RegistryModel(QAbstractTableModel):
+class RegistryModel(ItemTableModel):
+    """The model registry's versions (ModelVersion per row)."""
+
     def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self.versions: list = []
+        super().__init__(COLUMNS, parent)
 
-    def set_versions(self, versions: list) -> None:
-        self.beginResetModel()
-        self.versions = list(versions)
-        self.endResetModel()
-
-    def rowCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.versions)
-
-    def columnCount(self, parent=QModelIndex()) -> int:
-        return len(COLUMNS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section]
-        return None
-
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
-        mv = self.versions[index.row()]
+    def cell(self, mv, column: int, role: int):
         if role == Qt.ItemDataRole.DisplayRole:
             return (mv.name, str(mv.version), "deployable" if mv.deployable else "check-only", _kb(mv.image_size),
                     _kb(mv.arena), mv.quantization, "-" if mv.threshold is None else f"{mv.threshold:.4f}",
-                    metrics_text(mv), time.strftime("%Y-%m-%d %H:%M", time.localtime(mv.created)))[index.column()]
+                    metrics_text(mv), time.strftime("%Y-%m-%d %H:%M", time.localtime(mv.created)))[column]
         if role == Qt.ItemDataRole.ToolTipRole:
             return f"{mv.ref} sha256 {mv.sha256[:16]}… parent {mv.parent or '-'}"
         return None
@@ -288,7 +271,7 @@ class ModelsPage(QWidget):
             self.job_label.setText("<span style='color:#c62828'>cannot read the registry: "
                                    f"{html.escape(str(exc))}</span>")
             return
-        self.registry_model.set_versions(versions)
+        self.registry_model.set_items(versions)
         if current is not None:
             self.select_version(current.ref)
         checked = set(self.checked_datasets("normal") + self.checked_datasets("fault"))
@@ -320,10 +303,10 @@ class ModelsPage(QWidget):
 
     def current_version(self):
         rows = self.table.selectionModel().selectedRows()
-        return self.registry_model.versions[rows[0].row()] if rows else None
+        return self.registry_model.items[rows[0].row()] if rows else None
 
     def select_version(self, ref: str) -> bool:
-        for row, mv in enumerate(self.registry_model.versions):
+        for row, mv in enumerate(self.registry_model.items):
             if mv.ref == ref:
                 self.table.selectRow(row)
                 return True
