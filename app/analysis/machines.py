@@ -16,9 +16,8 @@ from pathlib import Path
 
 from app.analysis import iso
 from app.analysis.bearings import Bearing, bearing_from_dict
-from app.domain import paths
+from app.domain import database, paths
 from app.domain.errors import DataError
-from app.ml import store
 
 # Shaft speeds outside this range are a unit mistake (rpm typed as Hz, or Hz as rpm): 0.5-500 Hz
 # is 30-30,000 rpm, every rotary machine a vibration sensor of this class watches.
@@ -76,8 +75,8 @@ class Machine:
 class MachineStore:
     def __init__(self, db_path: Path | None = None) -> None:
         self.db_path = Path(db_path) if db_path else paths.database_path()
-        self._conn = store.connect(self.db_path)
-        self._conn.executescript(_SCHEMA)
+        self._conn = database.connect(self.db_path)
+        database.ensure_schema(self._conn, _SCHEMA)
 
     def close(self) -> None:
         self._conn.close()
@@ -115,7 +114,7 @@ class MachineStore:
         unknown = set(changes) - {"name", "shaft_hz", "bearing", "iso_group", "foundation", "notes"}
         if unknown:
             raise DataError(f"unknown machine field(s): {', '.join(sorted(unknown))}")
-        with store.transaction(self._conn):
+        with database.transaction(self._conn):
             current = self.find(device_id) or Machine(device_id)
             machine = replace(current, **changes, updated=time.time())
             self._conn.execute(
@@ -127,7 +126,7 @@ class MachineStore:
         return machine
 
     def remove(self, device_id: str) -> bool:
-        with store.transaction(self._conn):
+        with database.transaction(self._conn):
             cur = self._conn.execute("DELETE FROM machines WHERE device_id=?", (device_id,))
         return cur.rowcount > 0
 

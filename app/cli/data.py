@@ -15,17 +15,11 @@ from app.transport.local_broker import BROKER_HELP
 if TYPE_CHECKING:  # numpy and the recorder load only when a command runs
     import numpy as np
 
-    from app.ml.recording import ProgressFn, StreamRecorder
-    from app.services.fleet_monitor import FleetMonitor
+    from app.ml.recording import ProgressFn
 
 # A device's retained HELLO arrives within milliseconds of subscribing; a device not seen in this
 # long is not on that broker.
 DEVICE_WAIT_S = 5.0
-# Time for STREAM_START to reach the device and the first windows to come back, beyond the
-# recording itself.
-STREAM_START_GRACE_S = 10.0
-# A recording may take this factor of its nominal length (lost windows are replaced by later ones).
-RECORD_TIME_FACTOR = 1.5
 # How often the wait for a device's HELLO looks again.
 DEVICE_POLL_S = 0.05
 # Samples per STREAM message (PROTOCOL.md 4.3: devices send n = 256): what a stream costs on a line.
@@ -100,67 +94,16 @@ def stream_baud() -> int:
     return round(wire * DEFAULT_SPEC.sample_rate / STREAM_SAMPLES_PER_MESSAGE * UART_BITS_PER_BYTE)
 
 
-def _recorder(seconds: float, progress: ProgressFn | None) -> StreamRecorder:
-    """A StreamRecorder for `seconds`, refused before any connection when no dataset could hold it."""
-    from app.domain.errors import DataError
-    from app.ml.datasets import MAX_SAMPLES, MIN_DATASET_WINDOWS
-    from app.ml.features import DEFAULT_SPEC
-    from app.ml.recording import StreamRecorder
-
-    recorder = StreamRecorder(seconds, progress=progress)
-    if recorder.windows < MIN_DATASET_WINDOWS:
-        shortest = MIN_DATASET_WINDOWS * DEFAULT_SPEC.window / DEFAULT_SPEC.sample_rate
-        raise DataError(f"{seconds} s gives {recorder.windows} windows; a dataset needs at least "
-                        f"{MIN_DATASET_WINDOWS} ({shortest:.1f} s)")
-    if recorder.windows * DEFAULT_SPEC.window > MAX_SAMPLES:
-        longest = MAX_SAMPLES / DEFAULT_SPEC.sample_rate
-        raise DataError(f"{seconds:g} s is longer than one dataset holds (at most {longest:.0f} s); record "
-                        "several shorter datasets and train on all of them (--data repeats)")
-    return recorder
-
-
-def _collect(monitor: FleetMonitor, device: str, seconds: float, recorder: StreamRecorder,
-             hint: str = "") -> tuple[np.ndarray, dict]:
-    """Stream `device` through the monitor into `recorder`; (samples, metadata) or LinkError."""
-    from app.domain.errors import LinkError
-    from app.ml.features import DEFAULT_SPEC
-
-    rec = monitor.get(device)
-    if not rec.online:
-        raise LinkError(f"device {device!r} is offline (last seen {time.ctime(rec.last_seen)})")
-
-    def on_stream(_device_id, msg):
-        recorder.feed(msg)
-
-    monitor.add_stream_listener(device, on_stream)
-    try:
-        finished = recorder.wait(seconds * RECORD_TIME_FACTOR + STREAM_START_GRACE_S)
-    finally:
-        monitor.remove_stream_listener(device, on_stream)
-    if recorder.error is not None:
-        raise recorder.error
-    if not finished:
-        got = len(recorder.samples()) // DEFAULT_SPEC.window
-        if recorder.received == 0:
-            raise LinkError(f"device {device!r} sent no stream windows (is it online and able to stream?)" + hint)
-        raise LinkError(f"device {device!r} delivered {got} of {recorder.windows} windows in time "
-                        f"({recorder.gaps} gaps in the stream)" + hint)
-    rec = monitor.get(device) or rec
-    meta = {"device": device, "location": rec.location, "profile": rec.profile, "firmware": rec.firmware,
-            "model": f"{rec.model_name}@{rec.model_version}", "shaft_hz": rec.shaft_hz,
-            "fault_mask": rec.hello.fault_mask if rec.hello else None, "stream_gaps": recorder.gaps}
-    return recorder.samples(), meta
-
-
 def record(broker: str | None, device: str, seconds: float,
            progress: ProgressFn | None = None) -> tuple[np.ndarray, dict]:
     """(samples, HELLO-derived metadata) recorded from `device`'s STREAM over MQTT (`broker` None:
     the running app's embedded broker, see app.transport.local_broker)."""
     from app.deploy.links import broker_connection
     from app.domain.errors import LinkError
+    from app.ml.recording import new_recorder, record_stream
     from app.services.fleet_monitor import FleetMonitor
 
-    recorder = _recorder(seconds, progress)
+    recorder = new_recorder(seconds, progress)
     with broker_connection(broker) as conn, FleetMonitor(conn) as monitor:
         deadline = time.monotonic() + DEVICE_WAIT_S
         while monitor.get(device) is None and time.monotonic() < deadline:
@@ -168,7 +111,7 @@ def record(broker: str | None, device: str, seconds: float,
         if monitor.get(device) is None:
             known = ", ".join(sorted(r.device_id for r in monitor.devices())) or "none"
             raise LinkError(f"device {device!r} is not on {conn.url.address} (devices seen: {known})")
-        samples, meta = _collect(monitor, device, seconds, recorder)
+        samples, meta = record_stream(monitor, device, recorder)
         return samples, {**meta, "transport": "mqtt", "broker": conn.url.address}
 
 
@@ -176,12 +119,13 @@ def record_serial(port: str, seconds: float, progress: ProgressFn | None = None,
                   device: str | None = None) -> tuple[np.ndarray, dict]:
     """(samples, HELLO-derived metadata) recorded from the device on serial `port` (a cable, a pty,
     socket://host:port); LinkError when it is someone else than `device` (when given)."""
-    from app.deploy.links import open_serial_channel
     from app.domain.errors import LinkError
+    from app.ml.recording import new_recorder, record_stream
+    from app.services.channel import SerialChannel
     from app.services.fleet_monitor import FleetMonitor
 
-    recorder = _recorder(seconds, progress)
-    channel = open_serial_channel(port, baud)
+    recorder = new_recorder(seconds, progress)
+    channel = SerialChannel.open(port, baud)
     monitor = FleetMonitor(None)
     try:
         monitor.attach_serial(channel)  # asks the device for its HELLO
@@ -198,7 +142,7 @@ def record_serial(port: str, seconds: float, progress: ProgressFn | None = None,
         needed = stream_baud()
         hint = (f"; the raw stream needs about {needed} baud and this line runs at {baud}: use a faster "
                 "rate on both ends (e.g. --baud 921600)") if baud < needed else ""
-        samples, meta = _collect(monitor, device_id, seconds, recorder, hint)
+        samples, meta = record_stream(monitor, device_id, recorder, hint=hint)
         return samples, {**meta, "transport": "serial", "port": port, "baud": baud}
     finally:
         monitor.close()

@@ -8,9 +8,9 @@ import sys
 import threading
 import time
 
-from app.deploy.links import DEFAULT_BAUD
 from app.deploy.rollout import DEFAULT_CONCURRENCY
 from app.deploy.transfer import DEFAULT_BENCH_COUNT
+from app.protocol.framing import DEFAULT_BAUD
 from app.transport.local_broker import BROKER_HELP
 
 # Redraw a progress bar at most this often: a 4 KB chunk ACK can come every few milliseconds.
@@ -172,7 +172,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         raise exc
     results = box["results"]
     if gate is not None and gate.reports:
-        from app.ml.fit_check import format_table
+        from app.deploy.fit_check import format_table
 
         print("fit to machine (before deploying):\n" + format_table(gate.reports), file=sys.stderr)
     if args.json:
@@ -208,8 +208,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def _fit_gate(args: argparse.Namespace, cancel: threading.Event):
-    """The fit-to-machine step `deploy` runs by default (app.ml.fit_check.FitGate)."""
-    from app.ml.fit_check import FitGate
+    """The fit-to-machine step `deploy` runs by default (app.deploy.fit_check.FitGate)."""
+    from app.deploy.fit_check import FitGate
 
     def progress(device: str, text: str) -> None:
         print(f"fit check {device}: {text}", file=sys.stderr)

@@ -309,8 +309,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _check_devices(args: argparse.Namespace) -> int:
     """`model check REF --device ID...`: the fit-to-machine check; exit 1 when a device will false-alarm."""
+    from app.deploy import fit_check
     from app.domain.errors import ModelError
-    from app.ml import fit_check
     from app.protocol.image import ModelImage
 
     with _registry() as reg:

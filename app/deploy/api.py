@@ -272,7 +272,7 @@ def deploy(ref_or_image: str | Path | bytes | LoadedImage, devices: list[str] | 
     `via="serial"` takes `port` (device path, pty or `socket://host:port`) and `baud`; `devices`
     is then optional (checked against the device's id when given). `via="mqtt"` takes `broker`
     (or an open `connection`). `pull` forces (True) or forbids (False) the broker-pull rollout.
-    `fit_gate` (e.g. app.ml.fit_check.FitGate) runs first: the devices it refuses get a "refused"
+    `fit_gate` (e.g. app.deploy.fit_check.FitGate) runs first: the devices it refuses get a "refused"
     result and are sent nothing.
     `hellos`: the devices' latest HELLOs when the caller holds them (the GUI's fleet monitor), so
     the broker is not asked again for those.

@@ -11,15 +11,10 @@ import contextlib
 import csv
 import io
 import json
-import sqlite3
-import threading
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from app.domain import paths
-
-# Other engineers' writers (the registry) share the file; wait this long for their lock.
-DB_TIMEOUT_S = 10.0
+from app.domain import database, paths
 
 
 @dataclass
@@ -64,31 +59,24 @@ _SQL_TYPE = {"float": "REAL", "int": "INTEGER", "str": "TEXT", "bool": "INTEGER"
 
 def _schema() -> str:
     cols = ",\n  ".join(f"{f.name} {_SQL_TYPE[str(f.type)]}" for f in _COLUMNS)
-    return f"CREATE TABLE IF NOT EXISTS deployments (\n  id INTEGER PRIMARY KEY AUTOINCREMENT,\n  {cols}\n)"
+    return (f"CREATE TABLE IF NOT EXISTS deployments (\n  id INTEGER PRIMARY KEY AUTOINCREMENT,\n  {cols}\n);\n"
+            "CREATE INDEX IF NOT EXISTS deployments_device ON deployments(device, started);\n")
 
 
 class DeploymentHistory:
-    """The `deployments` table; creates it when absent and touches no other table."""
+    """The `deployments` table; creates it when absent and touches no other table. Opens the
+    database per call (app.domain.database's rules): a history object may live in any thread."""
 
     def __init__(self, db_path: str | Path | None = None) -> None:
         self.db_path = Path(db_path) if db_path is not None else paths.database_path()
-        self._lock = threading.Lock()
-        with contextlib.closing(self._connect()) as db, db:
-            db.execute(_schema())
-            # a history written before a column existed gets it (empty for the old rows)
-            have = {row[1] for row in db.execute("PRAGMA table_info(deployments)")}
-            for f in _COLUMNS:
-                if f.name not in have:
-                    db.execute(f"ALTER TABLE deployments ADD COLUMN {f.name} {_SQL_TYPE[str(f.type)]}")
-            db.execute("CREATE INDEX IF NOT EXISTS deployments_device ON deployments(device, started)")
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.db_path, timeout=DB_TIMEOUT_S)
+        with contextlib.closing(database.connect(self.db_path)) as db:
+            database.ensure_schema(db, _schema())
+            database.add_missing_columns(db, "deployments", {f.name: _SQL_TYPE[str(f.type)] for f in _COLUMNS})
 
     def add(self, record: DeploymentRecord) -> int:
         names = [f.name for f in _COLUMNS]
         values = [getattr(record, n) for n in names]
-        with self._lock, contextlib.closing(self._connect()) as db, db:
+        with contextlib.closing(database.connect(self.db_path)) as db, database.transaction(db):
             cur = db.execute(f"INSERT INTO deployments ({', '.join(names)}) VALUES "
                              f"({', '.join('?' * len(names))})", values)
             record.id = int(cur.lastrowid)
@@ -97,7 +85,7 @@ class DeploymentHistory:
     def full_sha(self, device: str, prefix: str) -> str:
         """The full SHA-256 hex of an image this history deployed to `device` whose hash starts
         with `prefix` (a HELLO carries only 8 bytes); `prefix` itself when none is known."""
-        with contextlib.closing(self._connect()) as db:
+        with contextlib.closing(database.connect(self.db_path)) as db:
             row = db.execute("SELECT model_sha FROM deployments WHERE device = ? AND length(model_sha) = 64 "
                              "AND substr(model_sha, 1, ?) = ? ORDER BY id DESC LIMIT 1",
                              (device, len(prefix), prefix)).fetchone()
@@ -114,8 +102,7 @@ class DeploymentHistory:
         if limit:
             sql += " LIMIT ?"
             args.append(int(limit))
-        with contextlib.closing(self._connect()) as db:
-            db.row_factory = sqlite3.Row
+        with contextlib.closing(database.connect(self.db_path)) as db:
             rows = db.execute(sql, args).fetchall()
         out = []
         for row in rows:

@@ -11,16 +11,19 @@ import logging
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from app.domain.errors import LinkError, ProtocolError
+from app.domain.errors import LinkError
 from app.protocol.framing import DEFAULT_BAUD
 from app.protocol.messages import GetInfo, Hello
 from app.transport.local_broker import NO_BROKER_HINT, resolve_broker
 
+if TYPE_CHECKING:
+    from app.services.channel import DeviceChannel, MqttChannel
+    from app.transport.mqtt_link import MqttConnection
+
 log = logging.getLogger(__name__)
 
-# Connecting to a broker on the plant network, TLS included.
-CONNECT_TIMEOUT_S = 10.0
 # GET_INFO answers at once; a serial device may be mid-frame, so allow one resend.
 INFO_TIMEOUT_S = 3.0
 INFO_RETRIES = 2
@@ -30,43 +33,33 @@ INFO_RETRIES = 2
 class DeviceLink:
     """A channel to one device, what it said about itself, and how to get a fresh channel."""
 
-    channel: object
+    channel: DeviceChannel
     hello: Hello
     transport: str  # "serial" or "mqtt"
-    reconnect: Callable[[], object] | None = None
+    reconnect: Callable[[], DeviceChannel] | None = None
     baud: int | None = None
     port: str | None = None
     broker: str | None = None
 
 
-def get_info(channel, device_id: str = "?", timeout: float = INFO_TIMEOUT_S) -> Hello:
+def get_info(channel: DeviceChannel, device_id: str = "?", timeout: float = INFO_TIMEOUT_S) -> Hello:
     try:
-        pkt = channel.request(GetInfo(), timeout=timeout, retries=INFO_RETRIES)
+        return channel.request(GetInfo(), timeout=timeout, retries=INFO_RETRIES).msg
     except LinkError as exc:
         raise LinkError(f"device {device_id} did not answer GET_INFO: {exc}") from exc
-    if not isinstance(pkt.msg, Hello):
-        raise ProtocolError(f"device {device_id} answered {type(pkt.msg).__name__} to GET_INFO")
-    return pkt.msg
-
-
-def open_serial_channel(port: str, baud: int):
-    from app.services.channel import SerialChannel
-    from app.transport.serial_link import SerialLink
-
-    link = SerialLink(port, baud=baud)
-    link.open()
-    return SerialChannel(link)
 
 
 @contextlib.contextmanager
 def serial_device(port: str, baud: int = DEFAULT_BAUD, expect_id: str | None = None) -> Iterator[DeviceLink]:
     """The device on a serial port; LinkError when it is someone else than `expect_id`."""
-    state = {"channel": open_serial_channel(port, baud)}
+    from app.services.channel import SerialChannel
+
+    state = {"channel": SerialChannel.open(port, baud)}
 
     def reconnect():
         with contextlib.suppress(Exception):
             state["channel"].close()
-        state["channel"] = open_serial_channel(port, baud)
+        state["channel"] = SerialChannel.open(port, baud)
         return state["channel"]
 
     try:
@@ -80,20 +73,20 @@ def serial_device(port: str, baud: int = DEFAULT_BAUD, expect_id: str | None = N
 
 
 @contextlib.contextmanager
-def broker_connection(url: str | None) -> Iterator[object]:
+def broker_connection(url: str | None) -> Iterator[MqttConnection]:
     from app.transport.mqtt_link import MqttConnection
 
     target = resolve_broker(url)
     conn = MqttConnection(target, client_id=f"tinymlops-cli-{secrets.token_hex(4)}")
     try:
-        conn.connect(CONNECT_TIMEOUT_S)
+        conn.connect()  # mqtt_link.CONNECT_TIMEOUT_S
     except LinkError as exc:
         if url:
             raise
         raise LinkError(f"{exc} ({NO_BROKER_HINT})") from exc
     # retained chunks an earlier rollout could not clear (broker unreachable then): clear them now
     # and whenever this connection comes back (issue 11.14)
-    from app.deploy import cleanups
+    from app.services import cleanups
 
     cleanups.finish_pending(conn)
     cleanups.finish_on_reconnect(conn)
@@ -103,14 +96,14 @@ def broker_connection(url: str | None) -> Iterator[object]:
         conn.close()
 
 
-def mqtt_channel(connection, site: str, device_id: str):
+def mqtt_channel(connection: MqttConnection, site: str, device_id: str) -> MqttChannel:
     from app.services.channel import MqttChannel
 
     return MqttChannel(connection, site, device_id)
 
 
 @contextlib.contextmanager
-def mqtt_device(connection, device_id: str, broker: str | None = None,
+def mqtt_device(connection: MqttConnection, device_id: str, broker: str | None = None,
                 known: Hello | None = None) -> Iterator[DeviceLink]:
     """One device through the broker: its site from its retained HELLO, then a fresh GET_INFO.
 

@@ -30,7 +30,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from app.deploy import cleanups
 from app.deploy.finish import commit
 from app.deploy.transfer import (
     ABORT_TIMEOUT_S,
@@ -58,6 +57,7 @@ from app.protocol.messages import (
     XferStatus,
     encode,
 )
+from app.services import cleanups
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +112,6 @@ class RolloutReport:
     elapsed_s: float = 0.0
     canary_rate: float | None = None
     chunks_left_on_broker: int = 0  # retained chunks not cleared (broker unreachable); cleared later
-
-    @property
-    def uplink_ratio(self) -> float:
-        """Published bytes / (N devices x image size): 1/N means "the model once"."""
-        n = sum(1 for r in self.results if not r.skipped) or 1
-        return self.published_bytes / (n * self.image_size) if self.image_size else 0.0
 
 
 def find_devices(connection, device_ids: list[str], timeout: float = DISCOVERY_TIMEOUT_S) -> dict[str, Hello]:

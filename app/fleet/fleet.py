@@ -70,7 +70,7 @@ def load_factory_image(path: Path | None = None) -> bytes:
     """The factory model every virtual device boots with; a clear error when it is missing."""
     path = path or factory_model_path()
     if not path.is_file():
-        raise ModelError(f"factory model {path} is missing; build it with `python -m app.ml.factory` "
+        raise ModelError(f"factory model {path} is missing; build it with `python -m app.fleet.factory` "
                          "(a device never runs without a model)")
     return path.read_bytes()
 

@@ -89,10 +89,6 @@ class SerialDevice:
         self._writer: threading.Thread | None = None
         self.counters: dict[str, int] = {"rx_bytes": 0, "tx_bytes": 0, "tx_dropped": 0}
 
-    @property
-    def decoder_counters(self):
-        return self._decoder.counters
-
     def start(self) -> None:
         self._thread = threading.Thread(target=self._read_loop, name=f"pty-{self.device.device_id}", daemon=True)
         self._thread.start()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.domain import paths
+from app.domain import database, paths
 from app.domain.errors import DataError
 from app.ml import features as feat
 from app.ml import store
@@ -150,8 +150,8 @@ class DatasetStore:
     def __init__(self, db_path: Path | None = None, root: Path | None = None) -> None:
         self.db_path = Path(db_path) if db_path else paths.database_path()
         self.root = Path(root) if root else paths.data_dir() / DATASETS_SUBDIR
-        self._conn = store.connect(self.db_path)
-        self._conn.executescript(_SCHEMA)
+        self._conn = database.connect(self.db_path)
+        database.ensure_schema(self._conn, _SCHEMA)
 
     def close(self) -> None:
         self._conn.close()
@@ -202,7 +202,7 @@ class DatasetStore:
         # check, write and insert under the database write lock: another process storing the same
         # recording at the same moment either sees our row or we see its row, and a failed insert
         # never removes a file someone else's committed row points at
-        with store.transaction(self._conn):
+        with database.transaction(self._conn):
             existing = self._conn.execute("SELECT * FROM datasets WHERE fingerprint=?", (fp,)).fetchone()
             if existing is not None:
                 known = self._row(existing)

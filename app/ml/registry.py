@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.domain import paths
+from app.domain import database, paths
 from app.domain.errors import ModelError
 from app.ml import store
 from app.protocol.image import ModelImage
@@ -152,8 +152,8 @@ class Registry:
         # the operator's signing keys live beside the database they sign for
         self.keys = keys or KeyStore(self.db_path.parent / "keys")
         self.artifacts = store.ContentStore(Path(artifacts_dir) if artifacts_dir else paths.artifacts_dir())
-        self._conn = store.connect(self.db_path)
-        self._conn.executescript(_SCHEMA)
+        self._conn = database.connect(self.db_path)
+        database.ensure_schema(self._conn, _SCHEMA)
 
     def close(self) -> None:
         self._conn.close()
@@ -262,7 +262,7 @@ class Registry:
             raise ModelError(f"unknown artifact kind(s) {', '.join(unknown)}; known: {', '.join(ARTIFACT_KINDS)}")
         created: list[str] = []
         version = 0
-        with store.transaction(self._conn):
+        with database.transaction(self._conn):
             try:
                 version = self.next_version(name)
                 image_bytes = None
@@ -340,13 +340,13 @@ class Registry:
         if not mv.deployable or not sign_if_missing:
             return None
         block = sign_image(self.image_bytes(mv), self.keys.private_key())
-        with store.transaction(self._conn):
+        with database.transaction(self._conn):
             self._insert_signature(mv.name, mv.version, block)
         return block
 
     def revoke(self, ref: str, reason: str = "") -> ModelVersion:
         mv = self.resolve(ref)
-        with store.transaction(self._conn):
+        with database.transaction(self._conn):
             self._conn.execute("INSERT OR REPLACE INTO model_revocations (name, version, revoked, reason) "
                                "VALUES (?,?,?,?)", (mv.name, mv.version, time.time(), reason))
         log.info("revoked %s", mv.ref)
@@ -359,10 +359,3 @@ class Registry:
     def revocations(self) -> list[tuple[str, int]]:
         return [(r["name"], r["version"]) for r in
                 self._query("SELECT name, version FROM model_revocations ORDER BY name, version")]
-
-    def set_notes(self, ref: str, notes: str) -> ModelVersion:
-        mv = self.resolve(ref)
-        with store.transaction(self._conn):
-            self._conn.execute("UPDATE model_versions SET notes=? WHERE name=? AND version=?",
-                               (notes, mv.name, mv.version))
-        return self.resolve(mv.ref)

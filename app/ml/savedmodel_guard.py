@@ -70,13 +70,11 @@ def check_savedmodel(path: Path) -> None:
     size = pb.stat().st_size
     if size > MAX_GRAPH_BYTES:
         raise ModelError(f"the SavedModel in {Path(path).name} has a {size}-byte graph: not a microcontroller model")
-    from app.ml.tfimport import tensorflow
-
-    tensorflow()  # the protobuf classes below come with it; imported quietly
     from google.protobuf.message import DecodeError
-    from tensorflow.core.protobuf import saved_model_pb2
 
-    saved = saved_model_pb2.SavedModel()
+    from app.ml.tfimport import saved_model_proto
+
+    saved = saved_model_proto()()
     try:
         saved.ParseFromString(pb.read_bytes())
     except DecodeError as exc:

@@ -1,56 +1,17 @@
-"""Shared storage plumbing for the registry and the datasets: one SQLite file (WAL, busy timeout)
-and content-addressed files written atomically (temp file + rename), so a crash or an error
-never leaves a half-written artifact under its final name."""
+"""Shared file storage for the registry and the datasets: content-addressed files written
+atomically (temp file + rename), so a crash or an error never leaves a half-written artifact
+under its final name. (Their SQLite file is opened through app.domain.database.)"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
-import sqlite3
 import tempfile
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-# Another process (the GUI, a CI job) may hold the write lock this long before we give up.
-DB_BUSY_TIMEOUT_S = 10.0
 # Stored files are readable like any other user file (mkstemp would leave them 0600).
 FILE_MODE = 0o644
-
-
-class LockedConnection(sqlite3.Connection):
-    """A connection with a lock its writers hold around each transaction."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.lock = threading.RLock()
-
-
-def connect(db_path: Path) -> LockedConnection:
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    # shared across threads (a GUI creates it, a worker trains and stores): SQLite is built
-    # serialized, and writers take the owner's lock around each transaction
-    conn = sqlite3.connect(str(db_path), timeout=DB_BUSY_TIMEOUT_S, isolation_level=None,
-                           check_same_thread=False, factory=LockedConnection)
-    conn.row_factory = sqlite3.Row
-    with contextlib.suppress(sqlite3.OperationalError):  # another process may be switching it
-        conn.execute("PRAGMA journal_mode=WAL")
-    return conn
-
-
-@contextlib.contextmanager
-def transaction(conn: LockedConnection) -> Iterator[LockedConnection]:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (nothing half-written); one
-    thread at a time per connection."""
-    with conn.lock:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
 
 def sha256_hex(data: bytes) -> str:

@@ -74,6 +74,14 @@ def tensorflow():
         return tf
 
 
+def saved_model_proto():
+    """TensorFlow's SavedModel protobuf class, to read a `saved_model.pb` as data (nothing run)."""
+    tensorflow()
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    return saved_model_pb2.SavedModel
+
+
 def keras():
     """The Keras 3 module that ships with TensorFlow."""
     tensorflow()

@@ -117,6 +117,19 @@ ERROR_TEXT = {
 }
 
 
+# Why a received message was dropped, when its ProtocolError code is none of ErrorCode.
+INVALID_REASON = "invalid"
+
+
+def drop_reason(code: int) -> str:
+    """The reason a message that failed to decode with error `code` was dropped, as the receivers
+    count it (`bad_<reason>`: "malformed", "unknown_type", ...; "invalid" for an unknown code)."""
+    try:
+        return ErrorCode(code).name.lower()
+    except ValueError:
+        return INVALID_REASON
+
+
 class EventCode(IntEnum):
     BOOTED = 100
     TRIAL_REVERTED = 101
@@ -129,6 +142,19 @@ class DeviceState(IntEnum):
     ONLINE = 1
     STREAMING = 2
     UPDATING = 3
+
+    @property
+    def label(self) -> str:
+        """The word records, `--json` output and the fleet view use: "offline", "online", ..."""
+        return self.name.lower()
+
+    @classmethod
+    def from_wire(cls, value: int) -> DeviceState:
+        """A HELLO's state byte; a value this host does not know (newer firmware) counts as ONLINE."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.ONLINE
 
 
 class Caps(IntFlag):

@@ -21,6 +21,8 @@ CRC_SIZE = 4
 DELIMITER = b"\x00"
 # PROTOCOL.md 2.1: the rate every UART and the firmware start at; 921600 where the link allows.
 DEFAULT_BAUD = 115200
+# FrameDecoder's counters of frames dropped as line noise (unframe's ValueError names + oversized).
+BAD_FRAME_COUNTERS = ("bad_cobs", "truncated", "bad_crc", "oversized")
 # 8N1: start bit, 8 data bits, stop bit; the line-rate floor is wire bytes / (baud / 10).
 UART_BITS_PER_BYTE = 10
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 import numpy as np
 
@@ -366,26 +366,46 @@ class Event(Message):
 
 # --------------------------------------------------------------------------- host -> device
 
+# The reply type a command names: `channel.request(GetInfo())` returns a Packet[Hello].
+ReplyT = TypeVar("ReplyT", bound=Message)
+
 
 @dataclass
-class GetInfo(Message):
+class Request(Message, Generic[ReplyT]):
+    """A host -> device command. Its parameter names the replies that answer it (PROTOCOL.md
+    section 3; ERROR answers any): `class GetInfo(Request[Hello])`, and `REPLY` holds them at
+    run time, (Hello,), so a channel matches replies by type without a table of its own."""
+
+    REPLY: ClassVar[tuple[type[Message], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for parent in getattr(cls, "__orig_bases__", ()):
+            if get_origin(parent) is Request:
+                (reply,) = get_args(parent)
+                cls.REPLY = get_args(reply) or (reply,)
+
+
+
+@dataclass
+class GetInfo(Request[Hello]):
     TYPE: ClassVar[MsgType] = MsgType.GET_INFO
 
 
 @dataclass
-class StreamStart(Message):
+class StreamStart(Request[Ack]):
     TYPE: ClassVar[MsgType] = MsgType.STREAM_START
     LAYOUT: ClassVar = (("lease_s", "u16"),)
     lease_s: int = 0
 
 
 @dataclass
-class StreamStop(Message):
+class StreamStop(Request[Ack]):
     TYPE: ClassVar[MsgType] = MsgType.STREAM_STOP
 
 
 @dataclass
-class XferBegin(Message):
+class XferBegin(Request[XferStatus]):
     TYPE: ClassVar[MsgType] = MsgType.XFER_BEGIN
     LAYOUT: ClassVar = (
         ("transfer_id", "u32"), ("image_size", "u32"), ("chunk_size", "u16"), ("flags", "u8"),
@@ -402,7 +422,7 @@ class XferBegin(Message):
 
 
 @dataclass
-class XferChunk(Message):
+class XferChunk(Request[Ack]):
     TYPE: ClassVar[MsgType] = MsgType.XFER_CHUNK
     LAYOUT: ClassVar = (("transfer_id", "u32"), ("index", "u32"), ("crc32", "u32"), ("data", "rest"))
     transfer_id: int = 0
@@ -412,14 +432,14 @@ class XferChunk(Message):
 
 
 @dataclass
-class XferQuery(Message):
+class XferQuery(Request[XferStatus]):
     TYPE: ClassVar[MsgType] = MsgType.XFER_QUERY
     LAYOUT: ClassVar = (("transfer_id", "u32"),)
     transfer_id: int = 0
 
 
 @dataclass
-class XferCommit(Message):
+class XferCommit(Request[Latency]):
     TYPE: ClassVar[MsgType] = MsgType.XFER_COMMIT
     LAYOUT: ClassVar = (("transfer_id", "u32"), ("mode", "u8"), ("trial_timeout_s", "u16"),
                         ("bench_count", "u16"))
@@ -430,36 +450,36 @@ class XferCommit(Message):
 
 
 @dataclass
-class XferAbort(Message):
+class XferAbort(Request[Ack]):
     TYPE: ClassVar[MsgType] = MsgType.XFER_ABORT
     LAYOUT: ClassVar = (("transfer_id", "u32"),)
     transfer_id: int = 0
 
 
 @dataclass
-class Confirm(Message):
+class Confirm(Request[Hello | Ack]):
     TYPE: ClassVar[MsgType] = MsgType.CONFIRM
 
 
 @dataclass
-class Rollback(Message):
+class Rollback(Request[Hello]):
     TYPE: ClassVar[MsgType] = MsgType.ROLLBACK
 
 
 @dataclass
-class Benchmark(Message):
+class Benchmark(Request[Latency]):
     TYPE: ClassVar[MsgType] = MsgType.BENCHMARK
     LAYOUT: ClassVar = (("count", "u16"),)
     count: int = 0
 
 
 @dataclass
-class Reboot(Message):
+class Reboot(Request[Hello | Ack]):
     TYPE: ClassVar[MsgType] = MsgType.REBOOT
 
 
 @dataclass
-class SetFault(Message):
+class SetFault(Request[Ack]):
     TYPE: ClassVar[MsgType] = MsgType.SET_FAULT
     LAYOUT: ClassVar = (("mask", "u8"), ("severity", "f32"))
     mask: int = 0
@@ -470,7 +490,7 @@ class SetFault(Message):
 
 
 @dataclass
-class Activate(Message):
+class Activate(Request[Latency]):
     TYPE: ClassVar[MsgType] = MsgType.ACTIVATE
     LAYOUT: ClassVar = (("trial", "u8"), ("trial_timeout_s", "u16"), ("bench_count", "u16"))
     trial: int = 0
@@ -479,7 +499,7 @@ class Activate(Message):
 
 
 @dataclass
-class XferSign(Message):
+class XferSign(Request[Ack]):
     """The signature block (PROTOCOL.md 6.2) of the image a transfer carries; checked at COMMIT."""
 
     TYPE: ClassVar[MsgType] = MsgType.XFER_SIGN
@@ -489,7 +509,7 @@ class XferSign(Message):
 
 
 @dataclass
-class TrustAdd(Message):
+class TrustAdd(Request[Hello]):
     """Add a public key to the device's trust store: taken while the store is empty, else only
     with `auth`, a signature block by a key it already trusts over the key-add statement."""
 
@@ -500,7 +520,7 @@ class TrustAdd(Message):
 
 
 @dataclass
-class Revoke(Message):
+class Revoke(Request[Ack]):
     """Revoke one model version, signed by a trusted key: the device refuses it from now on."""
 
     TYPE: ClassVar[MsgType] = MsgType.REVOKE
@@ -518,12 +538,15 @@ MESSAGE_CLASSES: dict[int, type[Message]] = {
 }
 
 
+MessageT = TypeVar("MessageT", bound=Message)
+
+
 @dataclass(frozen=True)
-class Packet:
-    """A decoded message with its header sequence number."""
+class Packet(Generic[MessageT]):
+    """A decoded message with its header sequence number (a request's reply: Packet[its REPLY])."""
 
     seq: int
-    msg: Message
+    msg: MessageT
 
 
 def encode(msg: Message, seq: int = 0) -> bytes:

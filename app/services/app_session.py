@@ -12,7 +12,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from app.domain.errors import LinkError, TinyMLOpsError
 from app.transport.local_broker import announce
@@ -22,8 +22,6 @@ log = logging.getLogger(__name__)
 # Virtual devices of the embedded default: enough for every site/line/machine grouping and a
 # faulty one (VirtualFleet makes every 7th device faulty), few enough for a laptop.
 DEFAULT_DEVICE_COUNT = 8
-# A loopback broker answers in milliseconds; a plant broker over a slow VPN may take seconds.
-CONNECT_TIMEOUT_S = 10.0
 # How often an attached serial port that vanished (cable pulled, board reset) is tried again: a
 # USB adapter re-enumerates within a second or two of being plugged back in.
 SERIAL_REOPEN_S = 2.0
@@ -40,7 +38,6 @@ class SessionConfig:
     username: str | None = None
     password: str | None = None
     seed: int = 0
-    extra: dict = field(default_factory=dict)
     # persist every device's telemetry (app.services.telemetry_history) for fit checks and trends
     keep_history: bool = True
 
@@ -116,15 +113,15 @@ class AppSession:
             step(30, f"connecting to {self.address}")
             self._target = target if not self.config.embedded else self.broker_url
             self.connection = MqttConnection(self._target)
-            self.connection.connect(CONNECT_TIMEOUT_S)
-            from app.deploy import cleanups
+            self.connection.connect()  # mqtt_link.CONNECT_TIMEOUT_S
+            from app.services import cleanups
 
             cleanups.finish_in_background(self.connection)  # chunks a failed rollout left (issue 11.14)
             self.monitor = FleetMonitor(self.connection, memory=FleetMemory(fleet_memory_path()))
             if self.config.keep_history:
                 from app.services.telemetry_history import TelemetryHistory
 
-                self.history = TelemetryHistory()  # feature vectors for the fit check (app.ml.fit_check)
+                self.history = TelemetryHistory()  # feature vectors for the fit check (app.deploy.fit_check)
                 self.monitor.add_listener(self.history.listener)
             if self.config.embedded:
                 from app.fleet.fleet import VirtualFleet
@@ -158,18 +155,18 @@ class AppSession:
 
         if self._target is None:
             raise LinkError("not connected to a broker")
-        return MqttConnection(self._target, client_id=client_id).connect(CONNECT_TIMEOUT_S)
+        return MqttConnection(self._target, client_id=client_id).connect()
 
     def attach_serial(self, port: str, baud: int) -> None:
         """Open a device's serial port and show the device in the fleet (FleetMonitor.attach_serial)."""
-        from app.deploy.links import open_serial_channel
+        from app.services.channel import SerialChannel
 
         if self.monitor is None:
             raise LinkError("the session is not started")
         with self._serial_lock:
             if port in self.serial:
                 raise LinkError(f"{port} is already attached")
-            channel = open_serial_channel(port, baud)
+            channel = SerialChannel.open(port, baud)
             self.serial[port] = channel
             self._serial_baud[port] = int(baud)
             channel.on_packet(lambda packet, port=port: self._note_serial_device(port, packet))  # before its HELLO
@@ -227,6 +224,20 @@ class AppSession:
                     else:
                         log.info("serial port %s is back", port)
                 self.serial_watch_passes += 1
+
+    def serial_bad_frames(self) -> dict[str, dict[str, int]]:
+        """Per attached port, what its device sent that was dropped, by reason: frames that were
+        line noise (SerialLink.BAD_FRAME_COUNTERS) and frames that held no protocol message
+        ("undecodable (<reason>)", from the channel). Counters restart when a port is reopened."""
+        out: dict[str, dict[str, int]] = {}
+        for port, channel in list(self.serial.items()):
+            link_counters = channel.link.counters
+            bad = {k: v for k, v in link_counters.items() if k in channel.link.BAD_FRAME_COUNTERS and v}
+            for k, v in dict(channel.counters).items():
+                if k.startswith("bad_") and v:
+                    bad[f"undecodable ({k[4:]})"] = v
+            out[port] = bad
+        return out
 
     @property
     def address(self) -> str:

@@ -12,14 +12,15 @@ import logging
 import random
 import threading
 import time
-from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
+from typing import TypeVar
 
 from app.domain.errors import Cancelled, DeviceError, LinkError, ProtocolError
 from app.protocol import messages as m
 from app.protocol import topics
-from app.protocol.codes import ERROR_TEXT, ErrorCode, MsgType
+from app.protocol.codes import ERROR_TEXT, ErrorCode, MsgType, drop_reason
+from app.transport.device_link import DeviceTransport, MqttDeviceLink
 from app.transport.mqtt_link import MqttConnection
 from app.transport.serial_link import SerialLink
 
@@ -29,34 +30,14 @@ log = logging.getLogger(__name__)
 REQUEST_TIMEOUT_S = 2.0
 # Resends (same seq) before giving up: covers a frame lost to line noise, not a dead device.
 REQUEST_RETRIES = 2
+# Sequence numbers are 16 bits on the wire.
+SEQ_MODULO = 1 << 16
 # How often a request waiting for its reply looks at its cancel event: an operator's cancel is
 # felt at once, and a waiting thread wakes at most this often.
 CANCEL_POLL_S = 0.1
-# Sequence numbers are 16 bits on the wire.
-SEQ_MODULO = 1 << 16
 
-# Which message types can answer which command (section 3); ERROR answers any. Matching the type
-# as well as the seq keeps an unsolicited HELLO or XFER_STATUS from being taken for a reply.
-REPLY_TYPES: dict[MsgType, frozenset[MsgType]] = {
-    MsgType.GET_INFO: frozenset({MsgType.HELLO}),
-    MsgType.STREAM_START: frozenset({MsgType.ACK}),
-    MsgType.STREAM_STOP: frozenset({MsgType.ACK}),
-    MsgType.XFER_BEGIN: frozenset({MsgType.XFER_STATUS}),
-    MsgType.XFER_CHUNK: frozenset({MsgType.ACK}),
-    MsgType.XFER_QUERY: frozenset({MsgType.XFER_STATUS}),
-    MsgType.XFER_COMMIT: frozenset({MsgType.LATENCY}),
-    MsgType.XFER_ABORT: frozenset({MsgType.ACK}),
-    MsgType.CONFIRM: frozenset({MsgType.HELLO, MsgType.ACK}),
-    MsgType.ROLLBACK: frozenset({MsgType.HELLO}),
-    MsgType.BENCHMARK: frozenset({MsgType.LATENCY}),
-    MsgType.REBOOT: frozenset({MsgType.HELLO, MsgType.ACK}),
-    MsgType.SET_FAULT: frozenset({MsgType.ACK}),
-    MsgType.ACTIVATE: frozenset({MsgType.LATENCY}),
-    MsgType.XFER_SIGN: frozenset({MsgType.ACK}),
-    MsgType.TRUST_ADD: frozenset({MsgType.HELLO}),
-    MsgType.REVOKE: frozenset({MsgType.ACK}),
-}
-
+# The reply type of a request: channel.request(GetInfo()) -> Packet[Hello] (m.Request's parameter).
+ReplyT = TypeVar("ReplyT", bound=m.Message)
 PacketCallback = Callable[[m.Packet], None]
 StateCallback = Callable[[bool, str], None]
 
@@ -72,16 +53,18 @@ class _Waiter:
         self.resend = False  # the link came back: send the command again now (its reply may be lost)
 
 
-class DeviceChannel(ABC):
-    """Request/reply and listeners on top of a byte transport; subclasses provide `_transmit`."""
+class DeviceChannel:
+    """Request/reply and listeners on top of a DeviceTransport (a serial link or a device's MQTT
+    topics); the channel owns the transport and closes it."""
 
-    name: str = "device"
     # Whether a pending request fails as soon as the link goes down. A serial port that vanished does
     # not come back by itself; an MQTT connection does (paho reconnects and re-sends queued QoS 1
     # commands), so its requests ride out the reconnect within their own deadline.
     FAIL_PENDING_ON_DROP = True
 
-    def __init__(self) -> None:
+    def __init__(self, transport: DeviceTransport, name: str = "device") -> None:
+        self.transport = transport
+        self.name = name
         self.counters: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._seq = random.randrange(SEQ_MODULO)  # two operators on one device rarely collide
@@ -89,17 +72,13 @@ class DeviceChannel(ABC):
         self._listeners: list[PacketCallback] = []
         self._state_listeners: list[StateCallback] = []
         self._closed = False
+        transport.on_message(self._receive)
+        transport.on_state(self._link_state)
 
-    # ------------------------------------------------------------------ to implement
-
-    @abstractmethod
     def _transmit(self, data: bytes) -> int | None:
-        """Send one encoded message; returns the bytes it cost on the wire when that differs from
-        `len(data)` (serial framing), raises LinkError when the transport cannot."""
-
-    @abstractmethod
-    def _release(self) -> None:
-        """Free transport resources on close."""
+        """Send one encoded message; returns the bytes it cost on the wire when the transport says
+        (serial framing), LinkError when the transport cannot."""
+        return self.transport.send(data)
 
     # ------------------------------------------------------------------ public
 
@@ -127,13 +106,18 @@ class DeviceChannel(ABC):
         self.counters["sent"] += 1
         return seq, len(data) if wire is None else wire
 
-    def request(self, msg: m.Message, timeout: float = REQUEST_TIMEOUT_S, retries: int = REQUEST_RETRIES,
-                cancel: threading.Event | None = None) -> m.Packet:
-        """Send and wait for the reply; DeviceError on an ERROR reply, LinkError when none comes,
-        Cancelled as soon as `cancel` is set while waiting (the command may still take effect)."""
+    def request(self, msg: m.Request[ReplyT], timeout: float = REQUEST_TIMEOUT_S,
+                retries: int = REQUEST_RETRIES, cancel: threading.Event | None = None) -> m.Packet[ReplyT]:
+        """Send and wait for the reply, one of `msg.REPLY` (typed: no isinstance needed); DeviceError
+        on an ERROR reply, LinkError when none comes, Cancelled as soon as `cancel` is set while
+        waiting (the command may still take effect)."""
         if self._closed:
             raise LinkError(f"channel to {self.name} is closed")
-        accepts = REPLY_TYPES.get(msg.TYPE, frozenset()) | {MsgType.ERROR}
+        # matching the type as well as the seq keeps an unsolicited HELLO or XFER_STATUS from being
+        # taken for a reply; a message that is no command (sent to see the device refuse it) can only
+        # be answered by ERROR
+        replies = msg.REPLY if isinstance(msg, m.Request) else ()
+        accepts = {reply.TYPE for reply in replies} | {MsgType.ERROR}
         waiter = _Waiter(frozenset(accepts))
         seq = self.next_seq()
         with self._lock:
@@ -226,7 +210,7 @@ class DeviceChannel(ABC):
             return
         self._closed = True
         self._fail_waiters("channel closed")
-        self._release()
+        self.transport.close()
 
     def __enter__(self) -> DeviceChannel:
         return self
@@ -241,11 +225,7 @@ class DeviceChannel(ABC):
         try:
             packet = m.decode(data)
         except ProtocolError as exc:
-            try:
-                reason = ErrorCode(exc.code).name.lower()
-            except ValueError:
-                reason = "invalid"
-            self.counters[f"bad_{reason}"] += 1
+            self.counters[f"bad_{drop_reason(exc.code)}"] += 1
             log.warning("%s: dropped a message: %s", self.name, exc)
             return
         except Exception:
@@ -301,11 +281,8 @@ class SerialChannel(DeviceChannel):
     """A device on a serial line; the channel owns its SerialLink and closes it."""
 
     def __init__(self, link: SerialLink) -> None:
-        super().__init__()
+        super().__init__(link, link.url)
         self.link = link
-        self.name = link.url
-        link.on_message(self._receive)
-        link.on_state(self._link_state)
         if not link.is_open:
             link.open()
 
@@ -313,51 +290,25 @@ class SerialChannel(DeviceChannel):
     def open(cls, url: str, baud: int | None = None) -> SerialChannel:
         return cls(SerialLink(url, baud) if baud else SerialLink(url))
 
-    def _transmit(self, data: bytes) -> int:
-        return self.link.send(data)
-
-    def _release(self) -> None:
-        self.link.close()
-
 
 class MqttChannel(DeviceChannel):
-    """A device reached through the broker: commands to `.../cmd`, replies from `.../reply`.
+    """A device reached through the broker (MqttDeviceLink): commands to `.../cmd`, replies from
+    `.../reply`, its telemetry and status to the listeners too (never taken for a reply).
 
     The connection is shared (one per broker); closing the channel only drops its subscriptions.
     """
 
-    # Commands must arrive (PROTOCOL.md 2.2): QoS 1, duplicates dropped by the device by seq.
-    COMMAND_QOS = 1
     FAIL_PENDING_ON_DROP = False  # the connection reconnects by itself: ride it out (issue 11.5)
 
     def __init__(self, connection: MqttConnection, site: str, device_id: str) -> None:
         if not topics.valid_id(site) or not topics.valid_id(device_id):
             raise LinkError(f"invalid site or device id {site!r}/{device_id!r}: expected [A-Za-z0-9_.-]{{1,64}}")
-        super().__init__()
+        link = MqttDeviceLink(connection, site, device_id)
+        super().__init__(link, device_id)
+        link.on_broadcast(self._on_broadcast)
         self.connection = connection
         self.site = site
         self.device_id = device_id
-        self.name = device_id
-        self._cmd_topic = topics.device_topic(site, device_id, topics.CMD)
-        self._subs = [
-            (topics.device_topic(site, device_id, topics.REPLY), self._on_reply),
-            (topics.device_topic(site, device_id, topics.TELEMETRY), self._on_other),
-            (topics.device_topic(site, device_id, topics.STATUS), self._on_other),
-        ]
-        for topic, handler in self._subs:
-            connection.subscribe(topic, handler)
-        connection.on_state(self._link_state)
 
-    def _on_reply(self, topic: str, payload: bytes) -> None:
-        self._receive(payload, may_reply=True)
-
-    def _on_other(self, topic: str, payload: bytes) -> None:
+    def _on_broadcast(self, payload: bytes) -> None:
         self._receive(payload, may_reply=False)
-
-    def _transmit(self, data: bytes) -> None:
-        self.connection.publish(self._cmd_topic, data, qos=self.COMMAND_QOS)
-
-    def _release(self) -> None:
-        for topic, handler in self._subs:
-            self.connection.unsubscribe(topic, handler)
-        self.connection.remove_state_listener(self._link_state)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from app.domain.errors import LinkError, ProtocolError
 from app.protocol import messages as m
 from app.protocol import topics
-from app.protocol.codes import HELLO_INTERVAL_S, ErrorCode, TelemetryFlags
+from app.protocol.codes import HELLO_INTERVAL_S, DeviceState, TelemetryFlags, drop_reason
 from app.services.channel import SerialChannel
 from app.services.fleet_memory import FIELDS as MEMORY_FIELDS
 from app.services.fleet_memory import FleetMemory
@@ -51,8 +51,6 @@ STREAM_QOS = 0
 # How often the last known values are written to the fleet memory (and once more on close): often
 # enough that a crash loses little, rarely enough that 1 Hz telemetry does not rewrite a file each second.
 MEMORY_SAVE_S = 10.0
-
-STATE_NAMES = {0: "offline", 1: "online", 2: "streaming", 3: "updating"}
 
 Listener = Callable[[str, "DeviceRecord"], None]
 StreamListener = Callable[[str, m.Stream], None]
@@ -174,11 +172,7 @@ class FleetMonitor:
         try:
             return m.decode(payload)
         except ProtocolError as exc:
-            try:
-                reason = ErrorCode(exc.code).name.lower()
-            except ValueError:
-                reason = "invalid"
-            self._bad(reason, f"{topic}: {exc}")
+            self._bad(drop_reason(exc.code), f"{topic}: {exc}")
         except Exception as exc:  # the codec should only raise ProtocolError; never let it escape
             self._bad("internal", f"{topic}: {exc!r}")
         return None
@@ -263,7 +257,7 @@ class FleetMonitor:
                 record.site = site
                 record.location = hello.location
                 record.transport = transport
-                record.state = STATE_NAMES.get(hello.state, "online")
+                record.state = DeviceState.from_wire(hello.state).label
                 record.profile = hello.profile
                 record.firmware = hello.firmware
                 record.model_name = hello.model_name

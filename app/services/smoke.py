@@ -26,8 +26,6 @@ DEFAULT_DEVICE_COUNT = 3
 # Virtual devices announce themselves within a second or two; a cold start of a frozen bundle on a
 # slow laptop (unpacking, first imports) can take tens of seconds more.
 DEVICES_TIMEOUT_S = 60.0
-# Connecting the monitor's MQTT client to the just-started in-process broker.
-CONNECT_TIMEOUT_S = 10.0
 # How often the fleet model is polled while waiting for devices.
 POLL_INTERVAL_S = 0.1
 # The smoke model: enough windows for the train/early-stop/calibration split, few epochs (it is a
@@ -85,7 +83,8 @@ def convert_small_model(progress: ProgressFn | None = None, cancel: threading.Ev
     and self-test it: the whole TensorFlow + TFLM path, in seconds."""
     import numpy as np
 
-    from app.ml import factory, pipeline, tflm, training
+    from app.fleet import factory
+    from app.ml import pipeline, tflm, training
     from app.ml.tfimport import tensorflow
 
     normal = np.concatenate([factory.simulate(SMOKE_SEED + m, hz, SMOKE_WINDOWS_PER_MACHINE)
@@ -120,7 +119,7 @@ def run(device_count: int = DEFAULT_DEVICE_COUNT, *, convert: bool = True, timeo
 
         _step(progress, "fleet", 0.1, f"starting {device_count} virtual devices")
         connection = MqttConnection(result.broker_url, client_id="tinymlops-smoke")
-        connection.connect(CONNECT_TIMEOUT_S)
+        connection.connect()  # mqtt_link.CONNECT_TIMEOUT_S
         monitor = FleetMonitor(connection)
         fleet = VirtualFleet(result.broker_url, device_count, seed=SMOKE_SEED)
         fleet.start()

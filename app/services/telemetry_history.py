@@ -1,7 +1,7 @@
 """Telemetry history: every device's recent feature vectors and scores, and per-minute score roll-ups.
 
 Why: a model is only as good as its fit to the machine it runs on. The fit check
-(app.ml.fit_check) scores a candidate on a machine's own recent normal behaviour, which is the
+(app.deploy.fit_check) scores a candidate on a machine's own recent normal behaviour, which is the
 feature vectors the device already sends in each TELEMETRY (PROTOCOL.md 4.3). They are kept for
 `RAW_RETENTION_S` (a week); the score's per-minute min/mean/max and alarm count are kept for
 `ROLLUP_RETENTION_S` (a year) for the long-term view.

@@ -16,11 +16,10 @@ import serial
 
 from app.domain.errors import LinkError, ProtocolError
 from app.protocol.codes import MAX_MESSAGE, ErrorCode
-from app.protocol.framing import FrameDecoder, frame
+from app.protocol.framing import BAD_FRAME_COUNTERS, DEFAULT_BAUD, FrameDecoder, frame
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BAUD = 115200
 # Reader poll period: bounds how long close() waits for the reader thread to notice.
 READ_TIMEOUT_S = 0.1
 # A write that cannot drain (nobody reads the other end, flow stalled) fails instead of hanging.
@@ -58,6 +57,9 @@ class SerialLink:
     @property
     def is_open(self) -> bool:
         return self._open
+
+    # Counters of frames from the device dropped as line noise: the decoder's, and its own failures.
+    BAD_FRAME_COUNTERS = (*BAD_FRAME_COUNTERS, "decoder_errors")
 
     @property
     def counters(self) -> Counter[str]:

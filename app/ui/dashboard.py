@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -27,6 +27,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from app.ui.table_model import ItemTableModel
 
 log = logging.getLogger(__name__)
 
@@ -52,31 +54,20 @@ def _ms(us: int | None) -> str:
     return f"{us} µs" if us < 1000 else f"{us / 1000:.2f} ms"
 
 
-class HistoryModel(QAbstractTableModel):
+class HistoryModel(ItemTableModel):
+    """The deployment history, newest first (DeploymentRecord per row)."""
+
     def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self.records: list = []
+        super().__init__(COLUMNS, parent)
+
+    @property
+    def records(self) -> list:
+        return self.items
 
     def set_records(self, records: list) -> None:
-        self.beginResetModel()
-        self.records = list(records)
-        self.endResetModel()
+        self.set_items(records)
 
-    def rowCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.records)
-
-    def columnCount(self, parent=QModelIndex()) -> int:
-        return len(COLUMNS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section]
-        return None
-
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
-        r = self.records[index.row()]
+    def cell(self, r, column: int, role: int):
         if role == Qt.ItemDataRole.DisplayRole:
             notes = ", ".join(n for n in ("emulated" if r.emulated else "", "trial" if r.trial else "",
                                           r.error_message or "") if n)
@@ -84,8 +75,8 @@ class HistoryModel(QAbstractTableModel):
                     f"{r.model_name}@{r.model_version}", r.transport, r.outcome,
                     f"{r.image_size} B" if r.image_size else "-",
                     "-" if r.host_deploy_s is None else f"{r.host_deploy_s:.2f} s", _ms(r.device_deploy_us),
-                    _ms(r.load_us), _ms(r.inference_median_us), _ms(r.inference_p95_us), notes)[index.column()]
-        if role == Qt.ItemDataRole.ForegroundRole and index.column() == 4:
+                    _ms(r.load_us), _ms(r.inference_median_us), _ms(r.inference_p95_us), notes)[column]
+        if role == Qt.ItemDataRole.ForegroundRole and column == 4:
             color = {"ok": "#2e7d32", "failed": "#c62828", "refused": "#c62828", "cancelled": "#ef6c00"}.get(r.outcome)
             return QBrush(QColor(color)) if color else None
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -104,9 +95,8 @@ def _bar_chart(plot, labels: list[str], values: list[float], color: str) -> None
 
 
 class DashboardPage(QWidget):
-    def __init__(self, window=None) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.main = window
         self.model = HistoryModel(self)
         self.table = QTableView()
         self.table.setModel(self.model)

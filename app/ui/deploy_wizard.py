@@ -30,13 +30,17 @@ from PySide6.QtWidgets import (
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
+    QWidget,
     QWizard,
     QWizardPage,
 )
 
+from app.protocol.framing import DEFAULT_BAUD
 from app.services.app_session import serial_port_released
 from app.ui import workers
+from app.ui.context import PageContext
 from app.ui.fit_panel import FitPanel
+from app.ui.progress import DeviceProgress, Progress
 from app.ui.settings import BAUDS
 
 log = logging.getLogger(__name__)
@@ -141,14 +145,14 @@ class TargetsPage(QWizardPage):
 
     def initializePage(self) -> None:
         mv = self.wiz.version_page.version()
-        model = self.wiz.main.fleet_model
+        model = self.wiz.ctx.fleet
         wanted = set(self.wiz.targets)
         self.list.blockSignals(True)
         self.list.clear()
         for device_id in model.device_ids():
             rec = model.record(device_id)
             text = f"{device_id}   {rec.location}   {rec.profile}   now {rec.model_name}@{rec.model_version}"
-            if rec.state == "offline":
+            if not rec.online:
                 text += "   (offline)"
             fit = (mv.fit or {}).get(rec.profile) if mv is not None else None
             if fit is not None and not fit.get("fits"):
@@ -157,7 +161,7 @@ class TargetsPage(QWizardPage):
             item.setData(Qt.ItemDataRole.UserRole, device_id)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Checked if device_id in wanted else Qt.CheckState.Unchecked)
-            if rec.state == "offline" or (fit is not None and not fit.get("fits")):
+            if not rec.online or (fit is not None and not fit.get("fits")):
                 item.setForeground(Qt.GlobalColor.darkGray)
             self.list.addItem(item)
         self.list.blockSignals(False)
@@ -211,7 +215,7 @@ class TransportPage(QWizardPage):
         self.port.currentTextChanged.connect(lambda _t: self.completeChanged.emit())
 
     def initializePage(self) -> None:
-        settings = self.wiz.main.settings
+        settings = self.wiz.ctx.settings()
         (self.serial if settings.transport == "serial" else self.mqtt).setChecked(True)
         self.baud.setCurrentIndex(max(0, self.baud.findData(settings.baud)))
         self.refresh_ports()
@@ -392,20 +396,21 @@ class RunPage(QWizardPage):
 
 
 class DeployWizard(QWizard):
-    """`DeployWizard(main_window, targets)`; `finished_run(list[DeploymentResult])` when done."""
+    """`DeployWizard(context, targets, parent=window)`; `finished_run(list[DeploymentResult])` when done."""
 
     finished_run = Signal(list)
 
-    def __init__(self, window, targets: list[str], source: str | Path | None = None) -> None:
-        super().__init__(window)
-        self.main = window
+    def __init__(self, context: PageContext, targets: list[str], source: str | Path | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ctx = context
         self.setWindowTitle("Deploy a model")
         self.setWizardStyle(QWizard.WizardStyle.ClassicStyle)
         self.targets = list(targets)
         self.source: str | Path | None = source
         self.via = "mqtt"
         self.port: str | None = None
-        self.baud = 115200
+        self.baud = DEFAULT_BAUD
         self.trial = False
         self.trial_timeout_s = 0
         self.canary = 0
@@ -430,7 +435,7 @@ class DeployWizard(QWizard):
     def start_run(self) -> None:
         from app.deploy import api
 
-        session = self.main.session
+        session = self.ctx.session()
         if self.via == "mqtt" and session is None:
             self._failed("not connected to a broker: MQTT deployment is not possible now")
             self._mark_done()
@@ -448,7 +453,7 @@ class DeployWizard(QWizard):
 
         def job(progress, cancel: threading.Event):
             def per_device(device_id: str, done: int, total: int) -> None:
-                progress(int(100 * done / total) if total else 0, f"{device_id}\t{done}\t{total}")
+                progress(DeviceProgress(device_id, done, total))
 
             if self.via != "mqtt":
                 # a port the fleet view holds open is released for the transfer and attached again after
@@ -470,20 +475,18 @@ class DeployWizard(QWizard):
         self.reattach_error = None
         self.run_page.status.setText(f"Deploying {source if isinstance(source, str) else Path(source).name} to "
                                      f"{len(targets)} device{'s' if len(targets) != 1 else ''} over {self.via}…")
-        self.main.fleet_model.set_deploying(targets, True)
+        self.ctx.fleet.set_deploying(targets, True)
         self.worker = workers.Worker(job, name="deploy")
         self.worker.progress.connect(self._progress)
         self.worker.result.connect(self._done)
-        self.worker.error.connect(self._failed)
+        self.worker.errored.connect(lambda exc: self._failed(workers.error_text(exc)))
         self.worker.finished.connect(self._mark_done)
-        self.main.track_job(self.worker, "deploy")
+        self.ctx.track_job(self.worker, "deploy")
         self.worker.start()
 
-    def _progress(self, _pct: int, text: str) -> None:
-        device_id, _, rest = text.partition("\t")
-        done, _, total = rest.partition("\t")
-        if total:
-            self.run_page.device_progress(device_id, int(done), int(total))
+    def _progress(self, step: Progress) -> None:
+        if isinstance(step, DeviceProgress) and step.total:
+            self.run_page.device_progress(step.device, step.done, step.total)
 
     def _done(self, results: list) -> None:
         self.results = results
@@ -497,15 +500,15 @@ class DeployWizard(QWizard):
         if self.reattach_error:
             text += (f"<br><span style='color:#e65100'>The fleet view lost the device's serial port: "
                      f"{html.escape(self.reattach_error)}. Reconnect it, then Fleet ▸ Attach serial device.</span>")
-            self.main.events.model.add("warning", "", f"serial port {self.port} not re-attached: {self.reattach_error}")
+            self.ctx.notify("warning", "", f"serial port {self.port} not re-attached: {self.reattach_error}")
         self.run_page.status.setText(text)
         for r in results:
             if r.ok:
-                self.main.events.model.add("ok", r.device, f"deployed {r.model_name}@{r.model_version} over "
+                self.ctx.notify("ok", r.device, f"deployed {r.model_name}@{r.model_version} over "
                                              f"{r.transport} in {r.host_deploy_s or 0:.2f} s (load {_ms(r.load_us)}, "
                                              f"inference {_ms(r.inference_median_us)})")
             else:
-                self.main.events.model.add("error", r.device, f"deployment {r.outcome}: {r.error_message}")
+                self.ctx.notify("error", r.device, f"deployment {r.outcome}: {r.error_message}")
         self.finished_run.emit(results)
 
     def _failed(self, message: str) -> None:
@@ -513,14 +516,14 @@ class DeployWizard(QWizard):
         self.run_page.setTitle("Deployment not done")
         self.run_page.status.setText(f"<span style='color:#c62828'><b>Nothing was deployed:</b> "
                                      f"{html.escape(message)}</span><br>Every device keeps its current model.")
-        self.main.events.model.add("error", "", f"deployment failed: {message}")
+        self.ctx.notify("error", "", f"deployment failed: {message}")
         self.run_page.show_failure(self.targets, self.via, message)
 
     def _mark_done(self) -> None:
-        self.main.fleet_model.set_deploying(self.targets, False)
+        self.ctx.fleet.set_deploying(self.targets, False)
         self.run_page.cancel_button.setEnabled(False)
         self.run_page.completeChanged.emit()
-        self.main.dashboard.refresh()
+        self.ctx.deployments_changed()
 
     def cancel_run(self) -> None:
         if self.worker is not None:

@@ -5,22 +5,23 @@ attaches it again after), every other device over MQTT on a connection of its ow
 from __future__ import annotations
 
 from app.ui import workers
+from app.ui.context import PageContext
 
 
-def switch_model(window, device_id: str, what: str) -> workers.Worker | None:
+def switch_model(ctx: PageContext, device_id: str, what: str) -> workers.Worker | None:
     """Roll back ("rollback") or confirm a trial ("confirm") on `device_id` in a worker; the outcome
-    goes to the window's events and the latency dashboard. The window must have a session."""
+    goes to the events and the latency dashboard. There must be a session (ctx.session())."""
     from app.deploy import api
     from app.services.app_session import serial_port_released
 
-    session = window.session
+    session = ctx.session()
     fn = api.rollback if what == "rollback" else api.confirm
-    record = window.fleet_model.record(device_id)
+    record = ctx.fleet.record(device_id)
     serial = None
     if record is not None and record.transport == "serial":
         serial = session.serial_port_of(device_id)
         if serial is None:
-            window.notify("error", device_id, f"{what} not possible: the device's serial port is not "
+            ctx.notify("error", device_id, f"{what} not possible: the device's serial port is not "
                           "attached (Fleet ▸ Attach serial device)")
             return None
 
@@ -40,17 +41,18 @@ def switch_model(window, device_id: str, what: str) -> workers.Worker | None:
         res, reattach_error = outcome
         if res.ok:
             word = "rolled back to" if what == "rollback" else "confirmed"
-            window.notify("ok", device_id, f"{word} {res.model_name}@{res.model_version}")
+            ctx.notify("ok", device_id, f"{word} {res.model_name}@{res.model_version}")
         else:
-            window.notify("error", device_id, f"{what} failed: {res.error_message}")
+            ctx.notify("error", device_id, f"{what} failed: {res.error_message}")
         if reattach_error:
-            window.notify("warning", device_id, f"serial port {serial[0]} not attached again: "
+            ctx.notify("warning", device_id, f"serial port {serial[0]} not attached again: "
                           f"{reattach_error}; reconnect it, then Fleet ▸ Attach serial device")
-        window.dashboard.refresh()
+        ctx.deployments_changed()
 
     via = f"serial port {serial[0]}" if serial else "MQTT"
-    window.statusBar().showMessage(f"{what} {device_id} over {via}…")
+    ctx.show_status(f"{what} {device_id} over {via}…")
     worker = workers.run_in_thread(job, name=what, on_result=result,
-                                   on_error=lambda msg: window.notify("error", device_id, f"{what} failed: {msg}"))
-    window.track_job(worker, what)
+                                   on_error=lambda exc: ctx.notify("error", device_id,
+                                                                      f"{what} failed: {workers.error_text(exc)}"))
+    ctx.track_job(worker, what)
     return worker

@@ -6,9 +6,11 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
+from PySide6.QtCore import QModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QLabel, QPushButton, QTableView, QVBoxLayout, QWidget
+
+from app.ui.table_model import ItemTableModel
 
 # Hours of events at a plant's pace; older ones drop off so a long session never grows.
 MAX_EVENTS = 2000
@@ -16,10 +18,13 @@ LEVEL_COLORS = {"alarm": "#c62828", "error": "#c62828", "warning": "#ef6c00", "i
 HEADERS = ("Time", "Level", "Device", "Event")
 
 
-class EventModel(QAbstractTableModel):
+class EventModel(ItemTableModel):
+    """(time, level, device, text) per row, newest first; at most MAX_EVENTS."""
+
     def __init__(self, parent=None) -> None:
-        super().__init__(parent)
+        super().__init__(HEADERS, parent)
         self._rows: deque[tuple[float, str, str, str]] = deque(maxlen=MAX_EVENTS)
+        self.items = self._rows
 
     def add(self, level: str, device: str, text: str, when: float | None = None) -> None:
         self.add_many([(level, device, text)], when)
@@ -40,29 +45,21 @@ class EventModel(QAbstractTableModel):
         else:
             self.endInsertRows()
 
+    def clear(self) -> None:
+        self.beginResetModel()
+        self._rows.clear()
+        self.endResetModel()
+
     def rows(self) -> list[tuple[float, str, str, str]]:
         return list(self._rows)
 
     def count(self, level: str) -> int:
         return sum(1 for r in self._rows if r[1] == level)
 
-    def rowCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent=QModelIndex()) -> int:
-        return len(HEADERS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return HEADERS[section]
-        return None
-
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
-        when, level, device, text = self._rows[index.row()]
+    def cell(self, row: tuple[float, str, str, str], column: int, role: int):
+        when, level, device, text = row
         if role == Qt.ItemDataRole.DisplayRole:
-            return (time.strftime("%H:%M:%S", time.localtime(when)), level, device, text)[index.column()]
+            return (time.strftime("%H:%M:%S", time.localtime(when)), level, device, text)[column]
         if role == Qt.ItemDataRole.ForegroundRole:
             return QBrush(QColor(LEVEL_COLORS.get(level, "#333")))
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -96,9 +93,7 @@ class EventsPanel(QWidget):
         self.model.modelReset.connect(self._update_summary)
 
     def _clear(self) -> None:
-        self.model.beginResetModel()
-        self.model._rows.clear()
-        self.model.endResetModel()
+        self.model.clear()
 
     def _update_summary(self, *_args) -> None:
         alarms = self.model.count("alarm")
@@ -112,16 +107,16 @@ def transitions(old, new) -> list[tuple[str, str, str]]:
     if old is None:
         model = f"{new.model_name}@{new.model_version}" if new.model_name else "no model"
         out.append(("info", dev, f"appeared at {new.location or new.site or '?'} ({new.profile}, {model})"))
-        if new.alarm and new.state != "offline":  # already alarming when first seen: the morning round needs it
+        if new.alarm and new.online:  # already alarming when first seen: the morning round needs it
             out.append(_alarm(new))
         return out
-    if old.state != "offline" and new.state == "offline":
+    if old.online and not new.online:
         out.append(("warning", dev, "went offline"))
-    elif old.state == "offline" and new.state != "offline":
+    elif not old.online and new.online:
         out.append(("ok", dev, "back online"))
-    if not old.alarm and new.alarm and new.state != "offline":
+    if not old.alarm and new.alarm and new.online:
         out.append(_alarm(new))
-    elif old.alarm and not new.alarm and new.state != "offline":
+    elif old.alarm and not new.alarm and new.online:
         out.append(("ok", dev, "alarm cleared"))
     if (old.model_name, old.model_version) != (new.model_name, new.model_version) and new.model_version:
         out.append(("info", dev, f"model now {new.model_name}@{new.model_version}"

@@ -1,5 +1,5 @@
 """Fit-to-machine panel of the deploy wizard: per target device, will the chosen version false-alarm
-on that machine's normal running (app.ml.fit_check)? The check runs in a worker (TFLM scoring and,
+on that machine's normal running (app.deploy.fit_check)? The check runs in a worker (TFLM scoring and,
 for a device without telemetry history, a stream capture take seconds); the table shows windows,
 predicted false alarms with their 95 % interval, median and 99th-percentile score against the
 threshold, the verdict and the reason in words. Devices that will false-alarm are not deployed to
@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.ml import fit_check
+from app.deploy import fit_check
 from app.ui import workers
 
 log = logging.getLogger(__name__)

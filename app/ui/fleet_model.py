@@ -15,13 +15,19 @@ from dataclasses import dataclass, field
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 
+from app.protocol.codes import DeviceState
 from app.ui.fleet_zones import ZoneCache
 
 COLUMNS = ("Device", "Status", "Profile", "Firmware", "Model", "Score", "Last seen", "Transport", "Velocity")
 COL_NAME, COL_STATUS, COL_PROFILE, COL_FIRMWARE, COL_MODEL, COL_SCORE, COL_SEEN, COL_TRANSPORT, COL_VELOCITY = range(9)
-STATUSES = ("online", "offline", "streaming", "deploying", "alarm")
-STATUS_COLORS = {"online": "#2e7d32", "offline": "#757575", "streaming": "#1565c0", "deploying": "#ef6c00",
-                 "alarm": "#c62828"}
+# The operator's one-word status: the device's own state (DeviceState.label) where that says it,
+# and two of the view's own: a deployment in progress, a score above the threshold.
+ONLINE, OFFLINE, STREAMING = DeviceState.ONLINE.label, DeviceState.OFFLINE.label, DeviceState.STREAMING.label
+UPDATING = DeviceState.UPDATING.label
+DEPLOYING, ALARM = "deploying", "alarm"
+STATUSES = (ONLINE, OFFLINE, STREAMING, DEPLOYING, ALARM)
+STATUS_COLORS = {ONLINE: "#2e7d32", OFFLINE: "#757575", STREAMING: "#1565c0", DEPLOYING: "#ef6c00",
+                 ALARM: "#c62828"}
 # A score above this share of the threshold is shown amber: close to alarming.
 SCORE_WARN_RATIO = 0.7
 SCORE_COLORS = {"ok": "#2e7d32", "warn": "#ef6c00", "alarm": "#c62828"}
@@ -40,15 +46,15 @@ UNKNOWN = "(unknown)"
 
 def status_of(record, deploying: bool = False) -> str:
     """One word for the operator: deploying > offline > alarm > streaming > online."""
-    if deploying or record.state == "updating":
-        return "deploying"
-    if record.state == "offline":
-        return "offline"
+    if deploying or record.state == UPDATING:
+        return DEPLOYING
+    if record.state == OFFLINE:
+        return OFFLINE
     if record.alarm:
-        return "alarm"
-    if record.state == "streaming":
-        return "streaming"
-    return "online"
+        return ALARM
+    if record.state == STREAMING:
+        return STREAMING
+    return ONLINE
 
 
 def score_level(score: float | None, threshold: float | None) -> str | None:
@@ -218,11 +224,6 @@ class FleetModel(QAbstractItemModel):
         """'Last seen' is relative: have the view redraw (it fetches only the rows it shows)."""
         self.repaint.emit()
 
-    def _machines(self):
-        for site in self._root.children:
-            for line in site.children:
-                yield from line.children
-
     def _ensure_groups(self, path: tuple[str, str, str]) -> Node:
         node = self._root
         for kind, name in zip(LEVELS, path, strict=True):
@@ -360,7 +361,7 @@ class FleetModel(QAbstractItemModel):
             def visit(n: Node) -> tuple[float, str] | None:
                 if n.kind == "device":
                     rec = n.record
-                    if rec.score is None or not rec.threshold or rec.state == "offline":
+                    if rec.score is None or not rec.threshold or not rec.online:
                         return None
                     return float(rec.score) / float(rec.threshold), rec.device_id
                 best = None
@@ -385,8 +386,8 @@ class FleetModel(QAbstractItemModel):
             if n.kind == "device":
                 rec = n.record
                 total += 1
-                online += rec.state != "offline"
-                alarms += bool(rec.alarm) and rec.state != "offline"
+                online += rec.online
+                alarms += bool(rec.alarm) and rec.online
             else:
                 stack.extend(n.children)
         return total, online, alarms
@@ -434,8 +435,8 @@ class FleetModel(QAbstractItemModel):
             if col == COL_SCORE:
                 level = score_level(rec.score, rec.threshold)
                 return QBrush(QColor(SCORE_COLORS[level])) if level else None
-            if status == "offline":
-                return QBrush(QColor(STATUS_COLORS["offline"]))
+            if status == OFFLINE:
+                return QBrush(QColor(STATUS_COLORS[OFFLINE]))
         if role == Qt.ItemDataRole.FontRole and col in (COL_STATUS, COL_SCORE):
             from PySide6.QtGui import QFont
 
@@ -474,7 +475,7 @@ class FleetModel(QAbstractItemModel):
         if col == COL_NAME:
             return rec.device_id
         if col == COL_STATUS:
-            return status + (" (trial)" if rec.trial and status != "offline" else "")
+            return status + (" (trial)" if rec.trial and status != OFFLINE else "")
         if col == COL_PROFILE:
             return rec.profile
         if col == COL_FIRMWARE:
@@ -518,7 +519,7 @@ class FleetModel(QAbstractItemModel):
             return None
         if role == Qt.ItemDataRole.ForegroundRole and col == COL_STATUS:
             total, online, alarms = self._group_summary(node)
-            key = "alarm" if alarms else "offline" if online < total else "online"
+            key = ALARM if alarms else OFFLINE if online < total else ONLINE
             return QBrush(QColor(STATUS_COLORS[key]))
         if role == SORT_ROLE:
             return node.name
@@ -539,7 +540,7 @@ class FleetModel(QAbstractItemModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return f"worst {_ratio_text(ratio)}× thr"
         if role == Qt.ItemDataRole.ForegroundRole:  # quiet grey unless something needs a look
-            return QBrush(QColor(SCORE_COLORS[level] if level != "ok" else STATUS_COLORS["offline"]))
+            return QBrush(QColor(SCORE_COLORS[level] if level != "ok" else STATUS_COLORS[OFFLINE]))
         if role == Qt.ItemDataRole.FontRole:
             from PySide6.QtGui import QFont
 

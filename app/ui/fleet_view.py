@@ -236,21 +236,18 @@ class FleetView(QWidget):
                              lambda: self.deploy_requested.emit(selected))
         act.setEnabled(n > 0)
         menu.addSeparator()
-        prev = getattr(record, "prev_version", 0) if record else 0
+        prev = record.prev_version if record else 0
         act = menu.addAction(f"Roll back to version {prev}" if prev else "Roll back (no previous version)",
                              lambda: self.rollback_requested.emit(device_id))
         act.setObjectName("rollback")
-        act.setEnabled(bool(record and prev and record.state != "offline"))
+        act.setEnabled(bool(record and prev and record.online))
         act.setToolTip("Make the device's previous model active again")
         act = menu.addAction("Confirm trial model", lambda: self.confirm_requested.emit(device_id))
         act.setObjectName("confirm")
-        act.setEnabled(bool(record and record.trial and record.state != "offline"))
+        act.setEnabled(bool(record and record.trial and record.online))
         return menu
 
     def _context_menu(self, pos) -> None:
         index = self.tree.indexAt(pos)
         device_id = self.proxy.data(index.siblingAtColumn(0), DEVICE_ID_ROLE) if index.isValid() else None
         self.context_menu_for(device_id).exec(self.tree.viewport().mapToGlobal(pos))
-
-    def score_column(self) -> int:
-        return COL_SCORE

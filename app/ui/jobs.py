@@ -8,55 +8,23 @@ event loop. Recording uses the session's live FleetMonitor, so it runs in a thre
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 # Training stages and the share of the progress bar each takes (the pipeline reports a fraction per stage).
 STAGE_SPAN = {"train": (0, 70), "convert": (70, 85), "validate": (85, 100)}
-# A recording may take this factor of its nominal length (lost windows are replaced by later ones) ...
-RECORD_TIME_FACTOR = 1.5
-# ... plus this for the stream request to reach the device and the first windows to come back.
-RECORD_GRACE_S = 10.0
 
 
 def record_job(progress, cancel, monitor, device_id: str, seconds: float, label: str):
     """Record `seconds` of a device's stream through the session's FleetMonitor into a dataset."""
-    from app.domain.errors import Cancelled, DataError, LinkError
-    from app.ml.datasets import MIN_DATASET_WINDOWS, DatasetStore
+    from app.ml.datasets import DatasetStore
     from app.ml.features import DEFAULT_SPEC
-    from app.ml.recording import StreamRecorder
+    from app.ml.recording import new_recorder, record_stream
 
-    recorder = StreamRecorder(seconds, progress=lambda _s, f, t: progress(int(f * 95), f"recording: {t}"))
-    if recorder.windows < MIN_DATASET_WINDOWS:
-        shortest = MIN_DATASET_WINDOWS * DEFAULT_SPEC.window / DEFAULT_SPEC.sample_rate
-        raise DataError(f"{seconds:.1f} s gives {recorder.windows} windows; a dataset needs at least "
-                        f"{MIN_DATASET_WINDOWS} ({shortest:.1f} s)")
-    record = monitor.get(device_id)
-    if record is None or not record.online:
-        raise LinkError(f"device {device_id} is not online")
+    recorder = new_recorder(seconds, progress=lambda _s, f, t: progress(int(f * 95), f"recording: {t}"))
     progress(0, f"recording {seconds:.0f} s from {device_id}")
-
-    def on_stream(_device, msg) -> None:
-        recorder.feed(msg)
-
-    monitor.add_stream_listener(device_id, on_stream)
-    try:
-        deadline = time.monotonic() + seconds * RECORD_TIME_FACTOR + RECORD_GRACE_S
-        while not recorder.wait(0.1):
-            if cancel.is_set():
-                raise Cancelled("recording cancelled; nothing was stored")
-            if time.monotonic() > deadline:
-                raise LinkError(f"device {device_id} delivered {len(recorder.samples()) // DEFAULT_SPEC.window} "
-                                f"of {recorder.windows} windows in time ({recorder.gaps} gaps)")
-    finally:
-        monitor.remove_stream_listener(device_id, on_stream)
-    samples = recorder.samples()
-    record = monitor.get(device_id) or record
-    meta = {"device": device_id, "location": record.location, "profile": record.profile,
-            "firmware": record.firmware, "model": f"{record.model_name}@{record.model_version}",
-            "shaft_hz": record.shaft_hz, "stream_gaps": recorder.gaps}
+    samples, meta = record_stream(monitor, device_id, recorder, cancel=cancel)
     with DatasetStore() as store:
         ds = store.add(samples, DEFAULT_SPEC.sample_rate, label, source=f"device:{device_id}", meta=meta)
     progress(100, f"recorded {ds.windows} windows")

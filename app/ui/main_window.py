@@ -6,32 +6,31 @@ session (broker, fleet, monitor) is started in a worker and attached when it is 
 from __future__ import annotations
 
 import logging
-import time
 
-from PySide6.QtCore import QByteArray, QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import (
-    QApplication,
     QDockWidget,
     QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
-    QProgressBar,
     QTabWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from app.ui import workers
+from app.ui import layout_memory, serial_attach, workers
+from app.ui.context import PageContext
 from app.ui.device_switch import switch_model
 from app.ui.events import EventsPanel
-from app.ui.fleet_model import STATUS_COLORS, FleetModel
+from app.ui.fleet_model import FleetModel
 from app.ui.fleet_view import FleetView
-from app.ui.jobs import count_serial_ports_job
 from app.ui.live_view import LiveView
-from app.ui.settings import Settings, qsettings
+from app.ui.session_keeper import SessionKeeper
+from app.ui.settings import Settings
+from app.ui.status_bar import StatusPanel
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +41,7 @@ AGE_REFRESH_MS = 1000
 DEFAULT_SIZE = (1440, 900)
 FLEET_DOCK_WIDTH = 800
 EVENTS_DOCK_HEIGHT = 170
-# At exit, a closing session gets this long: joining the virtual fleet's threads and stopping the
-# embedded broker take up to ~15 s on a loaded machine; past this the process exits anyway.
-SESSION_CLOSE_WAIT_MS = 30_000
 TAB_LIVE, TAB_MODELS, TAB_LATENCY = range(3)
-# SerialLink counters that mean a frame from the device was dropped as line noise.
-SERIAL_BAD_FRAME_COUNTERS = ("bad_crc", "bad_cobs", "truncated", "oversized", "decoder_errors")
-# The status bar's port count: a cable plugged in shows within this long, without rescanning sysfs
-# on every telemetry batch.
-PORT_SCAN_INTERVAL_S = 10.0
 
 
 
@@ -65,16 +56,7 @@ class MainWindow(QMainWindow):
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__()
         self.settings = settings or Settings.load()
-        self.session = None
-        self._session_worker = None
-        # Each start_session() is tagged with the next generation: a start's result that arrives
-        # after a newer start (or the window's shutdown) is stale and closed, never attached.
-        self._session_generation = 0
-        self._closing: list[workers.Worker] = []  # sessions being closed in workers; referenced until done
-        self._jobs: list = []
-        self._connected = False
-        self._conn_reason = "starting"
-        self._bad_serial_seen: dict[str, int] = {}  # port -> malformed frames already reported
+        self.sessions = SessionKeeper(self)
         self.setWindowTitle("Tiny-MLOps operator")
         icon = _app_icon()
         if icon is not None:
@@ -92,8 +74,13 @@ class MainWindow(QMainWindow):
         from app.ui.dashboard import DashboardPage
         from app.ui.models_page import ModelsPage
 
-        self.models = ModelsPage(self)
-        self.dashboard = DashboardPage(self)
+        self.page_context = PageContext(
+            notify=self.notify, fleet=self.fleet_model, session=lambda: self.session,
+            settings=lambda: self.settings, track_job=self.track_job, selected_devices=self.fleet_view.selected,
+            open_deploy_wizard=self.open_deploy_wizard, deployments_changed=lambda: self.dashboard.refresh(),
+            show_status=lambda text: self.statusBar().showMessage(text))
+        self.models = ModelsPage(self.page_context)
+        self.dashboard = DashboardPage()
 
         self.tabs = QTabWidget()
         self.tabs.addTab(self.live, "Live")
@@ -137,6 +124,10 @@ class MainWindow(QMainWindow):
 
         self._build_status_bar()
         self._build_menus()
+        self.sessions.attached.connect(self.attach_session)
+        self.sessions.detaching.connect(self._session_detaching)
+        self.sessions.failed.connect(self._session_failed)
+        self.sessions.progress.connect(lambda text: self.statusBar().showMessage(text, 3000))
         self.flush_timer = QTimer(self)
         self.flush_timer.setInterval(FLEET_FLUSH_MS)
         self.flush_timer.timeout.connect(self._flush)
@@ -146,7 +137,7 @@ class MainWindow(QMainWindow):
         self.age_timer.timeout.connect(self._tick)
         self.age_timer.start()
         self.resize(*DEFAULT_SIZE)
-        self._layout_restored = self._restore_layout()
+        self._layout_restored = layout_memory.restore(self, self.fleet_view, self.tabs)
 
     # ------------------------------------------------------------------ construction
 
@@ -165,21 +156,10 @@ class MainWindow(QMainWindow):
         return dock
 
     def _build_status_bar(self) -> None:
-        bar = self.statusBar()
-        self.broker_label = QLabel("broker: starting…")
-        self.broker_label.setToolTip("MQTT broker connection")
-        self.serial_label = QLabel("serial: -")
-        self.serial_label.setToolTip("Serial ports on this computer / devices attached over serial")
-        self.fleet_label = QLabel("")
-        self.fleet_label.setToolTip("Devices by state")
-        self.job_progress = QProgressBar()
-        self.job_progress.setMaximumWidth(160)
-        self.job_progress.setTextVisible(True)
-        self.job_progress.hide()
-        bar.addPermanentWidget(self.job_progress)
-        bar.addPermanentWidget(self.fleet_label)
-        bar.addPermanentWidget(self.serial_label)
-        bar.addPermanentWidget(self.broker_label)
+        self.status = StatusPanel(self.statusBar(), self.fleet_model, self.events.model.add)
+        # the labels by their old names: the tests and the smoke test read them
+        self.broker_label, self.serial_label = self.status.broker_label, self.status.serial_label
+        self.fleet_label, self.job_progress = self.status.fleet_label, self.status.job_progress
 
     def _action(self, menu, text: str, slot, shortcut: str | None = None, tip: str = "") -> QAction:
         action = QAction(text, self)
@@ -220,57 +200,34 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ session
 
     def start_session(self, config=None) -> workers.Worker:
-        """Start the back end in a worker; the window stays responsive while it comes up.
-
-        A start still in flight is cancelled; if its session comes up anyway, it is closed (in a
-        worker) when its result arrives, and only the newest start's session is attached."""
-        from app.services.app_session import AppSession, SessionConfig
+        """Start the back end in a worker (SessionKeeper); the window stays responsive while it
+        comes up, and only the newest start's session is attached."""
+        from app.services.app_session import SessionConfig
 
         if config is None:
             s = self.settings
             config = SessionConfig(broker_url=s.broker_url or None, username=s.username or None,
                                    password=s.password or None)
-        self._session_generation += 1
-        generation = self._session_generation
-        if self._session_worker is not None and not self._session_worker.done:
-            self._session_worker.cancel()  # checked between its steps; a late result is closed below
-        self._detach_session()
-        session = AppSession(config)
         target = "the embedded broker and a virtual fleet" if config.embedded else config.broker_url
-        self.broker_label.setText(f"broker: connecting to {target}…")
+        worker = self.sessions.start(config)
+        self.status.connecting(target)
         self.banner_box.hide()
+        return worker
 
-        def current() -> bool:
-            return generation == self._session_generation
+    @property
+    def session(self):
+        """The attached AppSession, or None."""
+        return self.sessions.session
 
-        def started(result) -> None:
-            if not current():
-                log.info("a superseded session start finished: closing it")
-                self._close_in_background(result)
-                return
-            self.attach_session(result)
-
-        def failed(message: str) -> None:
-            if not current():  # a superseded start (usually the cancelled one): nothing to show
-                return
-            self._connected = False
-            self.broker_label.setText("<span style='color:#c62828'>● broker: not connected</span>")
-            hint = ("The broker refused the user name or password. " if _is_auth_refusal(message) else "")
-            self.show_banner(f"Could not connect: {message}. {hint}Check the broker URL and credentials in "
-                             "File ▸ Settings, then File ▸ Reconnect.", "error")
-            self.events.model.add("error", "", f"connection failed: {message}")
-
-        def progress(_pct: int, text: str) -> None:
-            if current():
-                self.statusBar().showMessage(text, 3000)
-
-        self._session_worker = workers.run_in_thread(session.start, name="session-start", on_result=started,
-                                                     on_error=failed, on_progress=progress)
-        return self._session_worker
+    def _session_failed(self, message: str) -> None:
+        self.status.not_connected()
+        hint = ("The broker refused the user name or password. " if _is_auth_refusal(message) else "")
+        self.show_banner(f"Could not connect: {message}. {hint}Check the broker URL and credentials in "
+                         "File ▸ Settings, then File ▸ Reconnect.", "error")
+        self.events.model.add("error", "", f"connection failed: {message}")
 
     def attach_session(self, session) -> None:
-        self.session = session
-        self._bad_seen = 0
+        self.status.session_changed()
         session.connection.on_state(lambda up, reason: self.bridge.connection_state.emit(session, up, reason))
         session.monitor.add_listener(self.fleet_model.enqueue)
         for record in session.monitor.devices():
@@ -282,33 +239,10 @@ class MainWindow(QMainWindow):
         self.models.session_changed()
         self.dashboard.refresh()
 
-    def _detach_session(self) -> None:
-        session, self.session = self.session, None
-        if session is None:
-            return
+    def _session_detaching(self, session) -> None:
         self.live.set_monitor(None)
         if session.monitor is not None:
             session.monitor.remove_listener(self.fleet_model.enqueue)
-        self._close_in_background(session)
-
-    def _close_in_background(self, session) -> workers.Worker:
-        """session.close() in a worker: joining the virtual fleet and stopping the embedded broker
-        can take seconds. The worker stays referenced until the close is done (see shutdown)."""
-        worker = workers.Worker(lambda _p, _c: session.close(), name="session-close")
-        self._closing.append(worker)
-        worker.finished.connect(lambda: self._closing.remove(worker) if worker in self._closing else None)
-        return worker.start()
-
-    def _wait_for_closing(self) -> None:
-        """At exit: wait for the sessions still closing, saying so in the status bar."""
-        pending = [w for w in self._closing if not w.done]
-        if not pending:
-            return
-        self.statusBar().showMessage("closing the session… (stopping the broker connection and devices)")
-        QApplication.processEvents()  # paint the message before blocking
-        for worker in pending:
-            if not worker.wait(SESSION_CLOSE_WAIT_MS):
-                log.warning("a session did not close within %d s", SESSION_CLOSE_WAIT_MS // 1000)
 
     def reconnect(self) -> None:
         self.start_session()
@@ -318,16 +252,9 @@ class MainWindow(QMainWindow):
             self._on_connection_state(up, reason)
 
     def _on_connection_state(self, up: bool, reason: str) -> None:
-        self._connected, self._conn_reason = up, reason
-        addr = self.session.address if self.session else "-"
-        if up:
-            self.broker_label.setText(f"<span style='color:#2e7d32'>●</span> broker {addr}")
-            self.broker_label.setToolTip(f"Connected to the MQTT broker at {addr}")
-        else:
-            self.broker_label.setText(f"<span style='color:#c62828'>●</span> broker {addr}: {reason}")
-            self.broker_label.setToolTip(f"Not connected ({reason}); reconnecting with back-off")
-            if self.session is not None:
-                self.events.model.add("warning", "", f"broker connection lost: {reason}")
+        self.status.connection_state(up, reason, self.session.address if self.session else "-")
+        if not up and self.session is not None:
+            self.events.model.add("warning", "", f"broker connection lost: {reason}")
 
     # ------------------------------------------------------------------ periodic
 
@@ -338,71 +265,7 @@ class MainWindow(QMainWindow):
 
     def _tick(self) -> None:
         self.fleet_model.refresh_ages()
-        counts = self.fleet_model.counts()
-        total = sum(counts.values())
-        parts = [f"<span style='color:{STATUS_COLORS[k]}'>{v} {k}</span>" for k, v in counts.items() if v]
-        self.fleet_label.setText(f"{total} devices: " + ", ".join(parts) if total else "no devices yet")
-        self._update_serial_label()
-        self._report_bad_messages()
-
-    def _report_bad_messages(self) -> None:
-        """Messages the fleet monitor dropped (garbage, wrong type, bad id): counted there, told here."""
-        if self.session is None or self.session.monitor is None:
-            return
-        counters = self.session.monitor.counters
-        bad = {k[4:]: v for k, v in list(counters.items()) if k.startswith("bad_")}
-        total = sum(bad.values())
-        seen = getattr(self, "_bad_seen", 0)
-        if total > seen:
-            reasons = ", ".join(f"{v} {k}" for k, v in sorted(bad.items()))
-            self.events.model.add("warning", "", f"dropped {total - seen} malformed message"
-                                  f"{'s' if total - seen != 1 else ''} from the broker (so far: {reasons})")
-            self.broker_label.setToolTip(f"Dropped messages so far: {reasons}")
-        self._bad_seen = total
-        self._report_bad_serial()
-
-    def _report_bad_serial(self) -> None:
-        """Frames a serial device sent that were line noise (bad COBS/CRC, truncated, oversized) or
-        not protocol messages: counted by the link and channel, told here once per batch per port."""
-        seen = self._bad_serial_seen
-        for port, channel in list(self.session.serial.items()):
-            link = getattr(channel, "link", None)
-            link_counters = dict(link.counters) if link is not None else {}
-            bad = {k: v for k, v in link_counters.items() if k in SERIAL_BAD_FRAME_COUNTERS and v}
-            for k, v in dict(channel.counters).items():  # framed correctly, but not a protocol message
-                if k.startswith("bad_") and v:
-                    bad[f"undecodable ({k[4:]})"] = bad.get(f"undecodable ({k[4:]})", 0) + v
-            total = sum(bad.values())
-            before = seen.get(port, 0)
-            if total < before:  # the port was reopened: its counters started again
-                before = 0
-            if total > before:
-                reasons = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(bad.items()))
-                n = total - before
-                self.events.model.add("warning", "", f"serial port {port}: dropped {n} malformed "
-                                      f"frame{'s' if n != 1 else ''} (so far: {reasons}); check the cable and "
-                                      "the baud rate")
-            seen[port] = total
-
-    def _update_serial_label(self) -> None:
-        serial_devices = sum(1 for d in self.fleet_model.device_ids()
-                             if getattr(self.fleet_model.record(d), "transport", "") == "serial"
-                             and self.fleet_model.status(d) != "offline")
-        ports = getattr(self, "_port_count", 0)
-        due = time.monotonic() - getattr(self, "_ports_checked", float("-inf")) > PORT_SCAN_INTERVAL_S
-        if due and getattr(self, "_port_scan", None) is None:
-            # sysfs/udev is IO: scanned in a worker, the label shows the last count meanwhile
-            self._ports_checked = time.monotonic()
-            self._port_scan = workers.run_in_thread(count_serial_ports_job, name="serial port scan",
-                                                    on_result=self._ports_counted,
-                                                    on_finished=lambda: setattr(self, "_port_scan", None))
-        self.serial_label.setText(f"serial: {ports} port{'s' if ports != 1 else ''}, "
-                                  f"{serial_devices} device{'s' if serial_devices != 1 else ''}")
-
-    def _ports_counted(self, count: int) -> None:
-        if count != getattr(self, "_port_count", 0):
-            self._port_count = count
-            self._update_serial_label()
+        self.status.refresh(self.session)
 
     def _on_fleet_events(self, events: list) -> None:
         self.events.model.add_many(events)
@@ -447,19 +310,7 @@ class MainWindow(QMainWindow):
 
     def track_job(self, worker: workers.Worker, label: str) -> None:
         """Show a running job's progress in the status bar."""
-        self._jobs.append(worker)
-        self.job_progress.setFormat(f"{label} %p%")
-        self.job_progress.setValue(0)
-        self.job_progress.show()
-        worker.progress.connect(lambda p, _t: self.job_progress.setValue(p))
-
-        def done() -> None:
-            if worker in self._jobs:
-                self._jobs.remove(worker)
-            if not self._jobs:
-                self.job_progress.hide()
-
-        worker.finished.connect(done)
+        self.status.track_job(worker, label)
 
     # ------------------------------------------------------------------ device actions
 
@@ -470,10 +321,12 @@ class MainWindow(QMainWindow):
         return True
 
     def rollback(self, device_id: str) -> workers.Worker | None:
-        return switch_model(self, device_id, "rollback") if device_id and self._require_session() else None
+        return switch_model(self.page_context, device_id, "rollback") if device_id and self._require_session() \
+            else None
 
     def confirm_trial(self, device_id: str) -> workers.Worker | None:
-        return switch_model(self, device_id, "confirm") if device_id and self._require_session() else None
+        return switch_model(self.page_context, device_id, "confirm") if device_id and self._require_session() \
+            else None
 
     def _rollback_selected(self) -> None:
         for device_id in self.fleet_view.selected()[:1]:
@@ -483,28 +336,18 @@ class MainWindow(QMainWindow):
         """Open `port` in a worker; the device then appears in the fleet with transport 'serial'."""
         if not port or not self._require_session():
             return None
-        session, baud = self.session, int(baud or self.settings.baud)
-        worker = workers.run_in_thread(
-            lambda _p, _c: session.attach_serial(port, baud), name="attach-serial",
-            on_result=lambda _r: self.notify("ok", "", f"serial port {port} attached ({baud} baud)"),
-            on_error=lambda msg: self.notify("error", "", f"could not attach {port}: {msg}"))
-        return worker
+        return serial_attach.attach_serial(self.page_context, port, baud)
 
     def _attach_serial_dialog(self) -> None:
-        from PySide6.QtWidgets import QInputDialog
-
-        from app.transport.discovery import list_serial_ports
-
-        ports = [p.device for p in list_serial_ports()]
-        port, ok = QInputDialog.getItem(self, "Attach serial device", "Serial port (or a pty path / socket://):",
-                                        ports or [""], 0, True)
-        if ok and port.strip():
-            self.attach_serial(port.strip())
+        port = serial_attach.ask_port(self)
+        if port:
+            self.attach_serial(port)
 
     def open_deploy_wizard(self, device_ids: list[str] | None = None, exec_: bool = True, source: str | None = None):
         from app.ui.deploy_wizard import DeployWizard
 
-        wizard = DeployWizard(self, list(device_ids or self.fleet_view.selected()), source=source)
+        wizard = DeployWizard(self.page_context, list(device_ids or self.fleet_view.selected()), source=source,
+                              parent=self)
         if exec_:
             wizard.show()
         return wizard
@@ -532,48 +375,16 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ layout memory, shutdown
 
-    def _restore_layout(self) -> bool:
-        """Geometry, dock layout, fleet columns and tab of the last session; True if there was one."""
-        s = qsettings()
-        geometry = s.value("window/geometry")
-        state = s.value("window/state")
-        if isinstance(geometry, QByteArray | bytes):
-            self.restoreGeometry(geometry)
-        if isinstance(state, QByteArray | bytes):
-            self.restoreState(state)
-        header = s.value("fleet/header")
-        if isinstance(header, QByteArray | bytes):
-            self.fleet_view.tree.header().restoreState(header)
-            self.fleet_view.auto_size_columns = False  # the user's own column widths
-        tab = s.value("window/tab")
-        if tab is not None:
-            try:
-                self.tabs.setCurrentIndex(int(tab))
-            except (TypeError, ValueError):
-                pass
-        return isinstance(state, QByteArray | bytes)
-
     def save_layout(self) -> None:
-        s = qsettings()
-        s.setValue("window/geometry", self.saveGeometry())
-        s.setValue("window/state", self.saveState())
-        s.setValue("fleet/header", self.fleet_view.tree.header().saveState())
-        s.setValue("window/tab", self.tabs.currentIndex())
-        s.sync()
+        layout_memory.save(self, self.fleet_view, self.tabs)
 
     def shutdown(self) -> None:
         """Stop timers, streams, workers and the session (idempotent); waits for the session's close."""
         self.flush_timer.stop()
         self.age_timer.stop()
         self.live.shutdown()
-        self._session_generation += 1  # a start still in flight is stale from now on
-        start = self._session_worker
-        workers.stop_all()
-        if start is not None and start.done and start.value is not None and start.value is not self.session:
-            # it came up while we waited, but its result was never delivered (the loop is ending)
-            self._close_in_background(start.value)
-        self._detach_session()
-        self._wait_for_closing()
+        self.sessions.shutdown(waiting=lambda: self.statusBar().showMessage(
+            "closing the session… (stopping the broker connection and devices)"))
 
     def closeEvent(self, event) -> None:
         self.save_layout()

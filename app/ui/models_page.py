@@ -10,7 +10,7 @@ import logging
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -33,9 +33,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.domain.errors import Cancelled
 from app.ui import workers
 from app.ui.columns import install_column_menu
+from app.ui.context import PageContext
 from app.ui.jobs import check_job, export_job, import_job, record_job, train_job
+from app.ui.progress import Progress
+from app.ui.table_model import ItemTableModel
 
 log = logging.getLogger(__name__)
 
@@ -78,35 +82,17 @@ def metrics_text(mv) -> str:
     return ", ".join(parts) or "-"
 
 
-class RegistryModel(QAbstractTableModel):
+class RegistryModel(ItemTableModel):
+    """The model registry's versions (ModelVersion per row)."""
+
     def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self.versions: list = []
+        super().__init__(COLUMNS, parent)
 
-    def set_versions(self, versions: list) -> None:
-        self.beginResetModel()
-        self.versions = list(versions)
-        self.endResetModel()
-
-    def rowCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.versions)
-
-    def columnCount(self, parent=QModelIndex()) -> int:
-        return len(COLUMNS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section]
-        return None
-
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
-        mv = self.versions[index.row()]
+    def cell(self, mv, column: int, role: int):
         if role == Qt.ItemDataRole.DisplayRole:
             return (mv.name, str(mv.version), "deployable" if mv.deployable else "check-only", _kb(mv.image_size),
                     _kb(mv.arena), mv.quantization, "-" if mv.threshold is None else f"{mv.threshold:.4f}",
-                    metrics_text(mv), time.strftime("%Y-%m-%d %H:%M", time.localtime(mv.created)))[index.column()]
+                    metrics_text(mv), time.strftime("%Y-%m-%d %H:%M", time.localtime(mv.created)))[column]
         if role == Qt.ItemDataRole.ToolTipRole:
             return f"{mv.ref} sha256 {mv.sha256[:16]}… parent {mv.parent or '-'}"
         return None
@@ -164,9 +150,9 @@ def card_html(mv) -> str:
 
 
 class ModelsPage(QWidget):
-    def __init__(self, window) -> None:
+    def __init__(self, context: PageContext) -> None:
         super().__init__()
-        self.main = window
+        self.ctx = context
         self.worker: workers.Worker | None = None
         self.selected_devices: list[str] = []
         self.registry_model = RegistryModel(self)
@@ -296,7 +282,7 @@ class ModelsPage(QWidget):
             self.job_label.setText("<span style='color:#c62828'>cannot read the registry: "
                                    f"{html.escape(str(exc))}</span>")
             return
-        self.registry_model.set_versions(versions)
+        self.registry_model.set_items(versions)
         if current is not None:
             self.select_version(current.ref)
         checked = set(self.checked_datasets("normal") + self.checked_datasets("fault"))
@@ -328,10 +314,10 @@ class ModelsPage(QWidget):
 
     def current_version(self):
         rows = self.table.selectionModel().selectedRows()
-        return self.registry_model.versions[rows[0].row()] if rows else None
+        return self.registry_model.items[rows[0].row()] if rows else None
 
     def select_version(self, ref: str) -> bool:
-        for row, mv in enumerate(self.registry_model.versions):
+        for row, mv in enumerate(self.registry_model.items):
             if mv.ref == ref:
                 self.table.selectRow(row)
                 return True
@@ -364,14 +350,15 @@ class ModelsPage(QWidget):
         for b in (self.record_button, self.train_button, self.import_button, self.check_button):
             b.setEnabled(False)
 
-        def progress(pct: int, text: str) -> None:
-            self.progress.setValue(pct)
-            self.job_label.setText(text)
+        def progress(step: Progress) -> None:
+            self.progress.setValue(step.percent)
+            self.job_label.setText(step.text)
 
-        def error(message: str) -> None:
+        def error(exc: BaseException) -> None:
+            message = workers.error_text(exc)
             self.job_label.setText(f"<span style='color:#c62828'>{html.escape(label)} failed: "
                                    f"{html.escape(message)}</span>")
-            self.main.events.model.add("warning" if message.startswith("cancelled") else "error", "",
+            self.ctx.notify("warning" if isinstance(exc, Cancelled) else "error", "",
                                          f"{label} failed: {message}")
 
         def result(value) -> None:
@@ -387,7 +374,7 @@ class ModelsPage(QWidget):
         runner = workers.run_in_process if process else workers.run_in_thread
         self.worker = runner(fn, *args, name=label, on_progress=progress, on_error=error, on_result=result,
                              on_finished=finished)
-        self.main.track_job(self.worker, label)
+        self.ctx.track_job(self.worker, label)
         return self.worker
 
     def cancel(self) -> None:
@@ -396,7 +383,7 @@ class ModelsPage(QWidget):
             self.job_label.setText("cancelling…")
 
     def record_selected(self, seconds: float | None = None, label: str | None = None) -> workers.Worker | None:
-        session = self.main.session
+        session = self.ctx.session()
         if not self.selected_devices:
             self.job_label.setText("select a device in the fleet to record from")
             return None
@@ -409,7 +396,7 @@ class ModelsPage(QWidget):
 
         def done(ds) -> None:
             self.job_label.setText(f"recorded dataset {ds.id}: {ds.windows} windows ({label}) from {device_id}")
-            self.main.events.model.add("ok", device_id, f"recorded dataset {ds.id} ({ds.windows} windows, {label})")
+            self.ctx.notify("ok", device_id, f"recorded dataset {ds.id} ({ds.windows} windows, {label})")
             self.refresh()
             self.set_dataset_checked(ds.id)
 
@@ -429,7 +416,7 @@ class ModelsPage(QWidget):
         def done(mv) -> None:
             self.job_label.setText(f"registered {mv.ref}: threshold {mv.threshold:.4f}, image {mv.image_size} B, "
                                    f"arena {mv.arena} B")
-            self.main.events.model.add("ok", "", f"trained and converted {mv.ref}")
+            self.ctx.notify("ok", "", f"trained and converted {mv.ref}")
             self.refresh()
             self.select_version(mv.ref)
 
@@ -441,7 +428,7 @@ class ModelsPage(QWidget):
 
         def done(mv) -> None:
             self.job_label.setText(f"imported {Path(path).name} as {mv.ref}")
-            self.main.events.model.add("ok", "", f"imported {mv.ref}")
+            self.ctx.notify("ok", "", f"imported {mv.ref}")
             self.refresh()
             self.select_version(mv.ref)
 
@@ -473,7 +460,7 @@ class ModelsPage(QWidget):
 
     def _deploy(self) -> None:
         mv = self.current_version()
-        self.main.open_deploy_wizard(self.main.fleet_view.selected(), source=mv.ref if mv and mv.deployable else None)
+        self.ctx.open_deploy_wizard(self.ctx.selected_devices(), source=mv.ref if mv and mv.deployable else None)
 
     def _export_dialog(self) -> None:
         mv = self.current_version()

@@ -1,10 +1,14 @@
 """Long jobs off the GUI thread: a generic Worker run in its own QThread.
 
-The job is a plain function `fn(progress, cancel, *args)`: `progress(percent, text)` may be called
-from the worker thread (it becomes a queued signal), `cancel` is a threading.Event the job checks
-cooperatively (superqt's pattern). Signals: started, progress(int, str), result(object),
-error(str), finished. A failure never escapes as a traceback: TinyMLOpsError becomes its message,
-anything else "unexpected error: ..." (and the traceback goes to the log).
+The job is a plain function `fn(progress, cancel, *args)`: `progress(percent, text)` or
+`progress(DeviceProgress(...))` may be called from the worker thread (it becomes a queued signal),
+`cancel` is a threading.Event the job checks cooperatively (superqt's pattern). Signals: started,
+progress(object) with a typed app.ui.progress object, result(object), errored(object) with the
+exception itself (a Cancelled one when the job stopped on request), finished. Receivers decide on
+the exception's type, never on its text; `error_text(exc)` is the one sentence to show. A failure
+never escapes as a traceback: a bug is logged with its traceback and shown as
+"unexpected error: ...". Jobs run in a child process (`run_in_process`) report the same objects:
+progress dataclasses and exceptions are pickled across.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from app.domain.errors import Cancelled, TinyMLOpsError
+from app.ui.progress import DeviceProgress, JobProgress, Progress
+
 log = logging.getLogger(__name__)
 
 # A worker asked to stop at application exit gets this long to notice its cancel flag.
@@ -24,13 +31,28 @@ QUIT_WAIT_MS = 5000
 JobFn = Callable[..., Any]
 
 
+def error_text(exc: BaseException) -> str:
+    """The sentence to show for a job's failure: a domain error's own message, a bug named as one."""
+    if isinstance(exc, Cancelled):
+        return f"cancelled: {exc}"
+    if isinstance(exc, TinyMLOpsError):
+        return str(exc)
+    return f"unexpected error: {type(exc).__name__}: {exc}"
+
+
+def _as_progress(progress: int | Progress, text: str = "") -> Progress:
+    if isinstance(progress, (JobProgress, DeviceProgress)):
+        return progress
+    return JobProgress(int(max(0, min(100, progress))), str(text))
+
+
 class Worker(QObject):
     """Runs `fn(progress, cancel, *args, **kwargs)` in a QThread; see the module docstring."""
 
     started = Signal()
-    progress = Signal(int, str)
+    progress = Signal(object)  # JobProgress | DeviceProgress
     result = Signal(object)
-    error = Signal(str)
+    errored = Signal(object)  # the exception the job raised
     finished = Signal()
 
     def __init__(self, fn: JobFn, *args: Any, name: str = "worker", **kwargs: Any) -> None:
@@ -39,7 +61,8 @@ class Worker(QObject):
         self.name = name
         self.cancel_event = threading.Event()
         self.thread: QThread | None = None
-        self.failed: str | None = None
+        self.exception: BaseException | None = None
+        self.failed: str | None = None  # error_text(self.exception), for display
         self.value: Any = None
         self.done = False
 
@@ -51,28 +74,24 @@ class Worker(QObject):
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
 
-    def _report(self, percent: int, text: str = "") -> None:
-        self.progress.emit(int(max(0, min(100, percent))), str(text))
+    def _report(self, progress: int | Progress, text: str = "") -> None:
+        self.progress.emit(_as_progress(progress, text))
 
     @Slot()
     def run(self) -> None:
-        from app.domain.errors import Cancelled, TinyMLOpsError
-
         self.started.emit()
         try:
             self.value = self.fn(self._report, self.cancel_event, *self.args, **self.kwargs)
             self.result.emit(self.value)
-        except Cancelled as exc:
-            self.failed = f"cancelled: {exc}"
-            self.error.emit(self.failed)
-        except TinyMLOpsError as exc:
-            log.warning("%s failed: %s", self.name, exc)
-            self.failed = str(exc)
-            self.error.emit(self.failed)
-        except Exception as exc:  # a bug: shown as a sentence, logged with its traceback
-            log.exception("%s failed", self.name)
-            self.failed = f"unexpected error: {type(exc).__name__}: {exc}"
-            self.error.emit(self.failed)
+        except Exception as exc:
+            if isinstance(exc, Cancelled):
+                log.info("%s cancelled: %s", self.name, exc)
+            elif isinstance(exc, TinyMLOpsError):
+                log.warning("%s failed: %s", self.name, exc)
+            else:  # a bug: shown as a sentence, logged with its traceback
+                log.exception("%s failed", self.name)
+            self.exception, self.failed = exc, error_text(exc)
+            self.errored.emit(exc)
         finally:
             self.done = True
             self.finished.emit()
@@ -106,14 +125,15 @@ _LIVE: set[Worker] = set()
 
 
 def run_in_thread(fn: JobFn, *args: Any, name: str = "worker", on_result: Callable | None = None,
-                  on_error: Callable | None = None, on_progress: Callable | None = None,
+                  on_error: Callable[[BaseException], None] | None = None,
+                  on_progress: Callable[[Progress], None] | None = None,
                   on_finished: Callable | None = None, **kwargs: Any) -> Worker:
-    """Create, wire and start a Worker in one call."""
+    """Create, wire and start a Worker in one call (`on_error` gets the exception)."""
     worker = Worker(fn, *args, name=name, **kwargs)
     if on_result:
         worker.result.connect(on_result)
     if on_error:
-        worker.error.connect(on_error)
+        worker.errored.connect(on_error)
     if on_progress:
         worker.progress.connect(on_progress)
     if on_finished:
@@ -129,22 +149,33 @@ PROCESS_POLL_S = 0.1
 PROCESS_CANCEL_GRACE_S = 10.0
 
 
-def _child_main(fn: JobFn, args: tuple, queue, stop) -> None:
-    """Runs in the child: relay progress, then the result or the error as plain, picklable data."""
-    from app.domain.errors import Cancelled, TinyMLOpsError
+def _picklable(exc: BaseException) -> BaseException:
+    """`exc` itself when it survives pickling (every TinyMLOpsError does), else a RuntimeError
+    naming it: an exception from a third-party library may not rebuild from its args."""
+    import pickle
 
-    def progress(percent: int, text: str = "") -> None:
-        queue.put(("progress", int(percent), str(text)))
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+def _child_main(fn: JobFn, args: tuple, queue, stop) -> None:
+    """Runs in the child: relay progress objects, then the result or the exception."""
+
+    def progress(value: int | Progress, text: str = "") -> None:
+        queue.put(("progress", _as_progress(value, text)))
 
     try:
         queue.put(("result", fn(progress, stop, *args)))
-    except Cancelled as exc:
-        queue.put(("error", "cancelled", str(exc)))
-    except TinyMLOpsError as exc:
-        queue.put(("error", "domain", str(exc)))
-    except BaseException as exc:  # reported to the parent as a sentence; traceback in the child's log
-        logging.getLogger(__name__).exception("job failed in the child process")
-        queue.put(("error", "unexpected", f"{type(exc).__name__}: {exc}"))
+    except BaseException as exc:  # re-raised in the parent; a bug's traceback goes to the child's log
+        if not isinstance(exc, TinyMLOpsError):
+            logging.getLogger(__name__).exception("job failed in the child process")
+        if not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt: not for the parent to re-raise
+            exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+        exc.__traceback__ = None  # tracebacks do not pickle
+        queue.put(("error", _picklable(exc)))
 
 
 def _process_job(progress, cancel: threading.Event, fn: JobFn, args: tuple, name: str):
@@ -152,8 +183,6 @@ def _process_job(progress, cancel: threading.Event, fn: JobFn, args: tuple, name
     import multiprocessing as mp
     import queue as queue_mod
     import time
-
-    from app.domain.errors import Cancelled, TinyMLOpsError
 
     ctx = mp.get_context("spawn")  # a fresh interpreter: no threads or locks inherited from the GUI
     messages = ctx.Queue()
@@ -177,16 +206,11 @@ def _process_job(progress, cancel: threading.Event, fn: JobFn, args: tuple, name
                         from None
                 continue
             if kind == "progress":
-                progress(*payload)
+                progress(payload[0])
             elif kind == "result":
                 return payload[0]
             else:
-                what, message = payload
-                if what == "cancelled":
-                    raise Cancelled(message)
-                if what == "domain":
-                    raise TinyMLOpsError(message)
-                raise RuntimeError(message)
+                raise payload[0]
     finally:
         proc.join(PROCESS_CANCEL_GRACE_S if not cancel.is_set() else 1.0)
         if proc.is_alive():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from app.deploy.cleanups import Cleanup, PendingCleanups
+from app.services.cleanups import Cleanup, PendingCleanups
 
 
 def test_an_unreadable_file_is_kept_aside_and_a_new_list_started(tmp_path, caplog):

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import pytest
 
-from app.deploy import cleanups, links
+from app.deploy import links
 from app.deploy import rollout as rollout_mod
 from app.deploy.rollout import Rollout, find_devices
 from app.domain.errors import LinkError
@@ -23,6 +23,7 @@ from app.protocol import topics
 from app.protocol.codes import DeviceState
 from app.protocol.image import sha256
 from app.protocol.messages import XferBegin
+from app.services import cleanups
 from app.services.channel import MqttChannel
 from app.transport.mqtt_link import MqttConnection
 from tests.deploy.outage_helpers import LogEvent, on_command, retained_under

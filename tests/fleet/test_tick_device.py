@@ -14,7 +14,7 @@ from app.protocol.topics import STREAM, TELEMETRY
 
 T0 = 1000.0
 FS = DEFAULT_SPEC.sample_rate
-# The factory model is built to detect these at severity 0.5 (app/ml/factory.py); the other two
+# The factory model is built to detect these at severity 0.5 (app/fleet/factory.py); the other two
 # modes are not in its training faults but are far from normal too.
 FAULTS = [FaultMask.IMBALANCE, FaultMask.MISALIGNMENT, FaultMask.BEARING_OUTER, FaultMask.LOOSENESS,
           FaultMask.BEARING_INNER]

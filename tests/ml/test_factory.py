@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from app.domain.profiles import PROFILES
-from app.ml import factory, pipeline, store, tflm
+from app.fleet import factory
+from app.ml import pipeline, store, tflm
 from app.protocol.codes import FaultMask
 from app.protocol.image import ModelImage
 

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
+from app.deploy import fit_check
+from app.deploy.fit_check import FITS, MARGINAL, UNCHECKED, WILL_FALSE_ALARM, judge
 from app.ml import features as feat
-from app.ml import fit_check
-from app.ml.fit_check import FITS, MARGINAL, UNCHECKED, WILL_FALSE_ALARM, judge
 from tests.ml.conftest import TEST_EPOCHS, TEST_PATIENCE
 
 TARGETS = ["sim-001", "sim-003", "sim-005"]

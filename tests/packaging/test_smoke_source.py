@@ -45,7 +45,7 @@ def test_waiting_for_devices_that_never_come_is_a_clear_link_error():
     # a broker of its own: the session's shared brokers hold other tests' retained device statuses
     with EmbeddedBroker() as broker:
         connection = MqttConnection(broker.url, client_id="smoke-test-empty")
-        connection.connect(smoke.CONNECT_TIMEOUT_S)
+        connection.connect()
         monitor = FleetMonitor(connection)
         try:
             with pytest.raises(LinkError, match=r"only 0 of 2 virtual devices appeared"):

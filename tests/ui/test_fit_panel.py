@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from app.ml import fit_check
+from app.deploy import fit_check
 from app.protocol.image import ModelImage
 from tests.ui.conftest import JOB_TIMEOUT_S, wait_for
 

@@ -1,4 +1,4 @@
-"""Build the factory model every virtual device boots with: `python -m app.ml.factory`.
+"""Build the factory model every virtual device boots with: `python -m app.fleet.factory`.
 
 Normal vibration from the fleet's machine simulator over several machines and shaft speeds ->
 windows -> features -> the default dense autoencoder -> full int8 -> TMLM image, threshold
@@ -18,6 +18,7 @@ import numpy as np
 
 from app.domain import paths
 from app.domain.errors import ModelError
+from app.fleet.vibration import MachineSimulator
 from app.ml import features, pipeline, store, training
 from app.protocol.codes import FaultMask
 
@@ -52,8 +53,6 @@ def factory_paths() -> tuple[Path, Path]:
 def simulate(seed: int, shaft_hz: float, n_windows: int, fault: int = 0, severity: float = 0.0,
              spec: features.FeatureSpec = features.DEFAULT_SPEC) -> np.ndarray:
     """Feature rows of `n_windows` windows from one simulated machine."""
-    from app.fleet.vibration import MachineSimulator
-
     sim = MachineSimulator(seed, sample_rate=spec.sample_rate, shaft_hz=shaft_hz)
     if fault:
         sim.set_fault(int(fault), float(severity))
