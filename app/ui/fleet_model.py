@@ -112,6 +112,19 @@ class Node:
     row: int = 0
 
 
+def trust_text(hello) -> str:
+    """What the device's HELLO says of its trust store (PROTOCOL.md 6.2), in words."""
+    from app.protocol.codes import Caps
+
+    if hello is None:
+        return "signatures: not known yet"
+    if not hello.caps & Caps.SIGNED:
+        return "signatures: this firmware does not check them"
+    if not hello.trust_keys:
+        return "<b>signatures: not provisioned</b> — takes unsigned images (tinymlops keys provision)"
+    return f"signatures: checked against {hello.trust_keys} trusted key(s)"
+
+
 class FleetModel(QAbstractItemModel):
     """Tree of DeviceRecords; `enqueue` from any thread, `flush` on the GUI thread (a timer).
     `events` carries, per flush, the transitions worth telling the operator (app.ui.events)."""
@@ -505,6 +518,7 @@ class FleetModel(QAbstractItemModel):
         if rec.shaft_hz:
             lines.append(f"shaft {rec.shaft_hz:.1f} Hz ({rec.shaft_hz * 60:.0f} rpm)")
         lines.append(f"uptime {rec.uptime_s} s, last seen {age_text(rec.last_seen)}, via {rec.transport}")
+        lines.append(trust_text(rec.hello))
         return "<br>".join(lines)
 
     def _group_data(self, node: Node, col: int, role):

@@ -361,7 +361,9 @@ class MainWindow(QMainWindow):
         if dialog.exec():
             old = self.settings
             self.settings = dialog.result_settings()
-            self.settings.save()
+            if not self.settings.save():
+                self.notify("warning", "", "no OS keyring here: the broker password is used for this session "
+                            "only (or set $TINYMLOPS_BROKER_PASSWORD)")
             if (old.broker_url, old.username, old.password) != (self.settings.broker_url, self.settings.username,
                                                                  self.settings.password):
                 self.reconnect()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PySide6.QtCore import QSettings
@@ -31,9 +31,10 @@ ORGANIZATION = "tinymlops"
 APPLICATION = "operator"
 TRANSPORTS = ("mqtt", "serial")
 BAUDS = (9600, 57600, 115200, 230400, 460800, 921600)
-# The settings file holds the broker password in plain text (QSettings has no secret store):
-# readable and writable by the user only. QSettings rewrites it through QSaveFile, which keeps the
-# mode of the file it replaces.
+# The settings file holds no secret (the broker password goes to the OS keyring, see
+# app.transport.credentials), and is still readable and writable by the user only: it names the
+# broker, the user and the certificate files. QSettings rewrites it through QSaveFile, which keeps
+# the mode of the file it replaces.
 SETTINGS_FILE_MODE = stat.S_IRUSR | stat.S_IWUSR  # 0600
 # Text formats QSettings reads back from an empty file (safe to create the file before it writes).
 TEXT_SETTINGS_SUFFIXES = (".conf", ".ini")
@@ -44,7 +45,7 @@ def qsettings() -> QSettings:
 
 
 def settings_file() -> str:
-    """Where the settings (and the broker password) are stored: a file, or the registry on Windows."""
+    """Where the settings are stored: a file, or the registry on Windows (never the password)."""
     return qsettings().fileName()
 
 
@@ -73,6 +74,30 @@ def restrict_settings_file(path: str) -> None:
         log.warning("could not restrict the permissions of %s: %s", file, exc)
 
 
+def _broker_for(url: str, user: str):
+    from app.transport.local_broker import resolve_broker
+    from app.transport.urls import parse_broker_url
+
+    try:
+        return replace(parse_broker_url(url or resolve_broker(None)), username=user or None, password=None)
+    except Exception:  # an unparsable URL has no keyring entry; the dialog reports the URL itself
+        return None
+
+
+def _stored_password(url: str, user: str) -> str:
+    from app.transport.credentials import password_for
+
+    broker = _broker_for(url, user) if user else None
+    return (password_for(broker) or "") if broker is not None else ""
+
+
+def _keep_password(url: str, user: str, password: str) -> bool:
+    from app.transport.credentials import store_password
+
+    broker = _broker_for(url, user) if user else None
+    return broker is not None and store_password(broker, password)
+
+
 @dataclass
 class Settings:
     """Broker URL empty means the embedded default (in-process broker + virtual fleet)."""
@@ -92,23 +117,30 @@ class Settings:
             baud = int(s.value("deploy/baud", DEFAULT_BAUD))
         except (TypeError, ValueError):
             baud = DEFAULT_BAUD
-        return cls(broker_url=str(s.value("broker/url", "") or ""), username=str(s.value("broker/username", "") or ""),
-                   password=str(s.value("broker/password", "") or ""),
+        url, user = str(s.value("broker/url", "") or ""), str(s.value("broker/username", "") or "")
+        # an older version kept the password in this file: it is read once more, and the next save
+        # moves it to the keyring (or drops it) and removes it from the file
+        legacy = str(s.value("broker/password", "") or "")
+        return cls(broker_url=url, username=user, password=legacy or _stored_password(url, user),
                    transport=transport if transport in TRANSPORTS else "mqtt", baud=baud,
                    data_dir=str(s.value("data/dir", "") or ""))
 
-    def save(self, store: QSettings | None = None) -> None:
-        """Write the settings; the file is made readable by the user only (it holds the password)."""
+    def save(self, store: QSettings | None = None) -> bool:
+        """Write the settings (readable by the user only) and the password to the OS keyring;
+        returns False when a password was given but no keyring keeps it (it then lasts for this
+        session only; $TINYMLOPS_BROKER_PASSWORD is the other way)."""
         s = store or qsettings()
         _create_private(Path(s.fileName()))
         s.setValue("broker/url", self.broker_url)
         s.setValue("broker/username", self.username)
-        s.setValue("broker/password", self.password)
+        s.remove("broker/password")
+        kept = not self.password or _keep_password(self.broker_url, self.username, self.password)
         s.setValue("deploy/transport", self.transport)
         s.setValue("deploy/baud", int(self.baud))
         s.setValue("data/dir", self.data_dir)
         s.sync()
         restrict_settings_file(s.fileName())
+        return kept
 
     def apply_data_dir(self) -> None:
         """Point the registry, datasets and history at the chosen directory (before they open)."""
@@ -146,8 +178,9 @@ class SettingsDialog(QDialog):
         self.user.setToolTip("Broker user name, when the broker asks for one")
         self.password = QLineEdit(settings.password)
         self.password.setEchoMode(QLineEdit.EchoMode.Password)
-        self.password.setToolTip(f"Broker password. Stored unencrypted in {settings_file()}, readable only by "
-                                 "your user account.")
+        self.password.setToolTip("Broker password. Kept in the OS keyring (never in the settings file "
+                                 f"{settings_file()}); without a keyring it lasts for this session only, or "
+                                 "set $TINYMLOPS_BROKER_PASSWORD.")
         self.transport = QComboBox()
         self.transport.addItems(["MQTT (whole line at once)", "USB serial (laptop next to the machine)"])
         self.transport.setCurrentIndex(TRANSPORTS.index(settings.transport))

@@ -202,3 +202,14 @@ def test_fleet_columns_fit_the_dock_and_hidden_columns_come_back(window, qtbot):
     assert registry.isSectionHidden(quantisation) and not registry.isSectionHidden(REGISTRY_COLUMNS.index("Image"))
     column_menu(registry, REGISTRY_COLUMNS).actions()[quantisation].setChecked(True)
     assert not registry.isSectionHidden(quantisation)
+
+
+def test_tooltip_says_whether_a_device_checks_signatures():
+    from app.protocol import messages as m
+    from app.protocol.codes import Caps
+    from app.ui.fleet_model import trust_text
+
+    assert "not provisioned" in trust_text(m.Hello(caps=int(Caps.SIGNED), trust_keys=0))
+    assert "2 trusted key(s)" in trust_text(m.Hello(caps=int(Caps.SIGNED), trust_keys=2))
+    assert "does not check" in trust_text(m.Hello(caps=int(Caps.PUSH_XFER)))
+    assert "not known" in trust_text(None)
