@@ -300,7 +300,7 @@ class OptionsPage(QWizardPage):
         form.addRow(self.fit)
 
     def initializePage(self) -> None:
-        self.fit.start(self.wiz.source, self.wiz.targets, self.wiz.main.session, self.wiz.via)
+        self.fit.start(self.wiz.source, self.wiz.targets, self.wiz.ctx.session(), self.wiz.via)
 
     def validatePage(self) -> bool:
         self.wiz.trial = self.trial.isChecked()

@@ -78,9 +78,9 @@ class FitPanel(QWidget):
                                            progress=lambda device, text: progress(0, f"{device}: {text}"))
 
         self.worker = workers.Worker(job, name="fit check")
-        self.worker.progress.connect(lambda _p, text: self.status.setText(html.escape(text)))
+        self.worker.progress.connect(lambda p: self.status.setText(html.escape(getattr(p, "text", ""))))
         self.worker.result.connect(self._show)
-        self.worker.error.connect(self._failed)
+        self.worker.errored.connect(lambda exc: self._failed(workers.error_text(exc)))
         self.worker.start()
 
     def stop(self) -> None:

@@ -57,7 +57,7 @@ def test_model_card_shows_rates_with_counts_intervals_and_the_evidence_warning()
     import json
     import types
 
-    from app.ml import factory
+    from app.fleet import factory
     from app.ui.models_page import card_html, metrics_text
 
     card = json.loads(factory.factory_paths()[1].read_text())
