@@ -38,7 +38,11 @@ SMALL_ARENA = 2048
 DEVICE_READY_TIMEOUT_S = 30.0
 # How long one socket read waits before the deadline is checked again.
 READY_POLL_S = 0.5
-READY_SEQ = 0xFFF0  # a seq no test uses
+READY_SEQ = 0xFFF0  # seqs from here up no test uses
+# A boot probe lost to a receiver that is not on yet is asked again after this long (a boot takes
+# well under a second of emulated time); at most READY_MAX_PROBES probes fit the seqs above.
+READY_RESEND_S = 2.0
+READY_MAX_PROBES = 15
 
 
 @dataclass
@@ -107,24 +111,31 @@ def _boot(elf: Path, machine: str = "mps2-an386", serial_index: int = 0) -> Iter
 
 def _wait_until_booted(port: int, proc: subprocess.Popen) -> None:
     """Return once the device answers GET_INFO: it has finished booting and sent its own BOOTED
-    event and HELLO, so a test never sees that announcement among the replies it counts."""
-    request = frame(m.encode(m.GetInfo(), READY_SEQ))
+    event and HELLO, so a test never sees that announcement among the replies it counts.
+
+    Some UART models drop what arrives before the firmware enables its receiver (QEMU's STM32
+    USART does; the mps2 UART holds it back), so the probe asks again every READY_RESEND_S, each
+    time with the next seq. Once one is answered, every later one will be too (the receiver is on),
+    so the probe returns only when the device has answered all of those: no late reply to a probe
+    ever reaches the test's own connection."""
     decoder = FrameDecoder()
     deadline = time.monotonic() + DEVICE_READY_TIMEOUT_S
+    sent, next_send, answered = 0, 0.0, set()
     with socket.create_connection(("127.0.0.1", port), timeout=READY_POLL_S) as s:
-        # sent once: the emulated UART holds it back until the firmware reads (QEMU stops taking
-        # bytes from the socket while the UART's receive register is full), so it is never lost,
-        # and a second request could be answered on the test's connection
-        s.sendall(request)
         while time.monotonic() < deadline and proc.poll() is None:
+            if not answered and time.monotonic() >= next_send and sent < READY_MAX_PROBES:
+                s.sendall(frame(m.encode(m.GetInfo(), READY_SEQ + sent)))
+                sent, next_send = sent + 1, time.monotonic() + READY_RESEND_S
             try:
                 chunk = s.recv(65536)
             except TimeoutError:
                 continue
             for msg in decoder.feed(chunk):
                 packet = m.decode(msg)
-                if isinstance(packet.msg, m.Hello) and packet.seq == READY_SEQ:
-                    return
+                if isinstance(packet.msg, m.Hello) and READY_SEQ <= packet.seq < READY_SEQ + sent:
+                    answered.add(packet.seq)
+            if answered and set(range(min(answered), READY_SEQ + sent)) <= answered:
+                return
     proc.kill()
     pytest.fail(f"the emulated device did not answer GET_INFO within {DEVICE_READY_TIMEOUT_S} s")
 
