@@ -1,0 +1,59 @@
+"""`tinymlops adapt --device ID`: record (or read history), train, check, deploy on trial, observe,
+confirm or roll back, in one step (app.deploy.adapt). Exit 0 confirmed, 1 refused or rolled back,
+2 failed (a step's error; the device is on its previous model or reverts at its trial timeout)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub) -> None:
+    from app.deploy.adapt import DEFAULT_MAX_ALARM_RATE, DEFAULT_OBSERVE_S, DEFAULT_RECORD_S
+
+    p = sub.add_parser("adapt", help="adapt a model to one machine: record, train, check, trial, observe, confirm",
+                       description="One-step adapt: fresh normal data of the machine (recorded now, or its "
+                       "telemetry history), train and convert a version, check its fit on the machine, deploy it "
+                       "on trial (signed), observe the live scores, then confirm when the alarm rate stays under "
+                       "--max-alarm-rate, else roll back. One report with every step.")
+    p.add_argument("--device", required=True, metavar="ID", help="the machine's device id")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--seconds", type=float, metavar="S",
+                        help=f"record this much of its stream now (default {DEFAULT_RECORD_S:g})")
+    source.add_argument("--hours", type=float, metavar="H",
+                        help="train on its telemetry history's feature vectors of the last H hours instead")
+    p.add_argument("--name", metavar="FAMILY", help="model family (default adapt-<device>)")
+    p.add_argument("--observe", type=float, default=DEFAULT_OBSERVE_S, metavar="S",
+                   help=f"seconds of live telemetry to observe on trial (default {DEFAULT_OBSERVE_S:g})")
+    p.add_argument("--max-alarm-rate", type=float, default=DEFAULT_MAX_ALARM_RATE, metavar="R",
+                   help=f"confirm when alarms / observed windows is at most this (default {DEFAULT_MAX_ALARM_RATE})")
+    p.add_argument("--epochs", type=int, help="maximum training epochs (early stopping usually ends sooner)")
+    p.add_argument("--broker", help="broker URL (default: the running app's embedded broker)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_adapt)
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    import threading
+
+    from app.cli.model import ProgressPrinter
+    from app.deploy.adapt import CONFIRMED, FAILED, adapt
+    from app.ml import training
+
+    printer = ProgressPrinter()
+    config = training.TrainConfig(**({"epochs": args.epochs} if args.epochs is not None else {}))
+    report = adapt(args.device, seconds=args.seconds, hours=args.hours, name=args.name, observe_s=args.observe,
+                   max_alarm_rate=args.max_alarm_rate, broker=args.broker, config=config,
+                   progress=lambda p: printer(p.step, p.fraction, p.message), cancel=threading.Event())
+    printer.done()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=float))
+    else:
+        for step in report.steps:
+            print(f"{step.name:<9} {step.seconds:8.1f} s  {'ok' if step.ok else 'FAILED: ' + str(step.error)}")
+        print(f"{report.device}: {report.decision} {report.model or ''}: {report.reason}")
+    if report.decision == FAILED:
+        print(f"error: {report.reason}", file=sys.stderr)
+        return 2
+    return 0 if report.decision == CONFIRMED else 1
