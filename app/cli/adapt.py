@@ -10,8 +10,8 @@ import sys
 
 
 def register(sub) -> None:
-    from app.deploy.adapt import DEFAULT_MAX_ALARM_RATE, DEFAULT_OBSERVE_S, DEFAULT_RECORD_S
-
+    # the defaults live in app.deploy.adapt (not imported here: numpy and the deploy API load only
+    # when the command runs, so `--help` stays fast)
     p = sub.add_parser("adapt", help="adapt a model to one machine: record, train, check, trial, observe, confirm",
                        description="One-step adapt: fresh normal data of the machine (recorded now, or its "
                        "telemetry history), train and convert a version, check its fit on the machine, deploy it "
@@ -20,14 +20,14 @@ def register(sub) -> None:
     p.add_argument("--device", required=True, metavar="ID", help="the machine's device id")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--seconds", type=float, metavar="S",
-                        help=f"record this much of its stream now (default {DEFAULT_RECORD_S:g})")
+                        help="record this much of its stream now (default 120)")
     source.add_argument("--hours", type=float, metavar="H",
                         help="train on its telemetry history's feature vectors of the last H hours instead")
     p.add_argument("--name", metavar="FAMILY", help="model family (default adapt-<device>)")
-    p.add_argument("--observe", type=float, default=DEFAULT_OBSERVE_S, metavar="S",
-                   help=f"seconds of live telemetry to observe on trial (default {DEFAULT_OBSERVE_S:g})")
-    p.add_argument("--max-alarm-rate", type=float, default=DEFAULT_MAX_ALARM_RATE, metavar="R",
-                   help=f"confirm when alarms / observed windows is at most this (default {DEFAULT_MAX_ALARM_RATE})")
+    p.add_argument("--observe", type=float, metavar="S",
+                   help="seconds of live telemetry to observe on trial (default 60)")
+    p.add_argument("--max-alarm-rate", type=float, metavar="R",
+                   help="confirm when alarms / observed windows is at most this (default 0.01)")
     p.add_argument("--epochs", type=int, help="maximum training epochs (early stopping usually ends sooner)")
     p.add_argument("--broker", help="broker URL (default: the running app's embedded broker)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -43,8 +43,10 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
     printer = ProgressPrinter()
     config = training.TrainConfig(**({"epochs": args.epochs} if args.epochs is not None else {}))
-    report = adapt(args.device, seconds=args.seconds, hours=args.hours, name=args.name, observe_s=args.observe,
-                   max_alarm_rate=args.max_alarm_rate, broker=args.broker, config=config,
+    chosen = {k: v for k, v in (("observe_s", args.observe), ("max_alarm_rate", args.max_alarm_rate))
+              if v is not None}
+    report = adapt(args.device, seconds=args.seconds, hours=args.hours, name=args.name, broker=args.broker,
+                   config=config, **chosen,
                    progress=lambda p: printer(p.step, p.fraction, p.message), cancel=threading.Event())
     printer.done()
     if args.json:

@@ -1,0 +1,136 @@
+"""One-step adapt (issue 14 item 6) on the quick start's virtual fleet over a real Mosquitto: record,
+train (real TensorFlow), convert, fit check (real TFLM), signed trial deployment, observation of the
+live scores, confirm or roll back; and the bad inputs (device stops, offline, too little data)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from app.deploy.adapt import CONFIRMED, FAILED, ROLLED_BACK, AdaptProgress, adapt
+from app.domain.errors import DataError, LinkError
+from app.ml import training
+from app.protocol.codes import FaultMask
+from tests.ml.conftest import TEST_EPOCHS, TEST_PATIENCE
+
+TARGETS = ["sim-001", "sim-003", "sim-005"]
+# Short enough for CI, long enough to train (MIN_TRAINING_WINDOWS 40 = 12.8 s) and to judge:
+# 25 s of stream is 79 windows; the fit check captures 12 s (38 windows, MIN_FIT_WINDOWS 30);
+# 15 s of observation is ~15 telemetry scores.
+RECORD_S = 25.0
+CHECK_S = 12.0
+OBSERVE_S = 15.0
+CONFIG = training.TrainConfig(epochs=TEST_EPOCHS, patience=TEST_PATIENCE, seed=1)
+# A stop/fault is injected once this fraction of the recording is done (well inside it).
+INJECT_AT = 0.3
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYMLOPS_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+def test_adapt_brings_each_differing_machine_to_a_confirmed_model(mosquitto_url, virtual_fleet, data_dir, capsys):
+    """sim-001, sim-003, sim-005 turn at different speeds (a model of one false-alarms on the others,
+    tests/ml/test_fit_check.py); adapt on each ends confirmed with no alarm in the observation."""
+    from app.deploy.history import DeploymentHistory
+    from app.ml.registry import Registry
+
+    fleet = virtual_fleet(mosquitto_url, 5)
+    speeds = {d: fleet.device(d).machine.nominal_shaft_hz for d in TARGETS}
+    assert len(set(speeds.values())) == 3, speeds
+    for device in TARGETS:
+        seen: list[AdaptProgress] = []
+        report = adapt(device, seconds=RECORD_S, observe_s=OBSERVE_S, check_s=CHECK_S, broker=mosquitto_url,
+                       config=CONFIG, progress=seen.append)
+        with capsys.disabled():  # the measured figures, for the README (`pytest -s`)
+            print(f"\n{device} shaft {speeds[device]:.2f} Hz: {report.decision} {report.model}: {report.reason}")
+            print("  " + ", ".join(f"{s.name} {s.seconds:.1f} s" for s in report.steps)
+                  + f"; total {report.total_seconds:.1f} s")
+        assert report.decision == CONFIRMED, report.to_dict()
+        assert report.model == f"adapt-{device}@1"
+        assert [s.name for s in report.steps] == ["record", "train", "convert", "validate", "check", "deploy",
+                                                  "observe", "decide"]
+        assert all(s.ok for s in report.steps)
+        assert report.step("check").figures["verdict"] != "will false-alarm"
+        evidence = report.evidence
+        assert evidence["alarms"]["count"] == 0 and evidence["windows"] >= OBSERVE_S / 2
+        assert evidence["score_quantiles"]["max"] < evidence["threshold"]
+        assert {p.step for p in seen} >= {"record", "train", "check", "deploy", "observe"}
+        model = fleet.device(device).active_model
+        assert model.image.name == f"adapt-{device}" and not fleet.device(device).trial
+        json.dumps(report.to_dict())  # the CLI's --json: every figure serialisable
+        with Registry() as reg:
+            mv = reg.resolve(report.model)
+            assert reg.signature(mv, sign_if_missing=False) is not None  # deployed signed
+            assert [d["source"] for d in mv.card["training"]["datasets"]] == [f"device:{device}"]
+    outcomes = [(r.device, r.outcome) for r in reversed(DeploymentHistory().list())]
+    assert outcomes == [(d, o) for d in TARGETS for o in ("ok", "confirmed")]
+
+
+def test_alarms_during_observation_roll_back(mosquitto_url, virtual_fleet, data_dir):
+    """A bearing fault that starts right after the trial deployment makes the new model alarm: the
+    observation counts the alarms and the device is rolled back to its previous (factory) model."""
+    fleet = virtual_fleet(mosquitto_url, 1)
+    device = fleet.devices[0]
+    before = device.active_model.image.name
+
+    def inject(p: AdaptProgress) -> None:
+        if p.step == "deploy" and p.fraction >= 1.0:
+            device.machine.set_fault(int(FaultMask.BEARING_OUTER), 1.0)
+
+    report = adapt(device.device_id, seconds=RECORD_S, observe_s=OBSERVE_S, check_s=CHECK_S,
+                   broker=mosquitto_url, config=CONFIG, progress=inject)
+    assert report.decision == ROLLED_BACK, report.to_dict()
+    assert report.evidence["alarms"]["count"] > 0 and "rolled back to" in report.reason
+    assert device.active_model.image.name == before and not device.trial
+
+
+def test_device_that_stops_streaming_during_recording_is_a_clear_failure(mosquitto_url, virtual_fleet,
+                                                                         data_dir):
+    from app.ml.registry import Registry
+
+    fleet = virtual_fleet(mosquitto_url, 1)
+    device = fleet.devices[0]
+    before = device.active_model.image.name
+    stopped = threading.Event()
+
+    def stop(p: AdaptProgress) -> None:  # runs on the MQTT thread: the stop itself goes elsewhere
+        if p.step == "record" and p.fraction >= INJECT_AT and not stopped.is_set():
+            stopped.set()
+            threading.Thread(target=fleet.mqtt_adapter(device.device_id).stop).start()
+
+    report = adapt(device.device_id, seconds=RECORD_S, observe_s=OBSERVE_S, check_s=CHECK_S,
+                   broker=mosquitto_url, config=CONFIG, progress=stop)
+    assert stopped.is_set()
+    assert report.decision == FAILED and report.steps[-1].name == "record"
+    assert "stopped streaming" in report.reason and "nothing was trained or deployed" in report.reason
+    assert report.model is None and device.active_model.image.name == before
+    with Registry() as reg:
+        assert reg.list() == []
+
+
+def test_offline_device_and_too_little_data_are_refused_up_front(mosquitto_url, data_dir, tmp_path, capsys):
+    from app.cli.main import main
+
+    with pytest.raises(LinkError, match="'sim-404' is not on the broker"):
+        adapt("sim-404", seconds=RECORD_S, broker=mosquitto_url)
+    with pytest.raises(DataError, match="training needs at least 40"):
+        adapt("sim-001", seconds=5, broker=mosquitto_url)
+    with pytest.raises(DataError, match="not both"):
+        adapt("sim-001", seconds=RECORD_S, hours=1, broker=mosquitto_url)
+    assert main(["adapt", "--device", "sim-001", "--seconds", "5", "--broker", mosquitto_url]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --seconds 5 gives 16 windows") and "Traceback" not in err
+    assert main(["adapt", "--device", "sim-404", "--broker", mosquitto_url, "--seconds", "30"]) == 2
+    assert "not on the broker" in capsys.readouterr().err
+
+
+def test_history_with_too_few_windows_is_a_failed_step(mosquitto_url, virtual_fleet, data_dir):
+    fleet = virtual_fleet(mosquitto_url, 1)
+    report = adapt(fleet.devices[0].device_id, hours=1, broker=mosquitto_url, config=CONFIG)
+    assert report.decision == FAILED and report.steps[-1].name == "history"
+    assert "holds 0 usable windows" in report.reason and "record instead" in report.reason
