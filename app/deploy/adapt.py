@@ -53,6 +53,11 @@ POLL_S = 0.5
 # The trial's own timeout: the observation plus this much for the deployment's tail, CONFIRM and
 # a stall to be noticed; after it an unconfirmed device reverts by itself (PROTOCOL.md 5.3).
 TRIAL_MARGIN_S = 120
+# The decision: roll back when even the low end of the observed alarm rate's Wilson 95 % interval
+# is above --max-alarm-rate (evidence that the model alarms too often), as the fit check refuses a
+# machine; else confirm. With 15 windows one alarm already rolls back (low end 1.2 %); with 60 it
+# takes three. A zero tells little about a rate of 1 % (381 windows would be needed): the report
+# gives the upper bound too.
 # Fewer observed windows than this say nothing about a rate (and mean telemetry hardly arrived).
 MIN_OBSERVED_WINDOWS = 5
 # Seconds of stream the fit check captures when the telemetry history holds too few windows.
@@ -325,7 +330,7 @@ class _Flow:
         bounds = [t0, *(t for t, _ in marks), end]
         names = ["train", *(s for _, s in marks)]
         self.report.steps[-1:] = [AdaptStep(n, round(b - a, 3), True, step.figures if n == "train" else {})
-                                  for n, a, b in zip(names, bounds, bounds[1:], strict=True)]
+                                  for n, a, b in zip(names, bounds[:-1], bounds[1:], strict=True)]
 
     def _train_dataset(self, ds_id: str, config):
         from app.ml import workflows
@@ -462,13 +467,13 @@ class _Flow:
         evidence["max_alarm_rate"] = max_alarm_rate
         self.report.evidence = evidence
         low, high = rate.interval
-        if rate.value <= max_alarm_rate:
+        if low <= max_alarm_rate:  # no evidence the rate is above the limit (the fit check's rule)
             result = api.confirm(self.device, connection=self.conn)
             step.figures = result.to_dict()
             if not result.ok:
                 raise LinkError(f"CONFIRM refused: {result.error_message}")
             self.report.decision = CONFIRMED
-            self.report.reason = (f"alarms {rate.describe()} over {len(scores)} windows, at most "
+            self.report.reason = (f"alarms {rate.describe()}: the low end is not above the "
                                   f"{100 * max_alarm_rate:g} % allowed: confirmed"
                                   + (f" (the {100 * high:.1f} % upper bound needs a longer observation to "
                                      "narrow)" if high > max_alarm_rate else ""))
@@ -479,8 +484,8 @@ class _Flow:
                 raise LinkError(f"ROLLBACK refused: {result.error_message}; the device reverts when its trial "
                                 f"times out ({self.trial_timeout_s} s)")
             self.report.decision = ROLLED_BACK
-            self.report.reason = (f"alarms {rate.describe()} over {len(scores)} windows exceed "
-                                  f"{100 * max_alarm_rate:g} % (low end {100 * low:.1f} %): rolled back to "
+            self.report.reason = (f"alarms {rate.describe()}: even the low end is above the "
+                                  f"{100 * max_alarm_rate:g} % allowed: rolled back to "
                                   f"{result.model_name}@{result.model_version}")
 
     def _undo(self) -> None:
