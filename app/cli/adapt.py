@@ -59,3 +59,31 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         print(f"error: {report.reason}", file=sys.stderr)
         return 2
     return 0 if report.decision == CONFIRMED else 1
+
+
+def train_per_device(args: argparse.Namespace, config) -> int:
+    """`model train --per-device --device A --device B [--seconds S] [--deploy [--trial]]`: exit 0
+    when every machine got its version (and deployment), else 1."""
+    from app.cli.model import ProgressPrinter
+    from app.deploy.adapt import DEFAULT_RECORD_S
+    from app.deploy.per_device import train_per_device as run
+    from app.domain.errors import DataError
+
+    if not args.per_device or not args.device:
+        raise DataError("--per-device needs at least one --device ID (and --device needs --per-device)")
+    if args.data:
+        raise DataError("--per-device records its own data: drop --data")
+    if args.trial and not args.deploy:
+        raise DataError("--trial goes with --deploy")
+    printer = ProgressPrinter()
+    results = run(args.device, args.name, seconds=args.seconds or DEFAULT_RECORD_S, broker=args.broker,
+                  deploy=args.deploy, trial=args.trial, config=config,
+                  progress=lambda p: printer(p.step, p.fraction, p.message))
+    printer.done()
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            print(f"{r.device}: {r.model or '-'}" + (f" deployed {r.deploy_outcome}" if r.deploy_outcome else "")
+                  + (f" error: {r.error}" if r.error else ""))
+    return 0 if all(r.ok for r in results) else 1

@@ -143,7 +143,7 @@ def adapt(device: str, *, seconds: float | None = None, hours: float | None = No
     if hours is not None and not hours > 0:
         raise DataError("--hours must be more than 0")
     if seconds is not None:
-        _check_record_length(seconds)
+        check_record_length(seconds)
     if not observe_s > 0:
         raise DataError("--observe must be more than 0 seconds")
     if not 0 <= max_alarm_rate < 1:
@@ -157,7 +157,7 @@ def adapt(device: str, *, seconds: float | None = None, hours: float | None = No
     from app.services.fleet_monitor import FleetMonitor
 
     with broker_connection(broker) as conn, FleetMonitor(conn) as monitor:
-        _wait_online(monitor, device, cancel)
+        wait_online(monitor, device, cancel)
         flow = _Flow(report, device, family, monitor, conn, progress, cancel, history_path)
         try:
             flow.run(seconds, hours, observe_s, max_alarm_rate, check_s, config)
@@ -170,7 +170,7 @@ def adapt(device: str, *, seconds: float | None = None, hours: float | None = No
     return report
 
 
-def _check_record_length(seconds: float) -> None:
+def check_record_length(seconds: float) -> None:
     from app.ml.datasets import MAX_SAMPLES
     from app.ml.training import MIN_TRAINING_WINDOWS
 
@@ -184,7 +184,7 @@ def _check_record_length(seconds: float) -> None:
                         f"({MAX_SAMPLES / DEFAULT_SPEC.sample_rate:.0f} s)")
 
 
-def _wait_online(monitor, device: str, cancel: threading.Event) -> None:
+def wait_online(monitor, device: str, cancel: threading.Event) -> None:
     deadline = time.monotonic() + DEVICE_SEEN_TIMEOUT_S
     while monitor.get(device) is None and time.monotonic() < deadline and not cancel.is_set():
         cancel.wait(fit_check.DEVICE_POLL_S)  # the retained HELLO arrives right after subscribing
@@ -194,6 +194,29 @@ def _wait_online(monitor, device: str, cancel: threading.Event) -> None:
         raise LinkError(f"device {device!r} is not on the broker (devices seen: {known})")
     if not record.online:
         raise LinkError(f"device {device!r} is offline (last seen {time.ctime(record.last_seen)})")
+
+
+def wait_stream(recorder, device: str, seconds: float, cancel: threading.Event) -> None:
+    """Wait for `recorder` to fill; LinkError when the device stops streaming (no message for
+    STALL_TIMEOUT_S) or is too slow, DataError when its stream does not fit the feature spec."""
+    deadline = time.monotonic() + seconds * RECORD_TIME_FACTOR + STALL_TIMEOUT_S
+    last_count, last_change = -1, time.monotonic()
+    while not recorder.wait(POLL_S):
+        now = time.monotonic()
+        if cancel.is_set():
+            raise LinkError("cancelled during the recording")
+        if recorder.received != last_count:
+            last_count, last_change = recorder.received, now
+        elif now - last_change > STALL_TIMEOUT_S:
+            what = "sent no stream windows" if recorder.received == 0 else "stopped streaming"
+            raise LinkError(f"device {device!r} {what} ({len(recorder.samples()) // DEFAULT_SPEC.window} "
+                            f"of {recorder.windows} windows recorded; nothing for {STALL_TIMEOUT_S:g} s); "
+                            "nothing was trained or deployed")
+        if now > deadline:
+            raise LinkError(f"device {device!r} delivered {len(recorder.samples()) // DEFAULT_SPEC.window}"
+                            f" of {recorder.windows} windows in time ({recorder.gaps} gaps)")
+    if recorder.error is not None:
+        raise recorder.error
 
 
 class _Flow:
@@ -258,7 +281,7 @@ class _Flow:
 
         self.monitor.add_stream_listener(self.device, on_stream)
         try:
-            self._wait_stream(recorder, seconds)
+            wait_stream(recorder, self.device, seconds, self.cancel)
         finally:
             self.monitor.remove_stream_listener(self.device, on_stream)
         samples = recorder.samples()
@@ -271,26 +294,6 @@ class _Flow:
         step.figures = {"dataset": ds.id, "windows": ds.windows, "seconds_of_signal": ds.n_samples / ds.sample_rate,
                         "stream_gaps": recorder.gaps, "shaft_hz": rec.shaft_hz}
         return ds.id
-
-    def _wait_stream(self, recorder, seconds: float) -> None:
-        deadline = time.monotonic() + seconds * RECORD_TIME_FACTOR + STALL_TIMEOUT_S
-        last_count, last_change = -1, time.monotonic()
-        while not recorder.wait(POLL_S):
-            now = time.monotonic()
-            if self.cancel.is_set():
-                raise LinkError("cancelled during the recording")
-            if recorder.received != last_count:
-                last_count, last_change = recorder.received, now
-            elif now - last_change > STALL_TIMEOUT_S:
-                what = "sent no stream windows" if recorder.received == 0 else "stopped streaming"
-                raise LinkError(f"device {self.device!r} {what} ({len(recorder.samples()) // DEFAULT_SPEC.window} "
-                                f"of {recorder.windows} windows recorded; nothing for {STALL_TIMEOUT_S:g} s); "
-                                "nothing was trained or deployed")
-            if now > deadline:
-                raise LinkError(f"device {self.device!r} delivered {len(recorder.samples()) // DEFAULT_SPEC.window}"
-                                f" of {recorder.windows} windows in time ({recorder.gaps} gaps)")
-        if recorder.error is not None:
-            raise recorder.error
 
     def _history(self, step: AdaptStep, hours: float) -> np.ndarray:
         from app.ml.training import MIN_TRAINING_WINDOWS
