@@ -400,6 +400,8 @@ class _Flow:
                               progress=lambda _d, done, total: self.progress("deploy", done / max(total, 1)))
         step.figures = {k: v for k, v in result.to_dict().items() if v not in (None, [], 0, "")}
         if not result.ok:
+            self.aftermath = (f"; had the device activated it, it returns to its previous model when its trial "
+                              f"times out ({self.trial_timeout_s} s)")
             raise LinkError(f"deployment {result.outcome}: {result.error_message}")
         self.progress("deploy", 1.0, f"on trial, timeout {self.trial_timeout_s} s")
 

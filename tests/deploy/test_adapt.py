@@ -140,3 +140,33 @@ def test_history_with_too_few_windows_is_a_failed_step(mosquitto_url, virtual_fl
     report = adapt(fleet.devices[0].device_id, hours=1, broker=mosquitto_url, config=QUICK)
     assert report.decision == FAILED and report.steps[-1].name == "history"
     assert "holds 0 usable windows" in report.reason and "record instead" in report.reason
+
+
+def test_device_that_goes_offline_during_observation_is_left_to_its_trial_timeout(mosquitto_url, virtual_fleet,
+                                                                                   data_dir):
+    """The device disconnects while the trial is observed: the step fails with a sentence, the
+    rollback cannot reach it, and the device itself returns to its previous model when the trial's
+    timeout passes (no unconfirmed trial beyond it)."""
+    import time
+
+    from app.deploy.adapt import TRIAL_MARGIN_S
+
+    fleet = virtual_fleet(mosquitto_url, 1)
+    device = fleet.devices[0]
+    before = device.active_model.image.name
+    stopped = threading.Event()
+
+    def stop(p: AdaptProgress) -> None:  # at the first observed score of the new model
+        if p.step == "observe" and not stopped.is_set():
+            stopped.set()
+            threading.Thread(target=fleet.mqtt_adapter(device.device_id).stop).start()
+
+    report = adapt(device.device_id, seconds=RECORD_S, observe_s=OBSERVE_S, check_s=CHECK_S,
+                   broker=mosquitto_url, config=QUICK, progress=stop)
+    assert report.decision == FAILED and report.steps[-1].name == "observe", report.to_dict()
+    assert "went offline during the observation" in report.reason
+    timeout = int(OBSERVE_S) + TRIAL_MARGIN_S
+    assert f"when its trial times out ({timeout} s" in report.reason
+    assert device.trial and device.active_model.image.name == f"adapt-{device.device_id}"
+    device.tick(time.monotonic() + timeout + 1)  # the device's clock past the trial's timeout
+    assert not device.trial and device.active_model.image.name == before
