@@ -170,3 +170,46 @@ def test_device_that_goes_offline_during_observation_is_left_to_its_trial_timeou
     assert device.trial and device.active_model.image.name == f"adapt-{device.device_id}"
     device.tick(time.monotonic() + timeout + 1)  # the device's clock past the trial's timeout
     assert not device.trial and device.active_model.image.name == before
+
+
+# Telemetry windows the history must hold before the --hours test trains on it (1 a second):
+# above MIN_TRAINING_WINDOWS (40) and the fit check's 30, so both come from the history.
+HISTORY_WINDOWS = 60
+# Generous bound for the next 1 Hz telemetry on a loaded machine.
+TELEMETRY_TIMEOUT_S = 30.0
+
+
+def test_adapt_from_the_telemetry_history(mosquitto_url, virtual_fleet, data_dir):
+    """--hours: the device's own telemetry feature vectors (kept by a running app's history) are
+    the training data; nothing is recorded, the fit check reads the same history; the flow runs to
+    a decision on the live scores."""
+    from app.services import telemetry_history
+    from app.services.fleet_monitor import FleetMonitor
+    from app.services.telemetry_history import TelemetryHistory
+    from app.transport.mqtt_link import MqttConnection
+
+    fleet = virtual_fleet(mosquitto_url, 1)
+    device = fleet.devices[0].device_id
+    path = telemetry_history.history_path()
+    with MqttConnection(mosquitto_url) as conn, FleetMonitor(conn) as monitor, TelemetryHistory(path) as history:
+        monitor.add_listener(history.listener)
+        seen = threading.Semaphore(0)
+
+        def on_event(event: str, record) -> None:  # after the history's listener: it has the row
+            if event == "telemetry" and record.device_id == device:
+                seen.release()
+
+        monitor.add_listener(on_event)
+        for _ in range(HISTORY_WINDOWS):
+            assert seen.acquire(timeout=TELEMETRY_TIMEOUT_S), "the device stopped sending telemetry"
+        monitor.remove_listener(on_event)
+        monitor.remove_listener(history.listener)
+        assert history.flush()  # the rows are on disk for the reader
+    assert len(telemetry_history.read_features(path, device, 3600.0)) >= HISTORY_WINDOWS
+    report = adapt(device, hours=1, observe_s=OBSERVE_S, broker=mosquitto_url, config=QUICK)
+    names = [s.name for s in report.steps]
+    assert names[0] == "history" and "record" not in names, report.to_dict()
+    assert report.step("history").figures["windows"] >= HISTORY_WINDOWS
+    assert report.step("check").figures["source"] == "history"
+    assert report.decision in (CONFIRMED, ROLLED_BACK), report.to_dict()  # a decision on live evidence
+    assert report.evidence["windows"] >= OBSERVE_S / 2
