@@ -179,10 +179,11 @@ HISTORY_WINDOWS = 60
 TELEMETRY_TIMEOUT_S = 30.0
 
 
-def test_adapt_from_the_telemetry_history(mosquitto_url, virtual_fleet, data_dir):
+def test_adapt_from_the_telemetry_history(mosquitto_url, virtual_fleet, data_dir, capsys):
     """--hours: the device's own telemetry feature vectors (kept by a running app's history) are
     the training data; nothing is recorded, the fit check reads the same history; the flow runs to
     a decision on the live scores."""
+    from app.cli.main import main
     from app.services import telemetry_history
     from app.services.fleet_monitor import FleetMonitor
     from app.services.telemetry_history import TelemetryHistory
@@ -206,10 +207,15 @@ def test_adapt_from_the_telemetry_history(mosquitto_url, virtual_fleet, data_dir
         monitor.remove_listener(history.listener)
         assert history.flush()  # the rows are on disk for the reader
     assert len(telemetry_history.read_features(path, device, 3600.0)) >= HISTORY_WINDOWS
-    report = adapt(device, hours=1, observe_s=OBSERVE_S, broker=mosquitto_url, config=QUICK)
-    names = [s.name for s in report.steps]
-    assert names[0] == "history" and "record" not in names, report.to_dict()
-    assert report.step("history").figures["windows"] >= HISTORY_WINDOWS
-    assert report.step("check").figures["source"] == "history"
-    assert report.decision in (CONFIRMED, ROLLED_BACK), report.to_dict()  # a decision on live evidence
-    assert report.evidence["windows"] >= OBSERVE_S / 2
+    capsys.readouterr()
+    code = main(["adapt", "--device", device, "--hours", "1", "--observe", str(OBSERVE_S), "--epochs",
+                 str(TEST_EPOCHS), "--broker", mosquitto_url, "--json"])
+    out = capsys.readouterr()
+    report = json.loads(out.out)
+    steps = {s["name"]: s for s in report["steps"]}
+    assert report["steps"][0]["name"] == "history" and "record" not in steps, report
+    assert steps["history"]["figures"]["windows"] >= HISTORY_WINDOWS
+    assert steps["check"]["figures"]["source"] == "history"
+    assert (report["decision"], code) in ((CONFIRMED, 0), (ROLLED_BACK, 1)), report  # decided on live evidence
+    assert report["evidence"]["windows"] >= OBSERVE_S / 2
+    assert "observe:" in out.err or "observe " in out.err  # progress on stderr
