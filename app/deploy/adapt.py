@@ -472,6 +472,9 @@ class _Flow:
         evidence["max_alarm_rate"] = max_alarm_rate
         self.report.evidence = evidence
         low, high = rate.interval
+        # said only when CONFIRM/ROLLBACK cannot reach the device (the report's reason on failure)
+        self.aftermath = (f"; the device returns to its previous model when its trial times out "
+                          f"({self.trial_timeout_s} s after the deployment) unless confirmed")
         if low <= max_alarm_rate:  # no evidence the rate is above the limit (the fit check's rule)
             result = api.confirm(self.device, connection=self.conn)
             step.figures = result.to_dict()

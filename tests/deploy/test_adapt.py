@@ -16,13 +16,14 @@ from app.protocol.codes import FaultMask
 from tests.ml.conftest import TEST_EPOCHS, TEST_PATIENCE
 
 TARGETS = ["sim-001", "sim-003", "sim-005"]
-# Short enough for CI, long enough for a threshold that holds: 45 s of stream is 141 windows (28 of
+# Short enough for CI, long enough for a threshold that holds: 60 s of stream is 188 windows (38 of
 # them calibrate the threshold). With 25-30 s (19 calibration windows) fresh normal windows of the
 # simulated machines reached 0.7-0.9x the threshold at the 99th percentile and about 1 in 200
-# alarmed (measured offline, 4 machines x 187 windows); with 45 s the 99th percentile stayed at
-# 0.39-0.65x and none of 748 alarmed. The fit check captures 12 s (38 windows, MIN_FIT_WINDOWS 30);
-# 15 s of observation is ~15 telemetry scores.
-RECORD_S = 45.0
+# alarmed (measured offline, 4 machines x 187 windows); with 45 s none of 748 alarmed offline, but
+# one live run of this test saw 1 alarm in 15 observed windows on sim-001 (rolled back).
+# The fit check captures 12 s (38 windows, MIN_FIT_WINDOWS 30); 15 s of observation is ~15
+# telemetry scores.
+RECORD_S = 60.0
 CHECK_S = 12.0
 OBSERVE_S = 15.0
 # What the CLI trains with (default epochs and patience), seeded.
