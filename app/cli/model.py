@@ -59,7 +59,8 @@ def register(sub) -> None:
     msub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
 
     p = msub.add_parser("train", help="train a new version from normal datasets")
-    p.add_argument("--data", action="append", required=True, metavar="DATASET", help="normal dataset id (repeat)")
+    p.add_argument("--data", action="append", default=[], metavar="DATASET",
+                   help="normal dataset id (repeat: one fleet model of several machines' datasets)")
     p.add_argument("--fault-data", action="append", default=[], metavar="DATASET",
                    help="fault dataset id, for ROC AUC / precision / recall in the model card (repeat)")
     p.add_argument("--name", required=True, help="model family, e.g. pump-3")
@@ -71,6 +72,16 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--parent", help="parent version (default: the family's latest)")
     p.add_argument("--notes", default="")
+    per = p.add_argument_group("per-machine models (instead of --data)")
+    per.add_argument("--per-device", action="store_true",
+                     help="record each --device now and train one version per machine, named <name>-<device>")
+    per.add_argument("--device", action="append", default=[], metavar="ID", help="with --per-device (repeat)")
+    per.add_argument("--seconds", type=float, default=None, metavar="S", help="with --per-device: recording length "
+                     "per machine (default 120)")
+    per.add_argument("--deploy", action="store_true", help="with --per-device: deploy each version to its machine")
+    per.add_argument("--trial", action="store_true", help="with --deploy: on trial (confirm or roll back later)")
+    per.add_argument("--broker", help="with --per-device: broker URL (default: as other commands)")
+    per.add_argument("--json", action="store_true", help="with --per-device: print the results as JSON")
     p.set_defaults(func=cmd_train)
 
     p = msub.add_parser("list", help="model versions")
@@ -177,6 +188,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.margin is not None:
         overrides["threshold_margin"] = args.margin
     config = training.TrainConfig(seed=args.seed, **overrides)
+    if args.per_device or args.device:
+        from app.cli.adapt import train_per_device
+
+        return train_per_device(args, config)
+    if not args.data:
+        from app.domain.errors import DataError
+
+        raise DataError("give --data DATASET (repeat for several machines) or --per-device --device ID ...")
     progress = ProgressPrinter()
     mv = workflows.train_and_register(args.data, args.fault_data, args.name, config=config, parent=args.parent,
                                       notes=args.notes, progress=progress, cancel=threading.Event())

@@ -33,6 +33,12 @@ def load_features(store: DatasetStore, ids: list[str], label: str) -> tuple[np.n
     return np.concatenate(rows), info
 
 
+def source_devices(info: list[dict]) -> list[str]:
+    """The device ids the datasets were recorded from (source "device:ID"), for the model card:
+    which machines a version was trained on (issue 14: per-machine and fleet models)."""
+    return sorted({i["source"].split(":", 1)[1] for i in info if str(i.get("source", "")).startswith("device:")})
+
+
 def train_and_register(data: list[str], fault_data: list[str] | None, name: str, *,
                        config: training.TrainConfig = training.TrainConfig(), parent: str | None = None,
                        notes: str = "", progress: training.ProgressFn | None = None,
@@ -53,7 +59,8 @@ def train_and_register(data: list[str], fault_data: list[str] | None, name: str,
             parent = registry.resolve(parent).ref
         trained = pipeline.train_model(normal, name=name, fault=fault if len(fault) else None, config=config,
                                        progress=progress, cancel=cancel,
-                                       provenance={"datasets": normal_info, "fault_datasets": fault_info})
+                                       provenance={"datasets": normal_info, "fault_datasets": fault_info,
+                                                   "devices": source_devices(normal_info)})
         if cancel is not None and cancel.is_set():
             from app.domain.errors import Cancelled
 
