@@ -119,7 +119,6 @@ int main(void)
     tm_device_set_trust(&dev, TM_TRUST_KEYS, TM_TRUST_N_KEYS); /* build time: make TRUST_KEYS=... */
     for (;;) {
         uint8_t buf[RX_BATCH];
-        usart2_poll();
         size_t got = usart2_read(buf, sizeof(buf));
         if (got) tm_device_rx(&dev, buf, got);
         tm_device_poll(&dev);

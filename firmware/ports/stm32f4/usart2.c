@@ -66,16 +66,4 @@ size_t usart2_read(uint8_t *out, size_t cap)
     return n;
 }
 
-void usart2_poll(void)
-{
-    /* A byte that arrived before RXNEIE was set (the host talks as soon as the port opens, while the
-     * clock and the store still start up) may sit in DR without an interrupt on some USART models
-     * (QEMU's among them): take it here, with the interrupt masked so the ISR cannot race us. */
-    if (USART2_SR & (USART_SR_RXNE | USART_SR_ORE)) {
-        __asm volatile("cpsid i" ::: "memory");
-        USART2_IRQHandler();
-        __asm volatile("cpsie i" ::: "memory");
-    }
-}
-
 uint32_t usart2_dropped(void) { return dropped; }

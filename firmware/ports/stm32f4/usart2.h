@@ -16,8 +16,6 @@ void usart2_write(const uint8_t *p, size_t n);
 /* Wait until the last byte has left the shift register (before a reset). */
 void usart2_flush(void);
 /* Up to cap received bytes out of the ring; returns how many. */
-/* Take a received byte the interrupt did not (see usart2.c); call before usart2_read. */
-void usart2_poll(void);
 size_t usart2_read(uint8_t *out, size_t cap);
 /* Bytes lost to a full ring or an overrun since boot. */
 uint32_t usart2_dropped(void);
