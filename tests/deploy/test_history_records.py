@@ -1,4 +1,4 @@
-"""Review findings: every attempt an operator makes shows up in the deployment history, failures
+"""every attempt an operator makes shows up in the deployment history, failures
 included, and a device's refusal reads once, not twice."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Review finding: in a fleet rollout a COMMIT whose reply is lost (Wi-Fi drop right after the
+"""in a fleet rollout a COMMIT whose reply is lost (Wi-Fi drop right after the
 device activated the model) was reported and recorded as "failed" while the device ran the new
 model; the push path already asked the device. The operator would roll back or redeploy a device
 that is fine. Real Mosquitto, real virtual devices; only the reply to XFER_COMMIT is lost."""

@@ -1,4 +1,4 @@
-"""Review finding: TensorFlow's native log lines (oneDNN banner, absl preamble, the quantizer's
+"""TensorFlow's native log lines (oneDNN banner, absl preamble, the quantizer's
 "fully_quantize: ..." line) went straight to the terminal over every `model train` progress bar.
 They belong in the debug log; anything else written to stderr meanwhile must still appear."""
 

@@ -1,4 +1,4 @@
-"""Review findings in the codec, topics and image container: each test failed before its fix."""
+"""The codec, topics and image container: each test failed before its fix."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Review finding: `tinymlops rollback --device A --device B` stopped at the first device it could
+"""`tinymlops rollback --device A --device B` stopped at the first device it could
 not reach and printed only that error, so the operator never saw that A had been rolled back."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Review findings on the MQTT side (real Mosquitto, real virtual devices): each test failed before its fix.
+"""The MQTT side (real Mosquitto, real virtual devices): each test failed before its fix.
 
 * `MqttConnection.unsubscribe(filter, obj.method)` compared handlers by identity, but every
   `obj.method` access is a new bound-method object: nothing was ever unsubscribed, and a stream

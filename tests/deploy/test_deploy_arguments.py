@@ -1,4 +1,4 @@
-"""Review finding: a bench count or trial timeout outside the protocol's u16 was noticed only when
+"""a bench count or trial timeout outside the protocol's u16 was noticed only when
 XFER_COMMIT was encoded, after the whole image had crossed the link, leaving a failed deployment
 in the history for a typo. It is refused before anything is sent."""
 

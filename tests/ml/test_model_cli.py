@@ -1,4 +1,4 @@
-"""Review findings in the model CLI and workflows: machine output that is pure JSON, a bad family
+"""The model CLI and workflows: machine output that is pure JSON, a bad family
 name refused before minutes of training, progress a CI log can follow, nothing written for an
 export that is refused."""
 

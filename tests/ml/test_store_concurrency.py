@@ -1,4 +1,4 @@
-"""Review findings in the stores shared by the GUI and the CLI (two processes, one data dir): a
+"""The stores shared by the GUI and the CLI (two processes, one data dir): a
 writer's clean-up after a failure must never delete a file another writer has just committed.
 
 Two store objects on one database stand for the two processes; the other "process" acts at the

@@ -1,4 +1,4 @@
-"""Review of the virtual device's safe-activation state machine (PROTOCOL.md 5.3).
+"""The virtual device's safe-activation state machine (PROTOCOL.md 5.3).
 
 A model TFLM refuses (or crashes on) at every arena answers LOAD_FAILED and changes nothing; a
 transfer cannot turn an unconfirmed trial into a permanent model; and a hypothesis state machine
