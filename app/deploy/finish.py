@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from app.domain.errors import Cancelled, DeviceError, LinkError, ProtocolError, TinyMLOpsError
 from app.protocol.codes import ERROR_TEXT, Caps, CommitMode, ErrorCode
-from app.protocol.messages import Benchmark, GetInfo, Hello, Latency, Message, XferCommit
+from app.protocol.messages import Benchmark, GetInfo, Latency, Message, XferCommit
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def active_sha(request: RequestFn, device_id: str, timeout: float = PROBE_TIMEOU
     except TinyMLOpsError as exc:
         log.info("%s: GET_INFO after a lost COMMIT reply failed: %s", device_id, exc)
         return None
-    return reply.model_sha if isinstance(reply, Hello) else None
+    return reply.model_sha  # GetInfo's reply is a Hello (typed request, PROTOCOL.md 3)
 
 
 def commit(request: RequestFn, device_id: str, transfer_id: int, sha: bytes, model_version: int,
@@ -118,9 +118,7 @@ def commit(request: RequestFn, device_id: str, transfer_id: int, sha: bytes, mod
                 return Latency(model_version)
             time.sleep(max(0.0, min(COMMIT_RETRY_PAUSE_S, deadline - time.monotonic())))
             continue
-        if not isinstance(reply, Latency):
-            raise ProtocolError(f"device {device_id} answered {type(reply).__name__} to XFER_COMMIT")
-        return reply
+        return reply  # XferCommit's reply is a Latency: the channel accepts no other
     raise LinkError(f"device {device_id} did not answer XFER_COMMIT within {deadline_s:g} s ({last})")
 
 
@@ -160,11 +158,8 @@ def benchmark(request: RequestFn, device_id: str, committed: Latency, bench_coun
         except (LinkError, ProtocolError) as exc:
             last = f"no BENCHMARK reply from {device_id}: {exc}"
             continue
-        if isinstance(reply, Latency):
-            return Latency(committed.model_version or reply.model_version, committed.flags | reply.flags,
-                           committed.deploy_us, committed.load_us or reply.load_us, reply.n, reply.min_us,
-                           reply.median_us, reply.p95_us, reply.max_us), ""
-        last = f"device {device_id} answered {type(reply).__name__} to BENCHMARK"
-        break
+        return Latency(committed.model_version or reply.model_version, committed.flags | reply.flags,
+                       committed.deploy_us, committed.load_us or reply.load_us, reply.n, reply.min_us,
+                       reply.median_us, reply.p95_us, reply.max_us), ""
     log.warning("%s: no inference figures: %s", device_id, last)
     return committed, last

@@ -452,9 +452,7 @@ class _PullTransfer:
                 reply = self._request(msg, self.r.command_timeout_s, COMMAND_RETRIES)
             except LinkError as again:
                 raise LinkError(f"device {self.device_id} did not answer {msg.TYPE.name}: {again}{note}") from again
-        if not isinstance(reply, XferStatus):
-            raise ProtocolError(f"device {self.device_id} answered {type(reply).__name__} to {msg.TYPE.name}")
-        return reply
+        return reply  # XferBegin/XferQuery are answered by XferStatus only (typed requests)
 
     def _begin(self) -> XferStatus:
         return self._status(XferBegin(self.stats.transfer_id, len(self.r.image), self.r.chunk_size,

@@ -321,9 +321,7 @@ class PushTransfer:
             pkt = self._request(msg, self.begin_timeout_s, BEGIN_RETRIES)
         except DeviceError as exc:
             raise device_error(self.device_id, exc.code, str(exc)) from exc
-        if not isinstance(pkt.msg, XferStatus):
-            raise ProtocolError(f"device {self.device_id} answered {type(pkt.msg).__name__} to {msg.TYPE.name}")
-        return pkt.msg
+        return pkt.msg  # XferBegin/XferQuery are answered by XferStatus only (typed requests)
 
     def _resync(self) -> None:
         """Ask the device which chunks it holds: XFER_QUERY, or XFER_BEGIN (same SHA-256, so the
@@ -491,10 +489,7 @@ class PushTransfer:
         """XFER_SIGN: the device keeps the block for this transfer and checks it at COMMIT."""
         if self.signature is None:
             return
-        reply = self._request(XferSign(self.stats.transfer_id, self.signature), self.begin_timeout_s,
-                              BEGIN_RETRIES).msg
-        if not isinstance(reply, Ack):
-            raise DeviceError(f"device {self.device_id} did not take the signature: {reply}")
+        self._request(XferSign(self.stats.transfer_id, self.signature), self.begin_timeout_s, BEGIN_RETRIES)
 
     def _commit(self, mode: CommitMode, trial_timeout_s: int) -> Latency:
         """XFER_COMMIT; a lost reply is resolved by asking the device which image is active."""
