@@ -29,9 +29,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from app.deploy import api
+from app.deploy import api, fit_check
 from app.domain.errors import DataError, LinkError, TinyMLOpsError
-from app.ml import fit_check
 from app.ml.features import DEFAULT_SPEC
 from app.ml.intervals import Rate
 

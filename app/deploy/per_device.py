@@ -61,9 +61,9 @@ def train_per_device(devices: list[str], family: str, *, seconds: float = DEFAUL
     `<family>-<device>` on its own recording and (with `deploy`) deploy it to that device alone,
     through the fit check. One MachineModel per device; a device's failure does not stop the others.
     Bad names, a bad length and an unreachable broker raise before anything is recorded."""
+    from app.deploy.fit_check import FitGate
     from app.ml import training, workflows
     from app.ml.datasets import DatasetStore
-    from app.ml.fit_check import FitGate
     from app.ml.recording import StreamRecorder
     from app.ml.registry import check_name
 
