@@ -120,9 +120,13 @@ def test_issue_14_scenario_flags_the_machines_that_would_false_alarm(mosquitto_u
     assert main(["model", "check", mv.ref, *DEVICE_ARGS, "--broker", mosquitto_url,
                  "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert [(d["device"], d["source"], d["verdict"]) for d in report["devices"]] == [
-        ("sim-001", "history", from_history[0].verdict), ("sim-003", "history", WILL_FALSE_ALARM),
-        ("sim-005", "history", WILL_FALSE_ALARM)]
+    # sim-001's verdict is not asserted (see above): the CLI reads the history file again, and a
+    # window the listener was handing over while it was removed may land there on close (seen: one
+    # more window turned "fits" into "marginal")
+    assert [(d["device"], d["source"]) for d in report["devices"]] == [
+        ("sim-001", "history"), ("sim-003", "history"), ("sim-005", "history")]
+    assert [d["verdict"] for d in report["devices"][1:]] == [WILL_FALSE_ALARM, WILL_FALSE_ALARM]
+    own_verdict = report["devices"][0]["verdict"]
     assert report["devices"][1]["false_alarms"]["ci95"][0] > fit_check.FALSE_ALARM_LIMIT
 
     code = main(["deploy", mv.ref, *DEVICE_ARGS, "--broker", mosquitto_url,
@@ -130,7 +134,7 @@ def test_issue_14_scenario_flags_the_machines_that_would_false_alarm(mosquitto_u
     out = capsys.readouterr()
     assert code == 1, out.err  # not every device deployed
     outcomes = {r["device"]: (r["outcome"], r["error_message"]) for r in json.loads(out.out)}
-    own_outcome = "refused" if from_history[0].verdict == WILL_FALSE_ALARM else "ok"  # the gate reads that history
+    own_outcome = "refused" if own_verdict == WILL_FALSE_ALARM else "ok"  # the gate reads that history
     assert outcomes["sim-001"][0] == own_outcome, outcomes
     for device in ("sim-003", "sim-005"):
         outcome, message = outcomes[device]
