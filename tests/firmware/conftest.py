@@ -3,6 +3,7 @@ Cortex-M4 whose UART0 is a TCP server; pyserial reaches it as `socket://127.0.0.
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import socket
 import subprocess
@@ -63,7 +64,10 @@ def _build(*make_args: str, port_dir: Path = PORT_DIR) -> None:
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is not installed: apt-get install qemu-system-arm gcc-arm-none-eabi "
                         "libnewlib-arm-none-eabi make")
-    subprocess.run(["make", "-s", "-C", str(port_dir), *make_args], check=True, timeout=BUILD_TIMEOUT_S)
+    # pytest-xdist workers share the build directories and firmware/build-deps: one make at a time
+    with open(ROOT / "firmware" / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run(["make", "-s", "-C", str(port_dir), *make_args], check=True, timeout=BUILD_TIMEOUT_S)
 
 
 @pytest.fixture(scope="session")
