@@ -29,6 +29,9 @@ typedef struct {
 void tm_fc_s8(const tm_fc_args_t *a);
 /* The portable C reference, compiled on every target. */
 void tm_fc_s8_portable(const tm_fc_args_t *a);
+/* tm_mul_by_quantized_multiplier rewritten without branches or 64-bit division (the DSP kernel's;
+ * equal to it for every input, which the host test checks). */
+int32_t tm_fc_requantize(int32_t x, int32_t multiplier, int32_t shift);
 /* Name of the kernel tm_fc_s8 runs ("dsp-smlad" or "portable"), for benchmarks and logs. */
 const char *tm_fc_kernel_name(void);
 
