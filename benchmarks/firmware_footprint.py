@@ -1,14 +1,18 @@
 """Firmware figures for the README: the portable core's flash and RAM on a Cortex-M4
 (arm-none-eabi-size of the objects the QEMU image links), the STM32F4 port's two images against
-the F446's flash region and SRAM, the emulated instruction count per
-inference for the factory model and the MLPerf Tiny AD autoencoder, and a serial deployment to
-the emulated device with its three latencies (deployment, loading, inference).
+the F446's flash region and SRAM, the engine's fully-connected kernels (the Cortex-M4 DSP one and
+the portable C reference) on every engine test model, the emulated instruction count per
+inference on the device for the factory model and the MLPerf Tiny AD autoencoder with either
+kernel, and a serial deployment to the emulated device with its three latencies (deployment,
+loading, inference).
 
 The firmware runs on QEMU mps2-an386 with `-icount shift=3`: every instruction advances virtual
 time by 8 ns, so the device's microsecond clock counts instructions (us * 1000 / 8). These are
 EMULATED figures (QEMU does not model Cortex-M4 pipeline timing), never real-hardware ones.
 Reference measured in the same run: the real TFLM interpreter (PyPI tflite-micro) on this host
-for the same models, and the UART line-rate floor for the image at 115200 baud.
+for the same models (whose outputs the kernels match bit for bit), the portable C kernel for the
+DSP one, and the UART line-rate floor for the image at 115200 baud; for scale, the MLPerf Tiny v0.5
+reference result (TFLM with CMSIS-NN on a real 120 MHz Cortex-M4F) is printed next to the kernels.
 
     python3 -m benchmarks.firmware_footprint
 """
@@ -20,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -49,6 +54,17 @@ STM32F4_DIR = ROOT / "firmware" / "ports" / "stm32f4"
 # The F446 image's budgets (firmware/ports/stm32f4/f446.ld): flash sectors 0-4 (the store has 5-7), all SRAM.
 F446_FIRMWARE_FLASH = 128 * 1024
 F446_SRAM = 128 * 1024
+# Images pushed to the emulated device after its factory model's benchmark.
+DEPLOYED = ("factory_v2.tmlm", "mlperf_ad_v4.tmlm")
+# The MLPerf Tiny v0.5 AD reference (TFLM + CMSIS-NN on the STM32L4R5 Nucleo, Cortex-M4F at 120 MHz):
+# its published latency, and the cycles that makes; real hardware, not emulated.
+MLPERF_REF_MS = 10.05
+MLPERF_REF_MHZ = 120
+# The engine test images run ~60 M emulated instructions between them (the portable kernel's 24
+# MLPerf AD inferences dominate): a few seconds; a loaded machine gets this long.
+ENGINE_RUN_TIMEOUT_S = 300
+# Engine builds of the QEMU port: the target's own kernel (DSP on the Cortex-M4) and the portable one.
+KERNELS = (("dsp", ()), ("portable", ("ENGINE=portable",)))
 # Objects of firmware/core that only the emulator links (the deterministic vibration source stands
 # in for the accelerometer; the ESP32 port reads an ADXL345): listed apart from the core total.
 EMULATOR_ONLY = frozenset({"tm_vibration"})
@@ -91,13 +107,84 @@ def stm32f4_sizes() -> None:
             print(f"  {'  budget: flash sectors 0-4, SRAM':<44}{F446_FIRMWARE_FLASH:>9}{F446_SRAM:>9}")
 
 
-def start_qemu() -> tuple[subprocess.Popen, str]:
+def fc_macs(tflite: bytes) -> int:
+    """Multiply-accumulates of one inference: the weight elements of every FULLY_CONNECTED op."""
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(tflite, 0)
+    codes = [max(model.OperatorCodes(i).BuiltinCode(), model.OperatorCodes(i).DeprecatedBuiltinCode())
+             for i in range(model.OperatorCodesLength())]
+    sub = model.Subgraphs(0)
+    total = 0
+    for o in range(sub.OperatorsLength()):
+        op = sub.Operators(o)
+        if codes[op.OpcodeIndex()] == schema.BuiltinOperator.FULLY_CONNECTED:
+            total += int(np.prod(sub.Tensors(op.Inputs(1)).ShapeAsNumpy()))
+    return total
+
+
+def engine_kernels() -> dict[str, dict[str, dict[str, str]]]:
+    """{kernel: {model: fields}}: the engine test image (bench_engine.c) of each kernel's build, run
+    on QEMU: bit-exactness against TFLM's recorded outputs and emulated ns of its invokes."""
+    found: dict[str, dict[str, dict[str, str]]] = {}
+    for kernel, make_args in KERNELS:
+        subprocess.run(["make", "-s", "-C", str(PORT_DIR), "bench-engine", *make_args], check=True)
+        elf = PORT_DIR / "build" / ("portable" if make_args else "") / "bench_engine.elf"
+        proc = subprocess.Popen(["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none",
+                                 "-icount", f"shift={ICOUNT_SHIFT}", "-serial", "stdio", "-kernel", str(elf)],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        found[kernel] = _read_engine_lines(proc)
+    return found
+
+
+def _read_engine_lines(proc: subprocess.Popen) -> dict[str, dict[str, str]]:
+    """The "engine-bench model=..." lines of a running engine image until its "done" line."""
+    watchdog = threading.Timer(ENGINE_RUN_TIMEOUT_S, proc.kill)  # then the read meets EOF
+    watchdog.start()
+    rows: dict[str, dict[str, str]] = {}
+    try:
+        for line in proc.stdout or ():
+            if line.startswith("engine-bench done"):
+                return rows
+            if line.startswith("engine-bench model="):
+                fields = dict(part.split("=", 1) for part in line.split()[1:])
+                rows[fields["model"]] = fields
+        raise SystemExit(f"the engine image stopped early (got {sorted(rows)})")
+    finally:
+        watchdog.cancel()
+        proc.kill()
+        proc.wait()
+
+
+def print_engine_kernels() -> None:
+    runs = engine_kernels()
+    print(f"\nFully-connected kernels on the emulated Cortex-M4 (engine test image, invoke only; QEMU -icount "
+          f"shift={ICOUNT_SHIFT}: instructions, EMULATED), every test model checked against TFLM's outputs:")
+    print(f"  {'model':<14}{'MACs':>9}{'portable insn':>15}{'/MAC':>7}{'DSP insn':>11}{'/MAC':>7}{'speed-up':>10}"
+          f"{'bit-exact':>11}")
+    for name, dsp in runs["dsp"].items():
+        port = runs["portable"][name]
+        macs = int(dsp["macs"])
+        ins = {k: int(r["ns"]) / (2 ** ICOUNT_SHIFT) / int(r["cases"]) for k, r in (("dsp", dsp), ("portable", port))}
+        exact = all(r["load"] == "0" and r["mismatches"] == "0" and int(r["cases"]) > 0 for r in (dsp, port))
+        print(f"  {name:<14}{macs:>9,}{ins['portable']:>15,.0f}{ins['portable'] / macs:>7.2f}{ins['dsp']:>11,.0f}"
+              f"{ins['dsp'] / macs:>7.2f}{ins['portable'] / ins['dsp']:>9.2f}x"
+              f"{'yes' if exact else 'NO':>11}")
+    ref_cycles = MLPERF_REF_MS * 1e-3 * MLPERF_REF_MHZ * 1e6
+    macs = int(runs["dsp"]["mlperf_ad"]["macs"]) if "mlperf_ad" in runs["dsp"] else 0
+    if macs:
+        print(f"  MLPerf Tiny v0.5 AD reference (TFLM + CMSIS-NN, real 120 MHz Cortex-M4F, whole inference): "
+              f"{MLPERF_REF_MS} ms = {ref_cycles:,.0f} cycles, {ref_cycles / macs:.2f} cycles/MAC "
+              f"(cycles on hardware; the rows above count emulated instructions)")
+
+
+def start_qemu(elf: Path = ELF) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none",
                              "-icount", f"shift={ICOUNT_SHIFT}", "-serial", f"tcp:127.0.0.1:{port},server=on,wait=off",
-                             "-kernel", str(ELF)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "-kernel", str(elf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + QEMU_START_TIMEOUT_S
     while True:
         try:
@@ -159,6 +246,32 @@ def signature_check() -> tuple[int, int, int]:
         proc.wait()
 
 
+def device_inference(elf: Path) -> list[tuple[str, bytes, int, object]]:
+    """(label, image, median inference us, deploy result or None) on the firmware `elf` in QEMU: its
+    factory model's BENCHMARK, then each of DEPLOYED pushed over the serial socket and benchmarked."""
+    from app.deploy.api import deploy
+    from app.services.channel import SerialChannel
+
+    proc, url = start_qemu(elf)
+    try:
+        ch = SerialChannel.open(url)
+        lat = ch.request(m.Benchmark(BENCH_COUNT), timeout=30).msg
+        hello = ch.request(m.GetInfo()).msg
+        ch.close()
+        results: list[tuple[str, bytes, int, object]] = [
+            (f"{hello.model_name} v{hello.model_version} (default)", FACTORY.read_bytes(), lat.median_us, None)]
+        for name in DEPLOYED:
+            image = (DATA / name).read_bytes()
+            res = deploy(image, None, via="serial", port=url, bench_count=BENCH_COUNT)[0]
+            if not res.ok:
+                raise SystemExit(f"deployment of {name} failed: {res.error_message}")
+            results.append((f"{res.model_name} v{res.model_version}", image, res.inference_median_us, res))
+        return results
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def main() -> None:
     rows = sizes()
     core = [r for r in rows if r[0] not in EMULATOR_ONLY]
@@ -186,41 +299,29 @@ def main() -> None:
           f"Cortex-M4: flash {flash} B (tm_sign + Ed25519), {per_check:,} instructions per check "
           f"({us / runs / 1000:.1f} ms EMULATED at 8 ns per instruction; {runs} checks)")
 
-    from app.deploy.api import deploy
-    from app.services.channel import SerialChannel
+    print_engine_kernels()
 
     os.environ["TINYMLOPS_DATA_DIR"] = tempfile.mkdtemp(prefix="tinymlops-bench-")
-    proc, url = start_qemu()
-    try:
-        results = []
-        ch = SerialChannel.open(url)
-        lat = ch.request(m.Benchmark(BENCH_COUNT), timeout=30).msg
-        hello = ch.request(m.GetInfo()).msg
-        ch.close()
-        results.append((f"{hello.model_name} v{hello.model_version} (default)", FACTORY.read_bytes(), lat, None))
-        for name in ("factory_v2.tmlm", "mlperf_ad_v4.tmlm"):
-            image = (DATA / name).read_bytes()
-            res = deploy(image, None, via="serial", port=url, bench_count=BENCH_COUNT)[0]
-            if not res.ok:
-                raise SystemExit(f"deployment of {name} failed: {res.error_message}")
-            results.append((f"{res.model_name} v{res.model_version}", image, None, res))
-    finally:
-        proc.kill()
-        proc.wait()
+    results = device_inference(ELF)
+    subprocess.run(["make", "-s", "-C", str(PORT_DIR), "ENGINE=portable"], check=True)
+    portable = device_inference(PORT_DIR / "build" / "portable" / "tinymlops.elf")
 
-    print(f"\nInference on the emulated Cortex-M4 (QEMU -icount shift={ICOUNT_SHIFT}: 1 instruction = "
-          f"{2 ** ICOUNT_SHIFT} ns, EMULATED) vs the real TFLM on this host:")
-    print(f"  {'model':<26}{'image B':>9}{'emu us':>9}{'instructions':>14}{'host TFLM us':>14}{'ratio':>8}")
-    for label, image, lat, res in results:
-        median = lat.median_us if lat else res.inference_median_us
+    print(f"\nInference on the emulated Cortex-M4, whole (normalise + quantise + invoke + score; QEMU -icount "
+          f"shift={ICOUNT_SHIFT}: 1 instruction = {2 ** ICOUNT_SHIFT} ns, EMULATED), the device's BENCHMARK "
+          "median with the DSP kernel and with the portable one, vs the real TFLM on this host:")
+    print(f"  {'model':<26}{'image B':>9}{'MACs':>9}{'portable insn':>15}{'emu us':>9}{'instructions':>14}"
+          f"{'insn/MAC':>10}{'host TFLM us':>14}{'ratio':>8}")
+    for (label, image, median, _res), (_label, _image, port_median, _port) in zip(results, portable, strict=True):
         host = host_tflm_us(image)
-        print(f"  {label:<26}{len(image):>9}{median:>9}{insns(median):>14}{host:>14.1f}{median / host:>8.1f}")
+        macs = fc_macs(ModelImage.from_bytes(image).tflite)
+        print(f"  {label:<26}{len(image):>9}{macs:>9,}{insns(port_median):>15,}{median:>9}{insns(median):>14,}"
+              f"{insns(median) / macs:>10.2f}{host:>14.1f}{median / host:>8.1f}")
 
     print("\nSerial deployments to the emulated device (TCP socket, no baud limit; line-rate floor at "
           f"{BAUD} baud shown as the reference):")
     print(f"  {'model':<22}{'wire B':>9}{'host s':>8}{'device deploy ms':>18}{'load us':>9}"
           f"{'infer us':>9}{'floor s':>9}{'host/floor':>11}")
-    for label, _image, _lat, res in results[1:]:
+    for label, _image, _median, res in results[1:]:
         floor = res.wire_bytes / (BAUD / 10)
         print(f"  {label:<22}{res.wire_bytes:>9}{res.host_deploy_s:>8.2f}{res.device_deploy_us / 1000:>18.1f}"
               f"{res.load_us:>9}{res.inference_median_us:>9}{floor:>9.2f}{res.host_deploy_s / floor:>11.2f}")

@@ -1,6 +1,7 @@
 #include "tm_engine.h"
 #include <math.h>
 #include <string.h>
+#include "tm_kernels.h"
 
 /* ---- minimal bounds-checked flatbuffer reader (all offsets relative to buf) ---- */
 typedef struct { const uint8_t *buf; size_t len; int bad; } fb_t;
@@ -442,30 +443,14 @@ tm_tensor_t *tm_engine_output(tm_engine_t *e) { return &e->tensors[e->output]; }
 static void run_fc(tm_engine_t *e, const tm_op_t *op)
 {
     const tm_tensor_t *in = &e->tensors[op->in], *w = &e->tensors[op->w], *out = &e->tensors[op->out];
-    const int32_t *bias = NULL;
-    const int8_t *x = in->data, *wd = w->const_data;
-    int8_t *y = out->data;
-    int32_t in_off = -in->zero_point, out_off = out->zero_point;
-    int32_t bias_val;
-    for (uint32_t c = 0; c < op->units; c++) {
-        const int8_t *row = wd + (size_t)c * op->depth;
-        int32_t acc = 0;
-        for (uint32_t d = 0; d < op->depth; d++)
-            acc += (int32_t)row[d] * ((int32_t)x[d] + in_off);
-        if (op->bias >= 0) {
-            bias = (const int32_t *)(const void *)e->tensors[op->bias].const_data;
-            memcpy(&bias_val, (const uint8_t *)bias + 4 * c, 4); /* may be unaligned in flash */
-            acc = (int32_t)((uint32_t)acc + (uint32_t)bias_val); /* wraps like the int32 hardware add */
-        }
-        if (op->mult_pc)
-            acc = tm_mul_by_quantized_multiplier(acc, op->mult_pc[c], op->shift_pc[c]);
-        else
-            acc = tm_mul_by_quantized_multiplier(acc, op->multiplier, op->shift);
-        acc += out_off;
-        if (acc < op->act_min) acc = op->act_min;
-        if (acc > op->act_max) acc = op->act_max;
-        y[c] = (int8_t)acc;
-    }
+    tm_fc_args_t a = {
+        .x = in->data, .w = w->const_data,
+        .bias = op->bias >= 0 ? (const uint8_t *)e->tensors[op->bias].const_data : NULL,
+        .y = out->data, .depth = op->depth, .units = op->units,
+        .in_off = -in->zero_point, .out_off = out->zero_point, .act_min = op->act_min, .act_max = op->act_max,
+        .multiplier = op->multiplier, .shift = op->shift, .mult_pc = op->mult_pc, .shift_pc = op->shift_pc,
+    };
+    tm_fc_s8(&a);
 }
 
 int tm_engine_invoke(tm_engine_t *e)

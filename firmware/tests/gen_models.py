@@ -99,6 +99,9 @@ def main() -> None:
         # a wider hidden layer: the per-channel constants of its 300 units need ~2.7 KB of arena,
         # more than the factory model's 1.2 KB (the ARENA_TOO_SMALL device test, small-arena build)
         ("ae36_wide", dense_ae(36, (128,), 8, seed=6), 36, True),
+        # no layer a multiple of 4 wide or deep: the kernels' remainder paths (the DSP kernel takes
+        # 4 inputs and 4 output rows at a time) and weight rows at every alignment
+        ("ae37_odd", dense_ae(37, (13, 6), 5, seed=8), 37, True),
     ]
     only = set(sys.argv[1:])
     lines = [ln for ln in (OUT / "models.txt").read_text().splitlines()

@@ -6,6 +6,7 @@
 #include "testutil.h"
 #include "tm_engine.h"
 #include "tm_image.h"
+#include "tm_kernels.h"
 
 static uint8_t model[400 * 1024];
 static uint8_t io[64 * 1024];
@@ -162,6 +163,40 @@ static void reference_math(void)
     CHECK_EQ(tm_mul_by_quantized_multiplier(INT32_MIN, INT32_MIN, 0), INT32_MAX);
 }
 
+/* The DSP kernel's branch-free requantisation equals the reference on every multiplier and shift
+ * the engine can produce (multiplier in [2^30, 2^31), shift in [-31, 30], from tm_quantize_multiplier)
+ * and on the edges (0, +-1, INT32_MIN/MAX accumulators; the saturating INT32_MIN * INT32_MIN). */
+#define REQUANT_RANDOM_CASES 2000000 /* a fraction of a second; covers every shift many times over */
+static uint32_t xorshift(uint32_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 17;
+    *s ^= *s << 5;
+    return *s;
+}
+static void fast_requantize_matches_reference(void)
+{
+    static const int32_t edges[] = {0, 1, -1, 2, -2, 127, -128, 1 << 30, -(1 << 30), INT32_MAX, INT32_MIN,
+                                    INT32_MAX - 1, INT32_MIN + 1, 0x40000000 - 1, 12345, -12345};
+    const int n_edges = (int)(sizeof edges / sizeof edges[0]);
+    int bad = 0;
+    for (int32_t shift = -31; shift <= 30; shift++)
+        for (int i = 0; i < n_edges; i++)
+            for (int j = 0; j < n_edges; j++)
+                bad += tm_fc_requantize(edges[i], edges[j], shift) !=
+                       tm_mul_by_quantized_multiplier(edges[i], edges[j], (int)shift);
+    uint32_t s = 0x9E3779B9u;
+    for (int k = 0; k < REQUANT_RANDOM_CASES; k++) {
+        int32_t x = (int32_t)xorshift(&s);
+        if (k & 1) x >>= xorshift(&s) % 31; /* accumulators of every magnitude */
+        int32_t m = (int32_t)(0x40000000u | (xorshift(&s) & 0x3FFFFFFFu));
+        int32_t shift = (int32_t)(xorshift(&s) % 62) - 31;
+        if (tm_fc_requantize(x, m, shift) != tm_mul_by_quantized_multiplier(x, m, (int)shift) && bad++ < 5)
+            fprintf(stderr, "requantize(%ld, %ld, %ld) differs\n", (long)x, (long)m, (long)shift);
+    }
+    CHECK_EQ(bad, 0);
+}
+
 int main(void)
 {
     char path[512];
@@ -182,5 +217,6 @@ int main(void)
     refuses_tensors_without_storage();
     tiny_scale_activation_range();
     reference_math();
+    fast_requantize_matches_reference();
     return TEST_DONE();
 }
