@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import IntEnum, IntFlag
+from enum import IntEnum, IntFlag, StrEnum
 
 PROTOCOL_VERSION = 1
 HEADER_SIZE = 6
@@ -137,16 +137,28 @@ class EventCode(IntEnum):
     MODEL_ACTIVATED = 103
 
 
+class StateLabel(StrEnum):
+    """A device's state as a word: what records, `--json` output, the CLI table and the fleet view
+    hold. A StrEnum, so it prints, compares and serialises as the plain word ("offline", ...)."""
+
+    OFFLINE = "offline"
+    ONLINE = "online"
+    STREAMING = "streaming"
+    UPDATING = "updating"
+
+
 class DeviceState(IntEnum):
+    """A HELLO's state byte (PROTOCOL.md 4.1); `label` is its word (StateLabel)."""
+
     OFFLINE = 0
     ONLINE = 1
     STREAMING = 2
     UPDATING = 3
 
     @property
-    def label(self) -> str:
-        """The word records, `--json` output and the fleet view use: "offline", "online", ..."""
-        return self.name.lower()
+    def label(self) -> StateLabel:
+        """The word records, `--json` output and the fleet view use: StateLabel.OFFLINE, ..."""
+        return StateLabel[self.name]
 
     @classmethod
     def from_wire(cls, value: int) -> DeviceState:

@@ -15,15 +15,14 @@ from dataclasses import dataclass, field
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 
-from app.protocol.codes import DeviceState
+from app.protocol.codes import StateLabel
 from app.ui.fleet_zones import ZoneCache
 
 COLUMNS = ("Device", "Status", "Profile", "Firmware", "Model", "Score", "Last seen", "Transport", "Velocity")
 COL_NAME, COL_STATUS, COL_PROFILE, COL_FIRMWARE, COL_MODEL, COL_SCORE, COL_SEEN, COL_TRANSPORT, COL_VELOCITY = range(9)
-# The operator's one-word status: the device's own state (DeviceState.label) where that says it,
+# The operator's one-word status: the device's own state (StateLabel) where that says it,
 # and two of the view's own: a deployment in progress, a score above the threshold.
-ONLINE, OFFLINE, STREAMING = DeviceState.ONLINE.label, DeviceState.OFFLINE.label, DeviceState.STREAMING.label
-UPDATING = DeviceState.UPDATING.label
+ONLINE, OFFLINE, STREAMING, UPDATING = StateLabel.ONLINE, StateLabel.OFFLINE, StateLabel.STREAMING, StateLabel.UPDATING
 DEPLOYING, ALARM = "deploying", "alarm"
 STATUSES = (ONLINE, OFFLINE, STREAMING, DEPLOYING, ALARM)
 STATUS_COLORS = {ONLINE: "#2e7d32", OFFLINE: "#757575", STREAMING: "#1565c0", DEPLOYING: "#ef6c00",
