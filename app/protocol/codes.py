@@ -89,16 +89,6 @@ class EventCode(IntEnum):
     MODEL_ACTIVATED = 103
 
 
-class StateLabel(StrEnum):
-    """A device's state as a word: what records, `--json` output, the CLI table and the fleet view
-    hold. A StrEnum, so it prints, compares and serialises as the plain word ("offline", ...)."""
-
-    OFFLINE = "offline"
-    ONLINE = "online"
-    STREAMING = "streaming"
-    UPDATING = "updating"
-
-
 class DeviceState(IntEnum):
     """A HELLO's state byte (PROTOCOL.md 4.1); `label` is its word (StateLabel)."""
 
@@ -119,6 +109,12 @@ class DeviceState(IntEnum):
             return cls(value)
         except ValueError:
             return cls.ONLINE
+
+
+# A device's state as a word: what records, `--json` output, the CLI table and the fleet view hold.
+# One member per DeviceState, of the same name, valued in lower case ("offline", "online", ...); a
+# StrEnum, so it prints, compares and serialises as the plain word.
+StateLabel = StrEnum("StateLabel", [(s.name, s.name.lower()) for s in DeviceState], module=__name__)
 
 
 class Caps(IntFlag):
