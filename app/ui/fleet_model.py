@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 
+from app.analysis.alarm_cause import AlarmExplainer
+from app.analysis.fleet_events import CauseFn, transitions
 from app.protocol.codes import StateLabel
 from app.ui.fleet_zones import ZoneCache
 
@@ -126,7 +128,8 @@ def trust_text(hello) -> str:
 
 class FleetModel(QAbstractItemModel):
     """Tree of DeviceRecords; `enqueue` from any thread, `flush` on the GUI thread (a timer).
-    `events` carries, per flush, the transitions worth telling the operator (app.ui.events)."""
+    `events` carries, per flush, the transitions worth telling the operator (app.analysis.fleet_events);
+    an alarm's says which features drove the score (`alarm_cause`: AlarmExplainer.text by default)."""
 
     events = Signal(list)
     repaint = Signal()
@@ -143,6 +146,7 @@ class FleetModel(QAbstractItemModel):
         self._summaries: dict[int, tuple] = {}  # group node -> counts, until the next structural change
         self._worst: dict[int, tuple[float, str]] | None = None  # group node -> worst score ratio, per flush
         self.zones = ZoneCache()  # the velocity column
+        self.alarm_cause: CauseFn | None = AlarmExplainer().text
         self.flushes = 0
         self.applied = 0
 
@@ -183,8 +187,6 @@ class FleetModel(QAbstractItemModel):
         if not pending:
             return 0
         self._worst = None  # scores moved: group rows recompute their worst device when drawn
-        from app.ui.events import transitions
-
         changed: list[Node] = []
         quiet = 0
         events: list[tuple[str, str, str]] = []
@@ -195,7 +197,7 @@ class FleetModel(QAbstractItemModel):
                 self._remove(device_id)  # moved to another machine: re-insert under its new parent
                 node = None
             events.extend(transitions(node.record if node is not None else self._gone.pop(device_id, None),
-                                      record))
+                                      record, self.alarm_cause))
             if node is None:
                 parent = self._ensure_groups(group_path(record))
                 node = Node("device", device_id, parent=parent, record=record)
