@@ -19,6 +19,14 @@ from app.analysis.bearings import Bearing, bearing_from_dict
 from app.domain import database, paths
 from app.domain.errors import DataError
 
+# The machines file's format: its "format" key says what the file is, "version" what this one reads.
+EXPORT_FORMAT = "tinymlops-machines"
+EXPORT_VERSION = 1
+# A machines file larger than this is not one (a plant's fleet is thousands of lines of JSON, not MB).
+MAX_IMPORT_BYTES = 16 * 1024 * 1024
+# Fields of a machine in the file, besides device_id: what `update` takes.
+_EDITABLE = ("name", "shaft_hz", "bearing", "iso_group", "foundation", "notes")
+
 # Shaft speeds outside this range are a unit mistake (rpm typed as Hz, or Hz as rpm): 0.5-500 Hz
 # is 30-30,000 rpm, every rotary machine a vibration sensor of this class watches.
 SHAFT_HZ_RANGE = (0.5, 500.0)
@@ -117,13 +125,22 @@ class MachineStore:
         with database.transaction(self._conn):
             current = self.find(device_id) or Machine(device_id)
             machine = replace(current, **changes, updated=time.time())
-            self._conn.execute(
-                "INSERT OR REPLACE INTO machines (device_id, name, shaft_hz, bearing, iso_group, foundation, "
-                "notes, updated) VALUES (?,?,?,?,?,?,?,?)",
-                (machine.device_id, machine.name, machine.shaft_hz,
-                 json.dumps(machine.bearing.to_dict()) if machine.bearing else "", machine.iso_group,
-                 machine.foundation, machine.notes, machine.updated))
+            self._write(machine)
         return machine
+
+    def _write(self, m: Machine) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO machines (device_id, name, shaft_hz, bearing, iso_group, foundation, "
+            "notes, updated) VALUES (?,?,?,?,?,?,?,?)",
+            (m.device_id, m.name, m.shaft_hz, json.dumps(m.bearing.to_dict()) if m.bearing else "",
+             m.iso_group, m.foundation, m.notes, m.updated))
+
+    def replace_all(self, machines: list[Machine]) -> None:
+        """Write every machine of `machines` (replacing a described device's row) in one
+        transaction: a failure leaves the store as it was."""
+        with database.transaction(self._conn):
+            for m in machines:
+                self._write(m)
 
     def remove(self, device_id: str) -> bool:
         with database.transaction(self._conn):
@@ -135,3 +152,72 @@ def machine_classes(db_path: Path | None = None) -> dict[str, str]:
     """device id -> ISO machine class of every described machine (the fleet table's zones)."""
     with MachineStore(db_path) as machines:
         return {m.device_id: m.machine_class for m in machines.list()}
+
+
+def export_machines(store: MachineStore) -> dict:
+    """Every machine description as a JSON-able document (`tinymlops machine export`), to move a
+    fleet's machines to another operator laptop with the fleet."""
+    return {"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
+            "machines": [{"device_id": m.device_id, **{k: _field(m, k) for k in _EDITABLE}, "updated": m.updated}
+                         for m in store.list()]}
+
+
+def _field(machine: Machine, key: str):
+    value = getattr(machine, key)
+    return value.to_dict() if key == "bearing" and value is not None else value
+
+
+def parse_export(document: object) -> list[Machine]:
+    """The machines of an exported document, every one validated; a DataError naming the first
+    bad entry (by index and device) otherwise, before anything is written."""
+    if not isinstance(document, dict) or document.get("format") != EXPORT_FORMAT:
+        raise DataError(f"not a machines file (its \"format\" must be {EXPORT_FORMAT!r}: "
+                        "`tinymlops machine export FILE` writes one)")
+    if document.get("version") != EXPORT_VERSION:
+        raise DataError(f"machines file version {document.get('version')!r}: this version reads {EXPORT_VERSION}")
+    entries = document.get("machines")
+    if not isinstance(entries, list):
+        raise DataError("machines file has no \"machines\" list")
+    machines: list[Machine] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        where = f"machine #{i + 1}"
+        try:
+            if not isinstance(entry, dict) or not isinstance(entry.get("device_id"), str):
+                raise DataError("needs a \"device_id\" string")
+            where += f" ({entry['device_id']})"
+            unknown = set(entry) - {"device_id", "updated", *_EDITABLE}
+            if unknown:
+                raise DataError(f"unknown field(s) {', '.join(sorted(unknown))}")
+            if entry["device_id"] in seen:
+                raise DataError("described twice")
+            bearing = entry.get("bearing")
+            if bearing is not None and not isinstance(bearing, dict):
+                raise DataError("\"bearing\" must be an object {n_balls, ball_diameter_mm, ...}")
+            fields = {k: entry[k] for k in _EDITABLE if k in entry and k != "bearing"}
+            if not all(isinstance(fields.get(k, ""), str) for k in ("name", "notes")):
+                raise DataError("\"name\" and \"notes\" must be text")
+            machine = Machine(device_id=entry["device_id"], bearing=bearing_from_dict(bearing),
+                              updated=float(entry.get("updated") or time.time()), **fields)
+        except (DataError, TypeError, ValueError) as exc:
+            raise DataError(f"{where}: {exc}") from None
+        seen.add(machine.device_id)
+        machines.append(machine)
+    return machines
+
+
+def import_machines(store: MachineStore, path: Path) -> list[Machine]:
+    """Read a machines file and write its machines (replacing those of the same devices, keeping
+    the others): all or nothing. A DataError that says what is wrong with the file otherwise."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_IMPORT_BYTES:
+            raise DataError(f"{path} is larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MB: not a machines file")
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is not JSON: {exc}") from None
+    machines = parse_export(document)
+    store.replace_all(machines)
+    return machines

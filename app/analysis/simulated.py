@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.analysis.bearings import Bearing
-from app.fleet.vibration import BearingGeometry, MachineSimulator
+from app.fleet.vibration import MachineSimulator
 
 # The simulator's speed drifts slowly; the mean speed is sampled once per block of this many
 # samples (0.1 s at 3.2 kHz: the drift's 20 s time constant makes finer steps pointless).
@@ -26,11 +26,6 @@ class SimulatedRecording:
         return self.bearing.frequencies(self.shaft_hz)[name]
 
 
-def as_bearing(geometry: BearingGeometry) -> Bearing:
-    return Bearing(geometry.n_balls, geometry.ball_diameter_mm, geometry.pitch_diameter_mm,
-                   geometry.contact_angle_deg)
-
-
 def record(seed: int, mask: int, severity: float, seconds: float, shaft_hz: float = 24.7,
            **sim_kw) -> SimulatedRecording:
     """`seconds` of a simulated machine with fault `mask` at `severity`, and its ground truth."""
@@ -45,4 +40,4 @@ def record(seed: int, mask: int, severity: float, seconds: float, shaft_hz: floa
         speeds.append(0.5 * (before + sim.shaft_hz))  # the speed ramps linearly within a block
         weights.append(size)
     return SimulatedRecording(np.vstack(blocks), sim.sample_rate, float(np.average(speeds, weights=weights)),
-                              as_bearing(sim.bearing))
+                              sim.bearing)

@@ -1,4 +1,5 @@
-"""`tinymlops fleet list|ports`: what a broker knows about the fleet, and which serial ports exist."""
+"""`tinymlops fleet list|events|ports`: what a broker knows about the fleet, what happens to it (alarms
+with the features that drove them), and which serial ports exist."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from app.transport.local_broker import BROKER_HELP
 
 # Retained statuses arrive at once; 3 s also catches a telemetry message (about 1 Hz) from each device.
 DEFAULT_WAIT_S = 3.0
+# `fleet events` watches this long by default: a few telemetry periods of every device.
+EVENTS_WAIT_S = 30.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +26,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lst.add_argument("--wait", type=float, default=DEFAULT_WAIT_S, metavar="SECONDS",
                      help=f"how long to listen before printing (default {DEFAULT_WAIT_S:g})")
     lst.set_defaults(func=cmd_list)
+
+    ev = sub.add_parser("events", help="watch a broker and print what happens: devices appearing and going offline, "
+                        "alarms with the features that drove the score, model changes")
+    ev.add_argument("--broker", metavar="URL", help=BROKER_HELP)
+    ev.add_argument("--json", action="store_true", help="one JSON object per line")
+    ev.add_argument("--wait", type=float, default=EVENTS_WAIT_S, metavar="SECONDS",
+                    help=f"how long to watch (default {EVENTS_WAIT_S:g}; 0: until interrupted)")
+    ev.add_argument("--until-alarm", action="store_true", help="stop after the first alarm")
+    ev.set_defaults(func=cmd_events)
 
     ports = sub.add_parser("ports", help="serial ports on this machine")
     ports.add_argument("--json", action="store_true", help="machine-readable output")
@@ -73,6 +85,46 @@ def cmd_list(args: argparse.Namespace) -> int:
         score = "-" if r.score is None else f"{r.score:.4g}" + (" ALARM" if r.alarm else "")
         rows.append([r.device_id, r.state, r.profile or "-", r.firmware or "-", model, score, _ago(r.last_seen, now)])
     print(_table(rows))
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    """Print the events of app.analysis.fleet_events as they happen; an alarm's line says which
+    features drove the score (app.analysis.alarm_cause) when this host has the device's model."""
+    import queue
+
+    from app.analysis.alarm_cause import AlarmExplainer
+    from app.analysis.fleet_events import transitions
+    from app.deploy.links import broker_connection
+    from app.services.fleet_monitor import FleetMonitor
+
+    if args.wait < 0:
+        raise LinkError("--wait must be zero or more seconds")
+    explainer = AlarmExplainer()
+    changes: queue.Queue = queue.Queue()
+    last: dict[str, object] = {}
+    deadline = time.monotonic() + args.wait if args.wait else None
+    with broker_connection(args.broker) as conn, FleetMonitor(conn) as monitor:
+        monitor.add_listener(lambda event, record: changes.put(record) if event != "removed" else None)
+        while deadline is None or (left := deadline - time.monotonic()) > 0:
+            try:
+                record = changes.get(timeout=None if deadline is None else left)
+            except queue.Empty:
+                break
+            alarmed = False
+            for level, device, text in transitions(last.get(record.device_id), record, explainer.text):
+                alarmed = alarmed or level == "alarm"
+                if args.json:
+                    item = {"time": time.time(), "level": level, "device": device, "text": text}
+                    if level == "alarm":
+                        cause = explainer.explain(record)
+                        item["cause"] = cause.to_dict() if cause is not None else None
+                    print(json.dumps(item), flush=True)
+                else:
+                    print(f"{time.strftime('%H:%M:%S')}  {level:<7}  {device:<12}  {text}", flush=True)
+            last[record.device_id] = record
+            if alarmed and args.until_alarm:
+                break
     return 0
 
 

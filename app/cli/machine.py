@@ -1,4 +1,4 @@
-"""`tinymlops machine set|show|list|remove`: the machine each device is mounted on (shaft speed,
+"""`tinymlops machine set|show|list|remove|export|import`: the machine each device is mounted on (shaft speed,
 bearing, ISO class), which the vibration analysis (`data analyze`, `report`, the live view) uses."""
 
 from __future__ import annotations
@@ -61,6 +61,15 @@ def register(sub) -> None:
 
     p = msub.add_parser("bearings", help="the bearing catalogue")
     p.set_defaults(func=cmd_bearings)
+
+    p = msub.add_parser("export", help="write every machine description to a JSON file (to move them with the fleet)")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=cmd_export)
+
+    p = msub.add_parser("import", help="read machine descriptions from an exported JSON file: all or none; "
+                        "machines of the same devices are replaced, the others kept")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=cmd_import)
 
 
 def _changes(args: argparse.Namespace) -> dict:
@@ -169,4 +178,29 @@ def cmd_bearings(args: argparse.Namespace) -> int:
         o = b.orders()
         print(f"{name:<8} {b.n_balls:>3} {b.ball_diameter_mm:>6.2f} {b.pitch_diameter_mm:>6.2f}  "
               f"{o['BPFO']:.3f}  {o['BPFI']:.3f}  {o['BSF']:.3f}  {o['FTF']:.3f}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from app.analysis.machines import MachineStore, export_machines
+    from app.domain.errors import DataError
+
+    with MachineStore() as store:
+        document = export_machines(store)
+    try:
+        Path(args.file).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"cannot write {args.file}: {exc.strerror or exc}") from None
+    print(f"exported {len(document['machines'])} machine(s) to {args.file}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from app.analysis.machines import MachineStore, import_machines
+
+    with MachineStore() as store:
+        machines = import_machines(store, args.file)
+    print(f"imported {len(machines)} machine(s) from {args.file}: {', '.join(m.device_id for m in machines) or '-'}")
     return 0

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from app.deploy import links, signatures
 from app.deploy.finish import device_error, error_text
-from app.deploy.history import DeploymentHistory, DeploymentRecord
+from app.deploy.history import DeploymentFigures, DeploymentHistory, DeploymentRecord
 from app.deploy.rollout import DEFAULT_CONCURRENCY, Rollout, find_devices, not_online
 from app.deploy.transfer import (
     DEFAULT_BENCH_COUNT,
@@ -61,37 +61,17 @@ U16_MAX = 0xFFFF
 
 
 @dataclass
-class DeploymentResult:
-    """One device's deployment outcome, with the paper's three latencies."""
+class DeploymentResult(DeploymentFigures):
+    """One device's deployment outcome, with the paper's three latencies (the figures) and what
+    the caller also wants to know: retries on the way and where the history keeps it."""
 
-    device: str
-    outcome: str  # "ok", "failed", "refused", "cancelled", "skipped"
-    model_name: str = ""
-    model_version: int = 0
-    model_sha: str = ""
-    transport: str = ""
-    image_size: int = 0
-    wire_bytes: int = 0
-    host_deploy_s: float | None = None
-    device_deploy_us: int | None = None
-    load_us: int | None = None
-    bench_n: int | None = None
-    inference_min_us: int | None = None
-    inference_median_us: int | None = None
-    inference_p95_us: int | None = None
-    inference_max_us: int | None = None
-    emulated: bool = False
-    trial: bool = False
     resumed_chunks: int = 0
     retransmits: int = 0
-    error_code: int | None = None
-    error_message: str | None = None
     record_id: int | None = None
     # bytes the operator published for the whole MQTT pull rollout this device was part of (chunks
     # once per site, plus every command): the uplink cost, shared by the rollout's devices
     rollout_published_bytes: int | None = None
     rollout_chunk_bytes: int | None = None  # of which the model chunks: about one image, whatever the device count
-    signed_by: str | None = None  # key id of the image's signature (PROTOCOL.md 6.2), None when unsigned
     notes: list[str] = field(default_factory=list)  # what happened on the way (resyncs, reboots, no figures)
 
     @property
@@ -343,15 +323,9 @@ def _record(hist: DeploymentHistory, results: list[DeploymentResult], started: f
     """One history row per device result (its record_id is set)."""
     for r in results:
         rec = DeploymentRecord(
-            started=started, device=r.device, model_name=r.model_name, model_version=r.model_version,
-            model_sha=r.model_sha, transport=r.transport, baud=baud if via == "serial" else None,
+            **r.figures(), started=started, baud=baud if via == "serial" else None,
             broker=_public_broker(broker) if via == "mqtt" else None, port=port if via == "serial" else None,
-            image_size=r.image_size, wire_bytes=r.wire_bytes, host_deploy_s=r.host_deploy_s,
-            device_deploy_us=r.device_deploy_us, load_us=r.load_us, bench_n=r.bench_n,
-            inference_min_us=r.inference_min_us, inference_median_us=r.inference_median_us,
-            inference_p95_us=r.inference_p95_us, inference_max_us=r.inference_max_us, emulated=r.emulated,
-            trial=r.trial, outcome=r.outcome, error_code=r.error_code, error_message=r.error_message,
-            signed_by=r.signed_by, broker_identity=broker_identity(broker) if via == "mqtt" else None)
+            broker_identity=broker_identity(broker) if via == "mqtt" else None)
         r.record_id = hist.add(rec)
 
 

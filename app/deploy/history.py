@@ -18,18 +18,17 @@ from app.domain import database, paths
 
 
 @dataclass
-class DeploymentRecord:
-    """One device's deployment: identity, link, sizes, the three latencies and the outcome."""
+class DeploymentFigures:
+    """What one device's deployment sent and measured: the identity of the image, the link, the
+    sizes, the paper's three latencies and the outcome. The API's result (deploy.api's
+    DeploymentResult) and the history's row (DeploymentRecord) both are these figures plus their own
+    fields, so a figure is declared once and a result becomes a row without copying field by field."""
 
-    started: float = 0.0  # time.time() when the deployment began
     device: str = ""
     model_name: str = ""
     model_version: int = 0
     model_sha: str = ""  # full SHA-256 hex of the image
     transport: str = ""  # "serial", "mqtt-push", "mqtt-pull"
-    baud: int | None = None
-    broker: str | None = None
-    port: str | None = None
     image_size: int = 0
     wire_bytes: int = 0
     host_deploy_s: float | None = None  # first byte sent -> COMMIT reply: verified, loaded, active (host clock)
@@ -42,12 +41,26 @@ class DeploymentRecord:
     inference_max_us: int | None = None
     emulated: bool = False
     trial: bool = False
-    # "ok", "failed", "refused", "cancelled", "skipped"; "rolled-back", "confirmed",
-    # "rollback-failed", "confirm-failed"
+    # "ok", "failed", "refused", "cancelled", "skipped"; in the history also "rolled-back",
+    # "confirmed", "rollback-failed", "confirm-failed"
     outcome: str = ""
     error_code: int | None = None
     error_message: str | None = None
     signed_by: str | None = None  # key id of the image's signature (PROTOCOL.md 6.2), None when unsigned
+
+    def figures(self) -> dict:
+        """Only the shared figures, by name (a result's or a record's own fields left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(DeploymentFigures)}
+
+
+@dataclass
+class DeploymentRecord(DeploymentFigures):
+    """One device's deployment as the history keeps it: the figures, when, and over which link."""
+
+    started: float = 0.0  # time.time() when the deployment began
+    baud: int | None = None
+    broker: str | None = None
+    port: str | None = None
     broker_identity: str | None = None  # who the operator was on the broker: user name or certificate CN
     id: int | None = None
 
@@ -119,7 +132,7 @@ def to_json(records: list[DeploymentRecord]) -> str:
 
 def to_csv(records: list[DeploymentRecord]) -> str:
     buf = io.StringIO()
-    names = ["id"] + [f.name for f in _COLUMNS]
+    names = ["id", "started"] + [f.name for f in _COLUMNS if f.name != "started"]
     writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
     writer.writeheader()
     for r in records:

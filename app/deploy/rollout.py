@@ -43,7 +43,7 @@ from app.deploy.transfer import (
 )
 from app.domain.errors import Cancelled, DeviceError, LinkError, ProtocolError, TinyMLOpsError
 from app.protocol import topics
-from app.protocol.codes import MAX_CHUNK, CommitMode, ErrorCode, EventCode, XferFlags
+from app.protocol.codes import MAX_CHUNK, CommitMode, DeviceState, ErrorCode, EventCode, XferFlags
 from app.protocol.image import sha256
 from app.protocol.messages import (
     Event,
@@ -138,7 +138,7 @@ def find_devices(connection, device_ids: list[str], timeout: float = DISCOVERY_T
         if not isinstance(msg, Hello):
             return
         with lock:
-            if msg.state != 0:
+            if msg.state != DeviceState.OFFLINE:
                 found[parsed[1]] = msg.clamped()  # a spoofed max_chunk cannot force tiny chunks
             else:
                 found.pop(parsed[1], None)

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
 
 import numpy as np
 
+from app.domain.bearings import Bearing
 from app.protocol.codes import FaultMask
 
 # ADXL345-class accelerometer: up to 3.2 kHz output data rate.
@@ -59,25 +59,8 @@ _BEARING_IMPACT_G = 1.2
 _BEARING_AXES = np.array([1.0, 0.75, 0.35])
 
 
-@dataclass(frozen=True)
-class BearingGeometry:
-    """Rolling-element bearing geometry (default: SKF 6205 deep-groove ball bearing)."""
-
-    n_balls: int = 9
-    ball_diameter_mm: float = 7.94
-    pitch_diameter_mm: float = 39.04
-    contact_angle_deg: float = 0.0
-
-    def _ratio(self) -> float:
-        return self.ball_diameter_mm / self.pitch_diameter_mm * math.cos(math.radians(self.contact_angle_deg))
-
-    def bpfo_order(self) -> float:
-        """Ball-pass frequency, outer race, in multiples of shaft frequency: (n/2)(1 - d/D cos a)."""
-        return self.n_balls / 2.0 * (1.0 - self._ratio())
-
-    def bpfi_order(self) -> float:
-        """Ball-pass frequency, inner race, in multiples of shaft frequency: (n/2)(1 + d/D cos a)."""
-        return self.n_balls / 2.0 * (1.0 + self._ratio())
+# The simulated machines' bearing: an SKF 6205 deep-groove ball bearing (the CWRU data set's).
+SIM_BEARING = Bearing(9, 7.94, 39.04, 0.0, "6205")
 
 
 class MachineSimulator:
@@ -89,7 +72,7 @@ class MachineSimulator:
         sample_rate: int = DEFAULT_SAMPLE_RATE,
         shaft_hz: float = 24.7,
         *,
-        bearing: BearingGeometry | None = None,
+        bearing: Bearing | None = None,
         resonance_hz: float = DEFAULT_RESONANCE_HZ,
         noise_g: float = DEFAULT_NOISE_G,
         drift_fraction: float = DEFAULT_DRIFT_FRACTION,
@@ -101,7 +84,7 @@ class MachineSimulator:
             raise ValueError(f"resonance {resonance_hz} Hz must be below Nyquist ({sample_rate / 2} Hz)")
         self.sample_rate = int(sample_rate)
         self.nominal_shaft_hz = float(shaft_hz)
-        self.bearing = bearing or BearingGeometry()
+        self.bearing = bearing or SIM_BEARING
         self.resonance_hz = float(resonance_hz)
         self.noise_g = float(noise_g)
         self.drift_fraction = float(drift_fraction)
@@ -145,11 +128,11 @@ class MachineSimulator:
 
     @property
     def bpfo_hz(self) -> float:
-        return self.bearing.bpfo_order() * self.shaft_hz
+        return self.bearing.orders()["BPFO"] * self.shaft_hz
 
     @property
     def bpfi_hz(self) -> float:
-        return self.bearing.bpfi_order() * self.shaft_hz
+        return self.bearing.orders()["BPFI"] * self.shaft_hz
 
     @property
     def elapsed_s(self) -> float:
@@ -222,8 +205,8 @@ class MachineSimulator:
         return start, end
 
     def _race_orders(self) -> tuple[tuple[FaultMask, float], ...]:
-        return ((FaultMask.BEARING_OUTER, self.bearing.bpfo_order()),
-                (FaultMask.BEARING_INNER, self.bearing.bpfi_order()))
+        return ((FaultMask.BEARING_OUTER, self.bearing.orders()["BPFO"]),
+                (FaultMask.BEARING_INNER, self.bearing.orders()["BPFI"]))
 
     def _wrap_theta(self) -> None:
         """Keep sin() arguments small; every order is a multiple of 0.5, so lines stay continuous."""

@@ -223,14 +223,19 @@ class Scorer:
     def normalise(self, features: np.ndarray) -> np.ndarray:
         return ((np.asarray(features, np.float32) - self._mean) / self._std).astype(np.float32)
 
-    def score(self, features: np.ndarray) -> float:
+    def errors(self, features: np.ndarray) -> np.ndarray:
+        """Squared reconstruction error per feature, (y - x)^2 in f32: the score is their mean, so
+        they say which features drove it (an alarm's cause)."""
         x = self.normalise(features)
         q = round_half_away(x / np.float32(self.q_in.scale)) + self.q_in.zero_point
         self.interpreter.set_input(np.clip(q, -128, 127).astype(np.int8).reshape(1, -1), 0)
         self.interpreter.invoke()
         y_q = self.interpreter.get_output(0).reshape(-1).astype(np.float32)
         y = (y_q - np.float32(self.q_out.zero_point)) * np.float32(self.q_out.scale)
-        err = (y - x).astype(np.float32) ** 2
+        return (y - x).astype(np.float32) ** 2
+
+    def score(self, features: np.ndarray) -> float:
+        err = self.errors(features)
         # index order in f32, as PROTOCOL.md 6.1 and the firmware sum it: add.accumulate is strictly
         # sequential (unlike sum's pairwise reduction), 10x cheaper than a Python loop
         total = np.add.accumulate(err, dtype=np.float32)[-1]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,21 @@ def source_devices(info: list[dict]) -> list[str]:
     return sorted({i["source"].split(":", 1)[1] for i in info if str(i.get("source", "")).startswith("device:")})
 
 
+@contextmanager
+def _stores(datasets: DatasetStore | None, registry: Registry | None) -> Iterator[tuple[DatasetStore, Registry]]:
+    """The caller's dataset store and registry, or ones opened here and closed on leaving."""
+    own_store, own_reg = datasets is None, registry is None
+    datasets = datasets or DatasetStore()
+    registry = registry or Registry()
+    try:
+        yield datasets, registry
+    finally:
+        if own_store:
+            datasets.close()
+        if own_reg:
+            registry.close()
+
+
 def train_and_register(data: list[str], fault_data: list[str] | None, name: str, *,
                        config: training.TrainConfig = training.TrainConfig(), parent: str | None = None,
                        notes: str = "", progress: training.ProgressFn | None = None,
@@ -46,10 +63,7 @@ def train_and_register(data: list[str], fault_data: list[str] | None, name: str,
                        datasets: DatasetStore | None = None) -> ModelVersion:
     """Train a new version of `name` from normal datasets (fault datasets only for metrics)."""
     check_name(name)
-    own_store, own_reg = datasets is None, registry is None
-    datasets = datasets or DatasetStore()
-    registry = registry or Registry()
-    try:
+    with _stores(datasets, registry) as (datasets, registry):
         normal, normal_info = load_features(datasets, list(data), "normal")
         fault, fault_info = load_features(datasets, list(fault_data or []), "fault")
         if parent is None:
@@ -68,11 +82,6 @@ def train_and_register(data: list[str], fault_data: list[str] | None, name: str,
         return registry.add(name=name, tflite=trained.tflite, card=trained.card, image=trained.image,
                             parent=parent, dataset=",".join(i["id"] for i in normal_info), notes=notes,
                             artifacts=trained.extra_artifacts)
-    finally:
-        if own_store:
-            datasets.close()
-        if own_reg:
-            registry.close()
 
 
 def import_and_register(path: Path, name: str, *, data: list[str] | None = None, external: bool = False,
@@ -81,10 +90,7 @@ def import_and_register(path: Path, name: str, *, data: list[str] | None = None,
                         progress: training.ProgressFn | None = None) -> ModelVersion:
     """Check, convert and calibrate a model file (see app.ml.importer) and store it as a version."""
     check_name(name)
-    own_store, own_reg = datasets is None, registry is None
-    datasets = datasets or DatasetStore()
-    registry = registry or Registry()
-    try:
+    with _stores(datasets, registry) as (datasets, registry):
         normal = None
         info: list[dict] = []
         if data:
@@ -95,8 +101,3 @@ def import_and_register(path: Path, name: str, *, data: list[str] | None = None,
                             image=imported.image, parent=latest[-1].ref if latest else None,
                             dataset=",".join(i["id"] for i in info) or None, notes=notes,
                             artifacts=imported.extra_artifacts)
-    finally:
-        if own_store:
-            datasets.close()
-        if own_reg:
-            registry.close()

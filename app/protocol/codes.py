@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from enum import IntEnum, IntFlag
+from enum import IntEnum, IntFlag, StrEnum
+
+# The error codes and texts are generated from PROTOCOL.md section 9 (scripts/gen_error_codes.py).
+from app.protocol.error_codes import ERROR_TEXT as ERROR_TEXT  # re-exported: callers import codes
+from app.protocol.error_codes import ErrorCode as ErrorCode
 
 PROTOCOL_VERSION = 1
 HEADER_SIZE = 6
@@ -65,58 +69,6 @@ class MsgType(IntEnum):
     REVOKE = 0x30
 
 
-class ErrorCode(IntEnum):
-    OK = 0
-    MALFORMED = 1
-    UNSUPPORTED_VERSION = 2
-    UNKNOWN_TYPE = 3
-    BAD_ARGUMENT = 4
-    BUSY = 5
-    NO_TRANSFER = 6
-    CHUNK_CRC = 7
-    CHUNK_RANGE = 8
-    TOO_LARGE = 9
-    INCOMPLETE = 10
-    HASH_MISMATCH = 11
-    BAD_IMAGE = 12
-    LOAD_FAILED = 13
-    UNSUPPORTED_OP = 14
-    ARENA_TOO_SMALL = 15
-    SELFTEST_FAILED = 16
-    NO_PREVIOUS = 17
-    NOT_TRIAL = 18
-    NO_MODEL = 19
-    INTERNAL = 20
-    BAD_SIGNATURE = 21
-    REVOKED = 22
-
-
-ERROR_TEXT = {
-    ErrorCode.MALFORMED: "payload does not parse",
-    ErrorCode.UNSUPPORTED_VERSION: "protocol version not supported",
-    ErrorCode.UNKNOWN_TYPE: "unknown message type",
-    ErrorCode.BAD_ARGUMENT: "a field is out of range",
-    ErrorCode.BUSY: "another transfer is in progress on this device",
-    ErrorCode.NO_TRANSFER: "no transfer with that id",
-    ErrorCode.CHUNK_CRC: "chunk data does not match its CRC",
-    ErrorCode.CHUNK_RANGE: "chunk index or size outside the image",
-    ErrorCode.TOO_LARGE: "image larger than the free model slot",
-    ErrorCode.INCOMPLETE: "commit before every chunk was received",
-    ErrorCode.HASH_MISMATCH: "image SHA-256 differs from the announced one",
-    ErrorCode.BAD_IMAGE: "model image container is malformed",
-    ErrorCode.LOAD_FAILED: "interpreter refused the model",
-    ErrorCode.UNSUPPORTED_OP: "model uses an op this device cannot run",
-    ErrorCode.ARENA_TOO_SMALL: "model needs more RAM than the device's arena budget",
-    ErrorCode.SELFTEST_FAILED: "model self-test score outside tolerance",
-    ErrorCode.NO_PREVIOUS: "no previous model to roll back to",
-    ErrorCode.NOT_TRIAL: "no model on trial to confirm",
-    ErrorCode.NO_MODEL: "no active model",
-    ErrorCode.INTERNAL: "unexpected device fault",
-    ErrorCode.BAD_SIGNATURE: "signature missing, malformed, by an untrusted key or not matching",
-    ErrorCode.REVOKED: "model version revoked by the operator",
-}
-
-
 # Why a received message was dropped, when its ProtocolError code is none of ErrorCode.
 INVALID_REASON = "invalid"
 
@@ -138,15 +90,17 @@ class EventCode(IntEnum):
 
 
 class DeviceState(IntEnum):
+    """A HELLO's state byte (PROTOCOL.md 4.1); `label` is its word (StateLabel)."""
+
     OFFLINE = 0
     ONLINE = 1
     STREAMING = 2
     UPDATING = 3
 
     @property
-    def label(self) -> str:
-        """The word records, `--json` output and the fleet view use: "offline", "online", ..."""
-        return self.name.lower()
+    def label(self) -> StateLabel:
+        """The word records, `--json` output and the fleet view use: StateLabel.OFFLINE, ..."""
+        return StateLabel[self.name]
 
     @classmethod
     def from_wire(cls, value: int) -> DeviceState:
@@ -155,6 +109,12 @@ class DeviceState(IntEnum):
             return cls(value)
         except ValueError:
             return cls.ONLINE
+
+
+# A device's state as a word: what records, `--json` output, the CLI table and the fleet view hold.
+# One member per DeviceState, of the same name, valued in lower case ("offline", "online", ...); a
+# StrEnum, so it prints, compares and serialises as the plain word.
+StateLabel = StrEnum("StateLabel", [(s.name, s.name.lower()) for s in DeviceState], module=__name__)
 
 
 class Caps(IntFlag):

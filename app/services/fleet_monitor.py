@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from app.domain.errors import LinkError, ProtocolError
 from app.protocol import messages as m
 from app.protocol import topics
-from app.protocol.codes import HELLO_INTERVAL_S, DeviceState, TelemetryFlags, drop_reason
+from app.protocol.codes import HELLO_INTERVAL_S, DeviceState, StateLabel, TelemetryFlags, drop_reason
 from app.services.channel import SerialChannel
 from app.services.fleet_memory import FIELDS as MEMORY_FIELDS
 from app.services.fleet_memory import FleetMemory
@@ -64,7 +64,7 @@ class DeviceRecord:
     site: str = ""
     location: str = ""
     transport: str = "mqtt"
-    state: str = "online"
+    state: StateLabel = StateLabel.ONLINE
     profile: str = ""
     firmware: str = ""
     model_name: str = ""
@@ -84,7 +84,7 @@ class DeviceRecord:
 
     @property
     def online(self) -> bool:
-        return self.state != "offline"
+        return self.state != StateLabel.OFFLINE
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -230,7 +230,7 @@ class FleetMonitor:
     def _apply_hello(self, hello: m.Hello, site: str, transport: str) -> None:
         now = time.time()
         hello = hello.clamped()
-        offline = hello.state == 0
+        offline = hello.state == DeviceState.OFFLINE
         remembered = self.memory.get(hello.device_id) if offline and self.memory is not None else None
         with self._lock:
             record = self._records.get(hello.device_id)
@@ -241,7 +241,7 @@ class FleetMonitor:
             was_online = record.online and event == "changed"
             if offline and event == "changed":
                 # The will was composed when the device connected: keep what we know, mark it gone.
-                record.state = "offline"
+                record.state = StateLabel.OFFLINE
                 record.hello = hello
             elif offline and remembered:
                 # First heard of through its will: what we knew when it was last heard beats the will
@@ -250,7 +250,7 @@ class FleetMonitor:
                     setattr(record, key, value)
                 record.site = site
                 record.transport = transport
-                record.state = "offline"
+                record.state = StateLabel.OFFLINE
                 record.uptime_s = hello.uptime_s
                 record.hello = hello
             else:
@@ -287,9 +287,9 @@ class FleetMonitor:
                 log.debug("dropped telemetry from %s/%s: no HELLO from it", site or transport, device_id)
                 return
             self.counters["telemetry"] += 1
-            came_back = record.state == "offline"
+            came_back = record.state == StateLabel.OFFLINE
             if came_back:
-                record.state = "online"
+                record.state = StateLabel.ONLINE
             no_model = bool(tel.flags & TelemetryFlags.NO_MODEL)
             record.score = None if no_model else tel.score
             record.threshold = tel.threshold
@@ -349,7 +349,7 @@ class FleetMonitor:
         with self._lock:
             for record in self._records.values():
                 if record.online and record.last_seen < cutoff:
-                    record.state = "offline"
+                    record.state = StateLabel.OFFLINE
                     gone.append(dataclasses.replace(record))
         for record in gone:
             log.info("device %s silent for %.0f s: shown offline", record.device_id, self.stale_after_s)
@@ -474,7 +474,7 @@ class FleetMonitor:
                 record = self._records.get(device_id)
                 if record is None or not record.online:
                     return
-                record.state = "offline"
+                record.state = StateLabel.OFFLINE
                 snapshot = dataclasses.replace(record)
             self._emit("offline", snapshot)
 

@@ -10,6 +10,7 @@ from PySide6.QtCore import QModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QLabel, QPushButton, QTableView, QVBoxLayout, QWidget
 
+from app.analysis.fleet_events import transitions as transitions  # re-exported for the panel's callers
 from app.ui.table_model import ItemTableModel
 
 # Hours of events at a plant's pace; older ones drop off so a long session never grows.
@@ -98,34 +99,3 @@ class EventsPanel(QWidget):
     def _update_summary(self, *_args) -> None:
         alarms = self.model.count("alarm")
         self.summary.setText(f"{self.model.rowCount()} events" + (f", {alarms} alarms" if alarms else ""))
-
-
-def transitions(old, new) -> list[tuple[str, str, str]]:
-    """Events worth telling the operator when a device's record goes from `old` to `new`."""
-    dev = new.device_id
-    out = []
-    if old is None:
-        model = f"{new.model_name}@{new.model_version}" if new.model_name else "no model"
-        out.append(("info", dev, f"appeared at {new.location or new.site or '?'} ({new.profile}, {model})"))
-        if new.alarm and new.online:  # already alarming when first seen: the morning round needs it
-            out.append(_alarm(new))
-        return out
-    if old.online and not new.online:
-        out.append(("warning", dev, "went offline"))
-    elif not old.online and new.online:
-        out.append(("ok", dev, "back online"))
-    if not old.alarm and new.alarm and new.online:
-        out.append(_alarm(new))
-    elif old.alarm and not new.alarm and new.online:
-        out.append(("ok", dev, "alarm cleared"))
-    if (old.model_name, old.model_version) != (new.model_name, new.model_version) and new.model_version:
-        out.append(("info", dev, f"model now {new.model_name}@{new.model_version}"
-                                 + (" (on trial)" if new.trial else "")))
-    elif old.trial and not new.trial and old.model_version == new.model_version:
-        out.append(("ok", dev, f"trial model {new.model_name}@{new.model_version} confirmed"))
-    return out
-
-
-def _alarm(rec) -> tuple[str, str, str]:
-    return ("alarm", rec.device_id, f"ALARM: anomaly score {rec.score or 0:.3f} above threshold "
-                                    f"{rec.threshold or 0:.3f}")

@@ -15,15 +15,16 @@ from dataclasses import dataclass, field
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 
-from app.protocol.codes import DeviceState
+from app.analysis.alarm_cause import AlarmExplainer
+from app.analysis.fleet_events import CauseFn, transitions
+from app.protocol.codes import StateLabel
 from app.ui.fleet_zones import ZoneCache
 
 COLUMNS = ("Device", "Status", "Profile", "Firmware", "Model", "Score", "Last seen", "Transport", "Velocity")
 COL_NAME, COL_STATUS, COL_PROFILE, COL_FIRMWARE, COL_MODEL, COL_SCORE, COL_SEEN, COL_TRANSPORT, COL_VELOCITY = range(9)
-# The operator's one-word status: the device's own state (DeviceState.label) where that says it,
+# The operator's one-word status: the device's own state (StateLabel) where that says it,
 # and two of the view's own: a deployment in progress, a score above the threshold.
-ONLINE, OFFLINE, STREAMING = DeviceState.ONLINE.label, DeviceState.OFFLINE.label, DeviceState.STREAMING.label
-UPDATING = DeviceState.UPDATING.label
+ONLINE, OFFLINE, STREAMING, UPDATING = StateLabel.ONLINE, StateLabel.OFFLINE, StateLabel.STREAMING, StateLabel.UPDATING
 DEPLOYING, ALARM = "deploying", "alarm"
 STATUSES = (ONLINE, OFFLINE, STREAMING, DEPLOYING, ALARM)
 STATUS_COLORS = {ONLINE: "#2e7d32", OFFLINE: "#757575", STREAMING: "#1565c0", DEPLOYING: "#ef6c00",
@@ -127,7 +128,8 @@ def trust_text(hello) -> str:
 
 class FleetModel(QAbstractItemModel):
     """Tree of DeviceRecords; `enqueue` from any thread, `flush` on the GUI thread (a timer).
-    `events` carries, per flush, the transitions worth telling the operator (app.ui.events)."""
+    `events` carries, per flush, the transitions worth telling the operator (app.analysis.fleet_events);
+    an alarm's says which features drove the score (`alarm_cause`: AlarmExplainer.text by default)."""
 
     events = Signal(list)
     repaint = Signal()
@@ -144,6 +146,7 @@ class FleetModel(QAbstractItemModel):
         self._summaries: dict[int, tuple] = {}  # group node -> counts, until the next structural change
         self._worst: dict[int, tuple[float, str]] | None = None  # group node -> worst score ratio, per flush
         self.zones = ZoneCache()  # the velocity column
+        self.alarm_cause: CauseFn | None = AlarmExplainer().text
         self.flushes = 0
         self.applied = 0
 
@@ -184,8 +187,6 @@ class FleetModel(QAbstractItemModel):
         if not pending:
             return 0
         self._worst = None  # scores moved: group rows recompute their worst device when drawn
-        from app.ui.events import transitions
-
         changed: list[Node] = []
         quiet = 0
         events: list[tuple[str, str, str]] = []
@@ -196,7 +197,7 @@ class FleetModel(QAbstractItemModel):
                 self._remove(device_id)  # moved to another machine: re-insert under its new parent
                 node = None
             events.extend(transitions(node.record if node is not None else self._gone.pop(device_id, None),
-                                      record))
+                                      record, self.alarm_cause))
             if node is None:
                 parent = self._ensure_groups(group_path(record))
                 node = Node("device", device_id, parent=parent, record=record)

@@ -34,16 +34,8 @@ enum {
     TM_SET_FAULT = 0x2C, TM_ACTIVATE = 0x2D, TM_XFER_SIGN = 0x2E
 };
 
-/* Error codes (PROTOCOL.md 9); 0 is success everywhere in the core. */
-enum {
-    TM_OK = 0, TM_E_MALFORMED = 1, TM_E_UNSUPPORTED_VERSION = 2, TM_E_UNKNOWN_TYPE = 3,
-    TM_E_BAD_ARGUMENT = 4, TM_E_BUSY = 5, TM_E_NO_TRANSFER = 6, TM_E_CHUNK_CRC = 7,
-    TM_E_CHUNK_RANGE = 8, TM_E_TOO_LARGE = 9, TM_E_INCOMPLETE = 10, TM_E_HASH_MISMATCH = 11,
-    TM_E_BAD_IMAGE = 12, TM_E_LOAD_FAILED = 13, TM_E_UNSUPPORTED_OP = 14, TM_E_ARENA_TOO_SMALL = 15,
-    TM_E_SELFTEST_FAILED = 16, TM_E_NO_PREVIOUS = 17, TM_E_NOT_TRIAL = 18, TM_E_NO_MODEL = 19,
-    TM_E_INTERNAL = 20, TM_E_BAD_SIGNATURE = 21, TM_E_REVOKED = 22,
-    TM_E_COUNT /* number of codes: new codes go above this line (tables indexed by code check it) */
-};
+/* Error codes and their texts (PROTOCOL.md 9), generated from its table. */
+#include "tm_errors.h"
 
 enum { TM_EV_BOOTED = 100, TM_EV_TRIAL_REVERTED = 101, TM_EV_FAULT_CHANGED = 102, TM_EV_MODEL_ACTIVATED = 103 };
 enum { TM_STATE_OFFLINE = 0, TM_STATE_ONLINE = 1, TM_STATE_STREAMING = 2, TM_STATE_UPDATING = 3 };

@@ -2,19 +2,7 @@
 #include <math.h>
 #include <string.h>
 
-static const char *const kErrorText[] = {
-    "ok", "payload does not parse", "protocol version not supported", "unknown message type",
-    "a field is out of range", "another transfer is in progress", "no transfer with that id",
-    "chunk data does not match its CRC", "chunk index or size outside the image",
-    "image larger than the free model slot", "commit before every chunk was received",
-    "image SHA-256 differs from the announced one", "model image container is malformed",
-    "interpreter refused the model", "model uses an op this device cannot run",
-    "model needs more RAM than the arena budget", "model self-test score outside tolerance",
-    "no previous model to roll back to", "no model on trial to confirm", "no active model",
-    "unexpected device fault",
-    "signature missing, malformed, by an untrusted key or not matching",
-    "model version revoked by the operator",
-};
+static const char *const kErrorText[] = TM_ERROR_TEXTS;
 /* One text per error code: a code added to tm_config.h without its text fails the build here. */
 typedef char tm_error_text_covers_every_code[sizeof(kErrorText) / sizeof(kErrorText[0]) == TM_E_COUNT ? 1 : -1];
 

@@ -106,13 +106,12 @@ def test_refuses_malformed_samples(samples, message):
 
 
 def test_other_bearing_and_sample_rate():
-    from app.analysis.simulated import as_bearing
-    from app.fleet.vibration import BearingGeometry
+    from app.domain.bearings import Bearing
 
-    geo = BearingGeometry(n_balls=8, ball_diameter_mm=10.32, pitch_diameter_mm=43.5)  # a 6305
+    geo = Bearing(n_balls=8, ball_diameter_mm=10.32, pitch_diameter_mm=43.5)  # a 6305
     rec = record(9, FaultMask.BEARING_INNER, 0.5, SECONDS, shaft_hz=29.5, sample_rate=6400, bearing=geo,
                  resonance_hz=2600.0)
-    a = analyze(rec.samples, rec.sample_rate, 29.5, as_bearing(geo), KLASS)
+    a = analyze(rec.samples, rec.sample_rate, 29.5, geo, KLASS)
     assert a.fault == "inner_race", a.evidence
     assert a.envelope_band_hz[0] <= 2600.0 <= a.envelope_band_hz[1]  # the band found the resonance
     assert abs(a.marker("BPFI").found_hz - rec.defect_hz("BPFI")) <= a.resolution_hz

@@ -106,3 +106,65 @@ def test_data_analyze_file_needs_a_rate(data_dir, capsys):
     np.save(path, np.zeros((3200, 3), np.float32))
     assert main(["data", "analyze", str(path), "--shaft-hz", "25", "--bearing", "6205"]) == 2
     assert "--rate" in capsys.readouterr().err
+
+
+
+def test_machines_export_and_import_with_the_fleet(data_dir, tmp_path, monkeypatch, capsys):
+    """`machine export` on one laptop, `machine import` on another: every description arrives;
+    a machine of another device already described there is kept."""
+    assert main(["machine", "set", "sim-004", "--shaft-hz", "24.7", "--bearing", "6205", "--iso-group", "2",
+                 "--foundation", "rigid", "--name", "pump P-101"]) == 0
+    assert main(["machine", "set", "sim-005", "--rpm", "1470", "--bearing", "n=8,d=6.75,D=28.5"]) == 0
+    exported = tmp_path / "machines.json"
+    assert main(["machine", "export", str(exported)]) == 0
+    monkeypatch.setenv("TINYMLOPS_DATA_DIR", str(tmp_path / "other-laptop"))
+    assert main(["machine", "set", "sim-009", "--shaft-hz", "50"]) == 0
+    capsys.readouterr()
+    assert main(["machine", "import", str(exported)]) == 0
+    assert "imported 2 machine(s)" in capsys.readouterr().out
+    with MachineStore() as store:
+        got = {m.device_id: m for m in store.list()}
+    assert sorted(got) == ["sim-004", "sim-005", "sim-009"]
+    assert (got["sim-004"].name, got["sim-004"].bearing, got["sim-004"].machine_class) == (
+        "pump P-101", CATALOGUE["6205"], "20816-3/2/rigid")
+    assert got["sim-005"].shaft_hz == pytest.approx(24.5) and got["sim-005"].bearing.n_balls == 8
+
+
+def _machines_file(path, *entries, **top):
+    document = {"format": "tinymlops-machines", "version": 1, "machines": list(entries), **top}
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("{not json", "is not JSON"),
+    ('{"machines": []}', "not a machines file"),
+    ('{"format": "tinymlops-machines", "version": 9, "machines": []}', "version 9"),
+    ([{"device_id": "sim-1", "shaft_hz": 25.0}, {"device_id": "sim-2", "shaft_hz": 1480.0}],
+     "machine #2 (sim-2): shaft speed 1480.0 Hz"),
+    ([{"device_id": "sim-1"}, {"device_id": "sim-1"}], "machine #2 (sim-1): described twice"),
+    ([{"device_id": "sim-1", "bearing": {"n_balls": 9, "ball_diameter_mm": 50, "pitch_diameter_mm": 39}}],
+     "must be positive and smaller than the pitch diameter"),
+    ([{"device_id": "sim-1", "bearing": "6205"}], '"bearing" must be an object'),
+    ([{"device_id": "sim-1", "speed": 3}], "unknown field(s) speed"),
+    ([{"shaft_hz": 25}], 'machine #1: needs a "device_id"'),
+    ([{"device_id": "sim-1", "iso_group": 2}], "needs a foundation"),
+])
+def test_a_bad_machines_file_is_a_clear_error_and_imports_nothing(data_dir, tmp_path, capsys, content, message):
+    assert main(["machine", "set", "sim-1", "--shaft-hz", "10"]) == 0
+    path = tmp_path / "bad.json"
+    if isinstance(content, str):
+        path.write_text(content, encoding="utf-8")
+    else:
+        _machines_file(path, *content)
+    capsys.readouterr()
+    assert main(["machine", "import", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    with MachineStore() as store:  # all or nothing: the good first entry was not written either
+        assert [(m.device_id, m.shaft_hz) for m in store.list()] == [("sim-1", 10.0)]
+
+
+def test_import_of_a_missing_file_names_it(data_dir, tmp_path, capsys):
+    assert main(["machine", "import", str(tmp_path / "nowhere.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err

@@ -9,9 +9,8 @@ import pytest
 from app.analysis import iso
 from app.analysis import spectra as sp
 from app.analysis.bearings import CATALOGUE, Bearing, parse_bearing
-from app.analysis.simulated import as_bearing
 from app.domain.errors import DataError
-from app.fleet.vibration import BearingGeometry
+from app.fleet.vibration import MachineSimulator
 
 FS = 3200
 
@@ -95,10 +94,10 @@ def test_defect_frequencies_follow_the_formulas():
 
 
 def test_defect_orders_agree_with_the_simulator():
-    geo = BearingGeometry()
-    b = as_bearing(geo)
-    assert b.orders()["BPFO"] == pytest.approx(geo.bpfo_order())
-    assert b.orders()["BPFI"] == pytest.approx(geo.bpfi_order())
+    sim = MachineSimulator(0)  # the simulator's markers come from the same Bearing as the analysis'
+    assert sim.bpfo_hz == pytest.approx(sim.bearing.frequencies(sim.shaft_hz)["BPFO"])
+    assert sim.bpfi_hz == pytest.approx(sim.bearing.frequencies(sim.shaft_hz)["BPFI"])
+    assert sim.bearing == CATALOGUE["6205"]
     # the CWRU 6205 figures: BPFO 3.5848, BPFI 5.4152 x shaft speed
     assert CATALOGUE["6205"].orders()["BPFO"] == pytest.approx(3.5848, abs=1e-3)
     assert CATALOGUE["6205"].orders()["BPFI"] == pytest.approx(5.4152, abs=1e-3)

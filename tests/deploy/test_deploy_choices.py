@@ -4,9 +4,6 @@ model the device's profile cannot run (11.16)."""
 
 from __future__ import annotations
 
-import queue
-import time
-
 import pytest
 
 from app.deploy import api
@@ -14,8 +11,7 @@ from app.fleet.device import CAPS
 from app.protocol import topics
 from app.protocol.codes import Caps, ErrorCode
 from app.protocol.image import ModelImage, sha256
-from app.protocol.messages import decode
-from app.transport.mqtt_link import MqttConnection
+from tests.deploy.outage_helpers import device_message
 
 PUSH_ONLY = int(CAPS) & ~int(Caps.PULL_XFER)
 PULL_ONLY = int(CAPS) & ~int(Caps.PUSH_XFER)
@@ -31,22 +27,7 @@ def _data_dir(tmp_path, monkeypatch):
 
 def _wait_status(url: str, device, predicate) -> None:
     """Until the device's status topic carries a HELLO that satisfies `predicate`."""
-    got: queue.Queue = queue.Queue()
-    conn = MqttConnection(url)
-    conn.connect()
-    try:
-        conn.subscribe(topics.device_topic(device.site, device.device_id, topics.STATUS),
-                       lambda _t, payload: got.put(decode(payload).msg))
-        deadline = time.monotonic() + STATUS_WAIT_S
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                if predicate(got.get(timeout=left)):
-                    return
-            except queue.Empty:
-                break
-        raise AssertionError(f"{device.device_id} did not publish the expected HELLO in {STATUS_WAIT_S} s")
-    finally:
-        conn.close()
+    device_message(url, device, topics.STATUS, predicate, STATUS_WAIT_S)
 
 
 def _uncapable(fleet) -> dict[str, int]:

@@ -24,6 +24,7 @@ from app.protocol.image import ModelImage, sha256
 from app.protocol.messages import Event, Telemetry, decode
 from app.services.channel import SerialChannel
 from app.transport.mqtt_link import MqttConnection
+from tests.deploy.outage_helpers import device_message, retained_topics
 
 # Telemetry comes at 1 Hz; a few periods after activation the new model's scores must be there.
 TELEMETRY_WAIT_S = 10.0
@@ -52,23 +53,7 @@ def _cli(capsys, *argv: str) -> tuple[int, str]:
 
 
 def _wait_telemetry(url: str, device, predicate, timeout: float = TELEMETRY_WAIT_S) -> Telemetry:
-    got: queue.Queue[Telemetry] = queue.Queue()
-    conn = MqttConnection(url)
-    conn.connect()
-    try:
-        conn.subscribe(topics.device_topic(device.site, device.device_id, topics.TELEMETRY),
-                       lambda _t, payload: got.put(decode(payload).msg))
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                msg = got.get(timeout=left)
-            except queue.Empty:
-                break
-            if predicate(msg):
-                return msg
-        raise AssertionError(f"no matching telemetry from {device.device_id} in {timeout} s")
-    finally:
-        conn.close()
+    return device_message(url, device, topics.TELEMETRY, predicate, timeout)
 
 
 def test_cli_deploy_over_mosquitto_new_model_scores_in_telemetry(capsys, mosquitto_url, virtual_fleet, v3_path,
@@ -127,26 +112,8 @@ def test_staged_rollout_over_embedded_broker_publishes_the_model_once(embedded_b
     assert all(r.bench_n == api.DEFAULT_BENCH_COUNT and r.load_us and r.device_deploy_us for r in results)
     # the retained chunks are gone: a late subscriber gets nothing under models/ before a marker
     # published after its SUBACK (the broker sends retained messages right after the SUBACK)
-    got: list[str] = []
-    marker = threading.Event()
-    marker_topic = f"{topics.ROOT}/zz-test/models/marker"
-
-    def on_model(topic: str, payload: bytes) -> None:
-        if topic == marker_topic:
-            marker.set()
-        elif payload:
-            got.append(topic)
-
-    conn = MqttConnection(embedded_broker_url)
-    conn.connect()
-    try:
-        conn.subscribe(f"{topics.ROOT}/+/models/#", on_model)
-        conn.wait_subscribed()
-        conn.publish(marker_topic, b"end", qos=1)
-        assert marker.wait(10.0), "marker never came back"
-    finally:
-        conn.close()
-    assert got == []
+    assert retained_topics(embedded_broker_url, f"{topics.ROOT}/+/models/#",
+                           f"{topics.ROOT}/zz-test/models/marker") == []
     assert len(DeploymentHistory().list()) == 4
 
 

@@ -47,3 +47,24 @@ def test_export_csv_and_json(tmp_path):
     assert parsed[1]["inference_median_us"] == "45" and parsed[0]["host_deploy_s"] == "0.06"
     data = json.loads(to_json(records))
     assert data[0]["error_code"] == 9 and data[1]["outcome"] == "ok" and data[1]["model_sha"] == "ab" * 32
+
+
+def test_a_deployment_result_becomes_a_row_with_every_figure(tmp_path):
+    """The API's result and the history's row share one declaration of the figures: each one
+    reaches the row (a figure added to DeploymentFigures cannot be forgotten in the copy)."""
+    from dataclasses import fields
+
+    from app.deploy import api
+    from app.deploy.history import DeploymentFigures
+
+    values = {}
+    for i, f in enumerate(fields(DeploymentFigures), start=1):
+        kind = str(f.type).split(" | ")[0]
+        values[f.name] = {"str": f"{f.name}-{i}", "int": i, "float": i + 0.5, "bool": True}[kind]
+    result = api.DeploymentResult(**values, resumed_chunks=2, retransmits=5, notes=["resynced"])
+    hist = DeploymentHistory(tmp_path / "history.sqlite")
+    api._record(hist, [result], started=1700.0, via="serial", broker=None, port="/dev/ttyUSB0", baud=115200)
+    (row,) = hist.list()
+    assert row.figures() == result.figures() == values
+    assert (row.id, row.started, row.port, row.baud, row.broker) == (result.record_id, 1700.0, "/dev/ttyUSB0",
+                                                                      115200, None)

@@ -22,11 +22,10 @@ from app.domain.paths import DATA_DIR_ENV
 from app.protocol import topics
 from app.protocol.codes import DeviceState
 from app.protocol.image import sha256
-from app.protocol.messages import XferBegin
 from app.services import cleanups
 from app.services.channel import MqttChannel
 from app.transport.mqtt_link import MqttConnection
-from tests.deploy.outage_helpers import LogEvent, on_command, retained_under
+from tests.deploy.outage_helpers import LogEvent, operator_link, retained_under, roll_out
 from tests.deploy.tcp_proxy import TcpProxy
 from tests.transport.helpers import wait_until
 
@@ -56,16 +55,9 @@ def test_one_dropped_operator_connection_does_not_fail_the_rollout(mosquitto_fac
     broker = mosquitto_factory()
     fleet = virtual_fleet(broker.url, 2, profiles=PROFILE)
     ids = [d.device_id for d in fleet.devices]
-    with TcpProxy(broker.port) as proxy:
-        cut = on_command(fleet.devices, XferBegin, lambda dev: proxy.cut())
-        conn = MqttConnection(proxy.url)
-        conn.connect()
-        try:
-            report = Rollout(conn, model_image_v3, find_devices(conn, ids), model_name="pump-ae", model_version=3,
-                             command_timeout_s=COMMAND_S).run()
-        finally:
-            conn.close()
-    assert cut.is_set() and conn.counters["disconnects"] >= 1
+    with operator_link(broker.port, fleet.devices, lambda proxy: proxy.cut()) as link:
+        report = roll_out(link.conn, model_image_v3, ids, 3, COMMAND_S)
+    assert link.fired.is_set() and link.conn.counters["disconnects"] >= 1
     assert [r.ok for r in report.results] == [True, True], [str(r.error) for r in report.results]
     for dev in fleet.devices:
         assert dev.active_model.sha256 == sha256(model_image_v3)
@@ -80,22 +72,13 @@ def test_a_rollout_that_loses_its_link_after_xfer_begin_leaves_no_device_busy(mo
     broker = mosquitto_factory()
     fleet = virtual_fleet(broker.url, 1, profiles=PROFILE)
     dev = fleet.devices[0]
-    with TcpProxy(broker.port) as proxy:
-        on_command(fleet.devices, XferBegin, lambda d: proxy.set_down(True))
-        conn = MqttConnection(proxy.url)
-        conn.connect()
-        try:
-            targets = find_devices(conn, [dev.device_id])
-            # the link comes back once the rollout has given up on the device
-            with LogEvent("app.deploy.rollout", "rollout to", lambda: proxy.set_down(False)) as gave_up:
-                first = Rollout(conn, model_image_v3, targets, model_name="pump-ae", model_version=3,
-                                command_timeout_s=COMMAND_S).run()
-            assert gave_up.event.is_set() and not first.results[0].ok
-            # the next deployment, of another image, is taken at once instead of refused BUSY
-            second = Rollout(conn, model_image, targets, model_name="pump-ae", model_version=2,
-                             command_timeout_s=COMMAND_S).run()
-        finally:
-            conn.close()
+    with operator_link(broker.port, fleet.devices, lambda proxy: proxy.set_down(True)) as link:
+        # the link comes back once the rollout has given up on the device
+        with LogEvent("app.deploy.rollout", "rollout to", lambda: link.proxy.set_down(False)) as gave_up:
+            first = roll_out(link.conn, model_image_v3, [dev.device_id], 3, COMMAND_S)
+        assert gave_up.event.is_set() and not first.results[0].ok
+        # the next deployment, of another image, is taken at once instead of refused BUSY
+        second = roll_out(link.conn, model_image, [dev.device_id], 2, COMMAND_S)
     assert second.results[0].ok, str(second.results[0].error)
     assert dev.active_model.sha256 == sha256(model_image)
     assert dev.hello().state != DeviceState.UPDATING
@@ -110,21 +93,14 @@ def test_chunks_left_by_an_outage_are_cleared_when_the_broker_is_back(mosquitto_
     dev = fleet.devices[0]
     prefix = _prefix(model_image_v3, dev.site)
     store = cleanups.PendingCleanups()
-    with TcpProxy(broker.port) as proxy:
-        on_command(fleet.devices, XferBegin, lambda d: proxy.set_down(True))
-        conn = MqttConnection(proxy.url)
-        conn.connect()
-        try:
-            report = Rollout(conn, model_image_v3, find_devices(conn, [dev.device_id]), model_name="pump-ae",
-                             model_version=3, command_timeout_s=COMMAND_S).run()
-            assert not report.results[0].ok
-            assert report.chunks_left_on_broker == report.n_chunks
-            assert retained_under(broker.url, prefix) == report.n_chunks  # the outage left them there
-            assert [c.prefix for c in store.for_broker(proxy.url.split("//")[1])] == [prefix]
-            proxy.set_down(False)  # the broker is back for the operator
-            wait_until(lambda: not store.path.exists(), RECONNECTED_S, "the remembered clean-up to be done")
-        finally:
-            conn.close()
+    with operator_link(broker.port, fleet.devices, lambda proxy: proxy.set_down(True)) as link:
+        report = roll_out(link.conn, model_image_v3, [dev.device_id], 3, COMMAND_S)
+        assert not report.results[0].ok
+        assert report.chunks_left_on_broker == report.n_chunks
+        assert retained_under(broker.url, prefix) == report.n_chunks  # the outage left them there
+        assert [c.prefix for c in store.for_broker(link.proxy.url.split("//")[1])] == [prefix]
+        link.proxy.set_down(False)  # the broker is back for the operator
+        wait_until(lambda: not store.path.exists(), RECONNECTED_S, "the remembered clean-up to be done")
     assert retained_under(broker.url, prefix) == 0
     wait_until(lambda: dev.hello().state != DeviceState.UPDATING, RECONNECTED_S, "the XFER_ABORT")
 
@@ -138,19 +114,13 @@ def test_chunks_left_by_a_failed_rollout_are_cleared_on_the_next_start(mosquitto
     fleet = virtual_fleet(broker.url, 1, profiles=PROFILE)
     dev = fleet.devices[0]
     prefix = _prefix(model_image_v3, dev.site)
-    with TcpProxy(broker.port) as proxy:
-        on_command(fleet.devices, XferBegin, lambda d: proxy.set_down(True))
-        conn = MqttConnection(proxy.url)
-        conn.connect()
-        try:
-            report = Rollout(conn, model_image_v3, find_devices(conn, [dev.device_id]), model_name="pump-ae",
-                             model_version=3, command_timeout_s=COMMAND_S).run()
-        finally:
-            conn.close()  # the process ends
+    with operator_link(broker.port, fleet.devices, lambda proxy: proxy.set_down(True)) as link:
+        report = roll_out(link.conn, model_image_v3, [dev.device_id], 3, COMMAND_S)
+        link.conn.close()  # the process ends
         assert not report.results[0].ok
         assert retained_under(broker.url, prefix) == report.n_chunks  # the outage left them there
-        proxy.set_down(False)
-        with links.broker_connection(proxy.url):  # the next command, e.g. `tinymlops fleet list`
+        link.proxy.set_down(False)
+        with links.broker_connection(link.proxy.url):  # the next command, e.g. `tinymlops fleet list`
             pass
     assert retained_under(broker.url, prefix) == 0
 
@@ -279,16 +249,9 @@ def test_a_stall_of_the_operator_link_mid_rollout_is_named_as_such(mosquitto_fac
     broker = mosquitto_factory()
     fleet = virtual_fleet(broker.url, 1, profiles=PROFILE)
     dev = fleet.devices[0]
-    with TcpProxy(broker.port) as proxy:
-        on_command(fleet.devices, XferBegin, lambda d: proxy.set_stalled(True))
-        conn = MqttConnection(proxy.url)
-        conn.connect()
-        try:
-            with LogEvent("app.deploy.rollout", "rollout to", lambda: proxy.set_stalled(False)):
-                # attempts long enough that the resent command waits past STALLED_PUBLISH_S unacknowledged
-                report = Rollout(conn, model_image_v3, find_devices(conn, [dev.device_id]), model_name="pump-ae",
-                                 model_version=3, command_timeout_s=3 * COMMAND_S).run()
-        finally:
-            conn.close()
+    with operator_link(broker.port, fleet.devices, lambda proxy: proxy.set_stalled(True)) as link, \
+            LogEvent("app.deploy.rollout", "rollout to", lambda: link.proxy.set_stalled(False)):
+        # attempts long enough that the resent command waits past STALLED_PUBLISH_S unacknowledged
+        report = roll_out(link.conn, model_image_v3, [dev.device_id], 3, 3 * COMMAND_S)
     message = str(report.results[0].error)
     assert "operator's connection" in message and "stalled" in message, message

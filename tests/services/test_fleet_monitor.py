@@ -10,7 +10,7 @@ import paho.mqtt.client as mqtt
 
 from app.protocol import messages as m
 from app.protocol import topics
-from app.protocol.codes import TelemetryFlags
+from app.protocol.codes import StateLabel, TelemetryFlags
 from app.services.channel import SerialChannel
 from app.services.fleet_monitor import DeviceRecord, FleetMonitor
 from app.transport.mqtt_link import MqttConnection
@@ -79,6 +79,9 @@ def test_presence_telemetry_and_last_will(mosquitto_url: str) -> None:
             wait_until(lambda: (monitor.get("hand-b") or rec).state == "offline", what="last will")
             assert ("offline", "hand-b") in [(e, r.device_id) for e, r in events]
             assert monitor.get("hand-a").state == "online"
+            # the record holds the enum, not a bare word (which still compares and prints the same)
+            assert monitor.get("hand-b").state is StateLabel.OFFLINE
+            assert monitor.get("hand-a").state is StateLabel.ONLINE
     finally:
         dev_a.client.disconnect()
         dev_a.client.loop_stop()
@@ -277,7 +280,7 @@ def test_an_offline_device_keeps_its_last_known_model_and_last_seen_across_runs(
             with FleetMonitor(conn, memory=FleetMemory(memory_path)) as later:
                 wait_until(lambda: later.get("hand-gone") is not None)
                 rec = later.get("hand-gone")
-        assert rec.state == "offline"
+        assert rec.state == "offline" and rec.state is StateLabel.OFFLINE
         assert (rec.model_name, rec.model_version, rec.profile, rec.firmware) == ("pump-ae", 4, "stm32f446", "1.2.3")
         assert rec.last_seen == heard
     finally:

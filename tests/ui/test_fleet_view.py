@@ -46,6 +46,10 @@ def test_fleet_fills_groups_and_filters(window, qtbot):
     view.status_filter.setCurrentIndex(0)
     assert sorted(view.visible_devices()) == model.device_ids()
     assert any(row[1] == "alarm" and row[2] == FAULTY_DEVICE for row in window.events.model.rows())
+    # the alarm reads as a sentence: which features drove the score (the device's factory model,
+    # rerun on this host: tests/analysis/test_alarm_cause.py)
+    alarms = [row[3] for row in window.events.model.rows() if row[1] == "alarm" and row[2] == FAULTY_DEVICE]
+    assert alarms and all("above threshold" in a and ", driven by " in a and " %)" in a for a in alarms), alarms
     assert "broker" in window.broker_label.text() and "●" in window.broker_label.text()
 
 
