@@ -21,6 +21,7 @@ anything is done (DataError, LinkError).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -129,9 +130,11 @@ def adapt(device: str, *, seconds: float | None = None, hours: float | None = No
           observe_s: float = DEFAULT_OBSERVE_S, max_alarm_rate: float = DEFAULT_MAX_ALARM_RATE,
           broker: str | None = None, check_s: float = CHECK_CAPTURE_S, config=None,
           progress: ProgressFn | None = None, cancel: threading.Event | None = None,
-          history_path=None) -> AdaptReport:
+          history_path=None, connection=None) -> AdaptReport:
     """Record (`seconds`) or read `hours` of telemetry history, train, check fit, deploy on trial,
-    observe `observe_s` seconds of live scores, confirm or roll back; see the module docstring."""
+    observe `observe_s` seconds of live scores, confirm or roll back; see the module docstring.
+    `connection`: an open broker connection to use (the GUI's, with its credentials) instead of
+    opening one to `broker`; it is left open."""
     from app.ml.registry import check_name
 
     family = check_name(name or default_family(device))
@@ -155,7 +158,8 @@ def adapt(device: str, *, seconds: float | None = None, hours: float | None = No
     from app.deploy.links import broker_connection
     from app.services.fleet_monitor import FleetMonitor
 
-    with broker_connection(broker) as conn, FleetMonitor(conn) as monitor:
+    opened = contextlib.nullcontext(connection) if connection is not None else broker_connection(broker)
+    with opened as conn, FleetMonitor(conn) as monitor:
         wait_online(monitor, device, cancel)
         flow = _Flow(report, device, family, monitor, conn, progress, cancel, history_path)
         try:
