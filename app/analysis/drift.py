@@ -41,7 +41,7 @@ MIN_DRIFT_WINDOWS = 60
 WATCH_FRACTION = 0.8
 # Trend ranges the GUI offers: label -> seconds.
 TREND_RANGES = {"Last hour": 3600.0, "Last 24 h": 86400.0, "Last 7 days": 7 * 86400.0,
-                "Last 30 days": 30 * 86400.0}
+                "Last 30 days": 30 * 86400.0, "Last year": 365 * 86400.0}
 
 OK, WATCH, DRIFT, UNKNOWN = "ok", "watch", "drift", "unknown"
 
@@ -66,7 +66,7 @@ class DriftStatus:
 
 @dataclass(frozen=True)
 class Trend:
-    """Per-minute score roll-ups of a device (epoch seconds, oldest first)."""
+    """Score roll-ups of a device (bucket start, epoch seconds, oldest first): per hour, then per minute."""
 
     device: str
     ts: np.ndarray
@@ -117,10 +117,17 @@ def drift_status(device: str, threshold: float | None, model_version: int, histo
 
 
 def trend(device: str, since_s: float, history_path: Path | None = None, now: float | None = None) -> Trend:
-    """The device's per-minute roll-ups of the last `since_s` seconds."""
-    from app.services.telemetry_history import read_rollups
+    """The device's roll-ups of the last `since_s` seconds: hourly ones where the per-minute ones
+    have been folded (older than the minute retention), per-minute ones after."""
+    import time
 
-    rows = read_rollups(history_path, device, since_s, now=now)
+    from app.services.telemetry_history import read_hourly, read_rollups
+
+    now = time.time() if now is None else now
+    minutes = read_rollups(history_path, device, since_s, now=now)
+    first_minute = minutes[0].minute_ts if minutes else now
+    hours = [r for r in read_hourly(history_path, device, since_s, now=now) if r.minute_ts < first_minute]
+    rows = hours + minutes
 
     def col(values) -> np.ndarray:
         return np.array([np.nan if v is None else v for v in values], np.float64)
