@@ -49,6 +49,7 @@ from app.deploy.staged_store import (
     CONFIRMING,
     DEPLOYING,
     OBSERVING,
+    PENDING,
     ROLLED_BACK,
     ROLLING_BACK,
     RUNNING,
@@ -211,10 +212,12 @@ def _drive(store: StagedStore, rec: RolloutRecord, image: api.LoadedImage, broke
     try:
         with broker_connection(broker) as conn, FleetMonitor(conn) as monitor:
             _Runner(store, rec, image, conn, monitor, fit_gate, concurrency, progress, cancel).run()
-    except LinkError as exc:  # the broker is unreachable, or went away for good mid-rollout
+    except LinkError as exc:  # the broker is unreachable
         rec = store.get(rec.id)
-        store.finish(rec.id, STOPPED, f"{exc} at {rec.where}; devices on trial revert at their trial timeout; "
-                                      f"`tinymlops deploy --resume {rec.id}` is not needed")
+        if all(st.state in (PENDING, SKIPPED, CONFIRMED) for st in rec.stages):  # nothing under way
+            store.finish(rec.id, STOPPED, f"{exc}; nothing was deployed by this run")
+        else:  # mid-stage: left running for `resume` (devices on trial revert at their timeout meanwhile)
+            log.warning("staged rollout %d: %s at %s; resume it when the broker is back", rec.id, exc, rec.where)
         raise
     return store.get(rec.id)
 

@@ -91,6 +91,17 @@ def test_bad_options_are_refused_before_anything_is_stored(data_dir, v3_path, ca
     assert StagedStore().list() == []
 
 
+def test_unreachable_broker_is_a_clear_error_and_a_stopped_rollout(data_dir, v3_path):
+    from app.domain.errors import LinkError
+    from tests.fixtures.brokers import free_port
+
+    with pytest.raises(LinkError):
+        staged.staged_deploy(v3_path, ["sim-001"], "100%", observe_s=OBSERVE_S,
+                             broker=f"mqtt://127.0.0.1:{free_port()}")
+    [rec] = StagedStore().list()
+    assert rec.state == STOPPED and "nothing was deployed" in rec.reason and not rec.interrupted
+
+
 def test_each_stage_is_observed_then_confirmed(mosquitto_url, virtual_fleet, data_dir, v3_path, model_image_v3):
     fleet = virtual_fleet(mosquitto_url, 3)
     ids = [d.device_id for d in fleet.devices]
