@@ -39,6 +39,8 @@ OBSERVE_S = 8.0
 # The killed CLI process must reach its first stage's observation within this long (it imports
 # the app, connects, deploys one device): generous for a loaded 2-core machine.
 REACH_OBSERVING_S = 90.0
+# The alarm rate the flow tests allow (see test_each_stage_is_observed_then_confirmed).
+LOOSE_LIMIT = 0.2
 # How often the test looks at the rollout store while it waits for that.
 STORE_POLL_S = 0.2
 # The killed process's exit, once SIGKILLed.
@@ -106,7 +108,9 @@ def test_each_stage_is_observed_then_confirmed(mosquitto_url, virtual_fleet, dat
     fleet = virtual_fleet(mosquitto_url, 3)
     ids = [d.device_id for d in fleet.devices]
     seen: list[staged.StagedProgress] = []
-    report = staged.staged_deploy(v3_path, ids, "1,10%,100%", observe_s=OBSERVE_S, max_alarm_rate=0.2,
+    # a loose limit: this test is about the flow; the shared test model (trained on other simulated
+    # machines) may alarm once in a few windows here, and 1 of 8 would already roll back at 1 %
+    report = staged.staged_deploy(v3_path, ids, "1,10%,100%", observe_s=OBSERVE_S, max_alarm_rate=LOOSE_LIMIT,
                                   broker=mosquitto_url, progress=seen.append)
     assert report.state == COMPLETED, report.to_dict()
     assert [(s.spec, s.devices, s.state) for s in report.stages] == [
@@ -158,7 +162,7 @@ def test_killed_mid_rollout_is_reported_then_resumed(mosquitto_url, virtual_flee
     # observed long enough that the kill surely lands inside the first observation
     proc = subprocess.Popen([sys.executable, "-m", "app", "deploy", str(v3_path),
                              *[a for d in ids for a in ("--device", d)], "--stages", "1,100%", "--observe", "600",
-                             "--max-alarm-rate", "0.2", "--skip-fit-check", "--broker", mosquitto_url],
+                             "--max-alarm-rate", str(LOOSE_LIMIT), "--skip-fit-check", "--broker", mosquitto_url],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + REACH_OBSERVING_S
