@@ -193,3 +193,55 @@ def test_killed_mid_rollout_is_reported_then_resumed(mosquitto_url, virtual_flee
         assert d.active_model.sha256 == sha256(model_image_v3) and not d.trial
     canary_rows = [r.outcome for r in reversed(DeploymentHistory().list(device=ids[0]))]
     assert canary_rows == ["ok", "rolled-back", "ok", "confirmed"]
+
+
+# A process id no Linux process has (above the kernel's pid_max, at most 2**22): an owner that died.
+DEAD_PID = 2**31 - 1
+
+
+@pytest.mark.parametrize("decided", ["confirming", "rolling-back"])
+def test_a_decision_its_process_did_not_finish_is_carried_out_on_resume(mosquitto_url, virtual_fleet, data_dir,
+                                                                      v3_path, model_image_v3, decided):
+    """The process recorded the canary stage's decision and died before sending CONFIRM/ROLLBACK:
+    the canary is still on trial; resume carries the recorded decision out (never half-confirmed)."""
+    import contextlib
+
+    from app.deploy import api
+    from app.domain import database
+
+    fleet = virtual_fleet(mosquitto_url, 2)
+    ids = [d.device_id for d in fleet.devices]
+    canary = fleet.device(ids[0])
+    factory = canary.active_model.sha256
+    [result] = api.deploy(str(v3_path), ids[:1], broker=mosquitto_url, trial=True, trial_timeout_s=600)
+    assert result.ok and canary.trial
+    store = StagedStore()
+    rec = store.create(str(v3_path), "pump-ae", 3, ids, staged.plan_stages(ids, ["1", "100%"]), OBSERVE_S,
+                       LOOSE_LIMIT, mosquitto_url)
+    store.set_stage(rec.id, 0, decided, reason="recorded before the process died")
+    with contextlib.closing(database.connect(store.db_path)) as db:
+        db.execute("UPDATE staged_rollouts SET owner_pid = ? WHERE id = ?", (DEAD_PID, rec.id))
+    assert store.get(rec.id).interrupted
+    done = staged.resume(rec.id)
+    if decided == "confirming":
+        assert done.state == COMPLETED and [s.state for s in done.stages] == [CONFIRMED, CONFIRMED]
+        assert all(d.active_model.sha256 == sha256(model_image_v3) and not d.trial for d in fleet.devices)
+    else:
+        assert done.state == STOPPED and [s.state for s in done.stages] == [ROLLED_BACK, PENDING]
+        assert canary.active_model.sha256 == factory and not canary.trial
+        assert fleet.device(ids[1]).active_model.sha256 == factory
+    assert staged.resume(rec.id).state == done.state  # a finished rollout is only reported
+
+
+def test_a_rollout_another_live_process_runs_is_not_taken_over(data_dir, v3_path):
+    import contextlib
+
+    from app.domain import database
+
+    store = StagedStore()
+    rec = store.create(str(v3_path), "pump-ae", 3, ["sim-001"], [("100%", ["sim-001"])], OBSERVE_S, LOOSE_LIMIT, None)
+    with contextlib.closing(database.connect(store.db_path)) as db:
+        db.execute("UPDATE staged_rollouts SET owner_pid = 1 WHERE id = ?", (rec.id,))  # init: always alive
+    assert not store.get(rec.id).interrupted
+    with pytest.raises(DataError, match="still being run by process 1"):
+        staged.resume(rec.id)
