@@ -109,6 +109,7 @@ class TrendPanel(QWidget):
         self.adapt_worker: workers.Worker | None = None
         self.train_config = None  # app.ml.training.TrainConfig; None: adapt's default
         self.check_s: float | None = None  # fit-check capture; None: adapt's default
+        self.announced: set[str] = set()  # devices whose drift the events panel was told about
 
         self.title = QLabel("Select a device in the fleet")
         self.range = QComboBox()
@@ -228,8 +229,12 @@ class TrendPanel(QWidget):
         self.indicator.setToolTip(
             f"Last {drift.DRIFT_WINDOW_S / 3600:g} h of v{s.model_version}: drift when the low end of the alarm "
             f"rate's 95 % interval is above {100 * drift.DRIFT_ALARM_LIMIT:g} %")
-        if s.state == drift.DRIFT:
+        # announced once when a device enters drift, not at every periodic reload while it stays there
+        if s.state == drift.DRIFT and data.device not in self.announced:
+            self.announced.add(data.device)
             self.ctx.notify("warning", data.device, f"normal has changed - retrain? {s.message}")
+        elif s.state in (drift.OK, drift.WATCH):
+            self.announced.discard(data.device)
 
     # ------------------------------------------------------------------ adapt
 
