@@ -37,6 +37,10 @@ def register(sub) -> None:
     p.add_argument("--broker", help="broker URL for --resume (default: the one the rollout used)")
     p.add_argument("--observe", type=float, metavar="S",
                    help="with --resume: observe the remaining stages this long instead")
+    fit = p.add_mutually_exclusive_group()
+    fit.add_argument("--force", action="store_true",
+                     help="with --resume: deploy even to devices the fit check predicts will false-alarm")
+    fit.add_argument("--skip-fit-check", action="store_true", help="with --resume: no fit-to-machine check")
     p.add_argument("--limit", type=int, default=20, help="how many to list (newest first, default 20)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_rollouts)
@@ -75,9 +79,13 @@ def cmd_rollouts(args: argparse.Namespace) -> int:
     from app.deploy.staged_store import StagedStore
 
     if args.resume is not None:
+        from app.deploy.fit_check import FitGate
+
         printer, progress = _printer()
-        report = staged.resume(args.resume, broker=args.broker, observe_s=args.observe, progress=progress,
-                               cancel=threading.Event())
+        cancel = threading.Event()
+        gate = None if args.skip_fit_check else FitGate(force=args.force, cancel=cancel)
+        report = staged.resume(args.resume, broker=args.broker, observe_s=args.observe, fit_gate=gate,
+                               progress=progress, cancel=cancel)
         printer.done()
         return _show(report, args.json)
     records = StagedStore().list(limit=args.limit)
