@@ -140,11 +140,16 @@ def main() -> int:
     print(f"per device-day: raw {raw_day / 1e6:.1f} MB, roll-ups {rollup_day / 1e3:.0f} KB")
     raw_days = th.RAW_RETENTION_S / SECONDS_PER_DAY
     rollup_days = min(365, th.ROLLUP_RETENTION_S / SECONDS_PER_DAY)
+    hourly_days = min(365, th.HOURLY_RETENTION_S / SECONDS_PER_DAY)
     raw_total = 1000 * raw_day * raw_days
     rollup_total = 1000 * rollup_day * rollup_days
-    print(f"1,000 devices x 1 year: raw ({raw_days:g}-day retention) {raw_total / 1e9:.0f} GB steady, "
-          f"roll-ups ({rollup_days:g} days) {rollup_total / 1e9:.1f} GB; ingest needed "
-          f"{1000 * TELEMETRY_HZ:,.0f} rows/s")
+    # an hourly roll-up row is the size of a minute one, 60 times fewer
+    hourly_total = 1000 * rollup_day / (th.HOURLY_BUCKET_S / th.ROLLUP_BUCKET_S) * hourly_days
+    print(f"1,000 devices x 1 year: raw ({raw_days:g}-day retention) {raw_total / 1e9:.1f} GB steady, "
+          f"minute roll-ups ({rollup_days:g} days) {rollup_total / 1e9:.1f} GB, hourly roll-ups "
+          f"({hourly_days:g} days) {hourly_total / 1e9:.2f} GB: "
+          f"{(raw_total + rollup_total + hourly_total) / 1e9:.1f} GB in all; "
+          f"ingest needed {1000 * TELEMETRY_HZ:,.0f} rows/s")
     return 0
 
 

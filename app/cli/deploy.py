@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 
+from app.cli import staged
 from app.deploy.rollout import DEFAULT_CONCURRENCY
 from app.deploy.transfer import DEFAULT_BENCH_COUNT
 from app.protocol.framing import DEFAULT_BAUD
@@ -49,7 +50,9 @@ def register(sub) -> None:
                      help="deploy even to devices the fit-to-machine check predicts will false-alarm")
     fit.add_argument("--skip-fit-check", action="store_true",
                      help="no fit-to-machine check (a pipeline that ran `model check --device` already)")
+    staged.add_options(p)
     p.set_defaults(func=cmd_deploy)
+    staged.register(sub)
 
     p = sub.add_parser("rollback", help="make each device's previous model active again")
     _link_args(p, many=True)
@@ -134,6 +137,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     box: dict = {}
 
     gate = None if args.skip_fit_check else _fit_gate(args, cancel)
+    if args.stages is not None:
+        return staged.cmd_staged(args, gate)
+    if args.observe is not None or args.max_alarm_rate is not None:
+        from app.domain.errors import DataError
+
+        raise DataError("--observe and --max-alarm-rate go with --stages")
 
     def work() -> None:
         try:

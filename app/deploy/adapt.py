@@ -21,6 +21,7 @@ anything is done (DataError, LinkError).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -29,10 +30,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from app.deploy import api, fit_check
+from app.deploy import api, fit_check, observe
 from app.domain.errors import DataError, LinkError, TinyMLOpsError
 from app.ml.features import DEFAULT_SPEC
-from app.ml.intervals import Rate
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,8 @@ TRIAL_MARGIN_S = 120
 # machine; else confirm. With 15 windows one alarm already rolls back (low end 1.2 %); with 60 it
 # takes three. A zero tells little about a rate of 1 % (381 windows would be needed): the report
 # gives the upper bound too.
-# Fewer observed windows than this say nothing about a rate (and mean telemetry hardly arrived).
-MIN_OBSERVED_WINDOWS = 5
+# Fewer observed windows than this say nothing about a rate (app.deploy.observe judges them).
+MIN_OBSERVED_WINDOWS = observe.MIN_OBSERVED_WINDOWS
 # Seconds of stream the fit check captures when the telemetry history holds too few windows.
 CHECK_CAPTURE_S = fit_check.CAPTURE_S
 # Telemetry history mode: at most this many of the newest windows are trained on (~3 h at 1 Hz:
@@ -129,9 +129,11 @@ def adapt(device: str, *, seconds: float | None = None, hours: float | None = No
           observe_s: float = DEFAULT_OBSERVE_S, max_alarm_rate: float = DEFAULT_MAX_ALARM_RATE,
           broker: str | None = None, check_s: float = CHECK_CAPTURE_S, config=None,
           progress: ProgressFn | None = None, cancel: threading.Event | None = None,
-          history_path=None) -> AdaptReport:
+          history_path=None, connection=None) -> AdaptReport:
     """Record (`seconds`) or read `hours` of telemetry history, train, check fit, deploy on trial,
-    observe `observe_s` seconds of live scores, confirm or roll back; see the module docstring."""
+    observe `observe_s` seconds of live scores, confirm or roll back; see the module docstring.
+    `connection`: an open broker connection to use (the GUI's, with its credentials) instead of
+    opening one to `broker`; it is left open."""
     from app.ml.registry import check_name
 
     family = check_name(name or default_family(device))
@@ -155,7 +157,8 @@ def adapt(device: str, *, seconds: float | None = None, hours: float | None = No
     from app.deploy.links import broker_connection
     from app.services.fleet_monitor import FleetMonitor
 
-    with broker_connection(broker) as conn, FleetMonitor(conn) as monitor:
+    opened = contextlib.nullcontext(connection) if connection is not None else broker_connection(broker)
+    with opened as conn, FleetMonitor(conn) as monitor:
         wait_online(monitor, device, cancel)
         flow = _Flow(report, device, family, monitor, conn, progress, cancel, history_path)
         try:
@@ -264,7 +267,7 @@ class _Flow:
             self.report.reason = f"fit check on {self.device}: {fit.reason}; not deployed"
             return
         self._timed("deploy", lambda s: self._deploy(s, mv.ref, observe_s))
-        self._timed("observe", lambda s: self._observe(s, mv.version, observe_s, max_alarm_rate))
+        self._timed("observe", lambda s: self._observe(s, mv.name, mv.version, observe_s))
         self._timed("decide", lambda s: self._decide(s, max_alarm_rate))
 
     # ------------------------------------------------------------------ data
@@ -404,70 +407,21 @@ class _Flow:
             raise LinkError(f"deployment {result.outcome}: {result.error_message}")
         self.progress("deploy", 1.0, f"on trial, timeout {self.trial_timeout_s} s")
 
-    def _observe(self, step: AdaptStep, version: int, observe_s: float, max_alarm_rate: float) -> None:
-        scores: list[float] = []
-        alarms: list[bool] = []
-        threshold: list[float] = []
-        changed = threading.Condition()
-        gone: list[str] = []
-
-        def on_event(event: str, record) -> None:
-            if record.device_id != self.device:
-                return
-            with changed:
-                if event == "telemetry" and record.model_version == version and record.score is not None:
-                    scores.append(float(record.score))
-                    alarms.append(bool(record.alarm))
-                    threshold[:] = [float(record.threshold or 0.0)]
-                elif event in ("offline", "removed"):
-                    gone.append(event)
-                changed.notify_all()
-
-        self.monitor.add_listener(on_event)
-        t0 = time.monotonic()
-        last_count, last_change = 0, t0
-        try:
-            with changed:
-                while (now := time.monotonic()) < t0 + observe_s:
-                    if gone:
-                        raise LinkError(f"device {self.device!r} went offline during the observation")
-                    if self.cancel.is_set():
-                        raise LinkError("cancelled during the observation")
-                    if len(scores) != last_count:
-                        last_count, last_change = len(scores), now
-                        self.progress("observe", (now - t0) / observe_s,
-                                      f"{len(scores)} windows, {sum(alarms)} alarms")
-                    elif now - last_change > STALL_TIMEOUT_S:
-                        raise LinkError(f"device {self.device!r} sent no telemetry of v{version} for "
-                                        f"{STALL_TIMEOUT_S:g} s ({len(scores)} windows observed)")
-                    changed.wait(min(POLL_S, max(0.0, t0 + observe_s - now)))
-        except LinkError:
+    def _observe(self, step: AdaptStep, name: str, version: int, observe_s: float) -> None:
+        """Watch the device's live scores of the new version (app.deploy.observe); a device that goes
+        offline or silent, or gives too few windows, fails the step and is rolled back."""
+        seen = observe.observe(self.monitor, [self.device], name, version, observe_s, cancel=self.cancel,
+                               progress=lambda f, text: self.progress("observe", f, text))
+        self.observed = seen[self.device]
+        step.figures = self.observed.evidence()
+        if self.observed.problem:
             self._undo()
-            raise
-        finally:
-            self.monitor.remove_listener(on_event)
-            self.observed = (list(scores), list(alarms), threshold[0] if threshold else None)
-            step.figures = self._evidence(*self.observed)
-        if len(scores) < MIN_OBSERVED_WINDOWS:
-            self._undo()
-            raise LinkError(f"only {len(scores)} windows of v{version} observed in {observe_s:g} s (at least "
-                            f"{MIN_OBSERVED_WINDOWS} are needed to judge)")
-        self.progress("observe", 1.0, f"{len(scores)} windows, {sum(alarms)} alarms")
-
-    @staticmethod
-    def _evidence(scores: list[float], alarms: list[bool], threshold: float | None) -> dict:
-        out: dict = {"windows": len(scores), "alarms": Rate(sum(alarms), len(scores)).to_dict(),
-                     "threshold": threshold}
-        if scores:
-            arr = np.asarray(scores)
-            out["score_quantiles"] = {"p50": float(np.quantile(arr, 0.5)), "p90": float(np.quantile(arr, 0.9)),
-                                      "p99": float(np.quantile(arr, 0.99)), "max": float(arr.max())}
-        return out
+            raise LinkError(f"{self.device}: {self.observed.problem}")
+        self.progress("observe", 1.0, f"{len(self.observed.scores)} windows, {self.observed.alarms} alarms")
 
     def _decide(self, step: AdaptStep, max_alarm_rate: float) -> None:
-        scores, alarms, threshold = self.observed
-        evidence = self._evidence(scores, alarms, threshold)
-        rate = Rate(sum(alarms), len(scores))
+        evidence = self.observed.evidence()
+        rate = self.observed.rate
         evidence["max_alarm_rate"] = max_alarm_rate
         self.report.evidence = evidence
         low, high = rate.interval

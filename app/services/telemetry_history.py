@@ -3,8 +3,11 @@
 Why: a model is only as good as its fit to the machine it runs on. The fit check
 (app.deploy.fit_check) scores a candidate on a machine's own recent normal behaviour, which is the
 feature vectors the device already sends in each TELEMETRY (PROTOCOL.md 4.3). They are kept for
-`RAW_RETENTION_S` (a week); the score's per-minute min/mean/max and alarm count are kept for
-`ROLLUP_RETENTION_S` (a year) for the long-term view.
+`RAW_RETENTION_S` (a day); the score's per-minute min/mean/max and alarm count are kept for
+`ROLLUP_RETENTION_S` (30 days), then folded into hourly roll-ups kept for `HOURLY_RETENTION_S`
+(a year) for the long-term view. Disk per device (benchmarks/history_ingest.py: 206 B a raw row,
+83 KB of minute roll-ups a day): 17.8 MB raw + 2.5 MB minute + 0.5 MB hourly roll-ups, so a
+1,000-device plant holds ~21 GB in steady state (was 124 GB raw with a week of raw rows).
 
 Storage: its own SQLite file next to the registry (`paths.data_dir()/telemetry.sqlite3`), not the
 app store: it is written all the time at fleet rate, and SQLite has one writer per file, so sharing
@@ -33,11 +36,16 @@ from app.domain import paths
 
 log = logging.getLogger(__name__)
 
-# Raw feature vectors are kept this long: a week covers a weekly duty cycle of a machine, and is what
-# the fit check draws "recent normal behaviour" from.
-RAW_RETENTION_S = 7 * 24 * 3600.0
-# Per-minute score roll-ups are kept this long: a year of trend at ~85 KB per device-day (benchmarks/history_ingest.py).
-ROLLUP_RETENTION_S = 365 * 24 * 3600.0
+# Raw feature vectors are kept this long: a day covers a daily duty cycle (`adapt --hours 24`), and
+# the fit check reads the last 30 min; a week was 124 GB for 1,000 devices (17.8 MB a device-day).
+RAW_RETENTION_S = 24 * 3600.0
+# Per-minute score roll-ups are kept this long (~83 KB per device-day): the trend's hours-to-weeks view.
+ROLLUP_RETENTION_S = 30 * 24 * 3600.0
+# Minute roll-ups older than ROLLUP_RETENTION_S are folded into hourly ones kept this long
+# (~1.4 KB per device-day): a year of trend.
+HOURLY_RETENTION_S = 365 * 24 * 3600.0
+# Hourly roll-up bucket, seconds.
+HOURLY_BUCKET_S = 3600
 # The writer commits what has queued at least this often: one transaction a second amortises
 # SQLite's per-commit fsync over a whole fleet's telemetry (one message per device per second).
 FLUSH_INTERVAL_S = 1.0
@@ -64,6 +72,30 @@ CREATE TABLE IF NOT EXISTS rollups (
     score_sum REAL NOT NULL, score_max REAL, scored INTEGER NOT NULL, alarms INTEGER NOT NULL,
     PRIMARY KEY (device, minute)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hourly (
+    device INTEGER NOT NULL, hour INTEGER NOT NULL, n INTEGER NOT NULL, score_min REAL,
+    score_sum REAL NOT NULL, score_max REAL, scored INTEGER NOT NULL, alarms INTEGER NOT NULL,
+    PRIMARY KEY (device, hour)
+) WITHOUT ROWID;
+"""
+
+# Minute roll-ups before a cutoff, folded into their hours (added to an hour already partly folded).
+_FOLD_HOURLY = f"""
+INSERT INTO hourly (device, hour, n, score_min, score_sum, score_max, scored, alarms)
+SELECT device, minute * {ROLLUP_BUCKET_S} / {HOURLY_BUCKET_S}, sum(n), min(score_min), sum(score_sum),
+       max(score_max), sum(scored), sum(alarms)
+FROM rollups WHERE minute < ? GROUP BY device, minute * {ROLLUP_BUCKET_S} / {HOURLY_BUCKET_S}
+ON CONFLICT (device, hour) DO UPDATE SET
+    n = n + excluded.n,
+    score_min = CASE WHEN score_min IS NULL THEN excluded.score_min
+                     WHEN excluded.score_min IS NULL THEN score_min
+                     ELSE min(score_min, excluded.score_min) END,
+    score_sum = score_sum + excluded.score_sum,
+    score_max = CASE WHEN score_max IS NULL THEN excluded.score_max
+                     WHEN excluded.score_max IS NULL THEN score_max
+                     ELSE max(score_max, excluded.score_max) END,
+    scored = scored + excluded.scored,
+    alarms = alarms + excluded.alarms
 """
 
 _UPSERT_ROLLUP = """
@@ -130,11 +162,12 @@ class TelemetryHistory:
     Thread-safe; `close()` (or `with`) commits what is queued and stops the writer."""
 
     def __init__(self, path: Path | None = None, *, raw_retention_s: float = RAW_RETENTION_S,
-                 rollup_retention_s: float = ROLLUP_RETENTION_S, flush_interval_s: float = FLUSH_INTERVAL_S,
-                 clock: Callable[[], float] = time.time) -> None:
+                 rollup_retention_s: float = ROLLUP_RETENTION_S, hourly_retention_s: float = HOURLY_RETENTION_S,
+                 flush_interval_s: float = FLUSH_INTERVAL_S, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path) if path is not None else history_path()
         self.raw_retention_s = float(raw_retention_s)
         self.rollup_retention_s = float(rollup_retention_s)
+        self.hourly_retention_s = float(hourly_retention_s)
         self.flush_interval_s = float(flush_interval_s)
         self._clock = clock
         self.dropped = 0  # rows lost to a full queue
@@ -298,13 +331,20 @@ class TelemetryHistory:
         self.written += len(batch)
 
     def prune(self, now: float | None = None) -> None:
-        """Delete raw rows older than the raw retention and roll-ups older than theirs."""
+        """Delete raw rows older than the raw retention; fold minute roll-ups older than theirs into
+        hourly ones (one transaction: nothing is lost between the two), and drop hourly ones older
+        than the hourly retention."""
         now = self._clock() if now is None else now
+        cutoff = int((now - self.rollup_retention_s) // ROLLUP_BUCKET_S)
+        # whole hours only: the hour the cutoff falls in is folded at a later prune, complete
+        cutoff -= cutoff % (HOURLY_BUCKET_S // ROLLUP_BUCKET_S)
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute("DELETE FROM samples WHERE ts < ?", (now - self.raw_retention_s,))
-            self._db.execute("DELETE FROM rollups WHERE minute < ?",
-                             (int((now - self.rollup_retention_s) // ROLLUP_BUCKET_S),))
+            self._db.execute(_FOLD_HOURLY, (cutoff,))
+            self._db.execute("DELETE FROM rollups WHERE minute < ?", (cutoff,))
+            self._db.execute("DELETE FROM hourly WHERE hour < ?",
+                             (int((now - self.hourly_retention_s) // HOURLY_BUCKET_S),))
 
     # ------------------------------------------------------------------ reading
 
@@ -368,6 +408,27 @@ def read_features(path: Path | None, device_id: str, since_s: float, *, until: f
         np.array([np.nan if r[2] is None else r[2] for r in rows], np.float64),
         np.array([r[3] for r in rows], np.int64),
     )
+
+
+def read_hourly(path: Path | None, device_id: str, since_s: float, now: float | None = None) -> list[Rollup]:
+    """The device's hourly roll-ups (minute roll-ups older than the minute retention, folded);
+    `minute_ts` is the start of the hour."""
+    path = Path(path) if path is not None else history_path()
+    now = time.time() if now is None else now
+    db = _reader(path)
+    if db is None:
+        return []
+    try:
+        rows = db.execute(
+            "SELECT h.hour, h.n, h.score_min, h.score_sum, h.score_max, h.scored, h.alarms FROM hourly h "
+            "JOIN devices d ON d.id = h.device WHERE d.device_id = ? AND h.hour >= ? ORDER BY h.hour",
+            (device_id, int((now - since_s) // HOURLY_BUCKET_S))).fetchall()
+    except sqlite3.OperationalError:  # a file written before hourly roll-ups existed
+        return []
+    finally:
+        db.close()
+    return [Rollup(hour * HOURLY_BUCKET_S, n, lo, total / scored if scored else None, hi, alarms)
+            for hour, n, lo, total, hi, scored, alarms in rows]
 
 
 def read_rollups(path: Path | None, device_id: str, since_s: float, now: float | None = None) -> list[Rollup]:

@@ -41,7 +41,7 @@ AGE_REFRESH_MS = 1000
 DEFAULT_SIZE = (1440, 900)
 FLEET_DOCK_WIDTH = 800
 EVENTS_DOCK_HEIGHT = 170
-TAB_LIVE, TAB_MODELS, TAB_LATENCY = range(3)
+TAB_LIVE, TAB_MODELS, TAB_LATENCY, TAB_TREND = range(4)
 
 
 
@@ -81,14 +81,19 @@ class MainWindow(QMainWindow):
             show_status=lambda text: self.statusBar().showMessage(text))
         self.models = ModelsPage(self.page_context)
         self.dashboard = DashboardPage()
+        from app.ui.trend_panel import TrendPanel
+
+        self.trend = TrendPanel(self.page_context)
 
         self.tabs = QTabWidget()
         self.tabs.addTab(self.live, "Live")
         self.tabs.addTab(self.models, "Models")
         self.tabs.addTab(self.dashboard, "Latency")
+        self.tabs.addTab(self.trend, "Trend")
         self.tabs.setTabToolTip(TAB_LIVE, "Live vibration, spectrum and anomaly score of the selected device (Ctrl+1)")
         self.tabs.setTabToolTip(TAB_MODELS, "Model registry: record data, train, import, check (Ctrl+2)")
         self.tabs.setTabToolTip(TAB_LATENCY, "Deployment history: deployment, loading and inference latency (Ctrl+3)")
+        self.tabs.setTabToolTip(TAB_TREND, "Score trend and drift of the selected device; Adapt… retrains it (Ctrl+4)")
         self.tabs.currentChanged.connect(self._tab_changed)
 
         self.banner = QLabel("")
@@ -189,7 +194,8 @@ class MainWindow(QMainWindow):
         self._action(m, "&Attach serial device…", self._attach_serial_dialog, "Ctrl+Shift+A",
                      "Show a device connected to this computer's serial port (USB) in the fleet")
         m = bar.addMenu("&View")
-        for i, (name, key) in enumerate((("Live", "Ctrl+1"), ("Models", "Ctrl+2"), ("Latency", "Ctrl+3"))):
+        for i, (name, key) in enumerate((("Live", "Ctrl+1"), ("Models", "Ctrl+2"), ("Latency", "Ctrl+3"),
+                                          ("Trend", "Ctrl+4"))):
             self._action(m, name, lambda _=False, i=i: self.tabs.setCurrentIndex(i), key, f"Show the {name} page")
         m.addSeparator()
         m.addAction(self.fleet_dock.toggleViewAction())
@@ -276,6 +282,7 @@ class MainWindow(QMainWindow):
         if device_ids:
             self.live.show_devices(device_ids[0], device_ids[1] if len(device_ids) > 1 else self.live.compare)
         self.models.selection_changed(device_ids)
+        self.trend.show_device(device_ids[0] if device_ids else None)
 
     def show_live(self, device_id: str) -> None:
         self.tabs.setCurrentIndex(TAB_LIVE)
@@ -385,6 +392,7 @@ class MainWindow(QMainWindow):
         self.flush_timer.stop()
         self.age_timer.stop()
         self.live.shutdown()
+        self.trend.shutdown()
         self.sessions.shutdown(waiting=lambda: self.statusBar().showMessage(
             "closing the session… (stopping the broker connection and devices)"))
 
