@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from app.domain.errors import LinkError, ModelError
+from app.domain.errors import LinkError, ModelError, ProtocolError
 from app.domain.profiles import C_ENGINE_OPS, get_profile
 from app.fleet.fleet import device_plan, factory_model_path
 from app.protocol import messages as m
@@ -82,7 +82,8 @@ class CDevice:
         self.log_path = self.workdir / f"{device_id}.log"
         self.factory_image = Path(factory_image or factory_model_path())
         if not self.factory_image.is_file():
-            raise ModelError(f"factory model {self.factory_image} is missing; build it with `python -m app.fleet.factory`")
+            raise ModelError(f"factory model {self.factory_image} is missing; "
+                             "build it with `python -m app.fleet.factory`")
         self.seed = seed
         self.shaft_hz = shaft_hz
         self.trust = list(trust or [])
@@ -154,7 +155,7 @@ def wait_online(broker_url: str, devices: list[CDevice], timeout: float) -> dict
     def on_status(_topic: str, payload: bytes) -> None:
         try:
             msg = m.decode(payload).msg
-        except Exception:  # noqa: BLE001 - anyone may publish a status; a bad one is not ours
+        except ProtocolError:  # anyone may publish a status; a bad one is not ours
             return
         if isinstance(msg, m.Hello) and msg.device_id in wanted and msg.state != DeviceState.OFFLINE:
             got.put(msg)
