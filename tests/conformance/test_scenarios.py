@@ -202,3 +202,12 @@ def test_bad_messages_get_their_error(dut, host, raw, code):
     reply = host.wait_reply_seq(struct.unpack_from("<H", raw, 2)[0]).msg
     assert isinstance(reply, m.Error) and reply.code == code
     assert host.request(m.GetInfo()).state == DeviceState.ONLINE  # and the device carries on
+
+
+def test_reboot_keeps_the_active_model(dut, host, model_image_v3):
+    assert _deploy(dut, model_image_v3).outcome == "ok"
+    reply = host.request(m.Reboot())
+    assert isinstance(reply, m.Hello)  # answered before restarting
+    host.wait_for(topics.REPLY, m.Event, lambda e: e.code == EventCode.BOOTED)
+    info = host.request(m.GetInfo())
+    assert info.model_version == 3 and info.prev_version == 1 and info.state == DeviceState.ONLINE

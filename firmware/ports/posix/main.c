@@ -186,16 +186,21 @@ int main(int argc, char **argv)
     char err[512];
     static tm_file_flash_t ff;
     uint32_t flash_size = 2u * (uint32_t)slot_size + 2u * FLASH_PAGE;
-    if (tm_ff_open(&ff, flash_path, flash_size, FLASH_PAGE, err, sizeof(err))) return fail(err);
+    if (tm_ff_open(&ff, flash_path, flash_size, FLASH_PAGE, err, sizeof(err))) {
+        free(factory);
+        return fail(err);
+    }
     ff.cut_at = (uint32_t)cut_at;
     size_t arena_alloc = (arena_size + 15u) / 16u * 16u;
     void *arena0 = NULL, *arena1 = NULL;
-    if (posix_memalign(&arena0, 16, arena_alloc) || posix_memalign(&arena1, 16, arena_alloc))
-        return fail("out of memory for the tensor arenas");
+    if (posix_memalign(&arena0, 16, arena_alloc) || posix_memalign(&arena1, 16, arena_alloc)) {
+        snprintf(err, sizeof(err), "out of memory for the tensor arenas");
+        goto fail_cleanup;
+    }
 
     clock_gettime(CLOCK_MONOTONIC, &boot_time);
     srand((unsigned)getpid());
-    if (mqtt_port_init(&port, broker, site, id, port_now_ms, err, sizeof(err))) return fail(err);
+    if (mqtt_port_init(&port, broker, site, id, port_now_ms, err, sizeof(err))) goto fail_cleanup;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
@@ -228,4 +233,12 @@ int main(int argc, char **argv)
     free(arena1);
     free(factory);
     return 0;
+
+fail_cleanup:
+    mqtt_port_close(&port);
+    tm_ff_close(&ff);
+    free(arena0);
+    free(arena1);
+    free(factory);
+    return fail(err);
 }
