@@ -17,7 +17,7 @@ from app.domain.errors import DeviceError
 from app.fleet import c_device
 from app.protocol import messages as m
 from app.protocol import topics
-from app.protocol.codes import DeviceState, ErrorCode, EventCode
+from app.protocol.codes import DeviceState, ErrorCode
 from app.protocol.image import sha256
 from tests.conformance.conftest import PROFILE
 from tests.conformance.host import Host

@@ -28,6 +28,8 @@ SHORT_TRIAL_S = 1
 LONG_TRIAL_S = 600
 # A stream lease long enough to see a few windows (80 ms each), short enough to end by itself.
 LEASE_S = 2
+# PROTOCOL.md 2.2: the status heartbeat period.
+HELLO_INTERVAL_S = 10
 
 
 def _deploy(dut, image: bytes, **kwargs) -> api.DeploymentResult:
@@ -211,3 +213,12 @@ def test_reboot_keeps_the_active_model(dut, host, model_image_v3):
     host.wait_for(topics.REPLY, m.Event, lambda e: e.code == EventCode.BOOTED)
     info = host.request(m.GetInfo())
     assert info.model_version == 3 and info.prev_version == 1 and info.state == DeviceState.ONLINE
+
+
+def test_status_says_streaming_and_goes_back_when_the_lease_ends(dut, host):
+    """The retained status follows a change the device makes by itself (its stream lease running
+    out), not only the heartbeat: measured in the device's own uptime, so a slow host cannot fake it."""
+    host.request(m.StreamStart(1))
+    streaming = _status(host, lambda h: h.state == DeviceState.STREAMING)
+    online = _status(host, lambda h: h.state == DeviceState.ONLINE)
+    assert online.uptime_s - streaming.uptime_s < HELLO_INTERVAL_S

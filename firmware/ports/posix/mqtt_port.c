@@ -18,6 +18,9 @@
 #define OFFLINE_PUBLISH_TIMEOUT_MS 2000u
 /* Retained status heartbeat (PROTOCOL.md 2.2 HELLO_INTERVAL_S) when no other HELLO went out. */
 #define STATUS_INTERVAL_MS (TM_HELLO_INTERVAL_S * 1000u)
+/* The status is compared with the device's state this often, so a change the device makes by itself
+ * (a stream lease running out) reaches the retained status without waiting for the heartbeat. */
+#define STATUS_PROBE_MS 250u
 #define QOS_RELIABLE 1
 #define QOS_LOSSY 0
 
@@ -243,6 +246,10 @@ static void try_connect(mqtt_port_t *p)
 
 void mqtt_port_poll(mqtt_port_t *p, unsigned wait_ms)
 {
+    if (p->connected && p->now_ms() - p->last_probe_ms >= STATUS_PROBE_MS) {
+        p->last_probe_ms = p->now_ms();
+        refresh_status(p, 0);
+    }
     if (!p->connected && !p->stopping) {
         if ((int32_t)(p->now_ms() - p->next_attempt_ms) >= 0) try_connect(p);
         if (!p->connected) {

@@ -31,7 +31,7 @@ typedef struct {
     char t_status[160], t_reply[160], t_telemetry[160], t_stream[160], t_cmd[160];
     tm_device_t *dev;
     int created, connected, stopping;
-    uint32_t next_attempt_ms, backoff_ms, last_status_ms;
+    uint32_t next_attempt_ms, backoff_ms, last_status_ms, last_probe_ms;
     int in_command, probing;
     mqtt_dedup_t dedup[MQTT_DEDUP_ENTRIES], *recording;
     unsigned dedup_next;
