@@ -12,6 +12,7 @@
 
 static int sync_range(tm_file_flash_t *f, uint32_t addr, uint32_t len)
 {
+    if (!f->durable) return 0; /* MAP_SHARED: already in the file's page cache */
     long pg = sysconf(_SC_PAGESIZE);
     uint32_t start = addr - addr % (uint32_t)pg;
     return msync(f->mem + start, (size_t)(addr + len - start), MS_SYNC);

@@ -1,8 +1,10 @@
 /* NOR flash emulated in a file (POSIX port): the model slots and the journal live in one file,
- * memory-mapped so that images are parsed in place as on the MCU. Erase sets a whole page to 0xFF,
- * a write can only clear bits (the AND of old and new data), as on the real part; every operation
- * is synced to the file before it returns, so what a killed process leaves is what a power cut at
- * that moment leaves. The power-cut injector tears the N-th operation (half of it done) and exits. */
+ * memory-mapped (MAP_SHARED) so that images are parsed in place as on the MCU. Erase sets a whole
+ * page to 0xFF, a write can only clear bits (the AND of old and new data), as on the real part.
+ * Every operation is in the file's page cache when it returns, so what a killed process leaves is
+ * what a power cut at that moment leaves; `durable` also msyncs it to the disk (surviving a crash of
+ * the host itself, at ~10 ms an operation on a disk). The power-cut injector tears the N-th
+ * operation (half of it done) and exits. */
 #ifndef TM_FILE_FLASH_H
 #define TM_FILE_FLASH_H
 #include <stdint.h>
@@ -18,6 +20,7 @@ typedef struct {
     uint32_t size, page_size;
     uint32_t ops;    /* erase and write operations since open */
     uint32_t cut_at; /* 0: never; else the operation number that loses power half-way */
+    int durable;     /* msync every operation to the disk */
 } tm_file_flash_t;
 
 /* Open (creating an erased one when missing) a flash file of exactly `size` bytes. An existing file

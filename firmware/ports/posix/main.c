@@ -110,8 +110,9 @@ static void usage(FILE *out)
             "usage: tinymlops-device --id ID --location SITE/LINE/MACHINE --broker mqtt://HOST[:PORT]\n"
             "                        --flash FILE --factory IMAGE.tmlm [--profile KEY] [--slot-size BYTES]\n"
             "                        [--arena BYTES] [--seed N] [--shaft-hz HZ] [--trust PUBKEY_HEX]...\n"
-            "                        [--power-cut-at N]\n"
-            "A Tiny-MLOps device (the firmware's C core) on MQTT; PROTOCOL.md 2.2. SIGTERM stops it\n"
+            "                        [--power-cut-at N] [--durable]\n"
+            "A Tiny-MLOps device (the firmware's C core) on MQTT; PROTOCOL.md 2.2. --durable syncs every\n"
+            "flash operation to the disk (survives a host crash; slower). SIGTERM stops it\n"
             "gracefully (OFFLINE status); SIGKILL makes the broker announce it through its last will.\n");
 }
 
@@ -128,7 +129,7 @@ int main(int argc, char **argv)
     unsigned long slot_size = DEFAULT_SLOT, arena_size = DEFAULT_ARENA, seed = 1, cut_at = 0;
     float shaft_hz = DEFAULT_SHAFT_HZ;
     static uint8_t keys[TM_MAX_TRUST_KEYS][TM_SIG_PUBLIC_LEN];
-    int n_keys = 0;
+    int n_keys = 0, durable = 0;
     static const struct option opts[] = {
         {"id", required_argument, 0, 'i'}, {"location", required_argument, 0, 'l'},
         {"broker", required_argument, 0, 'b'}, {"flash", required_argument, 0, 'f'},
@@ -136,6 +137,7 @@ int main(int argc, char **argv)
         {"slot-size", required_argument, 0, 's'}, {"arena", required_argument, 0, 'a'},
         {"seed", required_argument, 0, 'S'}, {"shaft-hz", required_argument, 0, 'z'},
         {"trust", required_argument, 0, 't'}, {"power-cut-at", required_argument, 0, 'c'},
+        {"durable", no_argument, 0, 'd'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     char *end;
@@ -156,6 +158,7 @@ int main(int argc, char **argv)
             if (n_keys >= TM_MAX_TRUST_KEYS) return fail("--trust: at most 4 keys (PROTOCOL.md 6.2)");
             if (parse_hex_key(optarg, keys[n_keys++])) return fail("--trust: expected a 64-digit hex Ed25519 public key");
             break;
+        case 'd': durable = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -191,6 +194,7 @@ int main(int argc, char **argv)
         return fail(err);
     }
     ff.cut_at = (uint32_t)cut_at;
+    ff.durable = durable;
     size_t arena_alloc = (arena_size + 15u) / 16u * 16u;
     void *arena0 = NULL, *arena1 = NULL;
     if (posix_memalign(&arena0, 16, arena_alloc) || posix_memalign(&arena1, 16, arena_alloc)) {
