@@ -19,6 +19,7 @@ import pytest
 from app.fleet import c_device
 from app.fleet.fleet import VirtualFleet
 from tests.conformance.host import Host
+from tests.fixtures.brokers import MosquittoProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_DIR = ROOT / "firmware" / "build-host"
@@ -35,7 +36,7 @@ class DeviceUnderTest:
     device_id: str
     site: str
     kill: Callable[[], None]  # vanish without a word: the broker's last will speaks
-    reboot_process: Callable[[], None] | None = None  # C only: the process ends and starts again
+    broker: MosquittoProcess  # this test's own broker: a scenario may restart it
 
 
 @pytest.fixture(scope="session")
@@ -57,26 +58,23 @@ def c_device_binary() -> Path:
 @pytest.fixture(params=IMPLEMENTATIONS)
 def dut(request, mosquitto_factory, tmp_path, monkeypatch) -> Iterator[DeviceUnderTest]:
     monkeypatch.setenv("TINYMLOPS_DATA_DIR", str(tmp_path / "data"))  # deployment history per test
-    url = mosquitto_factory().url
+    broker = mosquitto_factory()
+    url = broker.url
     if request.param == "python":
         fleet = VirtualFleet(url, 1, profiles=[PROFILE]).start()
         dev = fleet.devices[0]
         try:
-            yield DeviceUnderTest("python", url, dev.device_id, dev.site, fleet.mqtt_adapter(dev.device_id).kill)
+            kill = fleet.mqtt_adapter(dev.device_id).kill
+            yield DeviceUnderTest("python", url, dev.device_id, dev.site, kill, broker)
         finally:
             fleet.stop()
     else:
         binary = request.getfixturevalue("c_device_binary")
         dev = c_device.CDevice("c-001", "plant-a/line-1/pump-1", url, tmp_path / "c", profile=PROFILE, binary=binary)
-
-        def reboot_process() -> None:
-            dev.kill()
-            dev.start()
-
         dev.start()
         try:
             c_device.wait_online(url, [dev], c_device.ONLINE_TIMEOUT_MIN_S)
-            yield DeviceUnderTest("c", url, dev.device_id, dev.site, dev.kill, reboot_process)
+            yield DeviceUnderTest("c", url, dev.device_id, dev.site, dev.kill, broker)
         finally:
             dev.stop()
 

@@ -17,6 +17,7 @@ from app.protocol import topics
 from app.protocol.codes import Caps, DeviceState, ErrorCode, EventCode, TelemetryFlags
 from app.protocol.image import ModelImage, sha256
 from tests.conformance.conftest import PROFILE
+from tests.conformance.host import Host
 
 # Capabilities every implementation has (PROTOCOL.md 4.1); PULL_XFER, FAULT_SIM and the trust ones vary.
 COMMON_CAPS = Caps.STREAM | Caps.PUSH_XFER | Caps.TRIAL | Caps.BENCHMARK
@@ -28,6 +29,8 @@ SHORT_TRIAL_S = 1
 LONG_TRIAL_S = 600
 # A stream lease long enough to see a few windows (80 ms each), short enough to end by itself.
 LEASE_S = 2
+# Device and host reconnect with back-off after a broker restart; a loaded machine gets this long.
+BROKER_COMEBACK_S = 60.0
 # PROTOCOL.md 2.2: the status heartbeat period.
 HELLO_INTERVAL_S = 10
 
@@ -222,3 +225,27 @@ def test_status_says_streaming_and_goes_back_when_the_lease_ends(dut, host):
     streaming = _status(host, lambda h: h.state == DeviceState.STREAMING)
     online = _status(host, lambda h: h.state == DeviceState.ONLINE)
     assert online.uptime_s - streaming.uptime_s < HELLO_INTERVAL_S
+
+
+@pytest.mark.parametrize("raw", [b"", b"\x01", b"\x01\x20\x05"])
+def test_message_shorter_than_its_header_is_malformed(dut, host, raw):
+    host.publish_raw(raw)
+    error = host.wait_for(topics.REPLY, m.Error)
+    assert error.code == ErrorCode.MALFORMED and error.ref_type == (raw[1] if len(raw) > 1 else 0)
+    assert host.request(m.GetInfo()).state == DeviceState.ONLINE
+
+
+def test_device_comes_back_after_the_broker_restarts(dut, host):
+    """A broker restarted without persistence has lost every retained status: the device reconnects
+    by itself (with back-off) and announces itself again. A host that connects only after the
+    restart can get that status from nobody but the device."""
+    _status(host, lambda h: h.state == DeviceState.ONLINE)
+    dut.broker.restart()
+    late = Host(dut.url, dut.site, dut.device_id)
+    try:
+        hello = late.wait_for(topics.STATUS, m.Hello, lambda h: h.state == DeviceState.ONLINE,
+                              timeout=BROKER_COMEBACK_S)
+        assert hello.device_id == dut.device_id
+        assert late.request(m.GetInfo()).model_version == 1  # and it takes commands again
+    finally:
+        late.close()
