@@ -2,8 +2,9 @@
 
 `python`: the virtual device (app/fleet/device.py) on its paho client; `c`: the firmware's C core
 as a POSIX process (firmware/ports/posix) on the Paho C client. Both on a fresh real Mosquitto per
-test (retained statuses of one test never reach the next), unprovisioned (they take unsigned
-images), with the stm32l4r5 profile (the C engine's reference board).
+test (retained statuses of one test never reach the next), with the stm32l4r5 profile (the C
+engine's reference board); unprovisioned (they take unsigned images) unless a module's
+`provisioned` fixture says otherwise (then they trust the test's own operator key).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 
 from app.fleet import c_device
 from app.fleet.fleet import VirtualFleet
+from app.trust.keys import KeyStore
 from tests.conformance.host import Host
 from tests.fixtures.brokers import MosquittoProcess
 
@@ -55,13 +57,20 @@ def c_device_binary() -> Path:
     return c_device.BUILD_BINARY
 
 
+@pytest.fixture
+def provisioned() -> bool:
+    """Whether the device's trust store holds this operator's key (a module overrides it)."""
+    return False
+
+
 @pytest.fixture(params=IMPLEMENTATIONS)
-def dut(request, mosquitto_factory, tmp_path, monkeypatch) -> Iterator[DeviceUnderTest]:
-    monkeypatch.setenv("TINYMLOPS_DATA_DIR", str(tmp_path / "data"))  # deployment history per test
+def dut(request, mosquitto_factory, tmp_path, monkeypatch, provisioned) -> Iterator[DeviceUnderTest]:
+    monkeypatch.setenv("TINYMLOPS_DATA_DIR", str(tmp_path / "data"))  # deployment history and keys per test
+    trust = [KeyStore().ensure().public_raw] if provisioned else None
     broker = mosquitto_factory()
     url = broker.url
     if request.param == "python":
-        fleet = VirtualFleet(url, 1, profiles=[PROFILE]).start()
+        fleet = VirtualFleet(url, 1, profiles=[PROFILE], trust=trust).start()
         dev = fleet.devices[0]
         try:
             kill = fleet.mqtt_adapter(dev.device_id).kill
@@ -70,7 +79,8 @@ def dut(request, mosquitto_factory, tmp_path, monkeypatch) -> Iterator[DeviceUnd
             fleet.stop()
     else:
         binary = request.getfixturevalue("c_device_binary")
-        dev = c_device.CDevice("c-001", "plant-a/line-1/pump-1", url, tmp_path / "c", profile=PROFILE, binary=binary)
+        dev = c_device.CDevice("c-001", "plant-a/line-1/pump-1", url, tmp_path / "c", profile=PROFILE, binary=binary,
+                               trust=trust)
         dev.start()
         try:
             c_device.wait_online(url, [dev], c_device.ONLINE_TIMEOUT_MIN_S)
