@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 
-from app.domain.errors import DeviceError
+from app.domain.errors import DeviceError, LinkError
 from app.fleet import c_device
 from app.protocol import messages as m
 from app.protocol import topics
@@ -164,3 +164,19 @@ def test_sim_engine_c_refuses_options_it_does_not_have(capsys):
 
     assert main(["sim", "--engine", "c", "--devices", "1", "--broker", "mqtt://127.0.0.1:1", "--serial"]) == 2
     assert "--serial" in capsys.readouterr().err
+
+
+def test_a_device_that_cannot_start_is_a_clear_error_not_a_wait(c_dev):
+    c_dev.flash_path.parent.mkdir(parents=True, exist_ok=True)
+    c_dev.flash_path.write_bytes(b"\x00" * 4096)
+    c_dev.start()
+    with pytest.raises(LinkError, match="refusing to reuse it"):
+        c_device.wait_online(c_dev.broker_url, [c_dev], c_device.ONLINE_TIMEOUT_MIN_S)
+
+
+def test_sim_engine_c_without_the_binary_says_how_to_build_it(monkeypatch, tmp_path, capsys):
+    from app.cli.main import main
+
+    monkeypatch.setenv(c_device.BINARY_ENV, str(tmp_path / "missing"))
+    assert main(["sim", "--engine", "c", "--devices", "1", "--broker", "mqtt://127.0.0.1:1"]) == 2
+    assert "cmake" in capsys.readouterr().err

@@ -201,6 +201,8 @@ def test_stream_lease_sends_windows(dut, host):
     (struct.pack("<BBHH", 2, 0x20, 0x6001, 0), ErrorCode.UNSUPPORTED_VERSION),
     (struct.pack("<BBHH", 1, 0x7E, 0x6002, 0), ErrorCode.UNKNOWN_TYPE),
     (struct.pack("<BBHH", 1, 0x2A, 0x6003, 2) + b"\x01", ErrorCode.MALFORMED),  # length says 2, 1 byte follows
+    (struct.pack("<BBHH", 1, 0x2A, 0x6004, 5000) + bytes(5000), ErrorCode.MALFORMED),  # above MAX_PAYLOAD
+    (struct.pack("<BBHH", 1, 0x24, 0x6005, 20000) + bytes(20000), ErrorCode.MALFORMED),  # a chunk far too large
 ])
 def test_bad_messages_get_their_error(dut, host, raw, code):
     host.publish_raw(raw)
