@@ -180,3 +180,18 @@ def test_sim_engine_c_without_the_binary_says_how_to_build_it(monkeypatch, tmp_p
     monkeypatch.setenv(c_device.BINARY_ENV, str(tmp_path / "missing"))
     assert main(["sim", "--engine", "c", "--devices", "1", "--broker", "mqtt://127.0.0.1:1"]) == 2
     assert "cmake" in capsys.readouterr().err
+
+
+def test_graceful_stop_announces_offline_and_exits_clean(c_dev):
+    """SIGTERM: the device publishes OFFLINE itself (a clean disconnect fires no will) and exits 0
+    (under ASan, a leak at exit would make it 1)."""
+    c_dev.start()
+    _online(c_dev)
+    host = Host(c_dev.broker_url, c_dev.site, c_dev.device_id)
+    try:
+        host.wait_for(topics.STATUS, m.Hello, lambda h: h.state == DeviceState.ONLINE)
+        c_dev.stop()
+        assert c_dev.process is not None and c_dev.process.returncode == 0, c_dev.log_text()
+        host.wait_for(topics.STATUS, m.Hello, lambda h: h.state == DeviceState.OFFLINE)
+    finally:
+        host.close()
