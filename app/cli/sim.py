@@ -142,8 +142,9 @@ def _check_c_options(args: argparse.Namespace) -> None:
                                             ("--fault", bool(args.fault)),
                                             ("--telemetry-period", args.telemetry_period != 1.0)) if given]
     if unsupported:
-        raise TinyMLOpsError(f"--engine c does not take {', '.join(unsupported)} (the C devices speak MQTT at "
-                             "1 Hz; switch a fault with `tinymlops sim fault`)")
+        raise TinyMLOpsError(f"--engine c does not take {', '.join(unsupported)} (its devices speak MQTT at 1 Hz; "
+                             "a C device on a pty: `tinymlops-device --pty`, firmware/ports/posix/README.md; "
+                             "switch a fault with `tinymlops sim fault`)")
 
 
 def _run_c(args: argparse.Namespace, url: str) -> int:

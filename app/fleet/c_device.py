@@ -43,6 +43,8 @@ STOP_TIMEOUT_S = 5.0
 # many devices starting at once gets this long plus the per-device allowance.
 ONLINE_TIMEOUT_MIN_S = 20.0
 ONLINE_TIMEOUT_PER_DEVICE_S = 0.2
+# How often wait_serial looks for the pty link (it appears within milliseconds of the start).
+SERIAL_POLL_S = 0.05
 # Profile a C device takes when the plan names one the C engine does not run (the ESP32 runs TFLM).
 C_FALLBACK_PROFILE = "stm32l4r5"
 # Exit status of a process stopped by the power-cut injector (firmware/ports/posix/file_flash.h).
@@ -61,13 +63,16 @@ def device_binary() -> Path:
 
 class CDevice:
     """One POSIX-port device process. `start()` again after `stop()`/`kill()` is a reboot that keeps
-    the flash file (the model it was running, a transfer in progress)."""
+    the flash file (the model it was running, a transfer in progress). Its transport is MQTT
+    (`broker_url`) or, with `serial=True`, a pty the host opens at `serial_path`."""
 
-    def __init__(self, device_id: str, location: str, broker_url: str, workdir: Path, *,
+    def __init__(self, device_id: str, location: str, broker_url: str | None, workdir: Path, *, serial: bool = False,
                  profile: str = C_FALLBACK_PROFILE, factory_image: Path | None = None, seed: int = 1,
                  shaft_hz: float | None = None, trust: list[bytes] | None = None, binary: Path | None = None) -> None:
         if not topics.valid_id(device_id) or not topics.valid_id(location.split("/", 1)[0]):
             raise ValueError(f"invalid device id or site {device_id!r}, {location!r}: expected [A-Za-z0-9_.-]{{1,64}}")
+        if (broker_url is None) == (not serial):
+            raise ValueError("a C device speaks MQTT (broker_url) or serial (serial=True): exactly one")
         prof = get_profile(profile)
         if not prof.ops <= C_ENGINE_OPS:
             raise ValueError(f"profile {profile} does not run the C engine; C devices take one that does")
@@ -80,6 +85,8 @@ class CDevice:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.flash_path = self.workdir / f"{device_id}.flash"
         self.log_path = self.workdir / f"{device_id}.log"
+        # the device links this path to its pty's slave while it runs (serial=True)
+        self.serial_path = self.workdir / f"{device_id}.tty" if serial else None
         self.factory_image = Path(factory_image or factory_model_path())
         if not self.factory_image.is_file():
             raise ModelError(f"factory model {self.factory_image} is missing; "
@@ -92,8 +99,9 @@ class CDevice:
 
     def command(self, power_cut_at: int = 0) -> list[str]:
         """The command line that starts this device (documented in firmware/ports/posix/README.md)."""
+        link = ["--pty", str(self.serial_path)] if self.serial_path else ["--broker", str(self.broker_url)]
         cmd = [str(self.binary or device_binary()), "--id", self.device_id, "--location", self.location,
-               "--broker", self.broker_url, "--flash", str(self.flash_path), "--factory", str(self.factory_image),
+               *link, "--flash", str(self.flash_path), "--factory", str(self.factory_image),
                "--profile", self.profile.key, "--slot-size", str(self.profile.slot_size),
                "--arena", str(self.profile.arena_budget), "--seed", str(self.seed)]
         if self.shaft_hz is not None:
@@ -112,6 +120,8 @@ class CDevice:
         """Start the process; `power_cut_at` = N makes its N-th flash operation lose power half-way."""
         if self.running:
             raise RuntimeError(f"{self.device_id} is already running")
+        if self.serial_path is not None:
+            self.serial_path.unlink(missing_ok=True)  # a link a killed run left points at a dead pty
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(self.command(power_cut_at), stdin=subprocess.DEVNULL,
                                             stdout=out, stderr=out)
@@ -141,6 +151,19 @@ class CDevice:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    def wait_serial(self, timeout: float) -> Path:
+        """The pty path once the device has opened it; LinkError when the process ends first."""
+        if self.serial_path is None:
+            raise RuntimeError(f"{self.device_id} speaks MQTT, not serial")
+        deadline = time.monotonic() + timeout
+        while not self.serial_path.exists():
+            if not self.running:
+                raise LinkError(f"C device {self.device_id} exited: {self.log_text()[-500:]}")
+            if time.monotonic() > deadline:
+                raise LinkError(f"C device {self.device_id} opened no pty within {timeout:.0f} s")
+            time.sleep(SERIAL_POLL_S)
+        return self.serial_path
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

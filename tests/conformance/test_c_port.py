@@ -195,3 +195,42 @@ def test_graceful_stop_announces_offline_and_exits_clean(c_dev):
         host.wait_for(topics.STATUS, m.Hello, lambda h: h.state == DeviceState.OFFLINE)
     finally:
         host.close()
+
+
+def test_serial_over_a_pty_takes_a_deployment_from_the_cli(c_device_binary, tmp_path, model_image_v3, capsys,
+                                                           monkeypatch):
+    """The same C device on the serial transport (PROTOCOL.md 2.1, `--pty`): the CLI deploys to it
+    and rolls it back, and garbage between frames costs nothing but itself."""
+    import json
+
+    from app.cli.main import main
+    from app.services.channel import SerialChannel
+
+    monkeypatch.setenv("TINYMLOPS_DATA_DIR", str(tmp_path / "data"))
+    dev = c_device.CDevice("c-serial", "lab/bench/pty-1", None, tmp_path / "c", serial=True, profile=PROFILE,
+                           binary=c_device_binary)
+    dev.start()
+    try:
+        port = str(dev.wait_serial(EXIT_WAIT_S))
+        image = tmp_path / "pump-ae-v3.tmlm"
+        image.write_bytes(model_image_v3)
+        capsys.readouterr()
+        assert main(["deploy", str(image), "--via", "serial", "--port", port, "--json"]) == 0
+        (result,) = json.loads(capsys.readouterr().out)
+        assert result["outcome"] == "ok" and result["transport"] == "serial" and result["model_version"] == 3
+        fd = os.open(port, os.O_WRONLY | os.O_NOCTTY)
+        try:
+            os.write(fd, bytes(range(1, 200)) + b"\x00" + b"\xff" * 50 + b"\x00")  # garbage, then resync
+        finally:
+            os.close(fd)
+        assert main(["rollback", "--via", "serial", "--port", port]) == 0
+        channel = SerialChannel.open(port)
+        try:
+            info = channel.request(m.GetInfo(), timeout=15).msg
+        finally:
+            channel.close()
+        assert info.model_version == 1 and info.prev_version == 3
+    finally:
+        dev.stop()
+    assert dev.process is not None and dev.process.returncode == 0, dev.log_text()
+    assert not dev.serial_path.exists()  # the link goes with the device

@@ -1,5 +1,5 @@
 /* Tiny-MLOps device for Linux (POSIX port): the portable C core (firmware/core) as a process that
- * speaks MQTT to a real broker (mqtt_port.c), keeps its model slots and journal in a file with NOR
+ * speaks MQTT to a real broker (mqtt_port.c) or the serial framing on a pty (pty_port.c), keeps its model slots and journal in a file with NOR
  * flash rules (file_flash.c) and scores the deterministic vibration simulator (tm_vibration). A
  * REBOOT command boots the core again from the flash file, as the MCU does from its flash. */
 #include <errno.h>
@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include "file_flash.h"
 #include "mqtt_port.h"
+#include "pty_port.h"
 #include "tm_device.h"
 #include "tm_vibration.h"
 
@@ -39,6 +40,7 @@ static struct timespec boot_time;
 static tm_vib_t vib;
 static tm_device_t dev;
 static mqtt_port_t port;
+static pty_port_t pty;
 
 static void on_signal(int sig)
 {
@@ -58,7 +60,6 @@ static uint32_t port_now_ms(void) { return (uint32_t)(elapsed_us() / 1000u); }
 static uint64_t core_boot_us;
 static uint32_t hal_now_ms(void *ctx) { (void)ctx; return (uint32_t)((elapsed_us() - core_boot_us) / 1000u); }
 static uint32_t hal_now_us(void *ctx) { (void)ctx; return (uint32_t)(elapsed_us() - core_boot_us); }
-static void hal_write(void *ctx, const uint8_t *p, size_t n) { (void)ctx; (void)p; (void)n; }
 static void hal_read_window(void *ctx, float *s, int n) { (void)ctx; tm_vib_generate(&vib, s, n); }
 static void hal_set_fault(void *ctx, uint8_t mask, float sev) { (void)ctx; tm_vib_set_fault(&vib, mask, sev); }
 /* Called inside the core's command handling: the reboot happens once the reply is out. */
@@ -107,11 +108,12 @@ static uint8_t *read_file(const char *path, uint32_t *len)
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: tinymlops-device --id ID --location SITE/LINE/MACHINE --broker mqtt://HOST[:PORT]\n"
+            "usage: tinymlops-device --id ID --location SITE/LINE/MACHINE (--broker mqtt://HOST[:PORT] | --pty LINK)\n"
             "                        --flash FILE --factory IMAGE.tmlm [--profile KEY] [--slot-size BYTES]\n"
             "                        [--arena BYTES] [--seed N] [--shaft-hz HZ] [--trust PUBKEY_HEX]...\n"
             "                        [--power-cut-at N] [--durable]\n"
-            "A Tiny-MLOps device (the firmware's C core) on MQTT; PROTOCOL.md 2.2. --durable syncs every\n"
+            "A Tiny-MLOps device (the firmware's C core) on MQTT (PROTOCOL.md 2.2) or on a pty whose slave\n"
+            "--pty LINK points at (serial framing, PROTOCOL.md 2.1). --durable syncs every\n"
             "flash operation to the disk (survives a host crash; slower). SIGTERM stops it\n"
             "gracefully (OFFLINE status); SIGKILL makes the broker announce it through its last will.\n");
 }
@@ -125,6 +127,7 @@ static int fail(const char *what)
 int main(int argc, char **argv)
 {
     const char *id = NULL, *location = NULL, *broker = NULL, *flash_path = NULL, *factory_path = NULL;
+    const char *pty_link = NULL;
     const char *profile = DEFAULT_PROFILE;
     unsigned long slot_size = DEFAULT_SLOT, arena_size = DEFAULT_ARENA, seed = 1, cut_at = 0;
     float shaft_hz = DEFAULT_SHAFT_HZ;
@@ -137,10 +140,11 @@ int main(int argc, char **argv)
         {"slot-size", required_argument, 0, 's'}, {"arena", required_argument, 0, 'a'},
         {"seed", required_argument, 0, 'S'}, {"shaft-hz", required_argument, 0, 'z'},
         {"trust", required_argument, 0, 't'}, {"power-cut-at", required_argument, 0, 'c'},
-        {"durable", no_argument, 0, 'd'},
+        {"durable", no_argument, 0, 'd'}, {"pty", required_argument, 0, 'P'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     char *end;
+    pty.master = pty.slave = -1; /* nothing open: closing it is a no-op */
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'i': id = optarg; break;
@@ -159,14 +163,16 @@ int main(int argc, char **argv)
             if (parse_hex_key(optarg, keys[n_keys++])) return fail("--trust: expected a 64-digit hex Ed25519 public key");
             break;
         case 'd': durable = 1; break;
+        case 'P': pty_link = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
-    if (!id || !location || !broker || !flash_path || !factory_path) {
+    if (!id || !location || !(broker || pty_link) || !flash_path || !factory_path) {
         usage(stderr);
         return 2;
     }
+    if (broker && pty_link) return fail("--broker or --pty, not both (one transport per device process)");
     const char *slash = strchr(location, '/');
     size_t site_len = slash ? (size_t)(slash - location) : strlen(location);
     if (!valid_id(id, strlen(id))) return fail("--id: expected [A-Za-z0-9_.-]{1,64}");
@@ -204,7 +210,8 @@ int main(int argc, char **argv)
 
     clock_gettime(CLOCK_MONOTONIC, &boot_time);
     srand((unsigned)getpid());
-    if (mqtt_port_init(&port, broker, site, id, port_now_ms, err, sizeof(err))) goto fail_cleanup;
+    if (broker && mqtt_port_init(&port, broker, site, id, port_now_ms, err, sizeof(err))) goto fail_cleanup;
+    if (pty_link && pty_port_open(&pty, pty_link, err, sizeof(err))) goto fail_cleanup;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
@@ -213,15 +220,23 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     tm_vib_init(&vib, (uint32_t)seed, shaft_hz, TM_SAMPLE_RATE);
-    tm_hal_t hal = {hal_write, hal_now_us, hal_now_ms, hal_read_window, hal_set_fault, hal_reboot, &port,
+    tm_hal_t hal = {NULL, hal_now_us, hal_now_ms, hal_read_window, hal_set_fault, hal_reboot, &port,
                     id, location, profile, FIRMWARE, 0, mqtt_port_send};
+    if (pty_link) { /* serial: framed bytes to the pty instead of bare messages to the broker */
+        hal.write = pty_port_write;
+        hal.ctx = &pty;
+        hal.send_message = NULL;
+    }
     tm_flash_t flash = tm_ff_flash(&ff);
     port.dev = &dev;
     /* the boot's BOOTED event and HELLO go nowhere yet: the connect publishes the status */
     tm_device_init(&dev, &hal, &flash, (uint32_t)slot_size, factory, factory_len, arena0, arena1, arena_size);
     tm_device_set_trust(&dev, (const uint8_t(*)[TM_SIG_PUBLIC_LEN])keys, n_keys);
     while (!stop_requested) {
-        mqtt_port_poll(&port, LOOP_WAIT_MS);
+        if (pty_link)
+            pty_port_poll(&pty, &dev, LOOP_WAIT_MS);
+        else
+            mqtt_port_poll(&port, LOOP_WAIT_MS);
         if (reboot_requested) {
             reboot_requested = 0;
             fprintf(stderr, "tinymlops-device: rebooting\n");
@@ -232,6 +247,7 @@ int main(int argc, char **argv)
         tm_device_poll(&dev);
     }
     mqtt_port_close(&port);
+    pty_port_close(&pty);
     tm_ff_close(&ff);
     free(arena0);
     free(arena1);
@@ -240,6 +256,7 @@ int main(int argc, char **argv)
 
 fail_cleanup:
     mqtt_port_close(&port);
+    pty_port_close(&pty);
     tm_ff_close(&ff);
     free(arena0);
     free(arena1);
