@@ -255,3 +255,20 @@ def test_device_comes_back_after_the_broker_restarts(dut, host):
         assert late.request(m.GetInfo()).model_version == 1  # and it takes commands again
     finally:
         late.close()
+
+
+def test_push_rides_out_a_broker_restart_mid_transfer(dut, host, model_image_v3):
+    """The broker restarts (without persistence) after the first chunk is acknowledged: device and
+    host reconnect by themselves, the host asks XFER_QUERY and sends what is missing (PROTOCOL.md
+    5.2), and the deployment completes."""
+    restarted = []
+
+    def progress(_device: str, done: int, total: int) -> None:
+        if 0 < done < total and not restarted:
+            restarted.append(done)
+            dut.broker.restart()
+
+    result = _deploy(dut, model_image_v3, progress=progress)
+    assert restarted, "the transfer never reported progress between its first and last chunk"
+    assert result.outcome == "ok", result.error_message
+    assert host.request(m.GetInfo()).model_sha == sha256(model_image_v3)[:8]
