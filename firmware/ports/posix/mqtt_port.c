@@ -21,6 +21,10 @@
 /* The status is compared with the device's state this often, so a change the device makes by itself
  * (a stream lease running out) reaches the retained status without waiting for the heartbeat. */
 #define STATUS_PROBE_MS 250u
+/* QoS 1 publishes awaiting their PUBACK. The synchronous client blocks a publish while this many
+ * are out (waiting in ~100 ms steps), and its default lets one reply wait for the previous one's
+ * PUBACK: a push window of chunk ACKs then costs ~100 ms each. */
+#define MAX_INFLIGHT 64
 #define QOS_RELIABLE 1
 #define QOS_LOSSY 0
 
@@ -221,6 +225,7 @@ static void try_connect(mqtt_port_t *p)
     opts.keepAliveInterval = KEEPALIVE_S;
     opts.cleansession = 1;
     opts.connectTimeout = CONNECT_TIMEOUT_S;
+    opts.maxInflightMessages = MAX_INFLIGHT;
     opts.will = will_len ? &will : NULL;
     int rc = MQTTClient_connect(p->client, &opts);
     if (rc != MQTTCLIENT_SUCCESS) {
