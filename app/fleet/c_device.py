@@ -103,7 +103,8 @@ class CDevice:
         cmd = [str(self.binary or device_binary()), "--id", self.device_id, "--location", self.location,
                *link, "--flash", str(self.flash_path), "--factory", str(self.factory_image),
                "--profile", self.profile.key, "--slot-size", str(self.profile.slot_size),
-               "--arena", str(self.profile.arena_budget), "--seed", str(self.seed)]
+               "--arena", str(self.profile.arena_budget), "--seed", str(self.seed),
+               "--exit-with-parent"]  # no orphaned devices when this process dies
         if self.shaft_hz is not None:
             cmd += ["--shaft-hz", f"{self.shaft_hz:.4f}"]
         for key in self.trust:
@@ -117,7 +118,9 @@ class CDevice:
         return self.process is not None and self.process.poll() is None
 
     def start(self, power_cut_at: int = 0) -> CDevice:
-        """Start the process; `power_cut_at` = N makes its N-th flash operation lose power half-way."""
+        """Start the process; `power_cut_at` = N makes its N-th flash operation lose power half-way.
+        The device ends when the thread that started it ends (Linux's parent-death signal follows
+        the thread): start devices from the main thread or another that outlives them."""
         if self.running:
             raise RuntimeError(f"{self.device_id} is already running")
         if self.serial_path is not None:

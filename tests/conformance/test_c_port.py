@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import zlib
+from pathlib import Path
 
 import pytest
 
@@ -234,3 +235,34 @@ def test_serial_over_a_pty_takes_a_deployment_from_the_cli(c_device_binary, tmp_
         dev.stop()
     assert dev.process is not None and dev.process.returncode == 0, dev.log_text()
     assert not dev.serial_path.exists()  # the link goes with the device
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting for a reaper."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_devices_end_with_the_process_that_launched_them(c_device_binary, mosquitto_factory, tmp_path):
+    """A launcher that dies without stopping its devices (a crashed simulator, a killed test run)
+    leaves no orphaned device processes behind."""
+    url = mosquitto_factory().url
+    script = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from app.fleet.c_device import CDevice, wait_online\n"
+        f"d = CDevice('c-orphan', 'plant-a/x', {url!r}, Path({str(tmp_path)!r}),\n"
+        f"            binary=Path({str(c_device_binary)!r}))\n"
+        "d.start(); wait_online(d.broker_url, [d], 20)\n"
+        "print(d.process.pid, flush=True)\n"
+        "os._exit(0)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=SIM_STARTUP_S,
+                         cwd=str(Path(__file__).resolve().parents[2]))
+    pid = int(out.stdout.split()[-1])
+    deadline = time.monotonic() + EXIT_WAIT_S
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,7 +112,7 @@ static void usage(FILE *out)
             "usage: tinymlops-device --id ID --location SITE/LINE/MACHINE (--broker mqtt://HOST[:PORT] | --pty LINK)\n"
             "                        --flash FILE --factory IMAGE.tmlm [--profile KEY] [--slot-size BYTES]\n"
             "                        [--arena BYTES] [--seed N] [--shaft-hz HZ] [--trust PUBKEY_HEX]...\n"
-            "                        [--power-cut-at N] [--durable]\n"
+            "                        [--power-cut-at N] [--durable] [--exit-with-parent]\n"
             "A Tiny-MLOps device (the firmware's C core) on MQTT (PROTOCOL.md 2.2) or on a pty whose slave\n"
             "--pty LINK points at (serial framing, PROTOCOL.md 2.1). --durable syncs every\n"
             "flash operation to the disk (survives a host crash; slower). SIGTERM stops it\n"
@@ -132,7 +133,7 @@ int main(int argc, char **argv)
     unsigned long slot_size = DEFAULT_SLOT, arena_size = DEFAULT_ARENA, seed = 1, cut_at = 0;
     float shaft_hz = DEFAULT_SHAFT_HZ;
     static uint8_t keys[TM_MAX_TRUST_KEYS][TM_SIG_PUBLIC_LEN];
-    int n_keys = 0, durable = 0;
+    int n_keys = 0, durable = 0, exit_with_parent = 0;
     static const struct option opts[] = {
         {"id", required_argument, 0, 'i'}, {"location", required_argument, 0, 'l'},
         {"broker", required_argument, 0, 'b'}, {"flash", required_argument, 0, 'f'},
@@ -141,6 +142,7 @@ int main(int argc, char **argv)
         {"seed", required_argument, 0, 'S'}, {"shaft-hz", required_argument, 0, 'z'},
         {"trust", required_argument, 0, 't'}, {"power-cut-at", required_argument, 0, 'c'},
         {"durable", no_argument, 0, 'd'}, {"pty", required_argument, 0, 'P'},
+        {"exit-with-parent", no_argument, 0, 'x'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     char *end;
@@ -164,6 +166,7 @@ int main(int argc, char **argv)
             break;
         case 'd': durable = 1; break;
         case 'P': pty_link = optarg; break;
+        case 'x': exit_with_parent = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -218,6 +221,8 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* a launcher that dies (a crashed simulator, a killed test run) takes its devices with it */
+    if (exit_with_parent && (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() == 1)) stop_requested = 1;
 
     tm_vib_init(&vib, (uint32_t)seed, shaft_hz, TM_SAMPLE_RATE);
     tm_hal_t hal = {NULL, hal_now_us, hal_now_ms, hal_read_window, hal_set_fault, hal_reboot, &port,
