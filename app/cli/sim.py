@@ -1,4 +1,8 @@
-"""`tinymlops sim`: run a virtual device fleet with a compact terminal view; `sim fault` sends SET_FAULT."""
+"""`tinymlops sim`: run a virtual device fleet with a compact terminal view; `sim fault` sends SET_FAULT.
+
+`--engine c` runs the devices as processes of the firmware's C core (firmware/ports/posix) instead
+of the Python virtual devices: the same topics and protocol, so the GUI, the CLI and deployments see
+them as they see any device; the view then shows what the broker says of them (FleetMonitor)."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ VIEW_REFRESH_S = 1.0
 FAULT_REPLY_TIMEOUT_S = 10.0
 # Retained statuses arrive right after subscribing; a device not seen by then is not on the broker.
 DEVICE_SEEN_TIMEOUT_S = 3.0
+ENGINES = ("python", "c")
 
 
 def _fault_arg(text: str) -> tuple[str, int, float]:
@@ -44,6 +49,9 @@ def _mask(text: str) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sim", help="run a virtual device fleet (embedded broker unless --broker)")
     p.add_argument("--devices", type=int, default=5, help="number of virtual devices (default 5)")
+    p.add_argument("--engine", choices=ENGINES, default="python",
+                   help="python: virtual devices in this process (default); c: the firmware's C core as one "
+                   "process per device (firmware/ports/posix; MQTT only, ids c-001..)")
     p.add_argument("--broker", help="mqtt://host:port of an existing broker (default: start the embedded one)")
     p.add_argument("--serial", action="store_true", help="also give every device a pty (paths are printed)")
     p.add_argument("--baud", type=int, help="emulate a UART at this baud on the ptys (8N1)")
@@ -86,6 +94,8 @@ def run_sim(args: argparse.Namespace) -> int:
 
     if args.devices < 1:
         raise TinyMLOpsError("--devices must be at least 1")
+    if args.engine == "c":
+        _check_c_options(args)
     broker = None
     url = args.broker
     if url is None:
@@ -94,6 +104,13 @@ def run_sim(args: argparse.Namespace) -> int:
         broker = EmbeddedBroker()
         url = broker.start()
     withdraw = announce(url) if broker else (lambda: None)  # `fleet list`, `deploy`... find this fleet
+    if args.engine == "c":
+        try:
+            return _run_c(args, url)
+        finally:
+            withdraw()
+            if broker:
+                broker.stop()
     faults = {device: (mask, sev) for device, mask, sev in args.fault}
     try:
         fleet = VirtualFleet(url, args.devices, seed=args.seed, serial=args.serial, baud=args.baud, faults=faults,
@@ -119,8 +136,73 @@ def run_sim(args: argparse.Namespace) -> int:
     return 0
 
 
-def _view(fleet) -> None:
+def _check_c_options(args: argparse.Namespace) -> None:
+    """Options the C devices do not have: a clear error instead of silently ignoring them."""
+    unsupported = [name for name, given in (("--serial", args.serial), ("--baud", args.baud is not None),
+                                            ("--fault", bool(args.fault)),
+                                            ("--telemetry-period", args.telemetry_period != 1.0)) if given]
+    if unsupported:
+        raise TinyMLOpsError(f"--engine c does not take {', '.join(unsupported)} (its devices speak MQTT at 1 Hz; "
+                             "a C device on a pty: `tinymlops-device --pty`, firmware/ports/posix/README.md; "
+                             "switch a fault with `tinymlops sim fault`)")
+
+
+def _run_c(args: argparse.Namespace, url: str) -> int:
+    from app.fleet.c_device import CDeviceFleet
+    from app.services.fleet_monitor import FleetMonitor
+    from app.transport.mqtt_link import MqttConnection
+
+    try:
+        fleet = CDeviceFleet(url, args.devices, seed=args.seed, trust=_trust(args))
+    except ValueError as exc:
+        raise TinyMLOpsError(str(exc)) from exc
+    print(f"broker: {url}")
+    conn = MqttConnection(url)
+    try:
+        with fleet:
+            for dev in fleet.devices:
+                print(f"c device: {dev.device_id} pid {dev.process.pid if dev.process else '?'} flash {dev.flash_path}")
+            print("Ctrl-C to stop")
+            conn.connect()
+            with FleetMonitor(conn) as monitor:
+                _view_monitor(monitor, [d.device_id for d in fleet.devices])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        conn.close()
+    return 0
+
+
+def _draw(rows: list[str], lines: int) -> int:
     interactive = sys.stdout.isatty()
+    if interactive and lines:
+        sys.stdout.write(f"\x1b[{lines}F")  # move up and redraw in place
+    sys.stdout.write("\n".join(r + ("\x1b[K" if interactive else "") for r in rows) + "\n")
+    sys.stdout.flush()
+    return len(rows)
+
+
+def _view_monitor(monitor, device_ids: list[str]) -> None:
+    """The terminal view of devices in other processes: what their status and telemetry say."""
+    lines = 0
+    while True:
+        rows = [f"{'device':<9} {'location':<24} {'profile':<15} {'model':<14} {'score':>9} {'thresh':>8}  state"]
+        for device_id in device_ids:
+            rec = monitor.get(device_id)
+            if rec is None:
+                rows.append(f"{device_id:<9} (not seen yet)")
+                continue
+            name = f"{rec.model_name}@{rec.model_version}" if rec.model_name else "-"
+            score = f"{rec.score:>9.3f}" if rec.score is not None else f"{'-':>9}"
+            thresh = f"{rec.threshold:>8.3f}" if rec.threshold is not None else f"{'-':>8}"
+            verdict = "offline" if not rec.online else "ALARM" if rec.alarm else "ok"
+            rows.append(f"{device_id:<9} {rec.location:<24} {rec.profile:<15} {name:<14} {score} {thresh}  "
+                        f"{verdict}{' trial' if rec.trial else ''}")
+        lines = _draw(rows, lines)
+        time.sleep(VIEW_REFRESH_S)
+
+
+def _view(fleet) -> None:
     lines = 0
     while True:
         rows = [f"{'device':<9} {'location':<24} {'profile':<15} {'model':<14} {'score':>9} {'thresh':>8}  state"]
@@ -131,11 +213,7 @@ def _view(fleet) -> None:
             alarm = "ALARM" if model and dev.last_score > threshold else "ok"
             rows.append(f"{dev.device_id:<9} {dev.location:<24} {dev.profile.key:<15} {name:<14} "
                         f"{dev.last_score:>9.3f} {threshold:>8.3f}  {alarm}{' trial' if dev.trial else ''}")
-        if interactive and lines:
-            sys.stdout.write(f"\x1b[{lines}F")  # move up and redraw in place
-        sys.stdout.write("\n".join(r + ("\x1b[K" if interactive else "") for r in rows) + "\n")
-        sys.stdout.flush()
-        lines = len(rows)
+        lines = _draw(rows, lines)
         time.sleep(VIEW_REFRESH_S)
 
 

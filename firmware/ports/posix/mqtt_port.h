@@ -1,0 +1,55 @@
+/* The device's MQTT transport (PROTOCOL.md 2.2) over the Eclipse Paho C client (synchronous API,
+ * one thread: the device loop calls mqtt_port_poll, which waits for a command at most `wait_ms`).
+ * It connects with the last will (HELLO, state OFFLINE, retained), publishes the retained HELLO on
+ * every connect and on every change of state, routes the core's messages to their topics with the
+ * table's QoS, reconnects with back-off, and answers a command it has already handled (same bytes:
+ * a host resending after a lost reply) from a cache instead of acting twice. */
+#ifndef TM_MQTT_PORT_H
+#define TM_MQTT_PORT_H
+#include <MQTTClient.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "tm_device.h"
+
+/* Recent commands whose replies are kept for duplicates (the host resends within seconds). */
+#define MQTT_DEDUP_ENTRIES 8
+/* Reply bytes kept per command: a HELLO or LATENCY is ~200 B, an XFER_STATUS of 8192 chunks 1 KB. */
+#define MQTT_DEDUP_BYTES 2048
+/* A duplicate is answered from the cache for this long (the Python device's DUPLICATE_WINDOW_S). */
+#define MQTT_DEDUP_WINDOW_MS 10000u
+
+typedef struct {
+    uint32_t crc, len, at_ms;
+    int used, cacheable;
+    uint32_t fill;
+    uint8_t replies[MQTT_DEDUP_BYTES]; /* [u16 length, bytes] per reply, in order */
+} mqtt_dedup_t;
+
+typedef struct {
+    MQTTClient client;
+    char address[256], client_id[96];
+    char t_status[160], t_reply[160], t_telemetry[160], t_stream[160], t_cmd[160];
+    tm_device_t *dev;
+    int created, connected, stopping;
+    uint32_t next_attempt_ms, backoff_ms, last_status_ms, last_probe_ms;
+    int in_command, probing;
+    mqtt_dedup_t dedup[MQTT_DEDUP_ENTRIES], *recording;
+    unsigned dedup_next;
+    uint8_t probe[TM_MAX_MESSAGE];
+    size_t probe_len;
+    uint8_t status_key[64];
+    size_t status_key_len;
+    uint32_t (*now_ms)(void);
+} mqtt_port_t;
+
+/* Topics and the client (no connection yet). `broker` is mqtt://host[:port]; 0 or an error text. */
+int mqtt_port_init(mqtt_port_t *p, const char *broker, const char *site, const char *device_id,
+                   uint32_t (*now_ms)(void), char *err, size_t err_cap);
+/* The core's send_message HAL hook: ctx is the mqtt_port_t. */
+void mqtt_port_send(void *ctx, uint8_t type, const uint8_t *msg, size_t len);
+/* (Re)connect when due, then wait up to wait_ms for one incoming command and hand it to the core. */
+void mqtt_port_poll(mqtt_port_t *p, unsigned wait_ms);
+/* Graceful stop: OFFLINE status published ourselves (a clean disconnect fires no will), disconnect. */
+void mqtt_port_close(mqtt_port_t *p);
+
+#endif

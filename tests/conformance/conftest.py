@@ -1,0 +1,98 @@
+"""Device implementations under test: every scenario in this package runs against each of them.
+
+`python`: the virtual device (app/fleet/device.py) on its paho client; `c`: the firmware's C core
+as a POSIX process (firmware/ports/posix) on the Paho C client. Both on a fresh real Mosquitto per
+test (retained statuses of one test never reach the next), with the stm32l4r5 profile (the C
+engine's reference board); unprovisioned (they take unsigned images) unless a module's
+`provisioned` fixture says otherwise (then they trust the test's own operator key).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from app.fleet import c_device
+from app.fleet.fleet import VirtualFleet
+from app.trust.keys import KeyStore
+from tests.conformance.host import Host
+from tests.fixtures.brokers import MosquittoProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD_DIR = ROOT / "firmware" / "build-host"
+# Configuring (fetching the Ed25519 sources once) and building the port: a minute at most.
+BUILD_TIMEOUT_S = 600
+PROFILE = "stm32l4r5"
+IMPLEMENTATIONS = ("python", "c")
+
+
+@dataclass
+class DeviceUnderTest:
+    impl: str
+    url: str
+    device_id: str
+    site: str
+    kill: Callable[[], None]  # vanish without a word: the broker's last will speaks
+    broker: MosquittoProcess  # this test's own broker: a scenario may restart it
+
+
+@pytest.fixture(scope="session")
+def c_device_binary() -> Path:
+    """The POSIX port, built by the host CMake build (the same one ctest uses)."""
+    if shutil.which("cmake") is None:
+        pytest.fail("cmake is not installed (scripts/bootstrap.sh)")
+    if not (BUILD_DIR / "CMakeCache.txt").exists():
+        subprocess.run(["cmake", "-S", str(ROOT / "firmware"), "-B", str(BUILD_DIR), "-DCMAKE_BUILD_TYPE=Release"],
+                       check=True, timeout=BUILD_TIMEOUT_S, capture_output=True)
+    build = subprocess.run(["cmake", "--build", str(BUILD_DIR), "--target", "tinymlops-device", "-j2"],
+                           timeout=BUILD_TIMEOUT_S, capture_output=True, text=True)
+    if build.returncode != 0:
+        pytest.fail(f"building the POSIX port failed (libpaho-mqtt-dev installed?):\n{build.stdout[-3000:]}"
+                    f"{build.stderr[-3000:]}")
+    return c_device.BUILD_BINARY
+
+
+@pytest.fixture
+def provisioned() -> bool:
+    """Whether the device's trust store holds this operator's key (a module overrides it)."""
+    return False
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def dut(request, mosquitto_factory, tmp_path, monkeypatch, provisioned) -> Iterator[DeviceUnderTest]:
+    monkeypatch.setenv("TINYMLOPS_DATA_DIR", str(tmp_path / "data"))  # deployment history and keys per test
+    trust = [KeyStore().ensure().public_raw] if provisioned else None
+    broker = mosquitto_factory()
+    url = broker.url
+    if request.param == "python":
+        fleet = VirtualFleet(url, 1, profiles=[PROFILE], trust=trust).start()
+        dev = fleet.devices[0]
+        try:
+            kill = fleet.mqtt_adapter(dev.device_id).kill
+            yield DeviceUnderTest("python", url, dev.device_id, dev.site, kill, broker)
+        finally:
+            fleet.stop()
+    else:
+        binary = request.getfixturevalue("c_device_binary")
+        dev = c_device.CDevice("c-001", "plant-a/line-1/pump-1", url, tmp_path / "c", profile=PROFILE, binary=binary,
+                               trust=trust)
+        dev.start()
+        try:
+            c_device.wait_online(url, [dev], c_device.ONLINE_TIMEOUT_MIN_S)
+            yield DeviceUnderTest("c", url, dev.device_id, dev.site, dev.kill, broker)
+        finally:
+            dev.stop()
+
+
+@pytest.fixture
+def host(dut) -> Iterator[Host]:
+    h = Host(dut.url, dut.site, dut.device_id)
+    try:
+        yield h
+    finally:
+        h.close()
