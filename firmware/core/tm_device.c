@@ -353,6 +353,8 @@ static void handle(tm_device_t *d, const uint8_t *buf, size_t len)
     case TM_ROLLBACK: handle_rollback(d, seq); break;
     case TM_BENCHMARK:
         if (!d->has_model) { send_error(d, seq, m.type, TM_E_NO_MODEL); break; }
+        /* PROTOCOL.md 3: zero inferences time nothing; the same answer as the Python device */
+        if (m.u.benchmark.count == 0) { send_error(d, seq, m.type, TM_E_BAD_ARGUMENT); break; }
         reply_latency(d, seq, &d->model[d->cur], 0, d->load_us, m.u.benchmark.count);
         break;
     case TM_REBOOT:

@@ -215,6 +215,16 @@ def test_bad_messages_get_their_error(dut, host):
     assert host.request(m.GetInfo()).state == DeviceState.ONLINE  # and the device carries on
 
 
+def test_benchmark_times_the_active_model_and_refuses_zero(dut, host):
+    """PROTOCOL.md 3: BENCHMARK count 1..65535 answers LATENCY with its n; 0 is BAD_ARGUMENT."""
+    lat = host.request(m.Benchmark(BENCH))
+    assert isinstance(lat, m.Latency) and lat.n == BENCH and lat.deploy_us == 0
+    assert lat.min_us <= lat.median_us <= lat.p95_us <= lat.max_us
+    with pytest.raises(DeviceError) as refused:
+        host.request(m.Benchmark(0))
+    assert refused.value.code == ErrorCode.BAD_ARGUMENT, refused.value
+
+
 def test_reboot_keeps_the_active_model(dut, host, model_image_v3):
     assert _deploy(dut, model_image_v3).outcome == "ok"
     reply = host.request(m.Reboot())
