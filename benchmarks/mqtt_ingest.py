@@ -70,12 +70,13 @@ def bare_subscriber(url: str, expected: int, ready: mp.Event, result: mp.Queue) 
     from app.transport.urls import parse_broker_url
 
     b = parse_broker_url(url)
-    count, first, last = [0], [0.0], [0.0]
+    count, first, last, cpu0 = [0], [0.0], [0.0], [0.0]
 
     def on_message(client, userdata, msg) -> None:
         now = time.perf_counter()
         if not first[0]:
             first[0] = now
+            cpu0[0] = time.process_time()
         count[0] += 1
         last[0] = now
 
@@ -87,7 +88,8 @@ def bare_subscriber(url: str, expected: int, ready: mp.Event, result: mp.Queue) 
     _wait_drain(count, first, last, expected)
     client.disconnect()
     client.loop_stop()
-    result.put(("bare paho subscriber (counts only)", count[0], last[0] - first[0], count[0]))
+    cpu = time.process_time() - cpu0[0]
+    result.put(("bare paho subscriber (counts only)", count[0], last[0] - first[0], count[0], cpu))
 
 
 def app_subscriber(url: str, expected: int, devices: int, ready: mp.Event, result: mp.Queue,
@@ -99,7 +101,7 @@ def app_subscriber(url: str, expected: int, devices: int, ready: mp.Event, resul
     from app.services.telemetry_history import TelemetryHistory
     from app.transport.mqtt_link import MqttConnection
 
-    count, first, last = [0], [0.0], [0.0]
+    count, first, last, cpu0 = [0], [0.0], [0.0], [0.0]
 
     workdir = tempfile.TemporaryDirectory(prefix="tinymlops-ingest-")
     history = TelemetryHistory(Path(workdir.name) / "telemetry.sqlite3")
@@ -113,6 +115,7 @@ def app_subscriber(url: str, expected: int, devices: int, ready: mp.Event, resul
             now = time.perf_counter()
             if not first[0]:
                 first[0] = now
+                cpu0[0] = time.process_time()
             count[0] += 1
             last[0] = now
 
@@ -130,6 +133,8 @@ def app_subscriber(url: str, expected: int, devices: int, ready: mp.Event, resul
         conn._client.on_message = lambda *a: profiler.runcall(on_message, *a)
     ready.set()
     _wait_drain(count, first, last, expected)
+    history.flush()  # what the writer thread still has queued is part of the cost
+    cpu = time.process_time() - cpu0[0]
     if profiler is not None:
         import io
         import pstats
@@ -145,7 +150,7 @@ def app_subscriber(url: str, expected: int, devices: int, ready: mp.Event, resul
     history.close()
     workdir.cleanup()
     what = "FleetMonitor + history" if with_history else "FleetMonitor"
-    result.put((f"app ingest ({what}, {known} devices)", count[0], last[0] - first[0], decoded))
+    result.put((f"app ingest ({what}, {known} devices)", count[0], last[0] - first[0], decoded, cpu))
 
 
 def publisher(url: str, messages: int, devices: int, result: mp.Queue) -> None:
@@ -169,7 +174,7 @@ def publisher(url: str, messages: int, devices: int, result: mp.Queue) -> None:
     time.sleep(0.5)
     client.disconnect()
     client.loop_stop()
-    result.put(("publisher", messages, elapsed, messages))
+    result.put(("publisher", messages, elapsed, messages, float("nan")))
 
 
 def main() -> int:
@@ -205,22 +210,26 @@ def main() -> int:
         pub.start()
         rows = {}
         for _ in range(3):
-            name, received, elapsed, decoded = result.get(timeout=300)
-            rows[name] = (received, elapsed, decoded)
+            name, *row = result.get(timeout=300)
+            rows[name] = row
         for p in [*subs, pub]:
             p.join(10)
 
     print(f"MQTT telemetry ingest: {args.messages} messages ({len(_telemetry_payloads(1)[0][1])} bytes each) "
           f"from {args.devices} devices, local Mosquitto, QoS 0")
-    print(f"{'path':52} {'received':>9} {'decoded':>9} {'seconds':>8} {'msg/s':>9}")
-    rates = {}
-    for name, (received, elapsed, decoded) in rows.items():
+    print(f"{'path':52} {'received':>9} {'decoded':>9} {'seconds':>8} {'msg/s':>9} {'CPU us/msg':>10}")
+    rates, cpus = {}, {}
+    for name, (received, elapsed, decoded, cpu) in rows.items():
         rate = received / elapsed if elapsed > 0 else float("nan")
         rates[name] = rate
-        print(f"{name:52} {received:9d} {decoded:9d} {elapsed:8.2f} {rate:9.0f}")
-    app = next(v for k, v in rates.items() if k.startswith("app"))
-    bare = next(v for k, v in rates.items() if k.startswith("bare"))
-    print(f"ratio app / bare paho: {app / bare:.2f}")
+        cpus[name] = cpu / received * 1e6 if received else float("nan")
+        print(f"{name:52} {received:9d} {decoded:9d} {elapsed:8.2f} {rate:9.0f} {cpus[name]:10.1f}")
+    app = next(k for k in rates if k.startswith("app"))
+    bare = next(k for k in rates if k.startswith("bare"))
+    print(f"ratio app / bare paho: {rates[app] / rates[bare]:.2f}")
+    # the subscribers' own CPU per message (process CPU from their first message to their last
+    # committed row): what the wall-clock rates become on an idle machine, less sensitive to load
+    print(f"CPU per message, bare paho / app: {cpus[bare] / cpus[app]:.2f}")
     return 0
 
 
