@@ -6,8 +6,9 @@ ingest path and a paho client that only counts), then one publisher process that
 messages for those devices. The app path is wired as the GUI session wires it: FleetMonitor with
 the telemetry history's listener (writing to a throw-away file) and a counting listener standing
 in for the GUI's. Each subscriber times its own first-to-last message; the table shows both rates,
-the app's decoded count (every message must be decoded and counted) and their ratio.
-Run: `python3 benchmarks/mqtt_ingest.py [--messages N] [--devices D] [--profile]`.
+the app's decoded count (every message must be decoded and counted), their ratio, and each one's
+process CPU per message (less sensitive to a loaded machine than the rates).
+Run: `python3 benchmarks/mqtt_ingest.py [--messages N] [--devices D] [--no-history] [--profile]`.
 """
 
 from __future__ import annotations
