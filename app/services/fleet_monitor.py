@@ -52,6 +52,9 @@ STREAM_QOS = 0
 # enough that a crash loses little, rarely enough that 1 Hz telemetry does not rewrite a file each second.
 MEMORY_SAVE_S = 10.0
 
+# TELEMETRY flag bits as plain ints for the per-message path.
+_ALARM, _TRIAL, _NO_MODEL = int(TelemetryFlags.ALARM), int(TelemetryFlags.TRIAL), int(TelemetryFlags.NO_MODEL)
+
 Listener = Callable[[str, "DeviceRecord"], None]
 StreamListener = Callable[[str, m.Stream], None]
 
@@ -75,16 +78,23 @@ class DeviceRecord:
     threshold: float | None = None
     alarm: bool = False
     shaft_hz: float | None = None
-    features: tuple[float, ...] = ()  # the last telemetry's feature vector (fleet table's velocity estimate)
     last_seen: float = 0.0
     uptime_s: int = 0
     hello: m.Hello | None = None
-    # the last TELEMETRY's feature vector (PROTOCOL.md 8), for the telemetry history's listener
+    # the last TELEMETRY's feature vector (PROTOCOL.md 8): the history's listener stores it, the fleet
+    # table estimates velocity from it
     features: tuple[float, ...] = dataclasses.field(default=(), repr=False)
 
     @property
     def online(self) -> bool:
         return self.state != StateLabel.OFFLINE
+
+    def snapshot(self) -> DeviceRecord:
+        """A shallow copy, as `dataclasses.replace(self)` gives, at a small part of its cost: the
+        per-message path hands one to the listeners while the live record keeps changing."""
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        return copy
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -290,19 +300,18 @@ class FleetMonitor:
             came_back = record.state == StateLabel.OFFLINE
             if came_back:
                 record.state = StateLabel.ONLINE
-            no_model = bool(tel.flags & TelemetryFlags.NO_MODEL)
-            record.score = None if no_model else tel.score
+            flags = tel.flags  # a plain int: IntFlag arithmetic costs more than the rest of this update
+            record.score = None if flags & _NO_MODEL else tel.score
             record.threshold = tel.threshold
-            record.alarm = bool(tel.flags & TelemetryFlags.ALARM)
-            record.trial = bool(tel.flags & TelemetryFlags.TRIAL)
+            record.alarm = bool(flags & _ALARM)
+            record.trial = bool(flags & _TRIAL)
             record.shaft_hz = tel.shaft_hz or None
-            record.features = tel.features
             record.model_version = tel.model_version
             record.uptime_s = tel.uptime_ms // 1000
             record.features = tel.features
             record.last_seen = time.time()
             listeners = self._listeners
-            snapshot = dataclasses.replace(record) if listeners or self.memory is not None else record
+            snapshot = record.snapshot() if listeners or self.memory is not None else record
         self._remember(snapshot)
         if came_back:
             self._emit("changed", snapshot)

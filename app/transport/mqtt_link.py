@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.matcher import MQTTMatcher
 
 from app.domain.errors import LinkError
 from app.transport.credentials import password_for
@@ -36,8 +37,10 @@ RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
 # Waiting for QoS 1 publishes to be acknowledged (a model rollout publishes many chunks).
 PUBLISH_TIMEOUT_S = 30.0
-# Topic -> handlers cache entries before it is cleared (bounds memory when many devices appear).
-DISPATCH_CACHE_MAX = 4096
+# Topic -> handlers cache entries before it is cleared (bounds memory, ~200 B an entry, when many
+# devices appear): a 10,000-device fleet's telemetry and status topics fit, so it is not cleared
+# again and again as each round of telemetry comes by.
+DISPATCH_CACHE_MAX = 32768
 # Some brokers (amqtt) send one copy of a message per matching subscription, Mosquitto sends one:
 # every handler of every matching filter already gets each copy, so an identical payload on the
 # same topic within this window is dropped when filters overlap. Protocol messages carry a seq or
@@ -91,7 +94,10 @@ class MqttConnection:
         self.counters: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._subs: dict[str, tuple[int, list[Handler]]] = {}
-        self._dispatch: dict[str, tuple[Handler, ...]] = {}
+        self._dispatch: dict[str, tuple[tuple[Handler, ...], bool]] = {}
+        # every filter of _subs in one trie, value = the filter: one walk per new topic finds all the
+        # filters it matches (paho's topic_matches_sub builds such a trie for each call)
+        self._matcher = MQTTMatcher()
         self._state_callbacks: list[StateCallback] = []
         self._connected = threading.Event()
         self._first_result: tuple[bool, str] | None = None
@@ -240,6 +246,7 @@ class MqttConnection:
             with self._lock:
                 entry = self._subs.get(topic_filter)
                 self._subs[topic_filter] = (qos, [*(entry[1] if entry else []), handler])
+                self._matcher[topic_filter] = topic_filter
                 self._dispatch.clear()
             if entry is None and self._live:
                 try:
@@ -247,6 +254,8 @@ class MqttConnection:
                 except ValueError as exc:  # paho's check of the filter or QoS
                     with self._lock:
                         self._subs.pop(topic_filter, None)
+                        del self._matcher[topic_filter]
+                        self._dispatch.clear()
                     raise LinkError(f"cannot subscribe to {topic_filter!r}: {exc}") from exc
 
     def wait_subscribed(self, timeout: float = SUBSCRIBE_TIMEOUT_S) -> None:
@@ -274,6 +283,7 @@ class MqttConnection:
                 self._subs[topic_filter] = (entry[0], handlers)
             else:
                 del self._subs[topic_filter]
+                del self._matcher[topic_filter]
             self._dispatch.clear()
             if not handlers and self._live:
                 self._client.unsubscribe(topic_filter)
@@ -419,13 +429,10 @@ class MqttConnection:
         cached = self._dispatch.get(topic)
         if cached is None:
             with self._lock:
-                found: list[Handler] = []
-                matches = 0
-                for topic_filter, (_, hs) in self._subs.items():
-                    if mqtt.topic_matches_sub(topic_filter, topic):
-                        found.extend(hs)
-                        matches += 1
-                cached = (tuple(found), matches > 1)
+                matched = set(self._matcher.iter_match(topic))
+                # in subscription order, as the handlers were added
+                found = [h for topic_filter, (_, hs) in self._subs.items() if topic_filter in matched for h in hs]
+                cached = (tuple(found), len(matched) > 1)
                 if len(self._dispatch) >= DISPATCH_CACHE_MAX:
                     self._dispatch.clear()
                 self._dispatch[topic] = cached
