@@ -1,0 +1,43 @@
+"""The broker capability probe against the three brokers it must tell apart (issue 18)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.transport.broker_probe import capabilities_of, probe
+from app.transport.mqtt_link import MqttConnection
+
+
+@pytest.mark.parametrize("broker", ["embedded_broker_url", "mosquitto_url"])
+def test_wildcard_retained_brokers_are_recognised(broker: str, request: pytest.FixtureRequest) -> None:
+    with MqttConnection(request.getfixturevalue(broker)) as conn:
+        caps = probe(conn)
+    assert (caps.qos1, caps.retained, caps.retained_wildcard, caps.will, caps.chunk_messages) == (
+        True, True, True, True, True), caps.problems
+    assert caps.wildcard_retained_ok
+    assert "rollouts pull" in caps.describe()
+
+
+def test_rabbitmq_is_recognised_as_retained_to_exact_topics_only(rabbitmq_url: str) -> None:
+    with MqttConnection(rabbitmq_url) as conn:
+        caps = capabilities_of(conn)
+        assert capabilities_of(conn, run=False) is caps  # probed once per connection
+    assert (caps.qos1, caps.retained, caps.retained_wildcard, caps.will, caps.chunk_messages) == (
+        True, True, False, True, True), caps.problems
+    assert not caps.wildcard_retained_ok
+    assert "does not deliver retained messages to wildcard subscriptions" in caps.describe()
+    assert caps.as_dict()["summary"] == caps.describe()
+
+
+def test_the_probe_leaves_no_retained_message_behind(mosquitto_url: str) -> None:
+    with MqttConnection(mosquitto_url) as conn:
+        probe(conn)
+    got: list[tuple[str, bytes]] = []
+    with MqttConnection(mosquitto_url) as late:
+        late.subscribe("tinymlops/probe/#", lambda t, p: got.append((t, p)))
+        late.wait_subscribed()
+        late.publish("tinymlops/probe/x/end", b"m", qos=1)
+        from tests.transport.helpers import wait_until
+
+        wait_until(lambda: any(t.endswith("/end") for t, _ in got), what="the marker")
+    assert [t for t, _ in got] == ["tinymlops/probe/x/end"]
