@@ -66,6 +66,12 @@ class FleetMemory:
             entry = self._entries.get(device_id)
             return dict(entry) if entry else None
 
+    def known(self) -> dict[str, dict[str, Any]]:
+        """Every remembered device and its values: where to look for a device the broker will not
+        announce by itself (RabbitMQ sends retained statuses to exact topics only)."""
+        with self._lock:
+            return {device_id: dict(entry) for device_id, entry in self._entries.items()}
+
     def remember(self, device_id: str, values: dict[str, Any]) -> None:
         entry = _clean(values)
         with self._lock:

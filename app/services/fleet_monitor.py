@@ -1,7 +1,11 @@
 """FleetMonitor: every device's presence, model and latest score, from the broker alone.
 
 Presence comes from the retained HELLO on `.../status` (PROTOCOL.md 2.2) and the last will that
-replaces it when a device vanishes; a device silent for `STALE_AFTER_S` is shown offline too (its
+replaces it when a device vanishes, and from the HELLO heartbeat every device publishes there. A
+broker that does not send retained messages to wildcard subscriptions (RabbitMQ) still sends them to
+exact ones: a device the memory remembers, or one whose telemetry names it before its HELLO came, is
+looked up on its exact status topic (`exact lookups`). `settle()` tells when the broker has sent
+what it holds (a marker message after the subscriptions). A device silent for `STALE_AFTER_S` is shown offline too (its
 will may be delayed by the broker's keep-alive). A device exists once it has said HELLO: telemetry
 from an id that never did is counted and dropped (no ghost devices), and a HELLO's values that size
 work are clamped (`Hello.clamped`). Telemetry updates score and last-seen. An offline device keeps
@@ -48,6 +52,13 @@ _COMMAND_SEQ = itertools.count(random.randrange(1 << 16))
 # Telemetry is QoS 0 on the wire (a lost one is superseded); subscribing at 0 avoids broker acks.
 TELEMETRY_QOS = 0
 STREAM_QOS = 0
+# Where `settle()` publishes its marker: an empty, unretained message on a status topic of a device id
+# that never exists (any other monitor takes it for "a status cleared" of an unknown id: a no-op).
+MARKER_SITE = "tinymlops-marker"
+# Waiting for the broker to acknowledge the subscriptions and return the marker (one round trip on a LAN).
+SETTLE_TIMEOUT_S = 10.0
+# After the marker: anything the broker still sends for the subscriptions arrives within this.
+SETTLE_QUIET_S = 0.1
 # How often the last known values are written to the fleet memory (and once more on close): often
 # enough that a crash loses little, rarely enough that 1 Hz telemetry does not rewrite a file each second.
 MEMORY_SAVE_S = 10.0
@@ -112,6 +123,7 @@ class FleetMonitor:
         self._serial: dict[str, SerialChannel] = {}
         self._stop = threading.Event()
         self._subs: list[tuple[str, Callable[[str, bytes], None], int]] = []
+        self._looked_up: set[str] = set()  # devices whose exact status topic is subscribed
         if connection is not None:
             self._subs = [
                 (topics.all_status(), self._on_status, 1),
@@ -119,6 +131,9 @@ class FleetMonitor:
             ]
             for topic, handler, qos in self._subs:
                 connection.subscribe(topic, handler, qos=qos)
+            for device_id, entry in (memory.known() if memory is not None else {}).items():
+                if topics.valid_id(entry.get("site", "")) and topics.valid_id(device_id):
+                    self._look_up(entry["site"], device_id)
         self._thread = threading.Thread(target=self._housekeeping, name="fleet-monitor", daemon=True)
         self._thread.start()
 
@@ -151,7 +166,9 @@ class FleetMonitor:
             self._stop_stream(device_id)
         self._stream_listeners.clear()
         if self.connection is not None:
-            for topic, handler, _ in self._subs:
+            with self._lock:
+                subs = list(self._subs)
+            for topic, handler, _ in subs:
                 self.connection.unsubscribe(topic, handler)
         if self.memory is not None:
             self.memory.save()
@@ -161,6 +178,45 @@ class FleetMonitor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def settle(self, timeout: float = SETTLE_TIMEOUT_S) -> float:
+        """Return once the broker has sent what it holds for our subscriptions (retained statuses,
+        wills); returns the seconds it took. A marker published after the broker acknowledged the
+        subscriptions comes after those; a short quiet period covers a broker that reorders."""
+        if self.connection is None:
+            return 0.0
+        started = time.monotonic()
+        marker = topics.device_topic(MARKER_SITE, f"m-{random.getrandbits(48):012x}", topics.STATUS)
+        arrived = threading.Event()
+        self.connection.subscribe(marker, lambda topic, payload: arrived.set())
+        try:
+            self.connection.wait_subscribed(timeout)
+            self.connection.publish(marker, b"", qos=1)
+            if not arrived.wait(max(0.0, timeout - (time.monotonic() - started))):
+                raise LinkError(f"broker {self.connection.url.address} did not return a marker message within "
+                                f"{timeout:.0f} s")
+            self._stop.wait(SETTLE_QUIET_S)  # a quiet period after the event, not a synchronisation
+        finally:
+            self.connection.unsubscribe(marker)
+        return time.monotonic() - started
+
+    def _look_up(self, site: str, device_id: str) -> None:
+        """Subscribe to one device's exact status topic (once): brokers that do not send retained
+        messages to wildcard filters send them to this one."""
+        with self._lock:
+            self._look_up_locked(site, device_id)
+
+    def _look_up_locked(self, site: str, device_id: str) -> None:
+        """`_look_up` with self._lock held (the connection's subscribe never calls back into us)."""
+        if self.connection is None or device_id in self._looked_up or self._stop.is_set():
+            return
+        topic = topics.device_topic(site, device_id, topics.STATUS)
+        self._looked_up.add(device_id)
+        self._subs.append((topic, self._on_status, 1))
+        try:
+            self.connection.subscribe(topic, self._on_status, qos=1)
+        except LinkError as exc:
+            log.warning("could not look up %s on its status topic: %s", device_id, exc)
 
     # ------------------------------------------------------------------ MQTT ingest (network thread)
 
@@ -285,6 +341,8 @@ class FleetMonitor:
                 # no HELLO yet (or ever): a device is what said HELLO, not any id on a telemetry topic
                 self.counters["bad_unknown_device"] += 1
                 log.debug("dropped telemetry from %s/%s: no HELLO from it", site or transport, device_id)
+                if transport == "mqtt":  # its retained HELLO, where the broker will not send it to our wildcard
+                    self._look_up_locked(site, device_id)
                 return
             self.counters["telemetry"] += 1
             came_back = record.state == "offline"
