@@ -439,6 +439,15 @@ def _deploy_mqtt(conn, broker: str | None, image: LoadedImage, devices: list[str
                  known: dict[str, Hello] | None = None) -> list[DeploymentResult]:
     trial = mode == CommitMode.TRIAL
     want_pull = pull if pull is not None else (len(devices) > 1 or canary > 0)
+    if want_pull and pull is None:
+        from app.transport.broker_probe import capabilities_of
+
+        caps = capabilities_of(conn)
+        if caps is not None and not caps.wildcard_retained_ok:
+            # devices fetch `<source>/+`: such a broker would hand them no retained chunk, only the
+            # stall detector's live re-publish. Push to every device that takes it (PROTOCOL.md 5.2).
+            log.warning("%s: pushing to each device instead of a pull rollout", caps.describe())
+            want_pull = False
     hellos = {d: known[d] for d in devices if known and d in known and known[d].state != DeviceState.OFFLINE}
     missing = [d for d in devices if d not in hellos]
     if missing:  # the retained HELLOs: one look at the broker for every device the caller had none of

@@ -25,7 +25,6 @@ import logging
 import secrets
 import threading
 import time
-import weakref
 from dataclasses import asdict, dataclass, field
 
 from app.domain.errors import LinkError
@@ -216,19 +215,24 @@ def probe(conn: MqttConnection, timeout: float = STEP_TIMEOUT_S) -> BrokerCapabi
                               problems=tuple(problems), **found)  # type: ignore[arg-type]
 
 
-_CACHE: weakref.WeakKeyDictionary[MqttConnection, BrokerCapabilities] = weakref.WeakKeyDictionary()
+# Probe results by broker address: a deployment's own connection to the same broker reuses the
+# session's result. Bounded by the brokers one process talks to (a handful).
+_CACHE: dict[str, BrokerCapabilities] = {}
 _CACHE_LOCK = threading.Lock()
 
 
 def capabilities_of(conn: MqttConnection, *, run: bool = True) -> BrokerCapabilities | None:
-    """The probe result of this connection: probed (and logged in words) once, then cached.
-    `run=False` only looks (None when nobody probed yet)."""
+    """The probe result for this connection's broker: probed (and logged in words) once per broker
+    address in this process, then cached. `run=False` only looks (None when nobody probed yet)."""
+    key = conn.url.address
     with _CACHE_LOCK:
-        cached = _CACHE.get(conn)
+        cached = _CACHE.get(key)
     if cached is not None or not run:
         return cached
     caps = probe(conn)
     level = logging.INFO if caps.wildcard_retained_ok and not caps.problems else logging.WARNING
     log.log(level, "%s (probed in %.2f s)", caps.describe(), caps.probe_s)
+    if caps.problems and caps.qos1 is None:
+        return caps  # the probe itself failed (link down?): try again next time
     with _CACHE_LOCK:
-        return _CACHE.setdefault(conn, caps)
+        return _CACHE.setdefault(key, caps)
