@@ -111,12 +111,15 @@ def _settle(conn, monitor) -> tuple[BrokerCapabilities, str]:
     caps = probed.get("caps") or BrokerCapabilities(conn.url.address, problems=("the probe failed: see the log",))
     if caps.wildcard_retained_ok:
         return caps, "the broker's retained statuses (marker message)"
-    # devices unknown to the fleet memory name themselves by telemetry; each is then looked up on its
-    # exact status topic, and a second marker says those statuses came
+    # devices unknown to the fleet memory name themselves by telemetry; each is then watched on its exact
+    # status topic and asked GET_INFO on its exact topics, and a second marker says those statuses came
     time.sleep(TELEMETRY_PERIOD_S)  # one telemetry period: no event says "every device has spoken"
     monitor.settle()
-    return caps, (f"the statuses on exact topics (marker messages) and one telemetry period "
-                  f"({TELEMETRY_PERIOD_S:g} s): this broker does not send retained statuses to wildcards")
+    if monitor.lookups is not None:  # the devices asked GET_INFO on their exact topics have answered
+        monitor.lookups.wait_answered()
+    return caps, (f"the statuses on exact topics (marker messages), one telemetry period "
+                  f"({TELEMETRY_PERIOD_S:g} s) and the GET_INFO answers of devices it named: this broker does not "
+                  "send retained statuses to wildcards")
 
 
 def cmd_ports(args: argparse.Namespace) -> int:

@@ -47,6 +47,7 @@ from app.protocol.codes import MAX_CHUNK, CommitMode, ErrorCode, EventCode, Xfer
 from app.protocol.image import sha256
 from app.protocol.messages import (
     Event,
+    GetInfo,
     Hello,
     Message,
     Packet,
@@ -160,20 +161,31 @@ def find_devices(connection, device_ids: list[str], timeout: float = DISCOVERY_T
             if wanted <= resolved:
                 done.set()
 
-    def look_up(site: str, device_id: str) -> None:
-        """Subscribe the device's exact status topic (once); caller holds `lock`."""
+    def look_up(site: str, device_id: str, ask: bool = False) -> None:
+        """Subscribe the device's exact status topic (once) and, when `ask`, its reply topic and send
+        it GET_INFO (its HELLO answers; on_status takes it like a status); caller holds `lock`."""
         if closed or device_id in looked_up or device_id in resolved or not topics.valid_id(site):
             return
         looked_up.add(device_id)
-        topic = topics.device_topic(site, device_id, topics.STATUS)
-        filters.append((topic, on_status))
-        connection.subscribe(topic, on_status)
+        leaves = (topics.STATUS, topics.REPLY) if ask else (topics.STATUS,)
+        for leaf in leaves:  # subscribed before the question leaves: the broker keeps our order
+            topic = topics.device_topic(site, device_id, leaf)
+            filters.append((topic, on_status))
+            connection.subscribe(topic, on_status)
+        if ask:
+            connection.publish(topics.device_topic(site, device_id, topics.CMD),
+                               encode(GetInfo(), secrets.randbits(16)), qos=1)
 
     def on_telemetry(topic: str, payload: bytes) -> None:
+        # an online device named by its telemetry: ask it directly (a RabbitMQ cluster keeps its
+        # retained HELLO on the node it published to, where our exact subscription may not be)
         parsed = topics.parse_device_topic(topic)
         if parsed and parsed[1] in wanted:
             with lock:
-                look_up(parsed[0], parsed[1])
+                try:
+                    look_up(parsed[0], parsed[1], ask=True)
+                except LinkError as exc:
+                    log.warning("could not ask %s for its HELLO: %s", parsed[1], exc)
 
     if not connection.connected:  # our own outage: wait for the reconnect before looking
         connection.wait_connected(LINK_RIDE_OUT_S)

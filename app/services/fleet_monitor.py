@@ -3,9 +3,10 @@
 Presence comes from the retained HELLO on `.../status` (PROTOCOL.md 2.2) and the last will that
 replaces it when a device vanishes, and from the HELLO heartbeat every device publishes there. A
 broker that does not send retained messages to wildcard subscriptions (RabbitMQ) still sends them to
-exact ones: a device the memory remembers, or one whose telemetry names it before its HELLO came, is
-looked up on its exact status topic (`exact lookups`). `settle()` tells when the broker has sent
-what it holds (a marker message after the subscriptions). A device silent for `STALE_AFTER_S` is shown offline too (its
+exact ones: a device the memory remembers is watched on its exact status topic, and one whose
+telemetry names it before its HELLO came is asked GET_INFO on its exact topics (ExactLookup).
+`settle()` tells when the broker has sent what it holds (a marker message after the subscriptions).
+A device silent for `STALE_AFTER_S` is shown offline too (its
 will may be delayed by the broker's keep-alive). A device exists once it has said HELLO: telemetry
 from an id that never did is counted and dropped (no ghost devices), and a HELLO's values that size
 work are clamped (`Hello.clamped`). Telemetry updates score and last-seen. An offline device keeps
@@ -32,6 +33,7 @@ from app.protocol import messages as m
 from app.protocol import topics
 from app.protocol.codes import HELLO_INTERVAL_S, DeviceState, TelemetryFlags, drop_reason
 from app.services.channel import SerialChannel
+from app.services.exact_lookup import ExactLookup
 from app.services.fleet_memory import FIELDS as MEMORY_FIELDS
 from app.services.fleet_memory import FleetMemory
 from app.transport.mqtt_link import MqttConnection
@@ -123,7 +125,7 @@ class FleetMonitor:
         self._serial: dict[str, SerialChannel] = {}
         self._stop = threading.Event()
         self._subs: list[tuple[str, Callable[[str, bytes], None], int]] = []
-        self._looked_up: set[str] = set()  # devices whose exact status topic is subscribed
+        self.lookups: ExactLookup | None = None
         if connection is not None:
             self._subs = [
                 (topics.all_status(), self._on_status, 1),
@@ -131,9 +133,11 @@ class FleetMonitor:
             ]
             for topic, handler, qos in self._subs:
                 connection.subscribe(topic, handler, qos=qos)
+            # devices found on their exact topics (brokers without retained delivery to wildcards)
+            self.lookups = ExactLookup(connection, self._on_status, self._on_asked_hello,
+                                       lambda: next(_COMMAND_SEQ) & 0xFFFF)
             for device_id, entry in (memory.known() if memory is not None else {}).items():
-                if topics.valid_id(entry.get("site", "")) and topics.valid_id(device_id):
-                    self._look_up(entry["site"], device_id)
+                self.lookups.watch(entry.get("site", ""), device_id)
         self._thread = threading.Thread(target=self._housekeeping, name="fleet-monitor", daemon=True)
         self._thread.start()
 
@@ -166,10 +170,10 @@ class FleetMonitor:
             self._stop_stream(device_id)
         self._stream_listeners.clear()
         if self.connection is not None:
-            with self._lock:
-                subs = list(self._subs)
-            for topic, handler, _ in subs:
+            for topic, handler, _ in self._subs:
                 self.connection.unsubscribe(topic, handler)
+        if self.lookups is not None:
+            self.lookups.close()
         if self.memory is not None:
             self.memory.save()
 
@@ -200,23 +204,10 @@ class FleetMonitor:
             self.connection.unsubscribe(marker)
         return time.monotonic() - started
 
-    def _look_up(self, site: str, device_id: str) -> None:
-        """Subscribe to one device's exact status topic (once): brokers that do not send retained
-        messages to wildcard filters send them to this one."""
-        with self._lock:
-            self._look_up_locked(site, device_id)
-
-    def _look_up_locked(self, site: str, device_id: str) -> None:
-        """`_look_up` with self._lock held (the connection's subscribe never calls back into us)."""
-        if self.connection is None or device_id in self._looked_up or self._stop.is_set():
-            return
-        topic = topics.device_topic(site, device_id, topics.STATUS)
-        self._looked_up.add(device_id)
-        self._subs.append((topic, self._on_status, 1))
-        try:
-            self.connection.subscribe(topic, self._on_status, qos=1)
-        except LinkError as exc:
-            log.warning("could not look up %s on its status topic: %s", device_id, exc)
+    def _on_asked_hello(self, site: str, hello: m.Hello) -> None:
+        """A device's HELLO in answer to our GET_INFO on its exact topics (see ExactLookup)."""
+        self.counters["status"] += 1
+        self._apply_hello(hello, site, "mqtt")
 
     # ------------------------------------------------------------------ MQTT ingest (network thread)
 
@@ -341,8 +332,8 @@ class FleetMonitor:
                 # no HELLO yet (or ever): a device is what said HELLO, not any id on a telemetry topic
                 self.counters["bad_unknown_device"] += 1
                 log.debug("dropped telemetry from %s/%s: no HELLO from it", site or transport, device_id)
-                if transport == "mqtt":  # its retained HELLO, where the broker will not send it to our wildcard
-                    self._look_up_locked(site, device_id)
+                if self.lookups is not None and transport == "mqtt":  # online yet unknown: ask it who it is
+                    self.lookups.ask(site, device_id)
                 return
             self.counters["telemetry"] += 1
             came_back = record.state == "offline"
@@ -394,6 +385,8 @@ class FleetMonitor:
             try:
                 self._mark_stale()
                 self._renew_streams()
+                if self.lookups is not None:
+                    self.lookups.expire()
                 if self.memory is not None and time.monotonic() - self._memory_saved >= MEMORY_SAVE_S:
                     self._memory_saved = time.monotonic()
                     self.memory.save()
