@@ -139,7 +139,8 @@ def find_devices(connection, device_ids: list[str], timeout: float = DISCOVERY_T
     done = threading.Event()
     wanted = set(device_ids)
     filters: list[tuple[str, Callable[[str, bytes], None]]] = []
-    looked_up: set[str] = set()
+    looked_up: set[str] = set()  # exact status topic subscribed
+    asked: set[str] = set()  # GET_INFO sent
     closed = False
 
     def on_status(topic: str, payload: bytes) -> None:
@@ -163,16 +164,18 @@ def find_devices(connection, device_ids: list[str], timeout: float = DISCOVERY_T
 
     def look_up(site: str, device_id: str, ask: bool = False) -> None:
         """Subscribe the device's exact status topic (once) and, when `ask`, its reply topic and send
-        it GET_INFO (its HELLO answers; on_status takes it like a status); caller holds `lock`."""
-        if closed or device_id in looked_up or device_id in resolved or not topics.valid_id(site):
+        it GET_INFO once (its HELLO answers; on_status takes it like a status); caller holds `lock`."""
+        if closed or device_id in resolved or not topics.valid_id(site):
             return
-        looked_up.add(device_id)
-        leaves = (topics.STATUS, topics.REPLY) if ask else (topics.STATUS,)
+        leaves = [leaf for leaf, done_set in ((topics.STATUS, looked_up), (topics.REPLY, asked))
+                  if (leaf == topics.STATUS or ask) and device_id not in done_set]
         for leaf in leaves:  # subscribed before the question leaves: the broker keeps our order
             topic = topics.device_topic(site, device_id, leaf)
             filters.append((topic, on_status))
             connection.subscribe(topic, on_status)
-        if ask:
+        looked_up.add(device_id)
+        if topics.REPLY in leaves:
+            asked.add(device_id)
             connection.publish(topics.device_topic(site, device_id, topics.CMD),
                                encode(GetInfo(), secrets.randbits(16)), qos=1)
 
