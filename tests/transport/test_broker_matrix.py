@@ -46,7 +46,7 @@ def _connected(fleet) -> None:
 def test_presence_last_will_and_streaming(broker_url: str, virtual_fleet, tmp_path) -> None:
     fleet = virtual_fleet(broker_url, 2)
     _connected(fleet)
-    with MqttConnection(broker_url) as conn, FleetMonitor(conn, memory=FleetMemory(tmp_path / "m.json")) as monitor:
+    with MqttConnection(broker_url) as conn, FleetMonitor(conn, memory=FleetMemory(tmp_path / "m.sqlite3")) as monitor:
         def shown() -> bool:  # every device with its profile and model, not only its telemetry
             return all((r := monitor.get(d.device_id)) is not None and r.online and r.model_name and r.profile
                        for d in fleet.devices)
