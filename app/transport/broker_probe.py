@@ -11,7 +11,8 @@ guess from a product name, `probe()` tries each behaviour on a private topic
 * retained to wildcards: ... and a later subscription whose filter holds a wildcard;
 * will: a second, short-lived connection with a last will vanishes, and the will arrives;
 * chunk-sized messages: a message as large as the largest model chunk passes (MQTT 3.1.1 has no
-  way for a broker to announce its maximum packet size, so that is what can be known).
+  way for a broker to announce its maximum packet size, so that is what can be known); sent by the
+  short-lived connection, since a broker drops the client that exceeds its limit.
 
 Whether something was delivered is decided by a marker: a message published after the subscription
 was acknowledged arrives after whatever the broker sends for the subscription itself, and a short
@@ -130,12 +131,16 @@ def _settled(conn: MqttConnection, inbox: _Inbox, marker: str, payload: bytes, t
     return True
 
 
-def _probe_will(conn: MqttConnection, topic: str, timeout: float) -> None:
-    """A second connection with a will on `topic` connects and vanishes without a DISCONNECT.
+def _vanish(conn: MqttConnection, will_topic: str, big_topic: str, timeout: float) -> bool:
+    """A second connection with a will on `will_topic` publishes a chunk-sized QoS 1 message to
+    `big_topic`, then vanishes without a DISCONNECT; returns whether the broker acknowledged the
+    message. On its own connection: a broker that caps the packet size drops the client that sent a
+    larger one, and the operator's connection must not be that client (paho would resend the
+    message after every reconnect, and be dropped every time).
 
     Driven by hand on this thread (no network thread to stop, which would cost paho's 1 s select)."""
     doomed = MqttConnection(conn.url, client_id=f"{conn.client_id}-probe",
-                            will=Will(topic, b"gone", qos=1, retain=False))
+                            will=Will(will_topic, b"gone", qos=1, retain=False))
     client = doomed._client  # same package: the probe needs the socket without paho's thread
     try:
         client.connect(conn.url.host, conn.url.port, doomed.keepalive)
@@ -144,7 +149,11 @@ def _probe_will(conn: MqttConnection, topic: str, timeout: float) -> None:
             client.loop(QUIET_S)  # reads the CONNACK (returns as soon as it came)
         if not doomed.connected:
             raise LinkError(f"the probe's second connection got no CONNACK within {timeout:.0f} s")
-    except (OSError, ValueError) as exc:
+        info = client.publish(big_topic, bytes(CHUNK_MESSAGE_BYTES), qos=1)
+        while not info.is_published() and doomed.connected and time.monotonic() < deadline:
+            client.loop(QUIET_S)  # until the PUBACK, or the broker drops us for the size
+        return info.is_published()
+    except (OSError, ValueError, RuntimeError) as exc:
         raise LinkError(f"the probe's second connection failed: {exc}") from exc
     finally:
         sock = client.socket()
@@ -181,20 +190,17 @@ def probe(conn: MqttConnection, timeout: float = STEP_TIMEOUT_S) -> BrokerCapabi
             problems.append(f"QoS 1 publish not acknowledged: {exc}")
         for topic_filter in (f"{base}/w/+", exact_topic, will_topic):
             sub(topic_filter)
-        # the marker is chunk-sized: it also tells whether a model chunk passes
-        if _settled(conn, inbox, f"{base}/w/marker", bytes(CHUNK_MESSAGE_BYTES), timeout):
-            found["chunk_messages"] = True
-        else:
-            found["chunk_messages"] = False
-            # a small marker tells "too large" from "not delivered at all"
-            if not _settled(conn, inbox, f"{base}/w/small", b"m", timeout):
-                problems.append("messages to a wildcard subscription did not arrive")
-                found["chunk_messages"] = None
-        if found["chunk_messages"] is not None:
+        if _settled(conn, inbox, f"{base}/w/marker", b"m", timeout):
             found["retained_wildcard"] = wild_topic in inbox.got
             found["retained"] = exact_topic in inbox.got
+        else:
+            problems.append("messages to a wildcard subscription did not arrive")
+        # a client that sends a chunk-sized message and vanishes: a broker that caps the packet size
+        # drops it at the message (no acknowledgement), and publishes its will either way
+        big_topic = f"{base}/w/big"
         try:
-            _probe_will(conn, will_topic, timeout)
+            acknowledged = _vanish(conn, will_topic, big_topic, timeout)
+            found["chunk_messages"] = acknowledged and inbox.wait_for(big_topic, timeout)
             found["will"] = inbox.wait_for(will_topic, timeout)
             if not found["will"]:
                 problems.append(f"no last will within {timeout:.0f} s of a client vanishing")

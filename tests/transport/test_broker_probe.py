@@ -41,3 +41,12 @@ def test_the_probe_leaves_no_retained_message_behind(mosquitto_url: str) -> None
 
         wait_until(lambda: any(t.endswith("/end") for t, _ in got), what="the marker")
     assert [t for t, _ in got] == ["tinymlops/probe/x/end"]
+
+
+def test_a_broker_capping_the_packet_size_below_a_chunk_is_named(mosquitto_factory) -> None:
+    broker = mosquitto_factory(extra_config="max_packet_size 2048\n")
+    with MqttConnection(broker.url) as conn:
+        caps = probe(conn)
+    assert caps.chunk_messages is False
+    assert (caps.retained, caps.retained_wildcard) == (True, True)  # told apart by a small marker
+    assert "did not carry a 4160-byte message (a model chunk)" in caps.describe()
