@@ -1,7 +1,8 @@
 """A 3-node RabbitMQ cluster on loopback (issue 18): the devices on one node, the operator on the
 others. RabbitMQ keeps retained messages on the node that received them and sends them to exact
 subscriptions only, so neither the devices' retained statuses nor the operator's retained chunks
-reach the other side: presence comes from telemetry and GET_INFO, deployments push.
+reach the other side: presence comes from telemetry and GET_INFO, deployments push, and a forced
+pull gets its chunks from the live re-publish.
 
 Marked slow: three Erlang VMs boot in ~30-60 s on a loaded 2-core machine (one cluster per session).
 """
@@ -26,8 +27,8 @@ CONNECT_S = 60.0
 pytestmark = pytest.mark.slow
 
 
-def test_devices_and_operator_on_different_nodes(rabbitmq_cluster_urls, virtual_fleet, model_image_v3,
-                                                 tmp_path, monkeypatch) -> None:
+def test_devices_and_operator_on_different_nodes(rabbitmq_cluster_urls, virtual_fleet, model_image,
+                                                 model_image_v3, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TINYMLOPS_DATA_DIR", str(tmp_path / "data"))
     device_node, list_node, deploy_node = rabbitmq_cluster_urls
     fleet = virtual_fleet(device_node, 3)
@@ -49,3 +50,9 @@ def test_devices_and_operator_on_different_nodes(rabbitmq_cluster_urls, virtual_
         assert r.transport == "mqtt-push"  # the probe found no retained delivery to wildcards
     for dev in fleet.devices:
         assert dev.active_model.sha256 == sha256(model_image_v3)
+    # a forced pull across nodes: the retained chunks stay on the operator's node, the devices get
+    # them from the stall detector's live re-publish
+    pulled = api.deploy(model_image, ["sim-002", "sim-003"], via="mqtt", broker=deploy_node, pull=True)
+    for r in pulled:
+        assert (r.outcome, r.transport) == ("ok", "mqtt-pull"), r.error_message
+    assert fleet.device("sim-003").active_model.sha256 == sha256(model_image)
