@@ -32,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lst.add_argument("--json", action="store_true", help="machine-readable output")
     lst.add_argument("--wait", type=float, default=DEFAULT_WAIT_S, metavar="SECONDS",
                      help="listen this much longer after the broker sent what it holds, e.g. 1.5 for every "
-                          f"device's latest score (default {DEFAULT_WAIT_S:g})")
+                          "device's latest score (on a broker without retained delivery to wildcards: listen "
+                          f"this long, at least {TELEMETRY_PERIOD_S:g} s, for devices to name themselves) "
+                          f"(default {DEFAULT_WAIT_S:g})")
     lst.set_defaults(func=cmd_list)
 
     ports = sub.add_parser("ports", help="serial ports on this machine")
@@ -63,10 +65,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     # and tells where to look for devices a broker will not announce to wildcard subscriptions
     with broker_connection(args.broker) as conn, FleetMonitor(conn, memory=FleetMemory(default_path())) as monitor:
         started = time.monotonic()
-        caps, how = _settle(conn, monitor)
-        if args.wait:
-            time.sleep(args.wait)  # the operator asked to listen longer (scores): a wait is what they want
-            how += f", then {args.wait:g} s as asked"
+        caps, how = _settle(conn, monitor, args.wait)
         waited = time.monotonic() - started
         records = monitor.devices()
         counters = dict(monitor.counters)
@@ -97,9 +96,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settle(conn, monitor) -> tuple[BrokerCapabilities, str]:
+def _settle(conn, monitor, extra_s: float) -> tuple[BrokerCapabilities, str]:
     """Wait until the broker has sent every status it holds for us (no fixed wait), probing the broker
-    meanwhile; returns its capabilities and what was waited for, in words."""
+    meanwhile, and listen `extra_s` more; returns its capabilities and what was waited for, in words."""
     from app.transport.broker_probe import BrokerCapabilities, capabilities_of
 
     probed: dict[str, BrokerCapabilities] = {}
@@ -109,17 +108,21 @@ def _settle(conn, monitor) -> tuple[BrokerCapabilities, str]:
     monitor.settle()
     prober.join()
     caps = probed.get("caps") or BrokerCapabilities(conn.url.address, problems=("the probe failed: see the log",))
+    asked = f", then {extra_s:g} s as asked" if extra_s else ""
     if caps.wildcard_retained_ok:
-        return caps, "the broker's retained statuses (marker message)"
+        if extra_s:
+            time.sleep(extra_s)  # the operator asked to listen longer (scores): a wait is what they want
+        return caps, "the broker's retained statuses (marker message)" + asked
     # devices unknown to the fleet memory name themselves by telemetry; each is then watched on its exact
     # status topic and asked GET_INFO on its exact topics, and a second marker says those statuses came
-    time.sleep(TELEMETRY_PERIOD_S)  # one telemetry period: no event says "every device has spoken"
+    listen = max(TELEMETRY_PERIOD_S, extra_s)
+    time.sleep(listen)  # one telemetry period (or what was asked): no event says "every device has spoken"
     monitor.settle()
     if monitor.lookups is not None:  # the devices asked GET_INFO on their exact topics have answered
         monitor.lookups.wait_answered()
-    return caps, (f"the statuses on exact topics (marker messages), one telemetry period "
-                  f"({TELEMETRY_PERIOD_S:g} s) and the GET_INFO answers of devices it named: this broker does not "
-                  "send retained statuses to wildcards")
+    return caps, (f"the statuses on exact topics (marker messages), {listen:g} s of telemetry and the "
+                  "GET_INFO answers of devices it named: this broker does not send retained statuses to "
+                  "wildcards")
 
 
 def cmd_ports(args: argparse.Namespace) -> int:

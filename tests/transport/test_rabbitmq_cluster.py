@@ -34,7 +34,9 @@ def test_devices_and_operator_on_different_nodes(rabbitmq_cluster_urls, virtual_
     fleet = virtual_fleet(device_node, 3)
     for dev in fleet.devices:
         assert fleet.mqtt_adapter(dev.device_id).connected.wait(CONNECT_S)
-    result = subprocess.run([sys.executable, "-m", "app", "fleet", "list", "--json", "--broker", list_node],
+    # no memory: the devices name themselves by telemetry (1 Hz), listened for 5 s on a loaded machine
+    result = subprocess.run([sys.executable, "-m", "app", "fleet", "list", "--json", "--wait", "5",
+                             "--broker", list_node],
                             capture_output=True, text=True, cwd=ROOT, timeout=120, env=os.environ.copy())
     assert result.returncode == 0, result.stderr
     listed = {d["device_id"]: d for d in json.loads(result.stdout)["devices"]}
