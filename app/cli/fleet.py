@@ -80,7 +80,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                           "waited_s": round(waited, 3), "waited_for": how, "devices": out, "counters": counters},
                          indent=2))
         return 0
-    if not caps.wildcard_retained_ok:
+    if not caps.retained_wildcard:
         print(caps.describe())
     if not records:
         print(f"no devices on {conn.url.address} (listened {waited:.2f} s: {how})")
@@ -102,14 +102,16 @@ def _settle(conn, monitor, extra_s: float) -> tuple[BrokerCapabilities, str]:
     from app.transport.broker_probe import BrokerCapabilities, capabilities_of
 
     probed: dict[str, BrokerCapabilities] = {}
-    prober = threading.Thread(target=lambda: probed.setdefault("caps", capabilities_of(conn)), daemon=True,
-                              name="broker-probe")
+    # a site of the remembered fleet: an operator confined by an ACL may publish the probe there
+    sites = sorted({r["site"] for r in monitor.memory.known().values() if r.get("site")}) if monitor.memory else []
+    prober = threading.Thread(target=lambda: probed.setdefault(
+        "caps", capabilities_of(conn, site=sites[0] if sites else None)), daemon=True, name="broker-probe")
     prober.start()
     monitor.settle()
     prober.join()
     caps = probed.get("caps") or BrokerCapabilities(conn.url.address, problems=("the probe failed: see the log",))
     asked = f", then {extra_s:g} s as asked" if extra_s else ""
-    if caps.wildcard_retained_ok:
+    if caps.retained_wildcard:
         if extra_s:
             time.sleep(extra_s)  # the operator asked to listen longer (scores): a wait is what they want
         return caps, "the broker's retained statuses (marker message)" + asked

@@ -433,6 +433,14 @@ def _way(hello: Hello, want_pull: bool, pull: bool | None) -> str | None:
     return "push" if can_push else ("pull" if can_pull and pull is not False else None)
 
 
+def _remembered_site(devices: list[str]) -> str | None:
+    """A site of these devices from the fleet memory: where the broker probe may publish."""
+    from app.services.fleet_memory import FleetMemory, default_path
+
+    known = FleetMemory(default_path()).known()
+    return next((known[d]["site"] for d in devices if known.get(d, {}).get("site")), None)
+
+
 def _deploy_mqtt(conn, broker: str | None, image: LoadedImage, devices: list[str], mode: CommitMode,
                  trial_timeout_s: int, bench_count: int, canary: int, canary_threshold: float,
                  concurrency: int, pull: bool | None, progress, cancel,
@@ -442,8 +450,9 @@ def _deploy_mqtt(conn, broker: str | None, image: LoadedImage, devices: list[str
     if want_pull and pull is None:
         from app.transport.broker_probe import capabilities_of
 
-        caps = capabilities_of(conn)
-        if caps is not None and not caps.wildcard_retained_ok:
+        sites = sorted({h.site for h in (known or {}).values() if h.site})
+        caps = capabilities_of(conn, site=sites[0] if sites else _remembered_site(devices))
+        if caps is not None and caps.retained_wildcard is False:  # tried and seen not to; unknown keeps pull
             # devices fetch `<source>/+`: such a broker would hand them no retained chunk, only the
             # stall detector's live re-publish. Push to every device that takes it (PROTOCOL.md 5.2).
             log.warning("%s: pushing to each device instead of a pull rollout", caps.describe())

@@ -122,8 +122,10 @@ class AppSession:
 
             # what this broker supports (logged in words; the status bar's tooltip): in the background,
             # start-up does not wait for it
-            threading.Thread(target=capabilities_of, args=(self.connection,), name="broker-probe",
-                             daemon=True).start()
+            known = self.monitor.memory.known() if self.monitor.memory is not None else {}
+            site = next((e["site"] for e in known.values() if e.get("site")), None)
+            threading.Thread(target=capabilities_of, args=(self.connection,), kwargs={"site": site},
+                             name="broker-probe", daemon=True).start()
             if self.config.keep_history:
                 from app.services.telemetry_history import TelemetryHistory
 

@@ -5,7 +5,7 @@ replaces it when a device vanishes, and from the HELLO heartbeat every device pu
 broker that does not send retained messages to wildcard subscriptions (RabbitMQ) still sends them to
 exact ones: a device the memory remembers is watched on its exact status topic, and one whose
 telemetry names it before its HELLO came is asked GET_INFO on its exact topics (ExactLookup).
-`settle()` tells when the broker has sent what it holds (a marker message after the subscriptions).
+`settle()` tells when the broker has sent what it holds (the acknowledgement of a later subscription).
 A device silent for `STALE_AFTER_S` is shown offline too (its
 will may be delayed by the broker's keep-alive). A device exists once it has said HELLO: telemetry
 from an id that never did is counted and dropped (no ghost devices), and a HELLO's values that size
@@ -54,10 +54,9 @@ _COMMAND_SEQ = itertools.count(random.randrange(1 << 16))
 # Telemetry is QoS 0 on the wire (a lost one is superseded); subscribing at 0 avoids broker acks.
 TELEMETRY_QOS = 0
 STREAM_QOS = 0
-# Where `settle()` publishes its marker: an empty, unretained message on a status topic of a device id
-# that never exists (any other monitor takes it for "a status cleared" of an unknown id: a no-op).
+# Where `settle()` subscribes its marker: a status topic of a device id that never exists.
 MARKER_SITE = "tinymlops-marker"
-# Waiting for the broker to acknowledge the subscriptions and return the marker (one round trip on a LAN).
+# Waiting for the broker to acknowledge the subscriptions (one round trip on a LAN).
 SETTLE_TIMEOUT_S = 10.0
 # After the marker: anything the broker still sends for the subscriptions arrives within this.
 SETTLE_QUIET_S = 0.1
@@ -185,23 +184,21 @@ class FleetMonitor:
 
     def settle(self, timeout: float = SETTLE_TIMEOUT_S) -> float:
         """Return once the broker has sent what it holds for our subscriptions (retained statuses,
-        wills); returns the seconds it took. A marker published after the broker acknowledged the
-        subscriptions comes after those; a short quiet period covers a broker that reorders."""
+        wills); returns the seconds it took. The marker is the acknowledgement of one more
+        subscription made after them: a broker answers a client's packets in order, so the retained
+        messages of the earlier subscriptions come before it (and it needs no right to publish, only
+        an answer: a refused subscription is acknowledged too). A short quiet period covers a broker
+        that sends retained messages from another task (amqtt)."""
         if self.connection is None:
             return 0.0
         started = time.monotonic()
         marker = topics.device_topic(MARKER_SITE, f"m-{random.getrandbits(48):012x}", topics.STATUS)
-        arrived = threading.Event()
-        self.connection.subscribe(marker, lambda topic, payload: arrived.set())
+        self.connection.subscribe(marker, self._on_status)
         try:
             self.connection.wait_subscribed(timeout)
-            self.connection.publish(marker, b"", qos=1)
-            if not arrived.wait(max(0.0, timeout - (time.monotonic() - started))):
-                raise LinkError(f"broker {self.connection.url.address} did not return a marker message within "
-                                f"{timeout:.0f} s")
             self._stop.wait(SETTLE_QUIET_S)  # a quiet period after the event, not a synchronisation
         finally:
-            self.connection.unsubscribe(marker)
+            self.connection.unsubscribe(marker, self._on_status)
         return time.monotonic() - started
 
     def _on_asked_hello(self, site: str, hello: m.Hello) -> None:

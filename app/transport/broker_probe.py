@@ -29,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from app.domain.errors import LinkError
+from app.protocol import topics
 from app.protocol.codes import MAX_CHUNK
 from app.transport.mqtt_link import MqttConnection, Will
 
@@ -62,8 +63,8 @@ class BrokerCapabilities:
 
     @property
     def wildcard_retained_ok(self) -> bool:
-        """Whether presence and pull rollouts may rely on retained messages reaching wildcard
-        subscriptions (unknown counts as no: the fall-backs work everywhere)."""
+        """Whether retained messages were seen reaching wildcard subscriptions (unknown counts as no
+        here; a rollout switches to push only on a definite `retained_wildcard is False`)."""
         return bool(self.retained_wildcard)
 
     def describe(self) -> str:
@@ -78,7 +79,8 @@ class BrokerCapabilities:
         elif self.retained is False:
             parts.append("does not keep retained messages: presence comes from heartbeats only, rollouts push")
         else:
-            parts.append("retained delivery could not be tried: rollouts push")
+            parts.append("retained delivery could not be tried: presence also from heartbeats and exact-topic "
+                         "lookups, rollouts pull as usual")
         parts.append({True: "acknowledges QoS 1", False: "does not acknowledge QoS 1",
                       None: "QoS 1 untested"}[self.qos1])
         parts.append({True: "publishes last wills", False: "did not publish a last will",
@@ -161,10 +163,22 @@ def _vanish(conn: MqttConnection, will_topic: str, big_topic: str, timeout: floa
             sock.close()
 
 
-def probe(conn: MqttConnection, timeout: float = STEP_TIMEOUT_S) -> BrokerCapabilities:
-    """Try the broker on `conn` (connected); never raises for what the broker does not do."""
+def probe_root(site: str | None) -> str:
+    """Where a probe publishes: under a site's model-chunk tree when a site is known (an operator
+    confined by an ACL, e.g. `tinymlops broker kit`'s, may write there; no device subscribes a
+    `probe-...` image), else under PROBE_ROOT."""
+    nonce = secrets.token_hex(6)
+    if site and topics.valid_id(site):
+        return topics.model_chunk_prefix(site, f"probe-{nonce}")
+    return f"{PROBE_ROOT}/{nonce}"
+
+
+def probe(conn: MqttConnection, timeout: float = STEP_TIMEOUT_S, site: str | None = None) -> BrokerCapabilities:
+    """Try the broker on `conn` (connected) under `probe_root(site)`; never raises for what the broker
+    does not do. When not even a plain message comes back (publishing there is not allowed), the rest
+    is not tried: everything stays unknown."""
     started = time.monotonic()
-    base = f"{PROBE_ROOT}/{secrets.token_hex(6)}"
+    base = probe_root(site)
     # two retained messages: one for a wildcard subscription, one for an exact one (separate topics,
     # so one marker settles both and no unsubscribe/resubscribe round trip is needed)
     wild_topic, exact_topic, will_topic = f"{base}/w/retained", f"{base}/exact", f"{base}/will"
@@ -194,7 +208,9 @@ def probe(conn: MqttConnection, timeout: float = STEP_TIMEOUT_S) -> BrokerCapabi
             found["retained_wildcard"] = wild_topic in inbox.got
             found["retained"] = exact_topic in inbox.got
         else:
-            problems.append("messages to a wildcard subscription did not arrive")
+            found["qos1"] = None  # acknowledged, yet not delivered: an ACL drops our publishes there
+            raise LinkError(f"a message published on {base}/ did not come back within {timeout:.0f} s "
+                            "(may this operator publish there? an ACL drops such messages silently)")
         # a client that sends a chunk-sized message and vanishes: a broker that caps the packet size
         # drops it at the message (no acknowledgement), and publishes its will either way
         big_topic = f"{base}/w/big"
@@ -227,15 +243,16 @@ _CACHE: dict[str, BrokerCapabilities] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def capabilities_of(conn: MqttConnection, *, run: bool = True) -> BrokerCapabilities | None:
+def capabilities_of(conn: MqttConnection, *, run: bool = True, site: str | None = None) -> BrokerCapabilities | None:
     """The probe result for this connection's broker: probed (and logged in words) once per broker
-    address in this process, then cached. `run=False` only looks (None when nobody probed yet)."""
+    address in this process, then cached. `run=False` only looks (None when nobody probed yet).
+    `site`: a site of the fleet, under whose model-chunk tree the probe may publish (probe_root)."""
     key = conn.url.address
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
     if cached is not None or not run:
         return cached
-    caps = probe(conn)
+    caps = probe(conn, site=site)
     level = logging.INFO if caps.wildcard_retained_ok and not caps.problems else logging.WARNING
     log.log(level, "%s (probed in %.2f s)", caps.describe(), caps.probe_s)
     if caps.problems and caps.qos1 is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from app.transport.broker_probe import capabilities_of, probe
@@ -50,3 +52,27 @@ def test_a_broker_capping_the_packet_size_below_a_chunk_is_named(mosquitto_facto
     assert caps.chunk_messages is False
     assert (caps.retained, caps.retained_wildcard) == (True, True)  # told apart by a small marker
     assert "did not carry a 4160-byte message (a model chunk)" in caps.describe()
+
+
+# An operator confined by an ACL like `tinymlops broker kit`'s: it reads the fleet's tree and writes
+# its site's model chunks only (anonymous here, for brevity).
+KIT_LIKE_ACL = "topic read tinymlops/v1/#\ntopic readwrite tinymlops/v1/plant-k/models/#\n"
+
+
+def test_an_acl_confined_operator_settles_and_probes_under_its_sites_models(mosquitto_factory, tmp_path) -> None:
+    from app.services.fleet_monitor import FleetMonitor
+
+    acl = tmp_path / "acl"
+    acl.write_text(KIT_LIKE_ACL)
+    run_as = "user root\n" if os.geteuid() == 0 else ""  # as root Mosquitto drops to a user who cannot read tmp_path
+    broker = mosquitto_factory(extra_config=f"acl_file {acl}\n{run_as}")
+    with MqttConnection(broker.url) as conn:
+        with FleetMonitor(conn) as monitor:
+            monitor.settle()  # needs no right to publish: the marker is a subscription's acknowledgement
+        caps = probe(conn, site="plant-k")
+        assert (caps.qos1, caps.retained, caps.retained_wildcard, caps.will, caps.chunk_messages) == (
+            True, True, True, True, True), caps.problems
+        unknown = probe(conn, timeout=2.0)  # the default root is not writable: nothing is concluded
+    assert (unknown.retained, unknown.retained_wildcard) == (None, None)
+    assert "ACL" in " ".join(unknown.problems)
+    assert "rollouts pull as usual" in unknown.describe()
