@@ -114,7 +114,7 @@ def _settle(conn, monitor, extra_s: float) -> tuple[BrokerCapabilities, str]:
     if caps.retained_wildcard:
         if extra_s:
             time.sleep(extra_s)  # the operator asked to listen longer (scores): a wait is what they want
-        return caps, "the broker's retained statuses (marker message)" + asked
+        return caps, "the broker's retained statuses (marker: a later subscription's acknowledgement)" + asked
     # devices unknown to the fleet memory name themselves by telemetry; each is then watched on its exact
     # status topic and asked GET_INFO on its exact topics, and a second marker says those statuses came
     listen = max(TELEMETRY_PERIOD_S, extra_s)
@@ -122,9 +122,9 @@ def _settle(conn, monitor, extra_s: float) -> tuple[BrokerCapabilities, str]:
     monitor.settle()
     if monitor.lookups is not None:  # the devices asked GET_INFO on their exact topics have answered
         monitor.lookups.wait_answered()
-    return caps, (f"the statuses on exact topics (marker messages), {listen:g} s of telemetry and the "
-                  "GET_INFO answers of devices it named: this broker does not send retained statuses to "
-                  "wildcards")
+    return caps, (f"the statuses on exact topics (markers: later subscriptions' acknowledgements), {listen:g} s "
+                  "of telemetry and the GET_INFO answers of devices it named: this broker does not send "
+                  "retained statuses to wildcards")
 
 
 def cmd_ports(args: argparse.Namespace) -> int:
