@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 import time
+from typing import TYPE_CHECKING
 
 from app.domain.errors import LinkError
 from app.transport.local_broker import BROKER_HELP
 
-# Retained statuses arrive at once; 3 s also catches a telemetry message (about 1 Hz) from each device.
-DEFAULT_WAIT_S = 3.0
+if TYPE_CHECKING:
+    from app.transport.broker_probe import BrokerCapabilities
+
+# Extra listening after the broker's retained statuses came (`--wait`): none by default; 1.5 s would
+# also catch a telemetry message (about 1 Hz) from each device, for the SCORE column.
+DEFAULT_WAIT_S = 0.0
+# On a broker that does not send retained statuses to wildcard subscriptions (RabbitMQ), a device the
+# fleet memory does not know names itself by its telemetry (about 1 Hz, PROTOCOL.md 2.2): listen one
+# period with a margin, then look it up on its exact status topic.
+TELEMETRY_PERIOD_S = 1.2
 # `fleet events` watches this long by default: a few telemetry periods of every device.
 EVENTS_WAIT_S = 30.0
 
@@ -24,7 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lst.add_argument("--broker", metavar="URL", help=BROKER_HELP)
     lst.add_argument("--json", action="store_true", help="machine-readable output")
     lst.add_argument("--wait", type=float, default=DEFAULT_WAIT_S, metavar="SECONDS",
-                     help=f"how long to listen before printing (default {DEFAULT_WAIT_S:g})")
+                     help="listen this much longer after the broker sent what it holds, e.g. 1.5 for every "
+                          "device's latest score (on a broker without retained delivery to wildcards: listen "
+                          f"this long, at least {TELEMETRY_PERIOD_S:g} s, for devices to name themselves) "
+                          f"(default {DEFAULT_WAIT_S:g})")
     lst.set_defaults(func=cmd_list)
 
     ev = sub.add_parser("events", help="watch a broker and print what happens: devices appearing and going offline, "
@@ -60,9 +73,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     if args.wait < 0:
         raise LinkError("--wait must be zero or more seconds")
-    # the memory gives an offline device its last known model and last-seen time (its will has neither)
+    # the memory gives an offline device its last known model and last-seen time (its will has neither),
+    # and tells where to look for devices a broker will not announce to wildcard subscriptions
     with broker_connection(args.broker) as conn, FleetMonitor(conn, memory=FleetMemory(default_path())) as monitor:
-        time.sleep(args.wait)
+        started = time.monotonic()
+        caps, how = _settle(conn, monitor, args.wait)
+        waited = time.monotonic() - started
         records = monitor.devices()
         counters = dict(monitor.counters)
     now = time.time()
@@ -72,10 +88,14 @@ def cmd_list(args: argparse.Namespace) -> int:
             item = r.as_dict()
             item.pop("hello")
             out.append(item)
-        print(json.dumps({"broker": conn.url.address, "devices": out, "counters": counters}, indent=2))
+        print(json.dumps({"broker": conn.url.address, "broker_capabilities": caps.as_dict(),
+                          "waited_s": round(waited, 3), "waited_for": how, "devices": out, "counters": counters},
+                         indent=2))
         return 0
+    if not caps.retained_wildcard:
+        print(caps.describe())
     if not records:
-        print(f"no devices on {conn.url.address} (listened {args.wait:g} s)")
+        print(f"no devices on {conn.url.address} (listened {waited:.2f} s: {how})")
         return 0
     rows = [["ID", "STATUS", "PROFILE", "FIRMWARE", "MODEL", "SCORE", "LAST SEEN"]]
     for r in records:
@@ -126,6 +146,37 @@ def cmd_events(args: argparse.Namespace) -> int:
             if alarmed and args.until_alarm:
                 break
     return 0
+
+
+def _settle(conn, monitor, extra_s: float) -> tuple[BrokerCapabilities, str]:
+    """Wait until the broker has sent every status it holds for us (no fixed wait), probing the broker
+    meanwhile, and listen `extra_s` more; returns its capabilities and what was waited for, in words."""
+    from app.transport.broker_probe import BrokerCapabilities, capabilities_of
+
+    probed: dict[str, BrokerCapabilities] = {}
+    # a site of the remembered fleet: an operator confined by an ACL may publish the probe there
+    sites = sorted({r["site"] for r in monitor.memory.known().values() if r.get("site")}) if monitor.memory else []
+    prober = threading.Thread(target=lambda: probed.setdefault(
+        "caps", capabilities_of(conn, site=sites[0] if sites else None)), daemon=True, name="broker-probe")
+    prober.start()
+    monitor.settle()
+    prober.join()
+    caps = probed.get("caps") or BrokerCapabilities(conn.url.address, problems=("the probe failed: see the log",))
+    asked = f", then {extra_s:g} s as asked" if extra_s else ""
+    if caps.retained_wildcard:
+        if extra_s:
+            time.sleep(extra_s)  # the operator asked to listen longer (scores): a wait is what they want
+        return caps, "the broker's retained statuses (marker: a later subscription's acknowledgement)" + asked
+    # devices unknown to the fleet memory name themselves by telemetry; each is then watched on its exact
+    # status topic and asked GET_INFO on its exact topics, and a second marker says those statuses came
+    listen = max(TELEMETRY_PERIOD_S, extra_s)
+    time.sleep(listen)  # one telemetry period (or what was asked): no event says "every device has spoken"
+    monitor.settle()
+    if monitor.lookups is not None:  # the devices asked GET_INFO on their exact topics have answered
+        monitor.lookups.wait_answered()
+    return caps, (f"the statuses on exact topics (markers: later subscriptions' acknowledgements), {listen:g} s "
+                  "of telemetry and the GET_INFO answers of devices it named: this broker does not send "
+                  "retained statuses to wildcards")
 
 
 def cmd_ports(args: argparse.Namespace) -> int:

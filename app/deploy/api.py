@@ -407,12 +407,30 @@ def _way(hello: Hello, want_pull: bool, pull: bool | None) -> str | None:
     return "push" if can_push else ("pull" if can_pull and pull is not False else None)
 
 
+def _remembered_site(devices: list[str]) -> str | None:
+    """A site of these devices from the fleet memory: where the broker probe may publish."""
+    from app.services.fleet_memory import FleetMemory, default_path
+
+    known = FleetMemory(default_path()).known()
+    return next((known[d]["site"] for d in devices if known.get(d, {}).get("site")), None)
+
+
 def _deploy_mqtt(conn, broker: str | None, image: LoadedImage, devices: list[str], mode: CommitMode,
                  trial_timeout_s: int, bench_count: int, canary: int, canary_threshold: float,
                  concurrency: int, pull: bool | None, progress, cancel,
                  known: dict[str, Hello] | None = None) -> list[DeploymentResult]:
     trial = mode == CommitMode.TRIAL
     want_pull = pull if pull is not None else (len(devices) > 1 or canary > 0)
+    if want_pull and pull is None:
+        from app.transport.broker_probe import capabilities_of
+
+        sites = sorted({h.site for h in (known or {}).values() if h.site})
+        caps = capabilities_of(conn, site=sites[0] if sites else _remembered_site(devices))
+        if caps is not None and caps.retained_wildcard is False:  # tried and seen not to; unknown keeps pull
+            # devices fetch `<source>/+`: such a broker would hand them no retained chunk, only the
+            # stall detector's live re-publish. Push to every device that takes it (PROTOCOL.md 5.2).
+            log.warning("%s: pushing to each device instead of a pull rollout", caps.describe())
+            want_pull = False
     hellos = {d: known[d] for d in devices if known and d in known and known[d].state != DeviceState.OFFLINE}
     missing = [d for d in devices if d not in hellos]
     if missing:  # the retained HELLOs: one look at the broker for every device the caller had none of

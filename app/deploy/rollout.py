@@ -47,6 +47,7 @@ from app.protocol.codes import MAX_CHUNK, CommitMode, DeviceState, ErrorCode, Ev
 from app.protocol.image import sha256
 from app.protocol.messages import (
     Event,
+    GetInfo,
     Hello,
     Message,
     Packet,
@@ -114,11 +115,22 @@ class RolloutReport:
     chunks_left_on_broker: int = 0  # retained chunks not cleared (broker unreachable); cleared later
 
 
-def find_devices(connection, device_ids: list[str], timeout: float = DISCOVERY_TIMEOUT_S) -> dict[str, Hello]:
+def _remembered_sites() -> dict[str, str]:
+    """Device id -> site from the fleet memory (where each device was last heard), or nothing."""
+    from app.services.fleet_memory import FleetMemory, default_path
+
+    return {d: e["site"] for d, e in FleetMemory(default_path()).known().items() if e.get("site")}
+
+
+def find_devices(connection, device_ids: list[str], timeout: float = DISCOVERY_TIMEOUT_S,
+                 sites: dict[str, str] | None = None) -> dict[str, Hello]:
     """Each online device's retained HELLO (its site, slot, max chunk), from the broker alone.
 
     Devices whose retained status says OFFLINE (their last will) are left out at once; only devices
-    the broker knows nothing about cost the timeout."""
+    the broker knows nothing about cost the timeout. A broker that does not send retained messages
+    to wildcard filters (RabbitMQ) still sends them to exact topics: a device's exact status topic
+    is subscribed too once its site is known, from `sites` (default: the fleet memory) or from its
+    telemetry or heartbeat, whichever comes first."""
     from app.protocol.messages import decode
 
     found: dict[str, Hello] = {}
@@ -126,6 +138,10 @@ def find_devices(connection, device_ids: list[str], timeout: float = DISCOVERY_T
     lock = threading.Lock()
     done = threading.Event()
     wanted = set(device_ids)
+    filters: list[tuple[str, Callable[[str, bytes], None]]] = []
+    looked_up: set[str] = set()  # exact status topic subscribed
+    asked: set[str] = set()  # GET_INFO sent
+    closed = False
 
     def on_status(topic: str, payload: bytes) -> None:
         parsed = topics.parse_device_topic(topic)
@@ -146,16 +162,54 @@ def find_devices(connection, device_ids: list[str], timeout: float = DISCOVERY_T
             if wanted <= resolved:
                 done.set()
 
+    def look_up(site: str, device_id: str, ask: bool = False) -> None:
+        """Subscribe the device's exact status topic (once) and, when `ask`, its reply topic and send
+        it GET_INFO once (its HELLO answers; on_status takes it like a status); caller holds `lock`."""
+        if closed or device_id in resolved or not topics.valid_id(site):
+            return
+        leaves = [leaf for leaf, done_set in ((topics.STATUS, looked_up), (topics.REPLY, asked))
+                  if (leaf == topics.STATUS or ask) and device_id not in done_set]
+        for leaf in leaves:  # subscribed before the question leaves: the broker keeps our order
+            topic = topics.device_topic(site, device_id, leaf)
+            filters.append((topic, on_status))
+            connection.subscribe(topic, on_status)
+        looked_up.add(device_id)
+        if topics.REPLY in leaves:
+            asked.add(device_id)
+            connection.publish(topics.device_topic(site, device_id, topics.CMD),
+                               encode(GetInfo(), secrets.randbits(16)), qos=1)
+
+    def on_telemetry(topic: str, payload: bytes) -> None:
+        # an online device named by its telemetry: ask it directly (a RabbitMQ cluster keeps its
+        # retained HELLO on the node it published to, where our exact subscription may not be)
+        parsed = topics.parse_device_topic(topic)
+        if parsed and parsed[1] in wanted:
+            with lock:
+                try:
+                    look_up(parsed[0], parsed[1], ask=True)
+                except LinkError as exc:
+                    log.warning("could not ask %s for its HELLO: %s", parsed[1], exc)
+
     if not connection.connected:  # our own outage: wait for the reconnect before looking
         connection.wait_connected(LINK_RIDE_OUT_S)
-    filters = [f"{topics.ROOT}/+/{d}/{topics.STATUS}" for d in device_ids]
-    for f in filters:
-        connection.subscribe(f, on_status)
+    known_sites = _remembered_sites() if sites is None else sites
+    with lock:
+        for d in device_ids:
+            filters.append((f"{topics.ROOT}/+/{d}/{topics.STATUS}", on_status))
+            filters.append((f"{topics.ROOT}/+/{d}/{topics.TELEMETRY}", on_telemetry))
+        for topic_filter, handler in list(filters):
+            connection.subscribe(topic_filter, handler)
+        for d in device_ids:
+            if d in known_sites:
+                look_up(known_sites[d], d)
     try:
         done.wait(timeout)
     finally:
-        for f in filters:
-            connection.unsubscribe(f, on_status)
+        with lock:
+            closed = True
+            subscribed = list(filters)
+        for topic_filter, handler in subscribed:
+            connection.unsubscribe(topic_filter, handler)
     with lock:
         return dict(found)
 

@@ -118,6 +118,14 @@ class AppSession:
 
             cleanups.finish_in_background(self.connection)  # chunks a failed rollout left (issue 11.14)
             self.monitor = FleetMonitor(self.connection, memory=FleetMemory(fleet_memory_path()))
+            from app.transport.broker_probe import capabilities_of
+
+            # what this broker supports (logged in words; the status bar's tooltip): in the background,
+            # start-up does not wait for it
+            known = self.monitor.memory.known() if self.monitor.memory is not None else {}
+            site = next((e["site"] for e in known.values() if e.get("site")), None)
+            threading.Thread(target=capabilities_of, args=(self.connection,), kwargs={"site": site},
+                             name="broker-probe", daemon=True).start()
             if self.config.keep_history:
                 from app.services.telemetry_history import TelemetryHistory
 
@@ -143,6 +151,13 @@ class AppSession:
             log.exception("session start failed")
             self.close()
             raise LinkError(f"could not start the session: {exc}") from exc
+
+    @property
+    def broker_capabilities(self):
+        """The broker probe's result (app.transport.broker_probe), None until it finished."""
+        from app.transport.broker_probe import capabilities_of
+
+        return capabilities_of(self.connection, run=False) if self.connection is not None else None
 
     def open_connection(self, client_id: str | None = None):
         """A further, connected MqttConnection to the same broker (same credentials), for one job.

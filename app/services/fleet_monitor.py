@@ -1,7 +1,12 @@
 """FleetMonitor: every device's presence, model and latest score, from the broker alone.
 
 Presence comes from the retained HELLO on `.../status` (PROTOCOL.md 2.2) and the last will that
-replaces it when a device vanishes; a device silent for `STALE_AFTER_S` is shown offline too (its
+replaces it when a device vanishes, and from the HELLO heartbeat every device publishes there. A
+broker that does not send retained messages to wildcard subscriptions (RabbitMQ) still sends them to
+exact ones: a device the memory remembers is watched on its exact status topic, and one whose
+telemetry names it before its HELLO came is asked GET_INFO on its exact topics (ExactLookup).
+`settle()` tells when the broker has sent what it holds (the acknowledgement of a later subscription).
+A device silent for `STALE_AFTER_S` is shown offline too (its
 will may be delayed by the broker's keep-alive). A device exists once it has said HELLO: telemetry
 from an id that never did is counted and dropped (no ghost devices), and a HELLO's values that size
 work are clamped (`Hello.clamped`). Telemetry updates score and last-seen. An offline device keeps
@@ -28,6 +33,7 @@ from app.protocol import messages as m
 from app.protocol import topics
 from app.protocol.codes import HELLO_INTERVAL_S, DeviceState, StateLabel, TelemetryFlags, drop_reason
 from app.services.channel import SerialChannel
+from app.services.exact_lookup import ExactLookup
 from app.services.fleet_memory import FIELDS as MEMORY_FIELDS
 from app.services.fleet_memory import FleetMemory
 from app.transport.mqtt_link import MqttConnection
@@ -48,6 +54,12 @@ _COMMAND_SEQ = itertools.count(random.randrange(1 << 16))
 # Telemetry is QoS 0 on the wire (a lost one is superseded); subscribing at 0 avoids broker acks.
 TELEMETRY_QOS = 0
 STREAM_QOS = 0
+# Where `settle()` subscribes its marker: a status topic of a device id that never exists.
+MARKER_SITE = "tinymlops-marker"
+# Waiting for the broker to acknowledge the subscriptions (one round trip on a LAN).
+SETTLE_TIMEOUT_S = 10.0
+# After the marker: anything the broker still sends for the subscriptions arrives within this.
+SETTLE_QUIET_S = 0.1
 # How often the last known values are written to the fleet memory (and once more on close): often
 # enough that a crash loses little, rarely enough that 1 Hz telemetry does not rewrite a file each second.
 MEMORY_SAVE_S = 10.0
@@ -122,6 +134,7 @@ class FleetMonitor:
         self._serial: dict[str, SerialChannel] = {}
         self._stop = threading.Event()
         self._subs: list[tuple[str, Callable[[str, bytes], None], int]] = []
+        self.lookups: ExactLookup | None = None
         if connection is not None:
             self._subs = [
                 (topics.all_status(), self._on_status, 1),
@@ -129,6 +142,11 @@ class FleetMonitor:
             ]
             for topic, handler, qos in self._subs:
                 connection.subscribe(topic, handler, qos=qos)
+            # devices found on their exact topics (brokers without retained delivery to wildcards)
+            self.lookups = ExactLookup(connection, self._on_status, self._on_asked_hello,
+                                       lambda: next(_COMMAND_SEQ) & 0xFFFF)
+            for device_id, entry in (memory.known() if memory is not None else {}).items():
+                self.lookups.watch(entry.get("site", ""), device_id)
         self._thread = threading.Thread(target=self._housekeeping, name="fleet-monitor", daemon=True)
         self._thread.start()
 
@@ -163,6 +181,8 @@ class FleetMonitor:
         if self.connection is not None:
             for topic, handler, _ in self._subs:
                 self.connection.unsubscribe(topic, handler)
+        if self.lookups is not None:
+            self.lookups.close()
         if self.memory is not None:
             self.memory.save()
 
@@ -171,6 +191,30 @@ class FleetMonitor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def settle(self, timeout: float = SETTLE_TIMEOUT_S) -> float:
+        """Return once the broker has sent what it holds for our subscriptions (retained statuses,
+        wills); returns the seconds it took. The marker is the acknowledgement of one more
+        subscription made after them: a broker answers a client's packets in order, so the retained
+        messages of the earlier subscriptions come before it (and it needs no right to publish, only
+        an answer: a refused subscription is acknowledged too). A short quiet period covers a broker
+        that sends retained messages from another task (amqtt)."""
+        if self.connection is None:
+            return 0.0
+        started = time.monotonic()
+        marker = topics.device_topic(MARKER_SITE, f"m-{random.getrandbits(48):012x}", topics.STATUS)
+        self.connection.subscribe(marker, self._on_status)
+        try:
+            self.connection.wait_subscribed(timeout)
+            self._stop.wait(SETTLE_QUIET_S)  # a quiet period after the event, not a synchronisation
+        finally:
+            self.connection.unsubscribe(marker, self._on_status)
+        return time.monotonic() - started
+
+    def _on_asked_hello(self, site: str, hello: m.Hello) -> None:
+        """A device's HELLO in answer to our GET_INFO on its exact topics (see ExactLookup)."""
+        self.counters["status"] += 1
+        self._apply_hello(hello, site, "mqtt")
 
     # ------------------------------------------------------------------ MQTT ingest (network thread)
 
@@ -295,6 +339,8 @@ class FleetMonitor:
                 # no HELLO yet (or ever): a device is what said HELLO, not any id on a telemetry topic
                 self.counters["bad_unknown_device"] += 1
                 log.debug("dropped telemetry from %s/%s: no HELLO from it", site or transport, device_id)
+                if self.lookups is not None and transport == "mqtt":  # online yet unknown: ask it who it is
+                    self.lookups.ask(site, device_id)
                 return
             self.counters["telemetry"] += 1
             came_back = record.state == StateLabel.OFFLINE
@@ -345,6 +391,8 @@ class FleetMonitor:
             try:
                 self._mark_stale()
                 self._renew_streams()
+                if self.lookups is not None:
+                    self.lookups.expire()
                 if self.memory is not None and time.monotonic() - self._memory_saved >= MEMORY_SAVE_S:
                     self._memory_saved = time.monotonic()
                     self.memory.save()

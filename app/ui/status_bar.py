@@ -50,6 +50,7 @@ class StatusPanel:
         self._ports_checked = float("-inf")
         self._port_scan: workers.Worker | None = None
         self._bad_seen = 0  # malformed broker messages already reported
+        self._caps_text = ""  # the broker probe's result in words (app.transport.broker_probe)
         self._bad_serial_seen: dict[str, int] = {}  # port -> malformed frames already reported
 
     # ------------------------------------------------------------------ jobs
@@ -81,7 +82,8 @@ class StatusPanel:
     def connection_state(self, up: bool, reason: str, address: str) -> None:
         if up:
             self.broker_label.setText(f"<span style='color:#2e7d32'>●</span> broker {address}")
-            self.broker_label.setToolTip(f"Connected to the MQTT broker at {address}")
+            self.broker_label.setToolTip(f"Connected to the MQTT broker at {address}"
+                                         + (f"\n{self._caps_text}" if self._caps_text else ""))
         else:
             self.broker_label.setText(f"<span style='color:#c62828'>●</span> broker {address}: {reason}")
             self.broker_label.setToolTip(f"Not connected ({reason}); reconnecting with back-off")
@@ -99,8 +101,18 @@ class StatusPanel:
         self.fleet_label.setText(f"{total} devices: " + ", ".join(parts) if total else "no devices yet")
         self._update_serial_label()
         if session is not None and session.monitor is not None:
+            self._show_capabilities(session)
             self._report_bad_messages(session)
             self._report_bad_serial(session)
+
+    def _show_capabilities(self, session: AppSession) -> None:
+        """What the broker supports, in the broker label's tooltip once the probe has finished."""
+        caps = session.broker_capabilities
+        if caps is None or caps.describe() == self._caps_text:
+            return
+        self._caps_text = caps.describe()
+        if session.connection is not None and session.connection.connected:
+            self.broker_label.setToolTip(f"Connected to the MQTT broker at {session.address}\n{self._caps_text}")
 
     def _report_bad_messages(self, session: AppSession) -> None:
         """Messages the fleet monitor dropped (garbage, wrong type, bad id): counted there, told here."""

@@ -261,7 +261,7 @@ def test_an_offline_device_keeps_its_last_known_model_and_last_seen_across_runs(
                                                                               tmp_path) -> None:
     from app.services.fleet_memory import FleetMemory
 
-    memory_path = tmp_path / "fleet_memory.json"
+    memory_path = tmp_path / "tinymlops.sqlite3"
     dev = HandDevice(mosquitto_url, "hand-gone", will_model=False)  # a will composed before any model
     try:
         with MqttConnection(mosquitto_url) as conn, \

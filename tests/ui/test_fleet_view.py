@@ -51,6 +51,9 @@ def test_fleet_fills_groups_and_filters(window, qtbot):
     alarms = [row[3] for row in window.events.model.rows() if row[1] == "alarm" and row[2] == FAULTY_DEVICE]
     assert alarms and all("above threshold" in a and ", driven by " in a and " %)" in a for a in alarms), alarms
     assert "broker" in window.broker_label.text() and "●" in window.broker_label.text()
+    # what the broker supports (the probe at connect), in words in the broker label's tooltip
+    wait_for(qtbot, lambda: "wildcard subscriptions" in window.broker_label.toolTip(), 15, "the broker probe")
+    assert "publishes last wills" in window.broker_label.toolTip()
 
 
 def test_selection_drives_live_view_and_context_menu(window, qtbot):
