@@ -164,13 +164,59 @@ def check_broker_url(text: str) -> str | None:
     return None
 
 
+# The TLS files of an mqtts:// broker (app.transport.urls.TLS_FILES), as the dialog names them.
+TLS_FIELDS = (("ca", "CA certificate", "the CA that signed the broker's certificate (kit/ca.crt of "
+               "`tinymlops broker kit`)"),
+              ("cert", "Client certificate", "this operator's certificate, when the broker asks for one "
+               "(kit/operator.crt)"),
+              ("key", "Client key", "the private key of the client certificate (kit/operator.key); keep it "
+               "readable by you only"))
+PEM_FILTER = "PEM files (*.pem *.crt *.key);;All files (*)"
+
+
+def split_tls_files(url: str) -> tuple[str, dict[str, str]]:
+    """The broker URL without its ?ca=&cert=&key= query, and those files (empty when none or unparsable)."""
+    from app.domain.errors import LinkError
+    from app.transport.urls import TLS_FILES, parse_broker_url
+
+    if "?" not in url:
+        return url, {}
+    try:
+        parsed = parse_broker_url(url)
+    except LinkError:
+        return url, {}
+    files = {name: value for name in TLS_FILES if (value := getattr(parsed, name))}
+    return str(replace(parsed, ca=None, cert=None, key=None)), files
+
+
+def join_tls_files(url: str, files: dict[str, str]) -> tuple[str, str | None]:
+    """The full broker URL with the given files in its query, and the problem when there is one
+    (a file that does not exist, files on a plain mqtt:// URL, a certificate without its key)."""
+    from app.domain.errors import LinkError
+    from app.transport.urls import parse_broker_url
+
+    chosen = {name: path for name, path in files.items() if path}
+    if not url.strip():
+        return "", ("certificate files need a broker URL (mqtts://host:8883)" if chosen else None)
+    for name, label, _why in TLS_FIELDS:
+        if name in chosen and not Path(chosen[name]).expanduser().is_file():
+            return url, f"{label} {chosen[name]} does not exist"
+    try:
+        parsed = parse_broker_url(url)
+        full = replace(parsed, **{name: str(Path(path).expanduser()) for name, path in chosen.items()})
+        return str(parse_broker_url(str(full)) if chosen else url.strip()), None
+    except LinkError as exc:
+        return url, str(exc)
+
+
 class SettingsDialog(QDialog):
     def __init__(self, settings: Settings, parent=None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.settings = settings
         form = QFormLayout(self)
-        self.url = QLineEdit(settings.broker_url)
+        base_url, tls_files = split_tls_files(settings.broker_url)
+        self.url = QLineEdit(base_url)
         self.url.setPlaceholderText("empty: embedded broker + virtual fleet;  e.g. mqtt://broker.plant:1883")
         self.url.setToolTip("MQTT broker of the plant. Leave empty for the built-in demo (a broker in this "
                             "program and a virtual fleet).")
@@ -188,23 +234,25 @@ class SettingsDialog(QDialog):
         for b in BAUDS:
             self.baud.addItem(str(b), b)
         self.baud.setCurrentIndex(max(0, self.baud.findData(settings.baud)))
-        dir_row = QWidget()
-        row = QHBoxLayout(dir_row)
-        row.setContentsMargins(0, 0, 0, 0)
         self.data_dir = QLineEdit(settings.data_dir)
         self.data_dir.setPlaceholderText("default: the platform's user data folder")
         self.data_dir.setToolTip("Where the model registry, datasets and deployment history live "
                                  "(takes effect at the next start)")
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse)
-        row.addWidget(self.data_dir, 1)
-        row.addWidget(browse)
+        dir_row = self._with_browse(self.data_dir, self._browse)
         self.problem = QLabel("")
         self.problem.setStyleSheet("color: #c62828")
         self.problem.setWordWrap(True)
         form.addRow("Broker URL", self.url)
         form.addRow("User", self.user)
         form.addRow("Password", self.password)
+        self.tls: dict[str, QLineEdit] = {}
+        for name, label, why in TLS_FIELDS:
+            edit = QLineEdit(tls_files.get(name, ""))
+            edit.setPlaceholderText("mqtts:// only; empty: none")
+            edit.setToolTip(f"{label}: {why}. Used with an mqtts:// broker URL.")
+            edit.textChanged.connect(self._recheck)
+            self.tls[name] = edit
+            form.addRow(label, self._with_browse(edit, lambda _=False, e=edit, t=label: self._pick_file(e, t)))
         form.addRow("Default transport", self.transport)
         form.addRow("Serial baud rate", self.baud)
         form.addRow("Data directory", dir_row)
@@ -213,8 +261,31 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
-        self.url.textChanged.connect(lambda t: self.problem.setText(check_broker_url(t) or ""))
+        self.url.textChanged.connect(self._recheck)
         self.resize(560, 0)
+
+    @staticmethod
+    def _with_browse(edit: QLineEdit, browse_slot) -> QWidget:
+        box = QWidget()
+        row = QHBoxLayout(box)
+        row.setContentsMargins(0, 0, 0, 0)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(browse_slot)
+        row.addWidget(edit, 1)
+        row.addWidget(browse)
+        return box
+
+    def _pick_file(self, edit: QLineEdit, title: str) -> None:
+        path, _filter = QFileDialog.getOpenFileName(self, title, edit.text(), PEM_FILTER)
+        if path:
+            edit.setText(path)
+
+    def _full_url(self) -> tuple[str, str | None]:
+        return join_tls_files(self.url.text(), {name: edit.text().strip() for name, edit in self.tls.items()})
+
+    def _recheck(self, _text: str = "") -> None:
+        url, problem = self._full_url()
+        self.problem.setText(problem or check_broker_url(url) or "")
 
     def _browse(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Data directory", self.data_dir.text())
@@ -222,13 +293,14 @@ class SettingsDialog(QDialog):
             self.data_dir.setText(path)
 
     def accept(self) -> None:
-        problem = check_broker_url(self.url.text())
+        url, problem = self._full_url()
+        problem = problem or check_broker_url(url)
         if problem:
             self.problem.setText(problem)
             return
         super().accept()
 
     def result_settings(self) -> Settings:
-        return Settings(broker_url=self.url.text().strip(), username=self.user.text().strip(),
+        return Settings(broker_url=self._full_url()[0].strip(), username=self.user.text().strip(),
                         password=self.password.text(), transport=TRANSPORTS[self.transport.currentIndex()],
                         baud=int(self.baud.currentData()), data_dir=self.data_dir.text().strip())

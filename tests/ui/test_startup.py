@@ -235,3 +235,44 @@ def test_about_lists_the_versions_without_importing_tensorflow(tmp_path):
     for key in ("Tiny-MLOps operator", "Qt", "PySide6", "Python"):
         assert v[key] and v[key] in html
     assert out["tensorflow_imported"] is False, "the About box must not import TensorFlow"
+
+
+def test_settings_dialog_takes_the_tls_files_of_an_mqtts_broker(qtbot, tmp_path):
+    """The CA, client certificate and key of `tinymlops broker kit` are picked in the dialog and travel in
+    the broker URL's query; a missing file, files on mqtt:// or a certificate without its key is a
+    sentence in the dialog, which then stays open."""
+    from app.transport.urls import parse_broker_url
+    from app.ui.settings import Settings, SettingsDialog
+
+    files = {name: tmp_path / f"{name}.pem" for name in ("ca", "cert", "key")}
+    for path in files.values():
+        path.write_text("-----BEGIN CERTIFICATE-----\n")
+    dialog = SettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    dialog.url.setText("mqtts://broker.plant:8883")
+    for name, path in files.items():
+        dialog.tls[name].setText(str(path))
+    assert dialog.problem.text() == ""
+    dialog.accept()
+    assert dialog.result() == dialog.DialogCode.Accepted
+    url = dialog.result_settings().broker_url
+    parsed = parse_broker_url(url)
+    assert (parsed.tls, parsed.ca, parsed.cert, parsed.key) == (True, str(files["ca"]), str(files["cert"]),
+                                                                 str(files["key"]))
+
+    # the saved URL comes back split: the address in the URL field, each file in its own
+    again = SettingsDialog(Settings(broker_url=url))
+    qtbot.addWidget(again)
+    assert again.url.text() == "mqtts://broker.plant:8883"
+    assert {name: edit.text() for name, edit in again.tls.items()} == {k: str(v) for k, v in files.items()}
+
+    for change, expected in (
+            (lambda d: d.tls["ca"].setText(str(tmp_path / "gone.pem")), "does not exist"),
+            (lambda d: d.url.setText("mqtt://broker.plant:1883"), "need mqtts://"),
+            (lambda d: d.tls["key"].setText(""), "needs its key")):
+        bad = SettingsDialog(Settings(broker_url=url))
+        qtbot.addWidget(bad)
+        change(bad)
+        assert expected in bad.problem.text()
+        bad.accept()
+        assert bad.result() != bad.DialogCode.Accepted and expected in bad.problem.text()
