@@ -1,7 +1,8 @@
 """The C core verifies signatures (PROTOCOL.md 6.2) on the emulated Cortex-M4: a firmware built with
 this operator's public key (`make TRUST_KEYS=operator.pem`) takes a registered version, deployed from
 the CLI over serial with its signature, and refuses an unsigned or foreign-signed image at COMMIT
-with BAD_SIGNATURE, keeping its model."""
+with BAD_SIGNATURE, keeping its model; keys and revocations taken over the protocol (TRUST_ADD,
+REVOKE) get the same verdicts as on the virtual device and survive a reboot."""
 
 from __future__ import annotations
 
@@ -14,14 +15,18 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from app.domain.errors import DeviceError
 from app.protocol import messages as m
-from app.protocol.codes import Caps, ErrorCode
+from app.protocol.codes import Caps, ErrorCode, EventCode
 from app.trust import signing
 from tests.firmware.conftest import DATA, PORT_DIR, ROOT, _boot, _build
 from tests.firmware.helpers import Device
+from tests.vectors import trust_admin
 
 # A serial deployment of a 12 KB image to the emulator takes about a second; allow for a loaded CI.
 CLI_TIMEOUT_S = 120
+# One request to the emulator: an Ed25519 verification takes well under a second of emulated time.
+REQUEST_TIMEOUT_S = 30.0
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +81,26 @@ def test_a_provisioned_c_device_takes_only_signed_images(operator, provisioned, 
     with Device(provisioned.url) as dev:
         after = dev.request(m.GetInfo()).msg
     assert after.model_name == "pump" and after.model_sha != before  # factory_v2's network, restamped pump@1
+
+
+def test_the_c_core_takes_trust_admin_like_the_virtual_device(qemu_device):
+    """TRUST_ADD and REVOKE on the emulated Cortex-M4 with the golden cases the virtual device passes
+    (tests/vectors/trust_admin.py): the same verdicts, and what was taken is kept across a reboot
+    (the store's journal): a revoked version is refused at COMMIT before and after it."""
+
+    def ask(msg: m.Message) -> m.Message | int:
+        try:
+            return dev.request(msg, timeout=REQUEST_TIMEOUT_S).msg
+        except DeviceError as exc:
+            return exc.code
+
+    with Device(qemu_device.url) as dev:
+        hello = dev.request(m.GetInfo()).msg
+        assert hello.caps & Caps.TRUST_ADMIN and hello.trust_keys == 0
+        keys = trust_admin.replay(ask)
+        assert trust_admin.deploy_revoked(ask) == ErrorCode.REVOKED
+        dev.request(m.Reboot())
+        dev.wait_for(m.Event, where=lambda e: e.code == EventCode.BOOTED)
+        after = dev.request(m.GetInfo()).msg
+        assert after.trust_keys == keys and after.model_sha == hello.model_sha
+        assert trust_admin.deploy_revoked(ask, transfer_id=trust_admin.REVOKED_TRANSFER_ID + 1) == ErrorCode.REVOKED
