@@ -314,7 +314,8 @@ static void handle_trust_add(tm_device_t *d, uint16_t seq, const tm_trust_add_t 
 {
     uint8_t statement[TM_SIG_MAX_STATEMENT];
     int rc = TM_OK;
-    if (d->trust.n) rc = tm_sign_verify(&d->trust, a->auth.p, statement, tm_sign_trust_add_statement(a->public_key.p, statement));
+    if (d->trust.n)
+        rc = tm_sign_verify(&d->trust, a->auth.p, statement, tm_sign_trust_add_statement(a->public_key.p, statement));
     if (!rc && !tm_trust_has(&d->trust, a->public_key.p)) {
         rc = d->trust.n >= TM_MAX_TRUST_KEYS ? TM_E_TOO_LARGE : tm_store_trust_add(&d->store, a->public_key.p);
         if (!rc) load_trust(d);

@@ -140,7 +140,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (st.trust_keys > TM_MAX_TRUST_KEYS || st.trust_revoked > TM_MAX_REVOCATIONS) __builtin_trap();
     if (revoke_rc == TM_OK && !tm_store_is_revoked(&st, kRevoked)) __builtin_trap(); /* a revocation is kept */
     int held = 0;
-    for (uint8_t i = 0; i < st.trust_keys; i++) held |= memcmp(tm_store_trust_key(&st, i), kKey, TM_SIG_PUBLIC_LEN) == 0;
+    for (uint8_t i = 0; i < st.trust_keys; i++)
+        held |= memcmp(tm_store_trust_key(&st, i), kKey, TM_SIG_PUBLIC_LEN) == 0;
     if (key_rc == TM_OK && !held) __builtin_trap(); /* and so is a key */
     return 0;
 }
