@@ -473,7 +473,7 @@ def _deploy_mqtt(conn, broker: str | None, image: LoadedImage, devices: list[str
         report = Rollout(conn, image.data, targets, model_name=image.name, model_version=image.version,
                          concurrency=concurrency, canary=canary, canary_threshold=canary_threshold, mode=mode,
                          trial_timeout_s=trial_timeout_s, bench_count=bench_count, progress=progress,
-                         cancel=cancel).run()
+                         cancel=cancel, signature=image.signature).run()
         log.info("rollout: published %d bytes for %d devices x %d-byte image", report.published_bytes,
                  len(targets), len(image.data))
         for pr in report.results:

@@ -4,8 +4,9 @@
 first. A device with an empty store takes the first key as it is; every further key must be
 vouched for by a key the device already holds, so the add is signed with one of ours (the active
 key, else a retired one: after `keys rotate`, the old key vouches for the new). `revoke` sends a
-REVOKE signed by the active key. Both need caps TRUST_ADMIN; a device without it (the C firmware,
-keys compiled in) gets a clear refusal, never a command it lacks.
+REVOKE signed by the active key. Both need caps TRUST_ADMIN (the virtual devices and the C core
+have it); a device without it (an older firmware, keys compiled in only) gets a clear refusal, never
+a command it lacks.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from app.deploy.finish import commit
+from app.deploy.signatures import wants_signature
 from app.deploy.transfer import (
     ABORT_TIMEOUT_S,
     CHUNK_OVERHEAD,
@@ -55,6 +56,7 @@ from app.protocol.messages import (
     XferBegin,
     XferChunk,
     XferQuery,
+    XferSign,
     XferStatus,
     encode,
 )
@@ -248,7 +250,8 @@ class Rollout:
                  channel_factory: Callable | None = None, command_timeout_s: float = COMMAND_TIMEOUT_S,
                  pull_quiet_s: float = PULL_QUIET_S, commit_timeout_s: float = COMMIT_TIMEOUT_S,
                  link_ride_out_s: float | None = None,
-                 pending_cleanups: cleanups.PendingCleanups | None = None) -> None:
+                 pending_cleanups: cleanups.PendingCleanups | None = None,
+                 signature: bytes | None = None) -> None:
         if not targets:
             raise ValueError("no devices to roll out to")
         self.connection = connection
@@ -272,6 +275,7 @@ class Rollout:
         self.commit_timeout_s = commit_timeout_s
         self.link_ride_out_s = LINK_RIDE_OUT_S if link_ride_out_s is None else link_ride_out_s
         self.pending_cleanups = pending_cleanups
+        self.signature = signature  # PROTOCOL.md 6.2 block: XFER_SIGN to devices with caps SIGNED
         self._clock_lock = threading.Lock()
         self._group_t0: float | None = None  # latency clock of the running group (see module doc)
         # every device must take the chunks as published: the smallest advertised maximum wins
@@ -580,6 +584,10 @@ class _PullTransfer:
             self.stats.resumed_chunks = status.received
             self._wait_complete(status)
             self.stats.transfer_s = time.perf_counter() - self._started
+            if wants_signature(self.r.targets[self.device_id].caps, self.r.signature):
+                # kept by the device for this transfer, checked at COMMIT; answered by ACK, and our own
+                # outages are ridden out as for XFER_BEGIN/QUERY
+                self._status(XferSign(self.stats.transfer_id, self.r.signature))
             # a lost reply is resolved with GET_INFO, as on the push path (app.deploy.finish)
             reply = commit(self._request, self.device_id, self.stats.transfer_id, self.r.sha, self.r.model_version,
                            self.r.mode, self.r.trial_timeout_s, deadline_s=self.r.commit_timeout_s)

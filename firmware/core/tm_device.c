@@ -51,7 +51,7 @@ static void send_hello(tm_device_t *d, uint16_t seq)
     tm_msg_t m = {TM_HELLO, seq, {{0}}};
     tm_hello_t *h = &m.u.hello;
     h->proto_min = h->proto_max = TM_PROTOCOL_VERSION;
-    h->caps = TM_CAP_STREAM | TM_CAP_PUSH | TM_CAP_TRIAL | TM_CAP_BENCHMARK | TM_CAP_SIGNED
+    h->caps = TM_CAP_STREAM | TM_CAP_PUSH | TM_CAP_TRIAL | TM_CAP_BENCHMARK | TM_CAP_SIGNED | TM_CAP_TRUST_ADMIN
               | (d->hal.set_fault ? TM_CAP_FAULT_SIM : 0);
     h->trust_keys = d->trust.n;
     h->state = d->store.xfer ? TM_STATE_UPDATING : d->streaming ? TM_STATE_STREAMING : TM_STATE_ONLINE;
@@ -190,14 +190,32 @@ static void reply_latency(tm_device_t *d, uint16_t seq, tm_model_t *m, uint32_t 
     send(d, &r);
 }
 
-/* PROTOCOL.md 6.2: with a trust store, the received image must carry a valid signature by one of
- * its keys (XFER_SIGN for this transfer); without one (not provisioned) it is taken unsigned. */
+/* The trust store: the build-time keys, then those TRUST_ADD put in the store (PROTOCOL.md 6.2). */
+static void load_trust(tm_device_t *d)
+{
+    tm_trust_init(&d->trust, d->build_keys, d->n_build_keys);
+    for (uint8_t i = 0; i < d->store.trust_keys; i++) (void)tm_trust_add(&d->trust, tm_store_trust_key(&d->store, i));
+}
+
+/* REVOKED when the operator revoked this image's (name, version). */
+static int check_revoked(const tm_device_t *d, const tm_image_t *img)
+{
+    uint8_t id[TM_REVOCATION_ID_LEN];
+    tm_sign_revocation_id(img->name.p, img->name.len, img->version, id);
+    return tm_store_is_revoked(&d->store, id) ? TM_E_REVOKED : TM_OK;
+}
+
+/* PROTOCOL.md 6.2: a revoked version is refused; with a trust store, the received image must carry
+ * a valid signature by one of its keys (XFER_SIGN for this transfer); without one (not provisioned)
+ * it is taken unsigned. */
 static int check_signature(tm_device_t *d, uint32_t transfer_id, const uint8_t *img, uint32_t len)
 {
-    if (d->trust.n == 0) return TM_OK;
-    if (!d->sig_valid || d->sig_transfer != transfer_id) return TM_E_BAD_SIGNATURE;
     tm_image_t parsed;
     if (tm_image_parse(img, len, &parsed) != TM_OK) return TM_E_BAD_IMAGE;
+    int rc = check_revoked(d, &parsed);
+    if (rc) return rc;
+    if (d->trust.n == 0) return TM_OK;
+    if (!d->sig_valid || d->sig_transfer != transfer_id) return TM_E_BAD_SIGNATURE;
     uint8_t statement[TM_SIG_MAX_STATEMENT];
     size_t n = tm_sign_statement(d->store.sha, parsed.name.p, parsed.name.len, parsed.version,
                                  TM_FEATURE_SPEC_ID, statement);
@@ -248,7 +266,10 @@ static void handle_activate(tm_device_t *d, uint16_t seq, const tm_activate_t *a
     uint32_t len, load_us = 0;
     const uint8_t *img = tm_store_slot(&d->store, tm_store_inactive(&d->store), &len);
     if (!img || d->store.xfer) { send_error(d, seq, TM_ACTIVATE, TM_E_NO_MODEL); return; }
-    int rc = prove_in_spare(d, img, len, &load_us);
+    tm_image_t parsed;
+    int rc = tm_image_parse(img, len, &parsed);
+    if (!rc) rc = check_revoked(d, &parsed);
+    if (!rc) rc = prove_in_spare(d, img, len, &load_us);
     if (!rc) rc = tm_store_activate_inactive(&d->store, a->trial != 0, a->trial_timeout_s);
     if (rc) { send_error(d, seq, TM_ACTIVATE, rc); return; }
     d->cur ^= 1;
@@ -273,6 +294,36 @@ static void handle_rollback(tm_device_t *d, uint16_t seq)
     d->has_model = 1;
     d->load_us = load_us;
     send_hello(d, seq);
+}
+
+/* TRUST_ADD (PROTOCOL.md 6.2): taken as it is while the store is empty, else only with `auth` by a
+ * trusted key over the trust-add statement; kept in the store, answered with HELLO. */
+static void handle_trust_add(tm_device_t *d, uint16_t seq, const tm_trust_add_t *a)
+{
+    uint8_t statement[TM_SIG_MAX_STATEMENT];
+    int rc = TM_OK;
+    if (d->trust.n)
+        rc = tm_sign_verify(&d->trust, a->auth.p, statement, tm_sign_trust_add_statement(a->public_key.p, statement));
+    if (!rc && !tm_trust_has(&d->trust, a->public_key.p)) {
+        rc = d->trust.n >= TM_MAX_TRUST_KEYS ? TM_E_TOO_LARGE : tm_store_trust_add(&d->store, a->public_key.p);
+        if (!rc) load_trust(d);
+    }
+    if (rc) { send_error(d, seq, TM_TRUST_ADD, rc); return; }
+    send_hello(d, seq);
+}
+
+/* REVOKE (PROTOCOL.md 6.2): signed by a trusted key; the version is refused from now on (kept). */
+static void handle_revoke(tm_device_t *d, uint16_t seq, const tm_revoke_t *r)
+{
+    uint8_t statement[TM_SIG_MAX_STATEMENT], id[TM_REVOCATION_ID_LEN];
+    int rc = tm_sign_verify(&d->trust, r->auth.p, statement,
+                            tm_sign_revoke_statement(r->model_name.p, r->model_name.len, r->model_version, statement));
+    if (!rc) {
+        tm_sign_revocation_id(r->model_name.p, r->model_name.len, r->model_version, id);
+        rc = tm_store_revoke(&d->store, id);
+    }
+    if (rc) { send_error(d, seq, TM_REVOKE, rc); return; }
+    send_ack(d, seq, TM_REVOKE);
 }
 
 static void send_status(tm_device_t *d, uint16_t seq)
@@ -374,6 +425,8 @@ static void handle(tm_device_t *d, const uint8_t *buf, size_t len)
         break;
     }
     case TM_ACTIVATE: handle_activate(d, seq, &m.u.activate); break;
+    case TM_TRUST_ADD: handle_trust_add(d, seq, &m.u.trust_add); break;
+    case TM_REVOKE: handle_revoke(d, seq, &m.u.revoke); break;
     default: send_error(d, seq, m.type, TM_E_UNKNOWN_TYPE); break; /* a device-to-host type */
     }
 }
@@ -473,6 +526,7 @@ int tm_device_init(tm_device_t *d, const tm_hal_t *hal, const tm_flash_t *flash,
     int rc = tm_store_mount(&d->store, flash, slot_size, factory, factory_len, &reverted, boot_check, d);
     uint32_t len;
     if (rc != TM_OK || !tm_store_active(&d->store, &len)) d->has_model = 0; /* boot_check's last word otherwise */
+    load_trust(d); /* the keys TRUST_ADD kept: HELLO tells them from the first message on */
     uint32_t now = hal->now_ms(hal->ctx);
     d->next_tlm_ms = now + TM_TELEMETRY_PERIOD_MS;
     send_event(d, TM_EV_BOOTED, d->has_model ? "booted" : "booted without a model");
@@ -483,6 +537,8 @@ int tm_device_init(tm_device_t *d, const tm_hal_t *hal, const tm_flash_t *flash,
 
 void tm_device_set_trust(tm_device_t *d, const uint8_t (*keys)[TM_SIG_PUBLIC_LEN], int n)
 {
-    tm_trust_init(&d->trust, keys, n);
+    d->build_keys = keys;
+    d->n_build_keys = n;
+    load_trust(d);
     d->sig_valid = 0;
 }

@@ -54,6 +54,8 @@ typedef struct {
     tm_feat_work_t work;
     uint32_t bench[TM_MAX_BENCH];
     tm_trust_t trust;                          /* keys images must be signed by (empty: unprovisioned) */
+    const uint8_t (*build_keys)[TM_SIG_PUBLIC_LEN]; /* tm_device_set_trust's (not copied); the store adds its own */
+    int n_build_keys;
     uint8_t sig_block[TM_SIG_BLOCK_SIZE];      /* XFER_SIGN of the transfer in progress */
     uint32_t sig_transfer;
     int sig_valid;
@@ -64,7 +66,9 @@ typedef struct {
 int tm_device_init(tm_device_t *d, const tm_hal_t *hal, const tm_flash_t *flash, uint32_t slot_size,
                    const uint8_t *factory, uint32_t factory_len, uint8_t *arena0, uint8_t *arena1, size_t arena_size);
 /* Build-time trust store (PROTOCOL.md 6.2): images are then accepted only when signed by one of
- * these Ed25519 public keys. Call after tm_device_init; n = 0 leaves the device unprovisioned. */
+ * these Ed25519 public keys or one a TRUST_ADD put in the store (kept across reboots). Call after
+ * tm_device_init; n = 0 and nothing added leaves the device unprovisioned. `keys` must outlive the
+ * device (a const array: kept by reference, no RAM copy). */
 void tm_device_set_trust(tm_device_t *d, const uint8_t (*keys)[TM_SIG_PUBLIC_LEN], int n);
 void tm_device_rx(tm_device_t *d, const uint8_t *data, size_t len);
 /* One bare message from a message transport (MQTT payload): no framing, no CRC. */

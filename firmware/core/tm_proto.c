@@ -79,6 +79,9 @@ static const field_t kActivate[] = {
     F(tm_activate_t, trial, K_U8), F(tm_activate_t, trial_timeout_s, K_U16), F(tm_activate_t, bench_count, K_U16),
 };
 static const field_t kXferSign[] = {F(tm_xfer_sign_t, transfer_id, K_U32), FB(tm_xfer_sign_t, block, 80)};
+static const field_t kTrustAdd[] = {FB(tm_trust_add_t, public_key, 32), FB(tm_trust_add_t, auth, 80)};
+static const field_t kRevoke[] = {F(tm_revoke_t, model_name, K_STR), F(tm_revoke_t, model_version, K_U32),
+                                  FB(tm_revoke_t, auth, 80)};
 
 #define L(t, arr) {t, (uint8_t)(sizeof(arr) / sizeof(arr[0])), arr, 0}
 static const layout_t kLayouts[] = {
@@ -89,6 +92,7 @@ static const layout_t kLayouts[] = {
     L(TM_XFER_COMMIT, kXferCommit), L(TM_XFER_ABORT, kXferId), {TM_CONFIRM, 0, NULL, 0},
     {TM_ROLLBACK, 0, NULL, 0}, L(TM_BENCHMARK, kBenchmark), {TM_REBOOT, 0, NULL, 0},
     L(TM_SET_FAULT, kSetFault), L(TM_ACTIVATE, kActivate), L(TM_XFER_SIGN, kXferSign),
+    L(TM_TRUST_ADD, kTrustAdd), L(TM_REVOKE, kRevoke),
 };
 
 /* Fields an encoder writes: trailing appended fields that hold 0 are left out (only scalar kinds

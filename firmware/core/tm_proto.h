@@ -49,6 +49,8 @@ typedef struct { uint16_t count; } tm_benchmark_t;
 typedef struct { uint8_t mask; float severity; } tm_set_fault_t;
 typedef struct { uint8_t trial; uint16_t trial_timeout_s, bench_count; } tm_activate_t;
 typedef struct { uint32_t transfer_id; tm_blob_t block; } tm_xfer_sign_t;
+typedef struct { tm_blob_t public_key, auth; } tm_trust_add_t;
+typedef struct { tm_str_t model_name; uint32_t model_version; tm_blob_t auth; } tm_revoke_t;
 
 typedef struct {
     uint8_t type;
@@ -58,7 +60,7 @@ typedef struct {
         tm_latency_t latency; tm_xfer_status_t xfer_status; tm_event_t event; tm_stream_start_t stream_start;
         tm_xfer_begin_t xfer_begin; tm_xfer_chunk_t xfer_chunk; tm_xfer_id_t xfer_id;
         tm_xfer_commit_t xfer_commit; tm_benchmark_t benchmark; tm_set_fault_t set_fault; tm_activate_t activate;
-        tm_xfer_sign_t xfer_sign;
+        tm_xfer_sign_t xfer_sign; tm_trust_add_t trust_add; tm_revoke_t revoke;
     } u;
 } tm_msg_t;
 

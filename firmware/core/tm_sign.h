@@ -8,6 +8,10 @@
 #include <stdint.h>
 
 #define TM_MAX_TRUST_KEYS 4
+/* Revoked (name, version) pairs a device keeps (MAX_REVOCATIONS); the oldest goes first. */
+#define TM_MAX_REVOCATIONS 32
+/* A revocation is kept as the first bytes of SHA-256(name_len || name || version u32): fixed size. */
+#define TM_REVOCATION_ID_LEN 16
 #define TM_SIG_BLOCK_SIZE 80
 #define TM_SIG_KEY_ID_LEN 8
 #define TM_SIG_LEN 64
@@ -23,6 +27,18 @@ typedef struct {
 
 /* Fill `t` from `n` raw public keys (build-time keys); keys beyond TM_MAX_TRUST_KEYS are ignored. */
 void tm_trust_init(tm_trust_t *t, const uint8_t (*keys)[TM_SIG_PUBLIC_LEN], int n);
+/* Add one key: TM_OK (also when it is already there) or TM_E_TOO_LARGE when the store is full. */
+int tm_trust_add(tm_trust_t *t, const uint8_t key[TM_SIG_PUBLIC_LEN]);
+/* Whether `key` is in the store. */
+int tm_trust_has(const tm_trust_t *t, const uint8_t key[TM_SIG_PUBLIC_LEN]);
+/* The statement a TRUST_ADD's auth signs: "tinymlops-trust-add-v1\0" || key. Returns its length. */
+size_t tm_sign_trust_add_statement(const uint8_t key[TM_SIG_PUBLIC_LEN], uint8_t out[TM_SIG_MAX_STATEMENT]);
+/* The statement a REVOKE's auth signs: "tinymlops-revoke-v1\0" || name_len u8 || name || version u32. */
+size_t tm_sign_revoke_statement(const uint8_t *name, uint8_t name_len, uint32_t version,
+                                uint8_t out[TM_SIG_MAX_STATEMENT]);
+/* What the store keeps of a revoked (name, version): SHA-256(name_len || name || version)[:16]. */
+void tm_sign_revocation_id(const uint8_t *name, uint8_t name_len, uint32_t version,
+                           uint8_t out[TM_REVOCATION_ID_LEN]);
 /* The statement bytes for an image; returns its length, 0 when the name is too long. */
 size_t tm_sign_statement(const uint8_t sha256[32], const uint8_t *name, uint8_t name_len, uint32_t version,
                          uint16_t feature_spec, uint8_t out[TM_SIG_MAX_STATEMENT]);

@@ -5,12 +5,14 @@
 
 #define META_MAGIC 0x54534D54u /* "TMST" */
 #define XFER_MAGIC 0x58464D54u /* "TMFX" */
+#define TRUST_MAGIC 0x52544D54u /* "TMTR" */
 /* Bytes of the inverted chunk bitmap written per flash write: no 1 KB copy on the stack. */
 #define XFER_BITMAP_SLICE 64u
 
 /* The journal page layout of tm_store.h holds: record, then transfer record, then bitmap. */
 typedef char tm_meta_fits[sizeof(tm_meta_t) <= TM_XFER_REC_OFFSET ? 1 : -1];
 typedef char tm_xfer_rec_fits[TM_XFER_REC_OFFSET + sizeof(tm_xfer_rec_t) <= TM_XFER_BITMAP_OFFSET ? 1 : -1];
+typedef char tm_trust_rec_fits[TM_JOURNAL_PAGE_MIN <= 4096u ? 1 : -1]; /* the ports' smallest page */
 
 static uint32_t slot_addr(const tm_store_t *s, uint8_t slot) { return (uint32_t)slot * s->slot_size; }
 static uint32_t meta_addr(const tm_store_t *s, uint8_t page) { return 2u * s->slot_size + page * s->flash.page_size; }
@@ -48,8 +50,66 @@ static int write_xfer(tm_store_t *s, uint8_t page)
     return TM_OK;
 }
 
-/* One state change: erase the older page, write the transfer (if any) there, then the record whose
- * CRC makes the page count: a cut before that leaves the previous page the newest. */
+static int trust_held(const tm_store_t *s)
+{
+    return s->trust_keys || s->trust_revoked || s->pending_key || s->pending_revocation;
+}
+
+/* The newest page's trust record, and its key and revocation slots (byte access: no alignment). */
+static const uint8_t *trust_page(const tm_store_t *s)
+{
+    return s->flash.base + meta_addr(s, s->meta_page) + TM_TRUST_REC_OFFSET;
+}
+static const uint8_t *key_at(const tm_store_t *s, uint32_t i)
+{
+    return trust_page(s) + offsetof(tm_trust_rec_t, keys) + i * TM_SIG_PUBLIC_LEN;
+}
+static const uint8_t *revoked_at(const tm_store_t *s, uint32_t i)
+{
+    return trust_page(s) + offsetof(tm_trust_rec_t, revoked) + i * TM_REVOCATION_ID_LEN;
+}
+
+/* One slot of the trust record into page `dst` (through RAM: never flash-to-flash), CRC chained;
+ * an unused slot stays erased and counts as 0xFF bytes. */
+static int write_slot(tm_store_t *s, uint32_t dst, const uint8_t *src, uint32_t len, uint32_t *crc)
+{
+    uint8_t item[TM_SIG_PUBLIC_LEN];
+    if (src) memcpy(item, src, len); else memset(item, 0xFF, len);
+    *crc = tm_crc32(*crc, item, len);
+    return src && s->flash.write(s->flash.ctx, dst, item, len) ? TM_E_INTERNAL : TM_OK;
+}
+
+/* The trust record (the newest page's, plus what is pending) into journal page `page`; its seq is
+ * that of the record about to be written. */
+static int write_trust(tm_store_t *s, uint8_t page)
+{
+    uint32_t dst = meta_addr(s, page) + TM_TRUST_REC_OFFSET;
+    uint32_t drop = s->pending_revocation && s->trust_revoked == TM_MAX_REVOCATIONS; /* the oldest goes */
+    tm_trust_rec_t head; /* its first fields only: the slots are written one by one */
+    memset(&head, 0, offsetof(tm_trust_rec_t, keys));
+    head.magic = TRUST_MAGIC;
+    head.seq = s->meta.seq;
+    head.n_keys = (uint8_t)(s->trust_keys + (s->pending_key != NULL));
+    head.n_revoked = (uint8_t)(s->trust_revoked - drop + (s->pending_revocation != NULL));
+    uint32_t crc = tm_crc32(0, &head, offsetof(tm_trust_rec_t, keys));
+    if (s->flash.write(s->flash.ctx, dst, &head, offsetof(tm_trust_rec_t, keys))) return TM_E_INTERNAL;
+    for (uint32_t i = 0; i < TM_MAX_TRUST_KEYS; i++) {
+        const uint8_t *src = i < s->trust_keys ? key_at(s, i) : i < head.n_keys ? s->pending_key : NULL;
+        if (write_slot(s, dst + offsetof(tm_trust_rec_t, keys) + i * TM_SIG_PUBLIC_LEN, src, TM_SIG_PUBLIC_LEN, &crc))
+            return TM_E_INTERNAL;
+    }
+    for (uint32_t i = 0; i < TM_MAX_REVOCATIONS; i++) {
+        const uint8_t *src = i + drop < s->trust_revoked ? revoked_at(s, i + drop)
+                             : i < head.n_revoked       ? s->pending_revocation : NULL;
+        if (write_slot(s, dst + offsetof(tm_trust_rec_t, revoked) + i * TM_REVOCATION_ID_LEN, src,
+                       TM_REVOCATION_ID_LEN, &crc))
+            return TM_E_INTERNAL;
+    }
+    return s->flash.write(s->flash.ctx, dst + offsetof(tm_trust_rec_t, crc), &crc, sizeof(crc)) ? TM_E_INTERNAL : TM_OK;
+}
+
+/* One state change: erase the older page, write the transfer and the trust record (if any) there,
+ * then the record whose CRC makes the page count: a cut before that leaves the previous page the newest. */
 static int write_meta(tm_store_t *s)
 {
     uint8_t page = (uint8_t)(1u - s->meta_page);
@@ -58,6 +118,7 @@ static int write_meta(tm_store_t *s)
     s->meta.crc = tm_crc32(0, &s->meta, offsetof(tm_meta_t, crc));
     if (s->flash.erase(s->flash.ctx, meta_addr(s, page))) return TM_E_INTERNAL;
     if (s->xfer && write_xfer(s, page)) return TM_E_INTERNAL;
+    if (trust_held(s) && write_trust(s, page)) return TM_E_INTERNAL;
     if (s->flash.write(s->flash.ctx, meta_addr(s, page), &s->meta, sizeof(s->meta))) return TM_E_INTERNAL;
     if (memcmp(s->flash.base + meta_addr(s, page), &s->meta, sizeof(s->meta)) != 0) return TM_E_INTERNAL;
     s->meta_page = page;
@@ -132,6 +193,21 @@ static void restore_xfer(tm_store_t *s)
         }
 }
 
+/* The trust record journaled with the newest record, when whole; none otherwise. */
+static void restore_trust(tm_store_t *s)
+{
+    tm_trust_rec_t head;
+    uint32_t crc;
+    const uint8_t *rec = trust_page(s);
+    memcpy(&head, rec, offsetof(tm_trust_rec_t, keys));
+    memcpy(&crc, rec + offsetof(tm_trust_rec_t, crc), sizeof(crc));
+    if (head.magic != TRUST_MAGIC || head.seq != s->meta.seq || head.n_keys > TM_MAX_TRUST_KEYS ||
+        head.n_revoked > TM_MAX_REVOCATIONS || crc != tm_crc32(0, rec, offsetof(tm_trust_rec_t, crc)))
+        return;
+    s->trust_keys = head.n_keys;
+    s->trust_revoked = head.n_revoked;
+}
+
 static uint32_t image_version(const uint8_t *img, uint32_t len)
 {
     /* META is the first section by convention; 0 when the layout differs (only for HELLO) */
@@ -160,7 +236,10 @@ int tm_store_init(tm_store_t *s, const tm_flash_t *flash, uint32_t slot_size,
         s->meta.active = s->meta.previous = TM_SLOT_NONE;
         s->meta_page = 1; /* the first record goes to page 0 */
     }
-    if (oka || okb) restore_xfer(s);
+    if (oka || okb) {
+        restore_xfer(s);
+        restore_trust(s);
+    }
     int rc = TM_OK;
     if (s->meta.trial) { /* rebooted before CONFIRM: MCUboot-style revert */
         uint8_t bad = s->meta.active;
@@ -370,4 +449,38 @@ int tm_store_confirm(tm_store_t *s)
     if (!s->meta.trial) return TM_E_NOT_TRIAL;
     s->meta.trial = 0;
     return write_meta(s);
+}
+
+int tm_store_trust_add(tm_store_t *s, const uint8_t key[TM_SIG_PUBLIC_LEN])
+{
+    for (uint8_t i = 0; i < s->trust_keys; i++)
+        if (memcmp(key_at(s, i), key, TM_SIG_PUBLIC_LEN) == 0) return TM_OK;
+    if (s->trust_keys >= TM_MAX_TRUST_KEYS) return TM_E_TOO_LARGE;
+    s->pending_key = key;
+    int rc = write_meta(s);
+    s->pending_key = NULL;
+    if (!rc) s->trust_keys++;
+    return rc;
+}
+
+const uint8_t *tm_store_trust_key(const tm_store_t *s, uint8_t i)
+{
+    return i < s->trust_keys ? key_at(s, i) : NULL;
+}
+
+int tm_store_is_revoked(const tm_store_t *s, const uint8_t id[TM_REVOCATION_ID_LEN])
+{
+    for (uint8_t i = 0; i < s->trust_revoked; i++)
+        if (memcmp(revoked_at(s, i), id, TM_REVOCATION_ID_LEN) == 0) return 1;
+    return 0;
+}
+
+int tm_store_revoke(tm_store_t *s, const uint8_t id[TM_REVOCATION_ID_LEN])
+{
+    if (tm_store_is_revoked(s, id)) return TM_OK;
+    s->pending_revocation = id;
+    int rc = write_meta(s);
+    s->pending_revocation = NULL;
+    if (!rc && s->trust_revoked < TM_MAX_REVOCATIONS) s->trust_revoked++;
+    return rc;
 }

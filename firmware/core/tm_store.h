@@ -5,12 +5,15 @@
  * every operation). Trial activations revert at boot unless confirmed (as MCUboot's test state).
  * A transfer in progress is journaled too (target slot, size, SHA-256) with its chunk bitmap in
  * the same page: a chunk's bit is cleared in place (a write, no erase) once its data is written,
- * so after a reboot or power cut a resumed transfer asks only for the chunks still missing. */
+ * so after a reboot or power cut a resumed transfer asks only for the chunks still missing.
+ * The trust store's keys and revocations taken over the protocol (TRUST_ADD, REVOKE; PROTOCOL.md
+ * 6.2) ride in the same page as a trust record, rewritten with every record: one state change. */
 #ifndef TM_STORE_H
 #define TM_STORE_H
 #include <stddef.h>
 #include <stdint.h>
 #include "tm_config.h"
+#include "tm_sign.h" /* sizes of the trust record only: the store checks no signature */
 
 typedef struct {
     uint32_t size, page_size;
@@ -47,10 +50,24 @@ typedef struct {
     uint32_t crc;
 } tm_xfer_rec_t;
 
+/* Keys added and versions revoked over the protocol, after the chunk bitmap in the same journal page
+ * (own magic and CRC; seq that of its tm_meta_t record). Written only once the store holds any: a
+ * page without it (an unprovisioned device, or one written by an older firmware) means none. Read in
+ * place from the newest page (no RAM copy: the F446 port has none to spare); slots past the counts
+ * stay erased. */
+typedef struct {
+    uint32_t magic, seq;
+    uint8_t n_keys, n_revoked, reserved[2];
+    uint8_t keys[TM_MAX_TRUST_KEYS][TM_SIG_PUBLIC_LEN];
+    uint8_t revoked[TM_MAX_REVOCATIONS][TM_REVOCATION_ID_LEN]; /* oldest first */
+    uint32_t crc;
+} tm_trust_rec_t;
+
 #define TM_XFER_REC_OFFSET 256u    /* after tm_meta_t (about 130 B) in a journal page */
 #define TM_XFER_BITMAP_OFFSET 512u /* after tm_xfer_rec_t; TM_MAX_XFER_CHUNKS / 8 bytes */
-/* Smallest journal page: record, transfer record and the whole chunk bitmap. */
-#define TM_JOURNAL_PAGE_MIN (TM_XFER_BITMAP_OFFSET + TM_MAX_XFER_CHUNKS / 8u)
+#define TM_TRUST_REC_OFFSET (TM_XFER_BITMAP_OFFSET + TM_MAX_XFER_CHUNKS / 8u) /* 1536, after the bitmap */
+/* Smallest journal page: record, transfer record, the whole chunk bitmap and the trust record. */
+#define TM_JOURNAL_PAGE_MIN (TM_TRUST_REC_OFFSET + (uint32_t)sizeof(tm_trust_rec_t))
 
 typedef struct {
     tm_flash_t flash;
@@ -64,6 +81,9 @@ typedef struct {
     uint8_t target;
     uint8_t sha[32];
     uint8_t bitmap[TM_MAX_XFER_CHUNKS / 8];
+    /* keys and revocations taken over the protocol: counts of the newest page's trust record */
+    uint8_t trust_keys, trust_revoked;
+    const uint8_t *pending_key, *pending_revocation; /* what the record being written adds */
 } tm_store_t;
 
 /* Mount: read the journal, revert an unconfirmed trial (*reverted = 1), check the active image's
@@ -100,6 +120,14 @@ int tm_store_abort(tm_store_t *s, uint32_t id);
 int tm_store_activate_inactive(tm_store_t *s, int trial, uint32_t trial_timeout_s);
 int tm_store_rollback(tm_store_t *s);
 int tm_store_confirm(tm_store_t *s);
+/* Persist a key taken by TRUST_ADD (the caller checked its authorisation): TM_OK, also when it is
+ * already held; TM_E_TOO_LARGE when TM_MAX_TRUST_KEYS are held. One journal record: power-cut safe. */
+int tm_store_trust_add(tm_store_t *s, const uint8_t key[TM_SIG_PUBLIC_LEN]);
+/* Persist a revocation (tm_sign_revocation_id); past TM_MAX_REVOCATIONS the oldest is dropped. */
+int tm_store_revoke(tm_store_t *s, const uint8_t id[TM_REVOCATION_ID_LEN]);
+int tm_store_is_revoked(const tm_store_t *s, const uint8_t id[TM_REVOCATION_ID_LEN]);
+/* The i-th key TRUST_ADD kept (in place, in flash), or NULL past s->trust_keys. */
+const uint8_t *tm_store_trust_key(const tm_store_t *s, uint8_t i);
 /* Slots' versions for HELLO. */
 uint32_t tm_store_version(const tm_store_t *s, uint8_t slot);
 

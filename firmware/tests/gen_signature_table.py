@@ -37,6 +37,20 @@ def main() -> None:
                        f'{int(case["verdict"] == "valid")}}}')
     lines.append("static const sig_case_t sig_cases[] = {\n" + ",\n".join(entries) + "\n};")
     lines.append(f"static const unsigned sig_n_cases = {len(entries)};")
+    # TRUST_ADD / REVOKE cases, replayed in order on a store holding sig_keys
+    lines += ["typedef struct { const char *what; int revoke; const unsigned char *public_key; const char *name;",
+              "  unsigned version; const unsigned char *statement; unsigned statement_len;",
+              "  const unsigned char *auth; int valid; } admin_case_t;"]
+    admins = []
+    for i, case in enumerate(d.get("admin", [])):
+        for name in ("statement", "auth"):
+            lines.append(f"static const unsigned char ac_{name}{i}[] = {c_bytes(case[name])};")
+        lines.append(f"static const unsigned char ac_key{i}[] = {c_bytes(case.get('public_key', ''))};")
+        admins.append(f'  {{"{case["what"]}", {int(case["op"] == "revoke")}, ac_key{i}, "{case.get("name", "")}", '
+                      f'{case.get("version", 0)}, ac_statement{i}, {len(case["statement"]) // 2}, ac_auth{i}, '
+                      f'{int(case["verdict"] == "valid")}}}')
+    lines.append("static const admin_case_t admin_cases[] = {\n" + ",\n".join(admins) + "\n};")
+    lines.append(f"static const unsigned admin_n_cases = {len(admins)};")
     out.write_text("\n".join(lines) + "\n")
 
 

@@ -415,6 +415,74 @@ static void test_rollback_to_an_unloadable_image_is_refused(void)
     CHECK_EQ(active_version(), factory_version);
 }
 
+static tm_msg_t *trust_add(const uint8_t *key, const uint8_t *auth)
+{
+    static const uint8_t none[TM_SIG_BLOCK_SIZE] = {0};
+    tm_msg_t m = {TM_TRUST_ADD, 70, {{0}}};
+    m.u.trust_add.public_key.len = TM_SIG_PUBLIC_LEN;
+    m.u.trust_add.public_key.p = key;
+    m.u.trust_add.auth.len = TM_SIG_BLOCK_SIZE;
+    m.u.trust_add.auth.p = auth ? auth : none;
+    cmd(&m);
+    return out(0);
+}
+
+static tm_msg_t *revoke(const char *name, uint32_t version, const uint8_t *auth)
+{
+    tm_msg_t m = {TM_REVOKE, 71, {{0}}};
+    m.u.revoke.model_name = tm_str(name);
+    m.u.revoke.model_version = version;
+    m.u.revoke.auth.len = TM_SIG_BLOCK_SIZE;
+    m.u.revoke.auth.p = auth;
+    cmd(&m);
+    return out(0);
+}
+
+/* TRUST_ADD and REVOKE (PROTOCOL.md 6.2) with the golden cases of tests/vectors/signatures.json, as
+ * the virtual device takes them (tests/fleet/test_device_trust.py): the first key of an empty store
+ * is taken as it is, later ones and every revocation only when signed by a trusted key; both are
+ * kept across a reboot, and a revoked version is refused at COMMIT even validly signed. */
+static void test_trust_admin(void)
+{
+    memset(mem, 0xFF, sizeof(mem));
+    boot();
+    tm_msg_t *h = find(TM_HELLO);
+    CHECK(h && (h->u.hello.caps & TM_CAP_TRUST_ADMIN) && h->u.hello.trust_keys == 0);
+    CHECK(revoke("pump", 4, admin_cases[0].auth)->type == TM_ERROR); /* nothing to check it against */
+    CHECK(expect_error(TM_E_BAD_SIGNATURE));
+    h = trust_add(sig_keys[0], NULL); /* empty store: no auth needed */
+    CHECK(h->type == TM_HELLO && h->u.hello.trust_keys == 1 && h->seq == 70);
+    uint8_t keys = 1;
+    for (unsigned i = 0; i < admin_n_cases; i++) {
+        const admin_case_t *c = &admin_cases[i];
+        tm_msg_t *r = c->revoke ? revoke(c->name, c->version, c->auth) : trust_add(c->public_key, c->auth);
+        if (!c->valid) {
+            if (!expect_error(TM_E_BAD_SIGNATURE)) fprintf(stderr, "admin case '%s' was taken\n", c->what);
+            continue;
+        }
+        keys += !c->revoke;
+        CHECK(c->revoke ? r->type == TM_ACK : r->type == TM_HELLO && r->u.hello.trust_keys == keys);
+        if (r->type == TM_ERROR) fprintf(stderr, "admin case '%s' refused: %u\n", c->what, r->u.error.code);
+    }
+    CHECK(trust_add(sig_keys[0], NULL)->type == TM_ERROR); /* provisioned now: auth needed */
+    CHECK(expect_error(TM_E_BAD_SIGNATURE));
+    /* the vectors' valid image (pump v4), validly signed, but revoked above */
+    const sig_case_t *valid = &sig_cases[0];
+    uint8_t sha[32];
+    tm_sha256(valid->image, valid->image_len, sha);
+    uint32_t before = active_version();
+    for (int reboot = 0; reboot < 2; reboot++) {
+        g_sign_block = valid->block;
+        deploy(valid->image, valid->image_len, sha, 1, 0);
+        g_sign_block = NULL;
+        CHECK(expect_error(TM_E_REVOKED));
+        CHECK_EQ(active_version(), before);
+        boot(); /* kept in the store's journal */
+        h = find(TM_HELLO);
+        CHECK(h && h->u.hello.trust_keys == keys);
+    }
+}
+
 int main(void)
 {
     factory_len = load("../../../resources/models/factory.tmlm", factory, sizeof(factory));
@@ -426,7 +494,8 @@ int main(void)
     boot();
     CHECK(find(TM_EVENT) && find(TM_EVENT)->u.event.code == TM_EV_BOOTED);
     tm_msg_t *h = find(TM_HELLO);
-    CHECK(h && h->u.hello.model_version >= 1 && h->u.hello.caps == (59 | TM_CAP_SIGNED) && h->u.hello.max_chunk == 4096);
+    CHECK(h && h->u.hello.model_version >= 1 && h->u.hello.max_chunk == 4096);
+    CHECK(h && h->u.hello.caps == (59 | TM_CAP_SIGNED | TM_CAP_TRUST_ADMIN));
     uint32_t v1 = active_version();
 
     /* telemetry with a score; a fault raises it */
@@ -528,5 +597,6 @@ int main(void)
 
     test_boot_falls_back_to_a_loadable_model();
     test_rollback_to_an_unloadable_image_is_refused();
+    test_trust_admin();
     return TEST_DONE();
 }

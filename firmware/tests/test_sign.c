@@ -51,5 +51,32 @@ int main(void)
             }
         }
     }
+    /* TRUST_ADD / REVOKE statements (PROTOCOL.md 6.2): the same bytes and verdicts as in Python */
+    for (unsigned i = 0; i < admin_n_cases; i++) {
+        const admin_case_t *c = &admin_cases[i];
+        uint8_t statement[TM_SIG_MAX_STATEMENT];
+        size_t n = c->revoke ? tm_sign_revoke_statement((const uint8_t *)c->name, (uint8_t)strlen(c->name), c->version,
+                                                        statement)
+                             : tm_sign_trust_add_statement(c->public_key, statement);
+        CHECK_EQ(n, c->statement_len);
+        CHECK(memcmp(statement, c->statement, n) == 0);
+        if ((tm_sign_verify(&trust, c->auth, statement, n) == TM_OK) != c->valid) {
+            g_failures++;
+            fprintf(stderr, "admin case '%s': wrong verdict\n", c->what);
+        }
+    }
+    /* the trust store: a key once, bounded */
+    tm_trust_t t;
+    tm_trust_init(&t, sig_keys, (int)sig_n_keys);
+    CHECK_EQ(tm_trust_add(&t, sig_keys[0]), TM_OK);
+    CHECK_EQ(t.n, sig_n_keys);
+    uint8_t key[TM_SIG_PUBLIC_LEN] = {0};
+    for (int i = t.n; i < TM_MAX_TRUST_KEYS; i++) {
+        key[0] = (uint8_t)i;
+        CHECK_EQ(tm_trust_add(&t, key), TM_OK);
+    }
+    key[0] = 0xEE;
+    CHECK_EQ(tm_trust_add(&t, key), TM_E_TOO_LARGE);
+    CHECK_EQ(t.n, TM_MAX_TRUST_KEYS);
     return TEST_DONE();
 }

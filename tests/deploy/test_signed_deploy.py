@@ -101,3 +101,14 @@ def test_a_revoked_version_is_never_deployed(registered, mosquitto_url, secured_
         assert main(["deploy", target, "--device", "sim-001", "--broker", mosquitto_url, "--skip-fit-check"]) != 0
         assert "revoked" in capsys.readouterr().err
     assert _models(secured_fleet) == before
+
+
+def test_a_pull_rollout_sends_the_signature_to_devices_that_verify(registered, mosquitto_url, secured_fleet):
+    """The broker-pull rollout (PROTOCOL.md 5.2) gives each SIGNED device the image's block (XFER_SIGN)
+    before COMMIT, as the push path does: without it a provisioned device refuses the image at COMMIT."""
+    mv, image, _block, key_id = registered
+    results = api.deploy(mv.ref, ["sim-001", "sim-002"], via="mqtt", broker=mosquitto_url, pull=True, fit_gate=None)
+    for r in results:
+        assert r.ok and r.transport == "mqtt-pull", (r.device, r.outcome, r.error_code, r.error_message)
+        assert r.signed_by == key_id
+    assert _models(secured_fleet) == [sha256(image)] * 2

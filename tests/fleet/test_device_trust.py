@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from app.protocol import messages as m
 from app.protocol.codes import MAX_TRUST_KEYS, Caps, CommitMode, ErrorCode
 from app.trust import signing
+from tests.vectors import trust_admin
 
 from .test_device import Host, active_version, make_device
 
@@ -119,3 +120,22 @@ def test_a_revoked_version_is_refused_even_when_validly_signed(secured, model_im
 def test_an_unprovisioned_device_takes_unsigned_images(host, model_image_v3):
     assert isinstance(signed_deploy(host, model_image_v3, None), m.Latency)
     assert hashlib.sha256(model_image_v3).digest()[:8] == host.one(m.GetInfo()).model_sha
+
+
+def test_the_trust_admin_golden_vectors(host):
+    """The cases of tests/vectors/signatures.json, as the C core takes them (firmware/tests/test_device.c
+    and tests/firmware/test_qemu_signed.py): same statements, same verdicts."""
+    for case in trust_admin.cases()["admin"]:
+        statement = (signing.revoke_statement(case["name"], case["version"]) if case["op"] == "revoke"
+                     else signing.trust_add_statement(bytes.fromhex(case["public_key"])))
+        assert statement.hex() == case["statement"], case["what"]
+
+    def ask(msg: m.Message) -> m.Message | int:
+        reply = host.one(msg)
+        return reply.code if isinstance(reply, m.Error) else reply
+
+    keys = trust_admin.replay(ask)
+    before = host.one(m.GetInfo())
+    assert before.trust_keys == keys
+    assert trust_admin.deploy_revoked(ask) == ErrorCode.REVOKED
+    assert host.one(m.GetInfo()).model_sha == before.model_sha

@@ -157,3 +157,60 @@ def test_cli_writes_a_kit_and_refuses_to_overwrite_it(tmp_path, capsys):
     assert "already holds a broker kit" in capsys.readouterr().err
 
 
+
+
+def test_the_kit_password_file_lets_the_operator_log_in_by_password(tmp_path, monkeypatch, virtual_fleet):
+    """`broker kit` with the operator's password in $TINYMLOPS_BROKER_PASSWORD writes a Mosquitto
+    password file (made by mosquitto_passwd, the password through its standard input, never its
+    command line) and a password listener: the real Mosquitto then lets the operator in by password,
+    with the same ACL as its certificate, and refuses a wrong password."""
+    import subprocess
+
+    from app.cli.main import main
+    from app.transport.credentials import PASSWORD_ENV
+    from tests.fixtures.brokers import free_port
+
+    secret = "kit-pass-7f3a"
+    monkeypatch.setenv(PASSWORD_ENV, secret)
+    argvs: list[list[str]] = []
+    real_run = subprocess.run
+
+    def recording_run(args, *a, **kw):
+        argvs.append([str(x) for x in args])
+        return real_run(args, *a, **kw)
+
+    monkeypatch.setattr(subprocess, "run", recording_run)
+    out, pw_port = tmp_path / "kit", free_port()
+    assert main(["broker", "kit", "--site", SITE, "--devices", "sim-001", "--out", str(out),
+                 "--password-port", str(pw_port)]) == 0
+    kit, passwd = out.resolve(), out / "passwd"
+    assert any(a and a[0].endswith("mosquitto_passwd") for a in argvs)
+    assert not any(secret in arg for a in argvs for arg in a)  # never on a command line
+    assert oct(passwd.stat().st_mode & 0o777) == "0o600"
+    assert passwd.read_text().startswith("operator:$7$") and secret not in passwd.read_text()
+    run_as = "root" if os.geteuid() == 0 else ""
+    broker = MosquittoProcess(config=lambda port: broker_kit.mosquitto_conf(kit, port, "127.0.0.1", run_as,
+                                                                            password_port=pw_port))
+    broker.start()
+    try:
+        fleet = virtual_fleet(url(kit, broker, "devices", "{device}"), 1)
+        by_password = broker_kit.password_url(kit, "localhost", pw_port, "operator")
+        conn = _connected(by_password)
+        try:
+            hello = links.mqtt_channel(conn, SITE, "sim-001").request(m.GetInfo(), timeout=REPLY_TIMEOUT_S).msg
+            assert hello.device_id == "sim-001" == fleet.device("sim-001").device_id
+        finally:
+            conn.close()
+        monkeypatch.setenv(PASSWORD_ENV, "not-" + secret)
+        with pytest.raises(LinkError):
+            MqttConnection(by_password).connect()
+    finally:
+        broker.close()
+
+
+def test_a_password_mosquitto_cannot_take_is_refused_before_a_file_is_written(tmp_path):
+    spec = broker_kit.KitSpec(SITE, ["sim-001"], ["operator"])
+    for bad, why in (({"operator": "two\nlines"}, "line break"), ({"intruder": "x"}, "not one of the kit")):
+        with pytest.raises(broker_kit.KitError, match=why):
+            broker_kit.write_kit(spec, tmp_path / "kit", operator_passwords=bad)
+        assert not (tmp_path / "kit").exists()

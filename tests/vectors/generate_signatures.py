@@ -22,6 +22,8 @@ from app.trust import signing
 HERE = Path(__file__).parent
 TRUSTED_SEED = bytes(range(32))
 UNTRUSTED_SEED = bytes(range(32, 64))
+# The key the trust-administration cases add (TRUST_ADD) to a store holding the trusted key.
+ADDED_SEED = bytes(range(64, 96))
 
 
 def _image(version: int = 4) -> bytes:
@@ -48,6 +50,14 @@ def cases() -> dict:
                 "statement": signing.statement(hashlib.sha256(img).digest(), parsed.name, parsed.version).hex()}
 
     public = trusted.public_key().public_bytes_raw()
+    added = Ed25519PrivateKey.from_private_bytes(ADDED_SEED).public_key().public_bytes_raw()
+
+    def admin(what: str, kind: str, statement: bytes, key, verdict: str, **fields) -> dict:
+        return {"what": what, "op": kind, **fields, "statement": statement.hex(),
+                "auth": signing.sign_statement(statement, key).to_bytes().hex(), "verdict": verdict}
+
+    add_statement = signing.trust_add_statement(added)
+    revoke_statement = signing.revoke_statement("pump", 4)
     return {
         "about": "PROTOCOL.md 6.2: Ed25519 over the statement; key id = SHA-256(public)[:8]",
         "trusted": [{"key_id": signing.key_id(public).hex(), "public": public.hex()}],
@@ -60,6 +70,19 @@ def cases() -> dict:
                  signing.sign_image(image, untrusted).to_bytes(), "invalid"),
             case("truncated signature block", image, good.to_bytes()[:-1], "invalid"),
             case("the same signature on the image restamped as version 5", restamped, good.to_bytes(), "invalid"),
+        ],
+        # TRUST_ADD and REVOKE on a store that holds `trusted` (PROTOCOL.md 6.2): the statement each
+        # auth block signs and whether a device takes it. Replayed in order, the valid REVOKE makes
+        # the "valid" image case above (pump v4) refused with REVOKED.
+        "admin": [
+            admin("trust-add signed by the trusted key", "trust_add", add_statement, trusted, "valid",
+                  public_key=added.hex()),
+            admin("trust-add signed by an untrusted key", "trust_add", add_statement, untrusted, "invalid",
+                  public_key=added.hex()),
+            admin("revoke signed by an untrusted key", "revoke", revoke_statement, untrusted, "invalid",
+                  name="pump", version=4),
+            admin("revoke signed by the trusted key", "revoke", revoke_statement, trusted, "valid",
+                  name="pump", version=4),
         ],
     }
 

@@ -7,7 +7,10 @@
  * Input: fix u8 (per page: bit 0 meta magic, 1 meta CRC, 2 transfer magic + seq, 3 transfer CRC;
  * page 1 in bits 4-7), sha u8 (bit 2 * page + slot: that record's SHA-256 of the slot is made
  * right), slot 0 and slot 1 contents, then per page: tm_meta_t up to its CRC, tm_xfer_rec_t up to
- * its CRC, 64 bytes of chunk bitmap. Missing bytes stay erased (0xFF). */
+ * its CRC, 64 bytes of chunk bitmap; then fix_trust u8 (per page: bit 0 trust magic + seq, bit 1 its
+ * CRC; page 1 in bits 2-3) and per page tm_trust_rec_t up to its CRC. Missing bytes stay erased
+ * (0xFF). Further invariants: the trust counts stay in bounds, and a key and a revocation the store
+ * took are still there after the rest of the run and a second mount. */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -88,6 +91,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcpy(p + TM_XFER_REC_OFFSET, &r, sizeof(r));
         take(&data, &size, p + TM_XFER_BITMAP_OFFSET, 64);
     }
+    uint8_t fix_trust = 0xFF;
+    take(&data, &size, &fix_trust, 1);
+    for (uint32_t page = 0; page < 2; page++) {
+        uint8_t *p = mem + 2u * SLOT + page * PAGE;
+        static tm_trust_rec_t t;
+        tm_meta_t m;
+        memcpy(&m, p, sizeof(m));
+        memset(&t, 0xFF, sizeof(t));
+        if (!take(&data, &size, &t, offsetof(tm_trust_rec_t, crc))) continue; /* none: stays erased */
+        if (fix_trust & (1u << (2 * page))) { t.magic = 0x52544D54u; t.seq = m.seq; }
+        if (fix_trust & (2u << (2 * page))) t.crc = tm_crc32(0, &t, offsetof(tm_trust_rec_t, crc));
+        memcpy(p + TM_TRUST_REC_OFFSET, &t, sizeof(t));
+    }
 
     tm_flash_t fl = {FLASH_SIZE, PAGE, mem, fl_erase, fl_write, NULL};
     int reverted;
@@ -113,10 +129,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (tm_store_verify(&st, 1, &p) == TM_OK) (void)tm_store_commit(&st, 1, 1, 0);
         }
     }
+    if (st.trust_keys > TM_MAX_TRUST_KEYS || st.trust_revoked > TM_MAX_REVOCATIONS) __builtin_trap();
+    static const uint8_t kKey[TM_SIG_PUBLIC_LEN] = {0x5A, 1}, kRevoked[TM_REVOCATION_ID_LEN] = {0xA5, 2};
+    int key_rc = tm_store_trust_add(&st, kKey), revoke_rc = tm_store_revoke(&st, kRevoked);
     (void)tm_store_rollback(&st);
     (void)tm_store_confirm(&st);
     (void)tm_store_mount(&st, &fl, SLOT, kFactory, sizeof(kFactory), &reverted, usable, NULL);
     img = tm_store_active(&st, &len);
     if (img && usable(NULL, img, len) != TM_OK) __builtin_trap();
+    if (st.trust_keys > TM_MAX_TRUST_KEYS || st.trust_revoked > TM_MAX_REVOCATIONS) __builtin_trap();
+    if (revoke_rc == TM_OK && !tm_store_is_revoked(&st, kRevoked)) __builtin_trap(); /* a revocation is kept */
+    int held = 0;
+    for (uint8_t i = 0; i < st.trust_keys; i++)
+        held |= memcmp(tm_store_trust_key(&st, i), kKey, TM_SIG_PUBLIC_LEN) == 0;
+    if (key_rc == TM_OK && !held) __builtin_trap(); /* and so is a key */
     return 0;
 }

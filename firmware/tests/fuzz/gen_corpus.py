@@ -47,6 +47,16 @@ def xfer(seq: int, target: int, image_size: int, chunk: int) -> bytes:
     return struct.pack("<IIIIIHBB", 0, seq, 9, image_size, 2, chunk, target, 0) + bytes(32)
 
 
+TRUST_REC_BYTES = 12 + 4 * 32 + 32 * 16  # tm_trust_rec_t up to its CRC
+
+
+def trust(n_keys: int, n_revoked: int) -> bytes:
+    """tm_trust_rec_t up to its CRC (the harness fixes magic, seq and CRC); unused slots erased."""
+    keys = b"".join(bytes([0x10 + i]) * 32 for i in range(n_keys)) + b"\xff" * 32 * (4 - n_keys)
+    revoked = b"".join(bytes([0x20 + i]) * 16 for i in range(n_revoked)) + b"\xff" * 16 * (32 - n_revoked)
+    return struct.pack("<IIBBBB", 0, 0, n_keys, n_revoked, 0, 0) + keys + revoked
+
+
 def store_seeds() -> list[bytes]:
     loadable = b"TMLM" + bytes(range(SLOT_BYTES - 4))
     unloadable = b"XXXX" + bytes(range(SLOT_BYTES - 4))
@@ -63,6 +73,10 @@ def store_seeds() -> list[bytes]:
         b"\xff\x0f" + unloadable + unloadable + meta(1, 0, 1, 0, both) + no_xfer + b"\xff" * 64,
         # an empty store
         b"\x00\x00",
+        # page 1 newest with a trust record (one key, one revocation); page 0 without one
+        b"\xff\x0f" + loadable + unloadable + meta(1, 1, 0, 0, both) + no_xfer + b"\xff" * 64
+        + meta(2, 0, NONE, 0, [(1, 200, 1), (0, 0, 0)]) + no_xfer + b"\xff" * 64
+        + b"\x0c" + b"\xff" * TRUST_REC_BYTES + trust(1, 1),
     ]
 
 
