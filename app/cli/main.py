@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    from app.cli.broker_identity import add_identity_options
+
+    add_identity_options(parser)
     return parser
 
 
@@ -50,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     from app.domain.errors import TinyMLOpsError
 
     try:
+        from app.cli.broker_identity import fold_identity
+
+        fold_identity(args)
         return int(args.func(args) or 0)
     except TinyMLOpsError as exc:
         print(f"error: {exc}", file=sys.stderr)

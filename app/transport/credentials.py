@@ -1,6 +1,7 @@
 """Where a broker password comes from: never a command line or a settings file.
 
-In order: `$TINYMLOPS_BROKER_PASSWORD`, then the OS keyring entry for `user@host:port` (service
+In order: a password typed at this run's prompt (kept in memory only), `$TINYMLOPS_BROKER_PASSWORD`,
+then the OS keyring entry for `user@host:port` (service
 "tinymlops-broker"), else none (the caller may prompt, as the CLI does on a terminal). A password
 written into a URL still works, for compatibility, but is logged as a warning: it shows in `ps`,
 shell history and logs.
@@ -24,6 +25,15 @@ def keyring_entry(url: BrokerUrl) -> str:
     return f"{url.username}@{url.host}:{url.port}"
 
 
+# Passwords typed at a prompt this run (the CLI's --username): kept in this process's memory only.
+_session: dict[str, str] = {}
+
+
+def remember_for_session(url: BrokerUrl, password: str) -> None:
+    """Use `password` for `url`'s user until this process ends (never written anywhere)."""
+    _session[keyring_entry(url)] = password
+
+
 def password_for(url: BrokerUrl) -> str | None:
     """The password to log in as `url.username`, or None when no source has one."""
     if not url.username:
@@ -32,6 +42,8 @@ def password_for(url: BrokerUrl) -> str | None:
         log.warning("broker password given inside the URL: it shows in process lists and history; "
                     "use $%s or the OS keyring", PASSWORD_ENV)
         return url.password
+    if keyring_entry(url) in _session:
+        return _session[keyring_entry(url)]
     env = os.environ.get(PASSWORD_ENV)
     if env:
         return env

@@ -214,3 +214,57 @@ def test_a_password_mosquitto_cannot_take_is_refused_before_a_file_is_written(tm
         with pytest.raises(broker_kit.KitError, match=why):
             broker_kit.write_kit(spec, tmp_path / "kit", operator_passwords=bad)
         assert not (tmp_path / "kit").exists()
+
+
+def test_cli_identity_options_reach_the_broker_as_the_kit_url_does(kit, broker, fleet, capsys):
+    """`--ca/--cert/--key` beside `--broker mqtts://host:port` build the same identity as the kit's URL:
+    `fleet list` over the real TLS Mosquitto with the operator's certificate sees the kit's devices."""
+    import json
+
+    from app.cli.main import main
+
+    operator = kit / "operators"
+    assert main(["fleet", "list", "--broker", f"mqtts://localhost:{broker.port}", "--ca", str(kit / "ca.crt"),
+                 "--cert", str(operator / "operator.crt"), "--key", str(operator / "operator.key"),
+                 "--json"]) == 0
+    seen = {d["device_id"] for d in json.loads(capsys.readouterr().out)["devices"]}
+    assert {d for d in DEVICES if d != "sim-002"} <= seen  # sim-002 sits in plant-b (another site)
+
+
+def test_cli_identity_options_without_a_broker_or_on_plain_mqtt_are_sentences(capsys, tmp_path):
+    from app.cli.main import main
+
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert main(["fleet", "list", "--ca", str(ca)]) == 2
+    assert "--ca need --broker URL" in capsys.readouterr().err
+    assert main(["fleet", "list", "--broker", "mqtt://localhost:1883", "--ca", str(ca)]) == 2
+    assert "certificate files need mqtts://" in capsys.readouterr().err
+    assert main(["fleet", "list", "--broker", "mqtts://localhost:8883", "--cert", str(ca)]) == 2
+    assert "needs its key" in capsys.readouterr().err
+
+
+def test_username_prompts_for_a_password_kept_in_memory_only(monkeypatch, tmp_path):
+    """With --username and no password in the environment or keyring, a terminal is asked once; the
+    answer is used for this process and written nowhere (not the environment, not the URL)."""
+    import argparse
+
+    from app.cli import broker_identity
+    from app.transport import credentials
+    from app.transport.urls import parse_broker_url
+
+    monkeypatch.delenv(credentials.PASSWORD_ENV, raising=False)
+    monkeypatch.setattr(credentials, "_session", {})
+    asked: list[str] = []
+    monkeypatch.setattr(broker_identity.getpass, "getpass", lambda text: asked.append(text) or "typed-secret")
+    args = argparse.Namespace(broker="mqtts://broker.plant:8883", broker_identity_username="op")
+    broker_identity.fold_identity(args, prompt=True)
+    assert asked == ["broker password for op@broker.plant:8883: "]
+    url = parse_broker_url(args.broker)
+    assert url.username == "op" and url.password is None and "typed-secret" not in args.broker
+    assert credentials.password_for(url) == "typed-secret"
+    assert "typed-secret" not in str(dict(__import__("os").environ))
+    # no terminal: no prompt, the login then fails at the broker with its own message
+    args = argparse.Namespace(broker="mqtts://other.plant:8883", broker_identity_username="op")
+    broker_identity.fold_identity(args, prompt=False)
+    assert len(asked) == 1 and credentials.password_for(parse_broker_url(args.broker)) is None
