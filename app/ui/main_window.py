@@ -193,6 +193,8 @@ class MainWindow(QMainWindow):
         m.addSeparator()
         self._action(m, "&Attach serial device…", self._attach_serial_dialog, "Ctrl+Shift+A",
                      "Show a device connected to this computer's serial port (USB) in the fleet")
+        self._action(m, "Maintenance &report…", self.open_report, "Ctrl+Shift+P",
+                     "Every machine's ISO zone, alarms with their diagnosis and plots, as HTML or PDF")
         m = bar.addMenu("&View")
         for i, (name, key) in enumerate((("Live", "Ctrl+1"), ("Models", "Ctrl+2"), ("Latency", "Ctrl+3"),
                                           ("Trend", "Ctrl+4"))):
@@ -376,6 +378,14 @@ class MainWindow(QMainWindow):
                 self.reconnect()
             if old.data_dir != self.settings.data_dir:
                 self.notify("info", "", "the new data directory is used from the next start")
+
+    def open_report(self, exec_: bool = True):
+        from app.ui.report_dialog import ReportDialog
+
+        dialog = ReportDialog(self.page_context, self)
+        if exec_:
+            dialog.exec()
+        return dialog
 
     def show_about(self) -> None:
         from app.ui.about import about_html
