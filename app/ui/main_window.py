@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui import layout_memory, serial_attach, workers
+from app.ui.alarm_followup import AlarmFollowUp
 from app.ui.context import PageContext
 from app.ui.device_switch import switch_model
 from app.ui.events import EventsPanel
@@ -84,6 +85,7 @@ class MainWindow(QMainWindow):
         from app.ui.trend_panel import TrendPanel
 
         self.trend = TrendPanel(self.page_context)
+        self.alarm_followup = AlarmFollowUp(self.page_context, self)
 
         self.tabs = QTabWidget()
         self.tabs.addTab(self.live, "Live")
@@ -277,6 +279,7 @@ class MainWindow(QMainWindow):
 
     def _on_fleet_events(self, events: list) -> None:
         self.events.model.add_many(events)
+        self.alarm_followup.on_events(events)
 
     # ------------------------------------------------------------------ selection, live
 
@@ -403,6 +406,7 @@ class MainWindow(QMainWindow):
         self.age_timer.stop()
         self.live.shutdown()
         self.trend.shutdown()
+        self.alarm_followup.stop()
         self.sessions.shutdown(waiting=lambda: self.statusBar().showMessage(
             "closing the session… (stopping the broker connection and devices)"))
 
