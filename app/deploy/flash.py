@@ -117,7 +117,8 @@ _MARKERS: dict[str, tuple[tuple[re.Pattern[str], FlashStage, float | None], ...]
         (re.compile(r"\*\* Resetting Target \*\*"), FlashStage.RESET, 1.0),
     ),
     "st-flash": (
-        (re.compile(r"(\d+)/(\d+) pages written"), FlashStage.WRITE, None),
+        # libstlink 1.7 prints pages, half-pages or bytes written depending on the family
+        (re.compile(r"(\d+)/\s*(\d+) (?:half)?(?:pages|bytes) written"), FlashStage.WRITE, None),
         (re.compile(r"Starting verification"), FlashStage.VERIFY, 0.0),
         (re.compile(r"Flash written and verified"), FlashStage.VERIFY, 1.0),
     ),

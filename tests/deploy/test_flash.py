@@ -8,6 +8,7 @@ real one prints, and the HELLO comes from a virtual device on a real pty.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -140,8 +141,10 @@ def _stand_in(directory: Path, name: str, lines: list[str], status: int = 0) -> 
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
 
 
-ST_FLASH_OK = ["st-flash 1.7.0\n", "1/2 pages written\r", "2/2 pages written\n", "Starting verification of write\n",
-               "Flash written and verified! jolly good!\n"]
+# What st-flash 1.7 prints for a write (its progress lines end in a carriage return).
+ST_FLASH_OK = ["st-flash 1.7.0\n", "16384/32768 bytes written\r", "32768/32768 bytes written\n",
+               "INFO common.c: Starting verification of write complete\n",
+               "INFO common.c: Flash written and verified! jolly good!\n"]
 
 
 @pytest.fixture
@@ -167,6 +170,19 @@ def test_flash_reports_progress_and_the_firmware_the_board_answers_with(build, t
     assert FlashStage.WRITE in stages and FlashStage.VERIFY in stages and FlashStage.HELLO in stages
     percents = [s.percent for s in steps]
     assert percents == sorted(percents) and percents[-1] == 100
+    assert [s.percent for s in steps if s.stage is FlashStage.WRITE] == [40, 75]  # half-way, then all written
+
+
+def test_cli_lists_boards_and_prints_the_command_of_a_dry_run(build, tmp_path, monkeypatch, capsys):
+    assert main(["firmware", "list", "--json"]) == 0
+    listed = {row["board"]: row for row in json.loads(capsys.readouterr().out)}
+    assert set(listed) == set(BOARDS) and listed["nucleo-f446re"]["profile"] == "stm32f446"
+    assert listed["nucleo-f446re"]["tools"] == ["openocd", "st-flash"]
+    _stand_in(tmp_path / "bin", "st-flash", [], status=1)  # never run by a dry run
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    image = build / "tinymlops.bin"
+    assert main(["firmware", "flash", "--board", "nucleo-f446re", "--image", str(image), "--dry-run"]) == 0
+    assert capsys.readouterr().out == f"st-flash --reset write '{image}' 0x08000000\n"
 
 
 def test_a_board_that_answers_with_another_profile_is_refused(build, tmp_path, monkeypatch):
