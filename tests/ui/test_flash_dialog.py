@@ -16,9 +16,12 @@ FLASH_TIMEOUT_S = 30.0
 
 
 def _dialog(qtbot):
+    from PySide6.QtCore import Qt
+
     from app.ui.flash_dialog import FlashDialog
 
     dialog = FlashDialog()
+    dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, False)  # qtbot closes and deletes it
     qtbot.addWidget(dialog)
     dialog.show()
     return dialog
@@ -58,3 +61,38 @@ def test_flashing_shows_progress_and_the_firmware_the_board_reports(qtbot, tmp_p
         assert dialog.bar.value() == 100
     finally:
         board.stop()
+
+
+def test_the_fleet_menu_opens_the_dialog(qtbot):
+    from app.ui.flash_dialog import FlashDialog
+    from app.ui.main_window import MainWindow
+    from app.ui.settings import Settings
+
+    win = MainWindow(Settings())  # no session: the dialog needs none
+    qtbot.addWidget(win)
+    fleet = next(a.menu() for a in win.menuBar().actions() if a.text() == "&Fleet")
+    action = next(a for a in fleet.actions() if a.text() == "F&lash firmware…")
+    action.trigger()
+    dialogs = win.findChildren(FlashDialog)
+    assert len(dialogs) == 1 and dialogs[0].isVisible()
+    assert dialogs[0].board.currentData() == "nucleo-f446re"
+    dialogs[0].reject()
+
+
+def test_closing_the_dialog_while_flashing_stops_the_tool(qtbot, tmp_path, monkeypatch):
+    from app.domain.errors import Cancelled
+
+    _stand_in(tmp_path / "bin", "st-flash", ["16384/32768 bytes written\n"])
+    script = tmp_path / "bin" / "st-flash"  # then hangs, like a tool stuck on a probe
+    script.write_text(script.read_text().replace("sys.exit(0)", "import time\nwhile True:\n    time.sleep(1)"))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin") + os.pathsep + os.environ["PATH"])
+    dialog = _dialog(qtbot)
+    dialog.tool.setCurrentText("st-flash")
+    image = tmp_path / "fw.bin"
+    image.write_bytes(b"\0" * 64)
+    dialog.image.setText(str(image))
+    worker = dialog.start()
+    wait_for(qtbot, lambda: dialog.bar.value() > 5, FLASH_TIMEOUT_S, "the write to start")
+    dialog.reject()
+    assert worker.done and isinstance(worker.exception, Cancelled)
+    assert "partial image" in str(worker.exception)
