@@ -230,7 +230,7 @@ def plan_flash(board_key: str, image: str | Path | None = None, tool: str | None
     assert launcher is not None
     path = Path(image).expanduser() if image is not None else board.default_image()
     if not path.is_file():
-        raise FlashError(f"firmware image {path} does not exist")
+        raise FlashError(f"firmware image {path} does not exist or is not a file")
     path = _image_for(chosen, path.resolve())
     if chosen.needs_port and not port:
         raise FlashError(f"{chosen.name} writes {board.key} over its serial port: pass --port")
@@ -286,6 +286,7 @@ def run_tool(plan: FlashPlan, progress: FlashCallback | None = None,
     if pending.strip():
         tail.append(pending.decode("utf-8", "replace").strip())
         verified |= _VERIFIED[plan.tool.name] in tail[-1]
+    proc.stdout.close()
     rc = proc.wait()
     guard.join()
     lines = list(tail)
