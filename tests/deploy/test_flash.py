@@ -127,6 +127,20 @@ def test_real_tool_without_a_probe_is_a_sentence(tool, build, capsys):
     assert code == 2 and out.err == f"error: {err.value}\n" and out.out == ""
 
 
+def test_real_esptool_on_a_missing_port_is_a_sentence(build, tmp_path):
+    import importlib.util
+
+    if shutil.which("esptool") is None and importlib.util.find_spec("esptool") is None:
+        pytest.skip("esptool not installed (pip install 'tinymlops-operator[flash]')")
+    image = build / "tinymlops-merged.bin"
+    image.write_bytes(b"\xe9" + b"\0" * 63)
+    missing = str(tmp_path / "ttyUSB-gone")
+    with pytest.raises(FlashError) as err:
+        flash.flash("esp32-devkitc", image, port=missing)
+    assert str(err.value) == ("esptool: the serial port could not be opened: check --port and that the board "
+                              "is plugged in")
+
+
 def _stand_in(directory: Path, name: str, lines: list[str], status: int = 0) -> None:
     """A program called `name` that prints `lines` (as the real tool does) and exits with `status`."""
     directory.mkdir(exist_ok=True)
