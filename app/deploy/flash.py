@@ -255,15 +255,15 @@ def run_tool(plan: FlashPlan, progress: FlashCallback | None = None,
         raise FlashError(f"could not start {plan.tool.name}: {exc.strerror or exc}") from None
     stopped: list[str] = []
 
+    deadline = time.monotonic() + timeout
+
     def watchdog() -> None:
-        waited = 0.0
         while proc.poll() is None:
             if cancel.wait(CANCEL_POLL_S):
                 stopped.append("cancelled")
+            elif time.monotonic() < deadline:
+                continue
             else:
-                waited += CANCEL_POLL_S
-                if waited < timeout:
-                    continue
                 stopped.append("timeout")
             proc.kill()
             return

@@ -257,3 +257,13 @@ def test_cancel_stops_the_tool_and_says_the_image_may_be_partial(build, tmp_path
 
     with pytest.raises(Cancelled, match="partial image"):
         flash.flash("nucleo-f446re", build / "tinymlops.bin", tool="st-flash", progress=on_step, cancel=cancel)
+
+
+def test_a_hung_tool_is_stopped_at_the_deadline_and_says_the_image_may_be_partial(build, tmp_path, monkeypatch):
+    _stand_in(tmp_path / "bin", "st-flash", ["16384/32768 bytes written\n"])
+    script = tmp_path / "bin" / "st-flash"  # then never ends, like a tool stuck on a probe
+    script.write_text(script.read_text().replace("sys.exit(0)", "import time\nwhile True:\n    time.sleep(1)"))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin") + os.pathsep + os.environ["PATH"])
+    plan = plan_flash("nucleo-f446re", build / "tinymlops.bin", tool="st-flash")
+    with pytest.raises(FlashError, match="did not finish within 1 s and was stopped: the board may hold a partial"):
+        flash.run_tool(plan, timeout=1.0)  # the tool never ends: no machine is fast enough to beat this
