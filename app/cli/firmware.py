@@ -13,8 +13,6 @@ import json
 import sys
 import threading
 
-from app.protocol.framing import DEFAULT_BAUD
-
 # The main thread wakes this often while the flash runs (Ctrl-C is handled between waits).
 WAIT_POLL_S = 0.2
 # After Ctrl-C, time the tool gets to be stopped before the command exits.
@@ -36,7 +34,8 @@ def register(sub) -> None:
     p.add_argument("--tool", help="flash tool (default: the first installed one of the board's tools)")
     p.add_argument("--port", help="the board's serial port: wait for its HELLO after flashing "
                    "(required by esptool, which flashes through it)")
-    p.add_argument("--baud", type=int, default=DEFAULT_BAUD, help=f"serial line rate (default {DEFAULT_BAUD})")
+    p.add_argument("--baud", type=int, default=None,
+                   help="the firmware's serial line rate for its HELLO (default: the board's, e.g. 115200 for STM32)")
     p.add_argument("--dry-run", action="store_true", help="print the command that would run, and stop")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_flash)

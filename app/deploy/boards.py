@@ -57,6 +57,7 @@ class Board:
     address: int
     build_dir: str  # where `make` leaves the image in a source tree, relative to firmware/
     build_hint: str  # the command that builds it
+    baud: int  # the firmware's serial line rate, for the HELLO after flashing (its port's define)
     note: str = ""  # why the image may be missing, added to the error that says so
 
     @property
@@ -118,7 +119,7 @@ BOARDS: dict[str, Board] = {
         # 0x08000000; the model store in sectors 5-7 is not in the image, so flashing keeps the models).
         Board("nucleo-f446re", "ST Nucleo-F446RE", "STM32F446RE (Cortex-M4F, 180 MHz, 512 KB flash)",
               "stm32f446", (_OPENOCD_NUCLEO_F4, _ST_FLASH), "tinymlops.elf", 0x0800_0000,
-              "ports/stm32f4/build/f446", "make -C firmware/ports/stm32f4"),
+              "ports/stm32f4/build/f446", "make -C firmware/ports/stm32f4", baud=115200),
         # The ESP32 port is not built here (firmware/ports/esp32/README.md: no toolchain in the
         # registries this project uses): the entry holds its exact command for an image built with
         # ESP-IDF (`esptool merge-bin` of the build's bootloader, partition table and app).
@@ -126,6 +127,7 @@ BOARDS: dict[str, Board] = {
               "ESP32 (Xtensa LX6 dual, 240 MHz, 4 MB flash)", "esp32-wroom-32", (_ESPTOOL,),
               "tinymlops-merged.bin", 0x0, "ports/esp32/build",
               "idf.py build in firmware/ports/esp32, then esptool merge-bin into build/tinymlops-merged.bin",
+              baud=921600,
               note="the ESP32 port is not built in this repository: firmware/ports/esp32/README.md"),
     )
 }

@@ -350,10 +350,11 @@ def wait_hello(port: str, baud: int = DEFAULT_BAUD, timeout: float = HELLO_TIMEO
 
 
 def flash(board_key: str, image: str | Path | None = None, tool: str | None = None, port: str | None = None,
-          baud: int = DEFAULT_BAUD, progress: FlashCallback | None = None, cancel: threading.Event | None = None,
+          baud: int | None = None, progress: FlashCallback | None = None, cancel: threading.Event | None = None,
           which: ToolFinder = shutil.which, hello_timeout: float = HELLO_TIMEOUT_S) -> FlashResult:
-    """Write, verify and reset the board; with `port`, wait for the firmware's HELLO and check that
-    it reports the board's profile. FlashError (one sentence) at the first step that fails."""
+    """Write, verify and reset the board; with `port`, wait for the firmware's HELLO (at `baud`, by
+    default the board's firmware rate) and check that it reports the board's profile. FlashError
+    (one sentence) at the first step that fails."""
     emit = progress or (lambda _p: None)
     plan = plan_flash(board_key, image, tool, port, which)
     emit(_progress(FlashStage.PREPARE, 1.0, f"{plan.tool.name}: {plan.image.name} to {plan.board.name}"))
@@ -362,7 +363,7 @@ def flash(board_key: str, image: str | Path | None = None, tool: str | None = No
         emit(_progress(FlashStage.DONE, 1.0, "written and verified"))
         return FlashResult(plan, verified=True)
     emit(_progress(FlashStage.HELLO, 0.0, f"waiting for the firmware's HELLO on {port}"))
-    hello = wait_hello(port, baud, hello_timeout, cancel)
+    hello = wait_hello(port, baud or plan.board.baud, hello_timeout, cancel)
     if hello.profile != plan.board.profile:
         raise FlashError(f"the image was written and verified, but the device on {port} reports profile "
                          f"{hello.profile!r}, not {plan.board.profile!r}: is {port} this board's serial port?")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -80,6 +81,16 @@ def test_every_board_names_a_profile_and_every_tool_is_understood():
         for tool in board.tools:
             assert tool.name in flash._VERIFIED and tool.name in flash._FAILURES and tool.name in flash._MARKERS
             assert tool.formats and tool.verifies
+
+
+def test_each_boards_line_rate_is_its_firmwares():
+    firmware = Path(boards.FIRMWARE_SRC)
+    defines = {"nucleo-f446re": (firmware / "ports/stm32f4/usart2.h", "USART2_BAUD"),
+               "esp32-devkitc": (firmware / "ports/esp32/main/board.h", "BOARD_UART_BAUD")}
+    assert set(defines) == set(BOARDS)
+    for key, (header, name) in defines.items():
+        value = re.search(rf"#define {name} (\d+)", header.read_text()).group(1)
+        assert get_board(key).baud == int(value), key
 
 
 def test_no_installed_tool_is_a_sentence_naming_the_packages(build):
