@@ -18,7 +18,6 @@ from pathlib import Path
 
 from app.domain.errors import TinyMLOpsError
 from app.domain.paths import resources_dir
-from app.domain.profiles import HardwareProfile, get_profile
 
 # The source tree's firmware/ (absent in an installed bundle, where resources/firmware/ is used).
 FIRMWARE_SRC = Path(__file__).resolve().parents[2] / "firmware"
@@ -59,10 +58,6 @@ class Board:
     build_hint: str  # the command that builds it
     baud: int  # the firmware's serial line rate, for the HELLO after flashing (its port's define)
     note: str = ""  # why the image may be missing, added to the error that says so
-
-    @property
-    def hardware(self) -> HardwareProfile:
-        return get_profile(self.profile)
 
     def shipped_image(self) -> Path:
         return resources_dir() / SHIPPED_DIR / self.key / self.image
