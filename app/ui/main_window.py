@@ -197,6 +197,8 @@ class MainWindow(QMainWindow):
                      "Show a device connected to this computer's serial port (USB) in the fleet")
         self._action(m, "Maintenance &report…", self.open_report, "Ctrl+Shift+P",
                      "Every machine's ISO zone, alarms with their diagnosis and plots, as HTML or PDF")
+        self._action(m, "F&lash firmware…", self._flash_firmware_dialog, None,
+                     "Write a board's firmware with openocd, st-flash or esptool, verify it, wait for its HELLO")
         m = bar.addMenu("&View")
         for i, (name, key) in enumerate((("Live", "Ctrl+1"), ("Models", "Ctrl+2"), ("Latency", "Ctrl+3"),
                                           ("Trend", "Ctrl+4"))):
@@ -349,6 +351,11 @@ class MainWindow(QMainWindow):
         if not port or not self._require_session():
             return None
         return serial_attach.attach_serial(self.page_context, port, baud)
+
+    def _flash_firmware_dialog(self) -> None:
+        from app.ui.flash_dialog import FlashDialog
+
+        FlashDialog(self).open()
 
     def _attach_serial_dialog(self) -> None:
         port = serial_attach.ask_port(self)
