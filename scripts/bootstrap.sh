@@ -51,6 +51,6 @@ STAMP="$VENV/.tinymlops-installed"
 if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
     echo "bootstrap: installing Python packages into $VENV (first run takes a minute or two)"
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[test,report]" 2>&1 | { grep -v "^WARNING: Location" || true; }
+    "$VENV/bin/python" -m pip install -q -e "$ROOT[test,report,flash]" 2>&1 | { grep -v "^WARNING: Location" || true; }
     touch "$STAMP"
 fi
