@@ -61,7 +61,7 @@ rm -rf "$DIST/$APP"
 (cd "$OUT" && TF_CPP_MIN_LOG_LEVEL=2 "${NICE[@]}" "$VENV/bin/pyinstaller" --noconfirm --log-level WARN \
     --distpath "$DIST" --workpath "$OUT/work" "$ROOT/packaging/tinymlops.spec")
 BUNDLE="$DIST/$APP"
-# Symbol tables (.symtab/.strtab, never read at run time) out of the shared libraries: ~270 MB, most of
+# Symbol tables (.symtab/.strtab, never read at run time) out of the shared libraries: 259 MB, most of
 # it TensorFlow's. Not PyInstaller's strip=True, which also strips the auditwheel-patched numpy/h5py
 # libraries and breaks them (strip_bundle.py says why).
 log "stripping symbol tables"
