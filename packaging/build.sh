@@ -7,7 +7,7 @@
 #
 # Env: PYTHON (interpreter for the build venv, default python3), TINYMLOPS_PACKAGING_OUT (output dir,
 # default build/packaging), DEB_COMPRESSION (dpkg-deb -Z: zstd (default: seconds), xz (28% smaller, 4 min).
-# Needs: python3-venv, dpkg-deb (dpkg), readelf (binutils), and PyPI access for the first run.
+# Needs: python3-venv, dpkg-deb (dpkg), readelf and strip (binutils), and PyPI access for the first run.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${TINYMLOPS_PACKAGING_OUT:-$ROOT/build/packaging}"
@@ -38,6 +38,7 @@ for size in 16 24 32 48 64 128 256 512; do
 done
 command -v dpkg-deb >/dev/null || die "dpkg-deb not found (Debian package dpkg)"
 command -v readelf >/dev/null || die "readelf not found (Debian package binutils)"
+command -v strip >/dev/null || die "strip not found (Debian package binutils)"
 mkdir -p "$OUT"
 T0=$(seconds)
 
@@ -60,6 +61,11 @@ rm -rf "$DIST/$APP"
 (cd "$OUT" && TF_CPP_MIN_LOG_LEVEL=2 "${NICE[@]}" "$VENV/bin/pyinstaller" --noconfirm --log-level WARN \
     --distpath "$DIST" --workpath "$OUT/work" "$ROOT/packaging/tinymlops.spec")
 BUNDLE="$DIST/$APP"
+# Symbol tables (.symtab/.strtab, never read at run time) out of the shared libraries: 259 MB, most of
+# it TensorFlow's. Not PyInstaller's strip=True, which also strips the auditwheel-patched numpy/h5py
+# libraries and breaks them (strip_bundle.py says why).
+log "stripping symbol tables"
+"${NICE[@]}" "$PY" "$ROOT/packaging/strip_bundle.py" "$BUNDLE"
 GOT="$("$BUNDLE/$APP" --version)"
 [ "$GOT" = "tinymlops $VERSION" ] || die "bundle reports '$GOT', expected 'tinymlops $VERSION'"
 T2=$(seconds)

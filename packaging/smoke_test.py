@@ -10,6 +10,8 @@ Checks, each against the frozen executable with QT_QPA_PLATFORM=offscreen and a 
    monitor, a small model trains, converts to int8 and loads in TFLM (one JSON line of results);
 3. the GUI: `tinymlops gui --smoke-test` (main window on the embedded default, waits for the devices,
    prints a JSON line, exits 0);
+4. `keys init`/`keys list` (Ed25519 signing key, passphrase-encrypted key file), `broker kit` (X.509
+   CA and certificates) and `fleet ports` (pyserial), the libraries checks 2-3 never load;
 Any non-zero exit, time-out, traceback or import error in the output fails the run. Prints a table of
 the timings (time to first window / to devices) and exits 0 only when everything passed.
 """
@@ -114,7 +116,7 @@ def _attempt(report: Report, check: str, step) -> None:
 
 
 def check_executable(exe: str, report: Report, devices: int, label: str) -> None:
-    """The three checks against one executable (the bundle, or the installed /usr/bin/tinymlops)."""
+    """The four checks against one executable (the bundle, or the installed /usr/bin/tinymlops)."""
     with tempfile.TemporaryDirectory(prefix="tinymlops-smoke-") as tmp:
         env = smoke_env(Path(tmp))
 
@@ -152,9 +154,32 @@ def check_executable(exe: str, report: Report, devices: int, label: str) -> None
                        f"{s.get('training')} s, TensorFlow imported at start-up: "
                        f"{result.get('tensorflow_imported')}, process {secs:.1f} s")
 
+        def features() -> None:
+            # The libraries the smoke tests above never load: cryptography (Ed25519 signing key, X.509
+            # broker kit), the key store (OS keyring, else a passphrase-encrypted file), pyserial's ports.
+            # A data dir of its own: `smoke-test` above has already made a signing key in the shared one.
+            data = Path(tmp) / "features"
+            data.mkdir()
+            feature_env = dict(env, TINYMLOPS_DATA_DIR=str(data), HOME=str(data), TINYMLOPS_KEY_PASSPHRASE="smoke-test")
+            kit = data / "kit"
+            steps = (("keys init", [exe, "keys", "init"]),
+                     ("keys list", [exe, "keys", "list"]),
+                     ("broker kit", [exe, "broker", "kit", "--site", "smoke", "--devices", "d1", "--out", str(kit)]),
+                     ("fleet ports", [exe, "fleet", "ports"]))
+            took = []
+            for what, cmd in steps:
+                code, out, err, secs = run(cmd, feature_env, SMOKE_TIMEOUT_S)
+                check_output(f"{label} {what}", code, out, err)
+                took.append(f"{what} {secs:.1f} s")
+            certs = sorted(p.name for p in kit.rglob("*.crt"))
+            want = ["broker.crt", "ca.crt", "d1.crt", "operator.crt"]  # CA, broker, one device, one operator
+            report.add(f"{label}: keys, broker kit, serial", certs == want,
+                       f"{', '.join(took)}; certificates {certs}")
+
         _attempt(report, f"{label}: --version", version)
         _attempt(report, f"{label}: smoke-test", smoke_test)
         _attempt(report, f"{label}: GUI", gui)
+        _attempt(report, f"{label}: keys, broker kit, serial", features)
 
 
 def install_deb(deb: Path, report: Report, devices: int) -> None:

@@ -3,7 +3,8 @@ install, smoke-test and remove the package. A bundle that was never started in C
 on a plant-floor laptop.
 
 Measured on the project's 2-core machine kind: build 74-115 s with a warm build venv, 157 s from
-scratch (pip cache warm); smoke test with .deb install/remove ~30 s; the whole test ~140 s. That fits
+scratch (pip cache warm); smoke test with .deb install/remove ~30 s; the whole test ~140 s (309 s and
+817 s on 2026-12-04 with the machine at load 8-17, the second with the build's PyInstaller step at 510 s). That fits
 CI's budget, so CI runs it every time (figures: packaging/README.md)."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,20 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT_S = 1800
 # Three smoke runs (bundle, installed) plus dpkg -i / -r of a 1 GB package.
 SMOKE_TIMEOUT_S = 1200
+# The .deb's Installed-Size ceiling: 896 MB measured 2026-12-04 (issue 17 item 5: 1,228 MB before the
+# strip step and the spec's exclusions), plus room for dependency updates; losing either fails here.
+INSTALLED_SIZE_LIMIT_MB = 960
+DEB = ROOT / "build" / "packaging" / "tinymlops_{version}_amd64.deb"
+# Reading one control field takes milliseconds; a hang guard.
+DPKG_FIELD_TIMEOUT_S = 60
+
+
+def _installed_size_mb() -> float:
+    with open(ROOT / "pyproject.toml", "rb") as fh:
+        version = tomllib.load(fh)["project"]["version"]
+    field = subprocess.run(["dpkg-deb", "-f", str(DEB).format(version=version), "Installed-Size"],
+                           capture_output=True, text=True, check=True, timeout=DPKG_FIELD_TIMEOUT_S).stdout
+    return int(field) / 1024  # KiB, as Debian policy has it
 
 
 @pytest.mark.slow
@@ -29,6 +45,7 @@ def test_bundle_and_deb_build_and_pass_the_headless_smoke_test():
                            timeout=BUILD_TIMEOUT_S, check=False)
     assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-8000:]
     assert "== done" in build.stdout
+    assert _installed_size_mb() <= INSTALLED_SIZE_LIMIT_MB
 
     args = [sys.executable, str(ROOT / "packaging" / "smoke_test.py")]
     if os.geteuid() == 0:  # CI runs as root: install and remove the .deb as well
