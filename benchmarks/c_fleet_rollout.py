@@ -2,9 +2,9 @@
 
 A real Mosquitto on loopback; N devices of the firmware's C core (POSIX port processes,
 firmware/ports/posix) and, as the reference measured in the same run, N Python virtual devices;
-one `api.deploy` of the factory model restamped as version 2 to all of them. The C devices have
-no PULL_XFER, so the rollout pushes to them; the reference is pushed too (`pull=False`) so the two
-rows compare like with like. Prints, per engine: time to be on line, rollout time, devices ok,
+one `api.deploy` of the factory model restamped as version 2 to all of them. Both are pushed
+(`pull=False`; the C devices take pulls too since they advertise PULL_XFER) so the two rows
+compare like with like with the figures measured before the port pulled. Prints, per engine: time to be on line, rollout time, devices ok,
 median and max host deployment latency.
 
 Build the port without sanitizers for figures (the host test build has ASan on):
