@@ -2,10 +2,10 @@
 
 A real Mosquitto on loopback; N devices of the firmware's C core (POSIX port processes,
 firmware/ports/posix) and, as the reference measured in the same run, N Python virtual devices;
-one `api.deploy` of the factory model restamped as version 2 to all of them. The C devices have
-no PULL_XFER, so the rollout pushes to them; the reference is pushed too (`pull=False`) so the two
-rows compare like with like. Prints, per engine: time to be on line, rollout time, devices ok,
-median and max host deployment latency.
+one `api.deploy` of the factory model restamped as version 2 to all of them. Both are pushed
+(`pull=False`) so the rows compare with the figures measured before the port pulled; `--pull`
+pulls both (the C devices advertise PULL_XFER on MQTT). Prints, per engine: time to be on line,
+rollout time, devices ok, median and max host deployment latency.
 
 Build the port without sanitizers for figures (the host test build has ASan on):
 
@@ -37,11 +37,11 @@ def _image() -> bytes:
     return img.to_bytes()
 
 
-def _rollout(url: str, ids: list[str], image: bytes) -> dict:
+def _rollout(url: str, ids: list[str], image: bytes, pull: bool) -> dict:
     from app.deploy import api
 
     started = time.monotonic()
-    results = api.deploy(image, ids, via="mqtt", broker=url, bench_count=BENCH_COUNT, pull=False, fit_gate=None)
+    results = api.deploy(image, ids, via="mqtt", broker=url, bench_count=BENCH_COUNT, pull=pull, fit_gate=None)
     took = time.monotonic() - started
     ok = [r for r in results if r.outcome == "ok"]
     lat = [r.host_deploy_s for r in ok]
@@ -49,23 +49,23 @@ def _rollout(url: str, ids: list[str], image: bytes) -> dict:
             "max_s": max(lat) if lat else float("nan"), "transports": sorted({r.transport for r in results})}
 
 
-def run_c(url: str, n: int, image: bytes) -> dict:
+def run_c(url: str, n: int, image: bytes, pull: bool) -> dict:
     from app.fleet.c_device import CDeviceFleet
 
     started = time.monotonic()
     with CDeviceFleet(url, n) as fleet:
         online = time.monotonic() - started
-        return {"online_s": online, **_rollout(url, [d.device_id for d in fleet.devices], image)}
+        return {"online_s": online, **_rollout(url, [d.device_id for d in fleet.devices], image, pull)}
 
 
-def run_python(url: str, n: int, image: bytes) -> dict:
+def run_python(url: str, n: int, image: bytes, pull: bool) -> dict:
     from app.fleet.fleet import VirtualFleet
 
     started = time.monotonic()
     fleet = VirtualFleet(url, n, profiles=[PROFILE]).start()
     try:
         online = time.monotonic() - started
-        return {"online_s": online, **_rollout(url, [d.device_id for d in fleet.devices], image)}
+        return {"online_s": online, **_rollout(url, [d.device_id for d in fleet.devices], image, pull)}
     finally:
         fleet.stop()
 
@@ -75,14 +75,17 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=50)
+    parser.add_argument("--pull", action="store_true",
+                        help="pull both fleets from the site's retained chunks (PROTOCOL.md 5.2) instead of pushing")
     args = parser.parse_args()
     os.environ.setdefault("TINYMLOPS_DATA_DIR", tempfile.mkdtemp(prefix="tm-bench-"))  # history off the user's
     image = _image()
     rows = []
     for engine, run in (("c (POSIX port)", run_c), ("python (reference)", run_python)):
         with MosquittoProcess() as broker:
-            rows.append((engine, run(broker.url, args.devices, image)))
-    print(f"rollout of {len(image)} B to {args.devices} devices, pushed, on Mosquitto (loadavg "
+            rows.append((engine, run(broker.url, args.devices, image, args.pull)))
+    way = "pulled" if args.pull else "pushed"
+    print(f"rollout of {len(image)} B to {args.devices} devices, {way}, on Mosquitto (loadavg "
           f"{os.getloadavg()[0]:.1f}); C binary {os.environ.get('TINYMLOPS_C_DEVICE') or 'firmware/build-host'}")
     print(f"{'engine':<20} {'on line s':>9} {'rollout s':>9} {'ok':>7} {'median s':>9} {'max s':>7}  transport")
     for engine, r in rows:

@@ -52,7 +52,7 @@ static void send_hello(tm_device_t *d, uint16_t seq)
     tm_hello_t *h = &m.u.hello;
     h->proto_min = h->proto_max = TM_PROTOCOL_VERSION;
     h->caps = TM_CAP_STREAM | TM_CAP_PUSH | TM_CAP_TRIAL | TM_CAP_BENCHMARK | TM_CAP_SIGNED | TM_CAP_TRUST_ADMIN
-              | (d->hal.set_fault ? TM_CAP_FAULT_SIM : 0);
+              | (d->hal.set_fault ? TM_CAP_FAULT_SIM : 0) | (d->pull_begin ? TM_CAP_PULL : 0);
     h->trust_keys = d->trust.n;
     h->state = d->store.xfer ? TM_STATE_UPDATING : d->streaming ? TM_STATE_STREAMING : TM_STATE_ONLINE;
     h->device_id = tm_str(d->hal.device_id);
@@ -340,6 +340,15 @@ static void send_status(tm_device_t *d, uint16_t seq)
     send(d, &m);
 }
 
+/* A pull needs a transport that fetches (hal.pull_begin) and a plain topic prefix to subscribe under. */
+static int valid_pull_source(const tm_device_t *d, const tm_str_t *source)
+{
+    if (!d->pull_begin || source->len == 0) return 0;
+    for (unsigned i = 0; i < source->len; i++)
+        if (source->p[i] == '+' || source->p[i] == '#') return 0;
+    return 1;
+}
+
 static void handle(tm_device_t *d, const uint8_t *buf, size_t len)
 {
     tm_msg_t m;
@@ -361,13 +370,17 @@ static void handle(tm_device_t *d, const uint8_t *buf, size_t len)
     case TM_STREAM_STOP: d->streaming = 0; send_ack(d, seq, m.type); break;
     case TM_XFER_BEGIN: {
         const tm_xfer_begin_t *b = &m.u.xfer_begin;
-        if (b->flags & TM_XFER_FLAG_PULL) { send_error(d, seq, m.type, TM_E_BAD_ARGUMENT); break; } /* serial */
+        int pull = (b->flags & TM_XFER_FLAG_PULL) != 0;
+        if (pull && !valid_pull_source(d, &b->source)) { send_error(d, seq, m.type, TM_E_BAD_ARGUMENT); break; }
         int resumed;
         rc = tm_store_begin(&d->store, b->transfer_id, b->image_size, b->chunk_size, TM_MAX_CHUNK, b->sha256.p,
                             b->model_version, now_ms, &resumed);
         if (rc) { send_error(d, seq, m.type, rc); break; }
         if (!resumed) d->xfer_begin_us = d->hal.now_us(d->hal.ctx);
+        d->pulling = pull;
+        d->pull_status_ms = now_ms;
         send_status(d, seq);
+        if (pull) d->pull_begin(d->pull_ctx, b->source.p, b->source.len);
         break;
     }
     case TM_XFER_CHUNK: {
@@ -432,6 +445,31 @@ static void handle(tm_device_t *d, const uint8_t *buf, size_t len)
 }
 
 void tm_device_message(tm_device_t *d, const uint8_t *msg, size_t len) { handle(d, msg, len); }
+
+void tm_device_set_pull(tm_device_t *d, void (*pull_begin)(void *ctx, const uint8_t *source, size_t len), void *ctx)
+{
+    d->pull_begin = pull_begin;
+    d->pull_ctx = ctx;
+}
+
+int tm_device_pulling(const tm_device_t *d)
+{
+    return d->pulling && d->store.xfer && d->store.received < d->store.n_chunks;
+}
+
+void tm_device_pull_chunk(tm_device_t *d, const uint8_t *msg, size_t len)
+{
+    tm_msg_t m;
+    if (!tm_device_pulling(d) || tm_decode(msg, len, &m) != TM_OK || m.type != TM_XFER_CHUNK) return;
+    const tm_xfer_chunk_t *c = &m.u.xfer_chunk;
+    uint32_t now_ms = d->hal.now_ms(d->hal.ctx);
+    /* chunks on the broker carry transfer_id 0: they belong to whichever transfer pulls this image */
+    if (tm_store_chunk(&d->store, d->store.xfer_id, c->index, c->crc32, c->data.p, c->data.len, now_ms)) return;
+    if (d->store.received == d->store.n_chunks || now_ms - d->pull_status_ms >= TM_PULL_STATUS_INTERVAL_MS) {
+        d->pull_status_ms = now_ms;
+        send_status(d, next_seq(d));
+    }
+}
 
 void tm_device_rx(tm_device_t *d, const uint8_t *data, size_t len)
 {

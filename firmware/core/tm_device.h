@@ -25,6 +25,9 @@ typedef struct {
     void (*send_message)(void *ctx, uint8_t type, const uint8_t *msg, size_t len);
 } tm_hal_t;
 
+/* XFER_STATUS during a pull goes out at most this often, and when the image is complete. */
+#define TM_PULL_STATUS_INTERVAL_MS 500u
+
 /* Telemetry period and the number of frames per STREAM message (PROTOCOL.md 4.3). */
 #define TM_TELEMETRY_PERIOD_MS 1000u
 #define TM_STREAM_FRAMES 256
@@ -59,6 +62,10 @@ typedef struct {
     uint8_t sig_block[TM_SIG_BLOCK_SIZE];      /* XFER_SIGN of the transfer in progress */
     uint32_t sig_transfer;
     int sig_valid;
+    void (*pull_begin)(void *ctx, const uint8_t *source, size_t len); /* tm_device_set_pull */
+    void *pull_ctx;
+    int pulling;                               /* the transfer in progress takes chunks from the broker */
+    uint32_t pull_status_ms;                   /* when the last unsolicited XFER_STATUS went out */
 } tm_device_t;
 
 /* Mount the store (installing the factory image on an empty one), load the active model and
@@ -73,6 +80,18 @@ void tm_device_set_trust(tm_device_t *d, const uint8_t (*keys)[TM_SIG_PUBLIC_LEN
 void tm_device_rx(tm_device_t *d, const uint8_t *data, size_t len);
 /* One bare message from a message transport (MQTT payload): no framing, no CRC. */
 void tm_device_message(tm_device_t *d, const uint8_t *msg, size_t len);
+/* Pull transfers (PROTOCOL.md 5.2), for a transport that can fetch the site's retained chunks:
+ * the device then advertises PULL_XFER and calls pull_begin(ctx, source, len) when it accepts (or
+ * resumes) a XFER_BEGIN with flag PULL; the transport fetches `<source>/+` and hands each chunk to
+ * tm_device_pull_chunk while tm_device_pulling says so. Call after every tm_device_init (as
+ * tm_device_set_trust); without it flag PULL is BAD_ARGUMENT. */
+void tm_device_set_pull(tm_device_t *d, void (*pull_begin)(void *ctx, const uint8_t *source, size_t len), void *ctx);
+/* One chunk fetched from the broker during a pull transfer (a bare XFER_CHUNK message with
+ * transfer_id 0): stored like a pushed chunk; a bad, late or foreign one is dropped without a reply
+ * (nobody asked). Answers an unsolicited XFER_STATUS now and then (TM_PULL_STATUS_INTERVAL_MS). */
+void tm_device_pull_chunk(tm_device_t *d, const uint8_t *msg, size_t len);
+/* Whether a pull transfer still lacks chunks (the transport keeps fetching while it does). */
+int tm_device_pulling(const tm_device_t *d);
 /* Periodic work: telemetry, streaming, lease and trial expiry, HELLO heartbeat. Call often. */
 void tm_device_poll(tm_device_t *d);
 

@@ -483,6 +483,88 @@ static void test_trust_admin(void)
     }
 }
 
+/* Pull transfers (PROTOCOL.md 5.2): refused without a transport that fetches from the broker; with
+ * one, the device advertises PULL_XFER, tells it the source, stores the chunks it fetches (transfer_id
+ * 0, as published) and drops bad ones without a word, and reports XFER_STATUS once complete. */
+static char pull_source[300];
+static int pull_calls;
+static void hal_pull(void *ctx, const uint8_t *source, size_t len)
+{
+    CHECK(ctx == &pull_calls && len < sizeof(pull_source));
+    memcpy(pull_source, source, len);
+    pull_source[len] = 0;
+    pull_calls++;
+}
+
+static void pull_begin(uint32_t id, uint32_t len, const uint8_t sha[32], const char *source)
+{
+    tm_msg_t b = {TM_XFER_BEGIN, 60, {{0}}};
+    b.u.xfer_begin.transfer_id = id;
+    b.u.xfer_begin.image_size = len;
+    b.u.xfer_begin.chunk_size = 1024;
+    b.u.xfer_begin.flags = TM_XFER_FLAG_PULL;
+    b.u.xfer_begin.sha256.len = 32;
+    b.u.xfer_begin.sha256.p = sha;
+    b.u.xfer_begin.model_name = tm_str("x");
+    b.u.xfer_begin.model_version = 2;
+    b.u.xfer_begin.source = tm_str(source);
+    cmd(&b);
+}
+
+/* One chunk as the broker delivers it; `corrupt` flips a data byte after the CRC was taken. */
+static void pull_chunk(const uint8_t *img, uint32_t len, uint32_t i, int corrupt)
+{
+    static uint8_t data[1024], buf[TM_MAX_MESSAGE];
+    uint32_t l = len - i * 1024 < 1024 ? len - i * 1024 : 1024;
+    memcpy(data, img + i * 1024, l);
+    tm_msg_t c = {TM_XFER_CHUNK, 0, {{0}}};
+    c.u.xfer_chunk.index = i;
+    c.u.xfer_chunk.crc32 = tm_crc32(0, data, l);
+    if (corrupt) data[0] ^= 0xFF;
+    c.u.xfer_chunk.data.len = l;
+    c.u.xfer_chunk.data.p = data;
+    size_t n = tm_encode(&c, buf, sizeof(buf));
+    CHECK(n > 0);
+    n_out = 0;
+    tm_device_pull_chunk(&dev, buf, n);
+}
+
+static void test_pull(const uint8_t *img, uint32_t len, const uint8_t sha[32])
+{
+    const char *source = "tinymlops/v1/lab/models/00ff";
+    boot();
+    pull_begin(200, len, sha, source);
+    expect_error(TM_E_BAD_ARGUMENT); /* no transport that fetches: a serial link */
+    tm_device_set_pull(&dev, hal_pull, &pull_calls);
+    tm_msg_t gi = {TM_GET_INFO, 61, {{0}}};
+    cmd(&gi);
+    CHECK(find(TM_HELLO) && (find(TM_HELLO)->u.hello.caps & TM_CAP_PULL));
+    pull_begin(200, len, sha, "tinymlops/v1/lab/models/+");
+    expect_error(TM_E_BAD_ARGUMENT); /* a wildcard is no topic prefix */
+    CHECK_EQ(pull_calls, 0);
+    pull_begin(200, len, sha, source);
+    tm_msg_t *s = find(TM_XFER_STATUS);
+    CHECK(s && s->u.xfer_status.received == 0);
+    CHECK(pull_calls == 1 && strcmp(pull_source, source) == 0 && tm_device_pulling(&dev));
+    uint32_t n = (len + 1023) / 1024;
+    pull_chunk(img, len, 0, 1);
+    CHECK_EQ(n_out, 0); /* dropped in silence: nobody asked */
+    static const uint8_t garbage[] = {1, TM_XFER_CHUNK, 0};
+    tm_device_pull_chunk(&dev, garbage, sizeof(garbage));
+    CHECK_EQ(dev.store.received, 0);
+    for (uint32_t i = 0; i < n; i++) pull_chunk(img, len, i, 0);
+    s = find(TM_XFER_STATUS); /* the last chunk completes the image: reported at once */
+    CHECK(s && s->u.xfer_status.transfer_id == 200 && s->u.xfer_status.received == n);
+    CHECK(!tm_device_pulling(&dev));
+    pull_chunk(img, len, 0, 0);
+    CHECK_EQ(n_out, 0); /* a late retained chunk is nothing new */
+    tm_msg_t c = {TM_XFER_COMMIT, 62, {{0}}};
+    c.u.xfer_commit.transfer_id = 200;
+    c.u.xfer_commit.mode = 1;
+    cmd(&c);
+    CHECK(find(TM_LATENCY) && find(TM_LATENCY)->u.latency.model_version == 2);
+}
+
 int main(void)
 {
     factory_len = load("../../../resources/models/factory.tmlm", factory, sizeof(factory));
@@ -597,6 +679,9 @@ int main(void)
 
     test_boot_falls_back_to_a_loadable_model();
     test_rollback_to_an_unloadable_image_is_refused();
+    len = load("fw_test_v2.tmlm", image, sizeof(image));
+    tm_sha256(image, (size_t)len, sha);
+    test_pull(image, (uint32_t)len, sha); /* before the trust store holds keys: the image is unsigned */
     test_trust_admin();
     return TEST_DONE();
 }

@@ -1,16 +1,23 @@
-"""The host side of a conformance scenario: what an operator's application sees of one device on
-the broker. Commands go through the application's own MqttChannel; everything the device
-publishes (status, replies, telemetry, stream) is also queued by topic leaf, so a scenario can wait
-for a retained status, an EVENT or a STREAM window."""
+"""The host side of a conformance scenario: what an operator's application sees of one device,
+on the broker (`Host`) or on a serial line (`SerialHost`, the same interface). Commands go through
+the application's own channel (MqttChannel, SerialChannel); everything the device sends (status,
+replies, telemetry, stream) is also queued by topic leaf, so a scenario can wait for a status, an
+EVENT or a STREAM window whatever the link. A serial line has no topics: messages are sorted into
+the same leaves by type, and "the status" is what GET_INFO answers."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import time
 
+from app.deploy import api
 from app.protocol import messages as m
 from app.protocol import topics
-from app.services.channel import MqttChannel
+from app.protocol.codes import MsgType
+from app.protocol.framing import frame
+from app.services.channel import MqttChannel, SerialChannel
 from app.transport.mqtt_link import MqttConnection
 
 # A reply comes in milliseconds; a loaded 2-core CI machine (ASan build of the C device) gets this.
@@ -22,8 +29,11 @@ PUBLISH_WAIT_S = 15.0
 class Host:
     """One MQTT connection to the device under test; close() when done."""
 
+    link = "mqtt"
+    push_transport = "mqtt-push"  # DeploymentResult.transport of a deployment pushed over this link
+
     def __init__(self, url: str, site: str, device_id: str) -> None:
-        self.site, self.device_id = site, device_id
+        self.url, self.site, self.device_id = url, site, device_id
         self.conn = MqttConnection(url)
         self.conn.connect()
         self.received: dict[str, queue.Queue[m.Packet]] = {}
@@ -38,6 +48,11 @@ class Host:
     def request(self, msg: m.Message, timeout: float = REPLY_TIMEOUT_S) -> m.Message:
         """The device's reply; DeviceError (with `.code`) when it answers ERROR."""
         return self.channel.request(msg, timeout=timeout).msg
+
+    def deploy(self, image: bytes, **kwargs) -> api.DeploymentResult:
+        """The application's deployment of `image` to this device (api.deploy) over this link."""
+        (result,) = api.deploy(image, [self.device_id], via="mqtt", broker=self.url, **kwargs)
+        return result
 
     def publish_raw(self, data: bytes) -> None:
         """Bytes on the command topic as they are (bad messages, duplicates)."""
@@ -77,3 +92,74 @@ class Host:
     def close(self) -> None:
         self.channel.close()
         self.conn.close()
+
+
+# With nothing unsolicited coming, a serial "status" wait asks GET_INFO this often (a serial device
+# sends its HELLO by itself only at boot and every HELLO_INTERVAL_S).
+STATUS_ASK_S = 0.25
+# Leaf a message type is sorted into on a serial line (everything else is a reply).
+_SERIAL_LEAF = {MsgType.TELEMETRY: topics.TELEMETRY, MsgType.STREAM: topics.STREAM}
+
+
+class SerialHost(Host):
+    """The device under test on a serial line (a pty): SerialChannel for commands; publish_raw
+    writes a frame holding the bytes as they are through a second handle of the port, so a
+    scenario can send what the application itself never would."""
+
+    link = "pty"
+    push_transport = "serial"
+
+    def __init__(self, port: str, device_id: str) -> None:
+        self.port, self.device_id = port, device_id
+        self.received = {leaf: queue.Queue() for leaf in (topics.STATUS, topics.REPLY, topics.TELEMETRY,
+                                                           topics.STREAM)}
+        self._raw = os.open(port, os.O_WRONLY | os.O_NOCTTY)  # writes only: it never takes the device's bytes
+        self._open()
+
+    def _open(self) -> None:
+        self.channel = SerialChannel.open(self.port)
+        self.channel.on_packet(self._sort)
+
+    def _sort(self, packet: m.Packet) -> None:
+        if packet.msg.TYPE == MsgType.HELLO:
+            self.received[topics.STATUS].put(packet)
+        self.received[_SERIAL_LEAF.get(packet.msg.TYPE, topics.REPLY)].put(packet)
+
+    def deploy(self, image: bytes, **kwargs) -> api.DeploymentResult:
+        """api.deploy over the serial port: it opens the port itself, so this host lets go of it
+        meanwhile (two readers of one pty would each get part of the bytes)."""
+        self.channel.close()
+        try:
+            (result,) = api.deploy(image, [self.device_id], via="serial", port=self.port, **kwargs)
+        finally:
+            self._open()
+        return result
+
+    def publish_raw(self, data: bytes) -> None:
+        self.write_bytes(frame(data))
+
+    def write_bytes(self, data: bytes) -> None:
+        """Bytes on the line as they are: garbage, broken frames."""
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._raw, view):]
+
+    def wait_for(self, leaf: str, kind: type, where=lambda msg: True, timeout: float = PUBLISH_WAIT_S) -> m.Message:
+        if leaf != topics.STATUS:
+            return super().wait_for(leaf, kind, where, timeout)
+        deadline = time.monotonic() + timeout
+        q = self.received[leaf]
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = q.get(timeout=min(left, STATUS_ASK_S)).msg
+            except queue.Empty:
+                self.channel.send(m.GetInfo())  # the answer lands in the status queue
+                continue
+            if isinstance(msg, kind) and where(msg):
+                return msg
+        raise AssertionError(f"{self.device_id}: no matching {kind.__name__} status within {timeout} s")
+
+    def close(self) -> None:
+        self.channel.close()
+        with contextlib.suppress(OSError):
+            os.close(self._raw)

@@ -237,6 +237,7 @@ int main(int argc, char **argv)
     /* the boot's BOOTED event and HELLO go nowhere yet: the connect publishes the status */
     tm_device_init(&dev, &hal, &flash, (uint32_t)slot_size, factory, factory_len, arena0, arena1, arena_size);
     tm_device_set_trust(&dev, (const uint8_t(*)[TM_SIG_PUBLIC_LEN])keys, n_keys);
+    if (broker) tm_device_set_pull(&dev, mqtt_port_pull_begin, &port); /* a pty has no broker to pull from */
     while (!stop_requested) {
         if (pty_link)
             pty_port_poll(&pty, &dev, LOOP_WAIT_MS);
@@ -248,6 +249,7 @@ int main(int argc, char **argv)
             core_boot_us = elapsed_us();
             tm_device_init(&dev, &hal, &flash, (uint32_t)slot_size, factory, factory_len, arena0, arena1, arena_size);
             tm_device_set_trust(&dev, (const uint8_t(*)[TM_SIG_PUBLIC_LEN])keys, n_keys);
+            if (broker) tm_device_set_pull(&dev, mqtt_port_pull_begin, &port);
         }
         tm_device_poll(&dev);
     }

@@ -201,6 +201,49 @@ static void handle_command(mqtt_port_t *p, const uint8_t *msg, size_t len)
     if (!chunk) refresh_status(p, 0);
 }
 
+void mqtt_port_pull_begin(void *ctx, const uint8_t *source, size_t len)
+{
+    mqtt_port_t *p = (mqtt_port_t *)ctx;
+    if (p->pull_subscribed && p->connected) MQTTClient_unsubscribe(p->client, p->pull_filter);
+    p->pull_subscribed = 0; /* sync_pull subscribes (again): the broker then delivers every retained chunk */
+    snprintf(p->pull_filter, sizeof(p->pull_filter), "%.*s/+", (int)len, (const char *)source);
+    p->pull_prefix_len = len + 1u;
+}
+
+static int is_pull_chunk(const mqtt_port_t *p, const char *topic)
+{
+    return p->pull_prefix_len && strncmp(topic, p->pull_filter, p->pull_prefix_len) == 0 &&
+           strchr(topic + p->pull_prefix_len, '/') == NULL;
+}
+
+/* Keep the chunk subscription in step with the core: subscribed while it pulls, again after
+ * MQTT_PULL_REFETCH_MS without progress, dropped once the image is complete or the transfer gone. */
+static void sync_pull(mqtt_port_t *p)
+{
+    if (!p->pull_prefix_len || !p->connected) return;
+    uint32_t now = p->now_ms();
+    if (!tm_device_pulling(p->dev)) {
+        if (p->pull_subscribed) MQTTClient_unsubscribe(p->client, p->pull_filter);
+        p->pull_subscribed = 0;
+        p->pull_prefix_len = 0;
+        return;
+    }
+    uint32_t held = p->dev->store.received;
+    if (p->pull_subscribed && held != p->pull_received) {
+        p->pull_received = held;
+        p->pull_progress_ms = now;
+    }
+    if (p->pull_subscribed && now - p->pull_progress_ms < MQTT_PULL_REFETCH_MS) return;
+    if (p->pull_subscribed) fprintf(stderr, "tinymlops-device: no pull chunk for %u ms, fetching again\n",
+                                    MQTT_PULL_REFETCH_MS);
+    int rc = MQTTClient_subscribe(p->client, p->pull_filter, QOS_RELIABLE);
+    if (rc != MQTTCLIENT_SUCCESS)
+        fprintf(stderr, "tinymlops-device: cannot subscribe to %s: %s\n", p->pull_filter, MQTTClient_strerror(rc));
+    p->pull_subscribed = 1; /* a failed subscribe is tried again after the refetch period */
+    p->pull_received = held;
+    p->pull_progress_ms = now;
+}
+
 static void offline_hello(mqtt_port_t *p, uint8_t *out, size_t cap, size_t *len)
 {
     *len = 0;
@@ -244,6 +287,7 @@ static void try_connect(mqtt_port_t *p)
         return;
     }
     p->connected = 1;
+    p->pull_subscribed = 0; /* a clean session holds no subscription: sync_pull makes it again */
     p->backoff_ms = BACKOFF_MIN_MS;
     fprintf(stderr, "tinymlops-device: connected to %s\n", p->address);
     refresh_status(p, 1);
@@ -267,15 +311,19 @@ void mqtt_port_poll(mqtt_port_t *p, unsigned wait_ms)
     MQTTClient_message *message = NULL;
     int rc = MQTTClient_receive(p->client, &topic, &topic_len, &message, wait_ms);
     if (message) {
-        if (strcmp(topic, p->t_cmd) == 0) handle_command(p, (const uint8_t *)message->payload, (size_t)message->payloadlen);
+        const uint8_t *payload = (const uint8_t *)message->payload;
+        if (strcmp(topic, p->t_cmd) == 0) handle_command(p, payload, (size_t)message->payloadlen);
+        else if (is_pull_chunk(p, topic)) tm_device_pull_chunk(p->dev, payload, (size_t)message->payloadlen);
         MQTTClient_freeMessage(&message);
         MQTTClient_free(topic);
     }
     if ((rc != MQTTCLIENT_SUCCESS && rc != MQTTCLIENT_TOPICNAME_TRUNCATED) || !MQTTClient_isConnected(p->client)) {
         if (p->connected) fprintf(stderr, "tinymlops-device: lost the broker %s; reconnecting\n", p->address);
         p->connected = 0;
+        p->pull_subscribed = 0; /* a clean session: the reconnect subscribes again */
         p->next_attempt_ms = p->now_ms() + p->backoff_ms;
     }
+    sync_pull(p);
 }
 
 void mqtt_port_close(mqtt_port_t *p)

@@ -2,8 +2,9 @@
  * one thread: the device loop calls mqtt_port_poll, which waits for a command at most `wait_ms`).
  * It connects with the last will (HELLO, state OFFLINE, retained), publishes the retained HELLO on
  * every connect and on every change of state, routes the core's messages to their topics with the
- * table's QoS, reconnects with back-off, and answers a command it has already handled (same bytes:
- * a host resending after a lost reply) from a cache instead of acting twice. */
+ * table's QoS, reconnects with back-off, answers a command it has already handled (same bytes:
+ * a host resending after a lost reply) from a cache instead of acting twice, and during a pull
+ * transfer subscribes to the site's retained chunks, subscribing again when they stop coming. */
 #ifndef TM_MQTT_PORT_H
 #define TM_MQTT_PORT_H
 #include <MQTTClient.h>
@@ -15,6 +16,13 @@
 #define MQTT_DEDUP_ENTRIES 8
 /* Reply bytes kept per command: a HELLO or LATENCY is ~200 B, an XFER_STATUS of 8192 chunks 1 KB. */
 #define MQTT_DEDUP_BYTES 2048
+/* Longest pull source (a topic prefix: a str field of XFER_BEGIN) plus "/+". */
+#define MQTT_PULL_TOPIC_MAX (255 + 3)
+/* A pull that got no new chunk for this long subscribes again, which makes the broker deliver the
+ * retained chunks again (one lost in flight, a host that re-published): as the Python device's
+ * PULL_REFETCH_S, below the host's PULL_QUIET_S so the device asks before the host re-publishes. */
+#define MQTT_PULL_REFETCH_MS 2000u
+
 /* A duplicate is answered from the cache for this long (the Python device's DUPLICATE_WINDOW_S). */
 #define MQTT_DEDUP_WINDOW_MS 10000u
 
@@ -40,6 +48,11 @@ typedef struct {
     uint8_t status_key[64];
     size_t status_key_len;
     uint32_t (*now_ms)(void);
+    /* pull transfer (PROTOCOL.md 5.2): the chunk filter `<source>/+` while the core pulls */
+    char pull_filter[MQTT_PULL_TOPIC_MAX + 1];
+    size_t pull_prefix_len; /* bytes of `<source>/` at the start of pull_filter */
+    int pull_subscribed;
+    uint32_t pull_received, pull_progress_ms; /* chunks held at the last progress, and when */
 } mqtt_port_t;
 
 /* Topics and the client (no connection yet). `broker` is mqtt://host[:port]; 0 or an error text. */
@@ -47,6 +60,8 @@ int mqtt_port_init(mqtt_port_t *p, const char *broker, const char *site, const c
                    uint32_t (*now_ms)(void), char *err, size_t err_cap);
 /* The core's send_message HAL hook: ctx is the mqtt_port_t. */
 void mqtt_port_send(void *ctx, uint8_t type, const uint8_t *msg, size_t len);
+/* The core's pull_begin HAL hook (ctx is the mqtt_port_t): fetch `<source>/+` from now on. */
+void mqtt_port_pull_begin(void *ctx, const uint8_t *source, size_t len);
 /* (Re)connect when due, then wait up to wait_ms for one incoming command and hand it to the core. */
 void mqtt_port_poll(mqtt_port_t *p, unsigned wait_ms);
 /* Graceful stop: OFFLINE status published ourselves (a clean disconnect fires no will), disconnect. */
