@@ -26,8 +26,8 @@ if [ -f firmware/ports/stm32f4/Makefile ]; then
 fi
 echo "== pytest"
 # Most tests wait on real time (virtual devices stream at 3200 Hz, recordings last seconds, QEMU boots):
-# several workers overlap those waits even on 2 cores (pytest-xdist; work stealing evens out the long
-# tests). TINYMLOPS_TEST_WORKERS=0 runs everything in this one process.
-WORKERS="${TINYMLOPS_TEST_WORKERS:-4}"
+# three workers overlap those waits on 2 cores without starving the CPU-bound ones (training, the
+# bundle build) (pytest-xdist; work stealing evens out the long tests). TINYMLOPS_TEST_WORKERS=0 runs everything in this one process.
+WORKERS="${TINYMLOPS_TEST_WORKERS:-3}"
 if [ "$WORKERS" = "0" ]; then XDIST=(); else XDIST=(-n "$WORKERS" --dist worksteal); fi
 "$VENV/bin/python" -m pytest -q "${XDIST[@]}" --durations=25 "$@"

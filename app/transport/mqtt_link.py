@@ -49,8 +49,8 @@ DISPATCH_CACHE_MAX = 32768
 DUPLICATE_WINDOW_S = 0.5
 # Default subscription QoS: the broker delivers at min(publish QoS, this), so QoS 1 topics stay QoS 1.
 SUBSCRIBE_QOS = 1
-# A QoS 1 publish the broker has not acknowledged for this long means our link is stalled (a LAN
-# broker acknowledges in milliseconds; a busy one within a second or two).
+# A QoS 1 publish or a SUBSCRIBE the broker has not acknowledged for this long means our link is
+# stalled (a LAN broker acknowledges in milliseconds; a busy one within a second or two).
 STALLED_PUBLISH_S = 5.0
 # Waiting for the broker to acknowledge subscriptions (a SUBACK takes one round trip on a LAN).
 SUBSCRIBE_TIMEOUT_S = 10.0
@@ -109,7 +109,8 @@ class MqttConnection:
         self._sub_lock = threading.Lock()
         self._live = False  # connected and subscriptions sent; guarded by _sub_lock
         self._sub_acked = threading.Condition(self._sub_lock)
-        self._unacked: set[int] = set()  # SUBSCRIBE message ids the broker has not acknowledged
+        # SUBSCRIBE message ids the broker has not acknowledged, with when each was sent
+        self._unacked: dict[int, float] = {}
         self._recent: dict[str, tuple[bytes, float]] = {}
 
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
@@ -147,8 +148,9 @@ class MqttConnection:
         if not self.connected:
             return f"this operator's connection to broker {self.url.address} is down (reconnecting)"
         with self._sub_lock:
-            stalled = bool(self._unacked)
-        if stalled:
+            oldest_sub = min(self._unacked.values(), default=None)
+        # a SUBSCRIBE sent a moment ago (a lookup's reply topic) is in flight, not stalled
+        if oldest_sub is not None and time.monotonic() - oldest_sub > STALLED_PUBLISH_S:
             return (f"this operator's connection to broker {self.url.address} is stalled (the broker has not "
                     f"acknowledged its subscriptions)")
         with self._lock:
@@ -269,7 +271,7 @@ class MqttConnection:
         """Remember a sent SUBSCRIBE until its SUBACK; caller holds _sub_lock."""
         rc, mid = result
         if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
-            self._unacked.add(mid)
+            self._unacked[mid] = time.monotonic()
 
     def unsubscribe(self, topic_filter: str, handler: Handler | None = None) -> None:
         """Drop one handler (or all) of a filter; the broker subscription ends with its last handler."""
@@ -411,7 +413,7 @@ class MqttConnection:
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
                       reason_codes: list[mqtt.ReasonCode], properties: object) -> None:
         with self._sub_acked:
-            self._unacked.discard(mid)
+            self._unacked.pop(mid, None)
             self._sub_acked.notify_all()
         for rc in reason_codes:
             if rc.is_failure:

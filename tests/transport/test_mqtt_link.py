@@ -247,3 +247,27 @@ def test_wait_subscribed_reports_a_broker_that_never_answers() -> None:
     with pytest.raises(LinkError, match="did not acknowledge"):
         conn.wait_subscribed(timeout=0.2)
     conn.close()
+
+
+def test_a_subscription_in_flight_is_not_a_stalled_link_but_one_never_acknowledged_is(mosquitto_url: str) -> None:
+    """link_problem() lets a deployment tell "the device is silent" from "our own link is": a SUBSCRIBE
+    sent a moment ago (a device lookup's reply topic) is in flight, not a stall (it was reported as one
+    under load); one the broker never acknowledges becomes a stall after STALLED_PUBLISH_S."""
+    from app.transport import mqtt_link
+    from tests.deploy.tcp_proxy import TcpProxy
+
+    port = int(mosquitto_url.rsplit(":", 1)[1])
+    with TcpProxy(port) as proxy:
+        conn = MqttConnection(proxy.url)
+        conn.connect()
+        try:
+            assert conn.link_problem() == ""
+            proxy.set_stalled(True)  # the broker's SUBACK can no longer reach us
+            conn.subscribe("tinymlops/v1/test/in-flight", lambda _t, _p: None)
+            assert conn.link_problem() == ""  # just sent: in flight
+            wait_until(lambda: "has not acknowledged its subscriptions" in conn.link_problem(),
+                       timeout=mqtt_link.STALLED_PUBLISH_S + 30, what="the stall to be named")
+            proxy.set_stalled(False)
+            wait_until(lambda: conn.link_problem() == "", timeout=30, what="the SUBACK after the stall")
+        finally:
+            conn.close()
