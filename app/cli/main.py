@@ -14,8 +14,8 @@ import sys
 from app import __version__
 
 # Command-group modules under app.cli, in the order --help lists them.
-COMMAND_MODULES = ("gui", "sim", "fleet", "data", "machine", "report", "model", "deploy", "adapt", "keys", "broker",
-                   "smoke")
+COMMAND_MODULES = ("gui", "sim", "fleet", "data", "machine", "report", "model", "deploy", "adapt", "drift", "keys",
+                   "broker", "smoke")
 
 
 def build_parser() -> argparse.ArgumentParser:

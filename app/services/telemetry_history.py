@@ -430,6 +430,26 @@ def read_features(path: Path | None, device_id: str, since_s: float, *, until: f
     )
 
 
+def read_current_models(path: Path | None) -> dict[str, tuple[int, float | None]]:
+    """Each stored device's model as its newest telemetry reported it: id -> (version, threshold).
+
+    Why: the fleet-wide drift check (app.analysis.drift.fleet_drift) judges every device against the
+    model it runs now, also from the command line where no live monitor knows the thresholds."""
+    path = Path(path) if path is not None else history_path()
+    db = _reader(path)
+    if db is None:
+        return {}
+    try:
+        rows = db.execute(
+            "SELECT d.device_id, s.model_version, s.threshold FROM devices d JOIN samples s ON s.device = d.id "
+            "AND s.ts = (SELECT MAX(ts) FROM samples WHERE device = d.id) ORDER BY d.device_id").fetchall()
+    except sqlite3.OperationalError:  # a file without our tables yet
+        return {}
+    finally:
+        db.close()
+    return {device: (int(version), threshold) for device, version, threshold in rows}
+
+
 def read_hourly(path: Path | None, device_id: str, since_s: float, now: float | None = None) -> list[Rollup]:
     """The device's hourly roll-ups (minute roll-ups older than the minute retention, folded);
     `minute_ts` is the start of the hour."""
