@@ -121,6 +121,7 @@ class MainWindow(QMainWindow):
                                       Qt.DockWidgetArea.BottomDockWidgetArea)
 
         self.fleet_view.selection_changed.connect(self._selection_changed)
+        self.events.retrain_requested.connect(self.retrain)
         self.fleet_view.live_requested.connect(self.show_live)
         self.fleet_view.compare_requested.connect(lambda d: self.live.show_devices(self.live.primary, d))
         self.fleet_view.deploy_requested.connect(self.open_deploy_wizard)
@@ -283,6 +284,12 @@ class MainWindow(QMainWindow):
             self.live.show_devices(device_ids[0], device_ids[1] if len(device_ids) > 1 else self.live.compare)
         self.models.selection_changed(device_ids)
         self.trend.show_device(device_ids[0] if device_ids else None)
+
+    def retrain(self, device_id: str) -> None:
+        """A drift event activated: the device selected, its Trend tab and the Adapt dialog."""
+        self.fleet_view.select_device(device_id)
+        self.tabs.setCurrentIndex(TAB_TREND)
+        self.trend.ask_adapt(device_id)
 
     def show_live(self, device_id: str) -> None:
         self.tabs.setCurrentIndex(TAB_LIVE)
