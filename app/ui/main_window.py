@@ -400,6 +400,7 @@ class MainWindow(QMainWindow):
         self.age_timer.stop()
         self.live.shutdown()
         self.trend.shutdown()
+        self.dashboard.staged.shutdown()
         self.sessions.shutdown(waiting=lambda: self.statusBar().showMessage(
             "closing the session… (stopping the broker connection and devices)"))
 
