@@ -149,3 +149,33 @@ def test_a_full_database_keeps_rows_until_there_is_room(tmp_path, caplog):
         assert hist.dropped == 0 and len(hist.features("sim-000", since_s=2 * 3600)) == 400
     [msg] = _messages(caplog, "cannot write")
     assert "full" in msg
+
+
+def test_live_telemetry_goes_on_while_the_history_is_locked(mosquitto_url, virtual_fleet, tmp_path, monkeypatch):
+    """A virtual fleet on Mosquitto feeds a FleetMonitor with the history as its listener: while
+    another process holds the file, the monitor's records keep updating (the live view's source) and
+    the telemetries of the outage are in the file once it is released."""
+    from app.services.fleet_monitor import FleetMonitor
+    from app.transport.mqtt_link import MqttConnection
+
+    monkeypatch.setattr(th, "BUSY_TIMEOUT_S", QUICK_BUSY_S)
+    virtual_fleet(mosquitto_url, 1, seed=9)
+    path = tmp_path / "h.sqlite3"
+    seen: list[float] = []
+    with MqttConnection(mosquitto_url) as conn, FleetMonitor(conn) as monitor, \
+            TelemetryHistory(path, flush_interval_s=0.05) as hist:
+        monitor.add_listener(hist.listener)
+        monitor.add_listener(lambda event, rec: seen.append(rec.last_seen) if event == "telemetry" else None)
+        wait_until(lambda: len(seen) >= 1, WAIT_S, "a first telemetry")
+        holder = LockHolder(path)
+        try:
+            during = len(seen)
+            wait_until(lambda: not hist.writable and len(seen) >= during + 3, WAIT_S,
+                       "3 more telemetries with the file locked")
+            locked_at = seen[-1]
+        finally:
+            holder.release()
+        assert hist.flush(WAIT_S)
+        stored = hist.features("sim-001", since_s=3600)
+        assert locked_at in set(stored.ts.tolist())  # a telemetry of the outage, written afterwards
+        assert hist.dropped == 0
