@@ -113,10 +113,10 @@ def assess(device: str, scores: np.ndarray, versions: np.ndarray, threshold: flo
 def drift_status(device: str, threshold: float | None, model_version: int, history_path: Path | None = None,
                  now: float | None = None) -> DriftStatus:
     """The indicator from the telemetry history file (read-only; any thread or process)."""
-    from app.services.telemetry_history import read_features
+    from app.services.telemetry_history import read_scores
 
-    got = read_features(history_path, device, DRIFT_WINDOW_S, now=now)
-    return assess(device, got.scores, got.model_versions, threshold, model_version)
+    scores, versions = read_scores(history_path, device, DRIFT_WINDOW_S, now=now)
+    return assess(device, scores, versions, threshold, model_version)
 
 
 def trend(device: str, since_s: float, history_path: Path | None = None, now: float | None = None) -> Trend:

@@ -492,6 +492,28 @@ def read_features(path: Path | None, device_id: str, since_s: float, *, until: f
     )
 
 
+def read_scores(path: Path | None, device_id: str, since_s: float, *,
+                now: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A device's stored scores (NaN: no model ran) and their model versions of the last `since_s`
+    seconds, oldest first, without the feature vectors: the drift check reads every device's hour,
+    and the features are ~150 of a row's ~200 bytes."""
+    path = Path(path) if path is not None else history_path()
+    now = time.time() if now is None else now
+    db = _reader(path)
+    if db is None:
+        return np.zeros(0), np.zeros(0, np.int64)
+    try:
+        rows = db.execute("SELECT s.score, s.model_version FROM samples s JOIN devices d ON d.id = s.device "
+                          "WHERE d.device_id = ? AND s.ts >= ? AND s.ts <= ? ORDER BY s.ts",
+                          (device_id, now - since_s, now)).fetchall()
+    except sqlite3.OperationalError:  # a file without our tables yet
+        return np.zeros(0), np.zeros(0, np.int64)
+    finally:
+        db.close()
+    return (np.array([np.nan if r[0] is None else r[0] for r in rows], np.float64),
+            np.array([r[1] for r in rows], np.int64))
+
+
 def read_current_models(path: Path | None) -> dict[str, tuple[int, float | None]]:
     """Each stored device's model as its newest telemetry reported it: id -> (version, threshold).
 
