@@ -18,6 +18,9 @@ from app.ui import workers
 # Drift is judged over an hour of telemetry (drift.DRIFT_WINDOW_S); a check every five minutes
 # tells within minutes of the evidence being there and costs one indexed read per device.
 DRIFT_CHECK_INTERVAL_S = 300.0
+# The first check after start-up comes sooner: a drift already in the history of the last run is
+# told within a minute of opening the app, after the session has connected.
+DRIFT_FIRST_CHECK_S = 30.0
 
 
 class DriftWatch(QObject):
@@ -34,8 +37,13 @@ class DriftWatch(QObject):
         self.timer = QTimer(self)
         self.timer.setInterval(int(DRIFT_CHECK_INTERVAL_S * 1000))
         self.timer.timeout.connect(self.check)
+        self.first = QTimer(self)
+        self.first.setSingleShot(True)
+        self.first.setInterval(int(DRIFT_FIRST_CHECK_S * 1000))
+        self.first.timeout.connect(self.check)
 
     def start(self) -> None:
+        self.first.start()
         self.timer.start()
 
     def check(self) -> workers.Worker | None:
@@ -72,6 +80,7 @@ class DriftWatch(QObject):
         self.checked.emit(states)
 
     def shutdown(self) -> None:
+        self.first.stop()
         self.timer.stop()
         if self.worker is not None and not self.worker.done:
             self.worker.cancel()
