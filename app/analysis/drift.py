@@ -44,6 +44,9 @@ TREND_RANGES = {"Last hour": 3600.0, "Last 24 h": 86400.0, "Last 7 days": 7 * 86
                 "Last 30 days": 30 * 86400.0, "Last year": 365 * 86400.0}
 
 OK, WATCH, DRIFT, UNKNOWN = "ok", "watch", "drift", "unknown"
+# The events panel's text for a device entering drift starts with this; activating such an event
+# opens the retrain flow (app.ui.events).
+DRIFT_EVENT_TEXT = "normal has changed - retrain?"
 
 
 @dataclass(frozen=True)
@@ -110,10 +113,10 @@ def assess(device: str, scores: np.ndarray, versions: np.ndarray, threshold: flo
 def drift_status(device: str, threshold: float | None, model_version: int, history_path: Path | None = None,
                  now: float | None = None) -> DriftStatus:
     """The indicator from the telemetry history file (read-only; any thread or process)."""
-    from app.services.telemetry_history import read_features
+    from app.services.telemetry_history import read_scores
 
-    got = read_features(history_path, device, DRIFT_WINDOW_S, now=now)
-    return assess(device, got.scores, got.model_versions, threshold, model_version)
+    scores, versions = read_scores(history_path, device, DRIFT_WINDOW_S, now=now)
+    return assess(device, scores, versions, threshold, model_version)
 
 
 def trend(device: str, since_s: float, history_path: Path | None = None, now: float | None = None) -> Trend:
@@ -135,3 +138,21 @@ def trend(device: str, since_s: float, history_path: Path | None = None, now: fl
     return Trend(device, np.array([r.minute_ts for r in rows], np.float64), col(r.score_mean for r in rows),
                  col(r.score_min for r in rows), col(r.score_max for r in rows),
                  np.array([r.alarms for r in rows], np.int64), np.array([r.n for r in rows], np.int64))
+
+
+def fleet_drift(history_path: Path | None = None, device: str | None = None,
+                now: float | None = None) -> list[DriftStatus]:
+    """Every device of the telemetry history (or only `device`), each judged against the model its
+    newest telemetry reports (version and threshold); sorted by device id. Read-only, any thread."""
+    from app.services.telemetry_history import read_current_models
+
+    models = read_current_models(history_path)
+    if device is not None:
+        models = {device: models.get(device, (0, None))}
+    return [drift_status(d, threshold, version, history_path, now=now)
+            for d, (version, threshold) in sorted(models.items())]
+
+
+def drift_event_text(status: DriftStatus) -> str:
+    """The one event a device's drift episode raises."""
+    return f"{DRIFT_EVENT_TEXT} {status.message}"

@@ -8,6 +8,8 @@ import argparse
 import json
 import sys
 
+from app.cli.staged import duration_arg
+
 
 def register(sub) -> None:
     # the defaults live in app.deploy.adapt (not imported here: numpy and the deploy API load only
@@ -24,8 +26,8 @@ def register(sub) -> None:
     source.add_argument("--hours", type=float, metavar="H",
                         help="train on its telemetry history's feature vectors of the last H hours instead")
     p.add_argument("--name", metavar="FAMILY", help="model family (default adapt-<device>)")
-    p.add_argument("--observe", type=float, metavar="S",
-                   help="seconds of live telemetry to observe on trial (default 60)")
+    p.add_argument("--observe", type=duration_arg, metavar="DURATION",
+                   help="how long to observe the live telemetry on trial: 60, 90s, 5m, 1h (default 60 s)")
     p.add_argument("--max-alarm-rate", type=float, metavar="R",
                    help="confirm when alarms / observed windows is at most this (default 0.01)")
     p.add_argument("--epochs", type=int, help="maximum training epochs (early stopping usually ends sooner)")

@@ -14,7 +14,7 @@ import sys
 from app import __version__
 
 # Command-group modules under app.cli, in the order --help lists them.
-COMMAND_MODULES = ("gui", "sim", "fleet", "data", "machine", "report", "model", "deploy", "adapt", "keys",
+COMMAND_MODULES = ("gui", "sim", "fleet", "data", "machine", "report", "model", "deploy", "adapt", "drift", "keys",
                    "firmware", "broker", "smoke")
 
 

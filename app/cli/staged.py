@@ -1,6 +1,6 @@
 """Staged rollouts on the command line (app.deploy.staged):
 
-    tinymlops deploy pump-1@3 --device A --device B ... --stages 1,10%,100% --observe 300 --max-alarm-rate 0.01
+    tinymlops deploy pump-1@3 --device A --device B ... --stages 1,10%,100% --observe 5m --max-alarm-rate 0.01
     tinymlops rollouts [--json]            # every staged rollout: state, where it is or stopped
     tinymlops rollouts --resume ID         # take over one whose process died, and finish it
 
@@ -19,13 +19,24 @@ import time
 EXIT_STOPPED = 1
 
 
+def duration_arg(text: str) -> float:
+    """argparse type of every --observe: app.domain.durations' forms (300, 90s, 5m, 1h), seconds."""
+    from app.domain.durations import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_options(p: argparse.ArgumentParser) -> None:
     """The staged-rollout options of `deploy` (the defaults live in app.deploy.staged)."""
     p.add_argument("--stages", metavar="LIST",
                    help="staged rollout with observation: cumulative stages, a count or a percentage, e.g. "
                    "1,10%%,100%%; each stage goes on trial, is observed, then confirmed or rolled back (MQTT)")
-    p.add_argument("--observe", type=float, metavar="S",
-                   help="with --stages: seconds of live telemetry each stage is observed (default 300)")
+    p.add_argument("--observe", type=duration_arg, metavar="DURATION",
+                   help="with --stages: how long each stage's live telemetry is observed: 300, 90s, 5m, 1h "
+                   "(default 300 s)")
     p.add_argument("--max-alarm-rate", type=float, metavar="R",
                    help="with --stages: a stage is rolled back when a device's alarm rate is above this, "
                    "by the low end of its 95%% Wilson interval (default 0.01)")
@@ -35,8 +46,8 @@ def register(sub) -> None:
     p = sub.add_parser("rollouts", help="staged rollouts: where each is or stopped; resume an interrupted one")
     p.add_argument("--resume", type=int, metavar="ID", help="finish rollout ID whose process was closed or killed")
     p.add_argument("--broker", help="broker URL for --resume (default: the one the rollout used)")
-    p.add_argument("--observe", type=float, metavar="S",
-                   help="with --resume: observe the remaining stages this long instead")
+    p.add_argument("--observe", type=duration_arg, metavar="DURATION",
+                   help="with --resume: observe the remaining stages this long instead (300, 90s, 5m, 1h)")
     fit = p.add_mutually_exclusive_group()
     fit.add_argument("--force", action="store_true",
                      help="with --resume: deploy even to devices the fit check predicts will false-alarm")

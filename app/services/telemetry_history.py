@@ -17,6 +17,13 @@ batches; it can also be deleted or moved to a bigger disk without touching model
 Writes: `record()` only appends to a bounded in-memory queue (it runs on the MQTT network thread);
 a background thread commits what has arrived every `FLUSH_INTERVAL_S` (or sooner at
 `BATCH_MAX_ROWS`) in one transaction with executemany, and prunes old rows every `PRUNE_INTERVAL_S`.
+
+A file that cannot be written (locked by another process past the busy timeout, a full disk, a
+directory that cannot be created) never stops ingest or the live view: the writer says so once in
+the log (not per row or per retry), keeps the rows in the bounded queue (the oldest dropped, counted
+and logged, only when QUEUE_MAX_ROWS is reached), retries every flush interval, and logs once more
+when the file is writable again with how many rows were delayed and lost. The file may even be
+unwritable when the history is opened: the writer opens it when it can.
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ BATCH_MAX_ROWS = 5000
 QUEUE_MAX_ROWS = 100_000
 # Old rows are deleted this often: pruning per batch would cost an index range scan per second.
 PRUNE_INTERVAL_S = 600.0
+# A prune that failed (the file locked or full) is tried again after this long, not at every batch.
+PRUNE_RETRY_S = 60.0
 # Roll-up bucket, seconds.
 ROLLUP_BUCKET_S = 60
 # SQLite waits this long for a lock held by a reader in another process before giving up.
@@ -187,9 +196,15 @@ class TelemetryHistory:
         self._pending_flush = 0  # flush() calls waiting for the writer
         self._queued_seq = 0  # rows ever queued (FIFO sequence numbers)
         self._committed_seq = 0  # sequence number of the last row committed (or dropped before it)
-        self._db = self._connect()
-        self._device_ids: dict[str, int] = dict(
-            (name, rid) for rid, name in self._db.execute("SELECT id, device_id FROM devices"))
+        self._outage_since: float | None = None  # monotonic time the file stopped taking writes
+        self._outage_dropped = 0  # self.dropped at the last write before the outage
+        self._dropped_at_write = 0  # self.dropped at the last successful write
+        self._db: sqlite3.Connection | None = None
+        self._device_ids: dict[str, int] = {}
+        try:
+            self._open()
+        except (sqlite3.Error, OSError) as exc:  # the writer opens it when it can
+            self._note_outage(exc, 0)
         self._last_prune = 0.0
         self._thread = threading.Thread(target=self._run, name="telemetry-history", daemon=True)
         self._thread.start()
@@ -197,11 +212,51 @@ class TelemetryHistory:
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")  # readers (a fit check in another process) never block the writer
-        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a power cut loses at most the last batch
-        db.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")  # negative: KiB, not pages
-        db.executescript(_SCHEMA)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")  # readers (a fit check in another process) never block the writer
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a power cut loses at most the last batch
+            db.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")  # negative: KiB, not pages
+            db.executescript(_SCHEMA)
+        except sqlite3.Error:
+            db.close()
+            raise
         return db
+
+    def _open(self) -> sqlite3.Connection:
+        """The writer's connection, opened (schema and device ids read) on first need."""
+        if self._db is None:
+            db = self._connect()
+            try:
+                ids = dict((name, rid) for rid, name in db.execute("SELECT id, device_id FROM devices"))
+            except sqlite3.Error:
+                db.close()
+                raise
+            self._db, self._device_ids = db, ids
+        return self._db
+
+    def _note_outage(self, exc: BaseException, rows: int) -> None:
+        """Said once per outage (the writer retries every flush interval; a log line per retry would
+        bury everything else)."""
+        self.write_errors += 1
+        if self._outage_since is None:
+            self._outage_since, self._outage_dropped = time.monotonic(), self._dropped_at_write
+            log.warning("telemetry history: cannot write to %s (%s); live telemetry goes on, up to %d rows are "
+                        "kept in memory and written when the file is writable again", self.path, exc, QUEUE_MAX_ROWS)
+        else:
+            log.debug("telemetry history: still cannot write %d rows (%s)", rows, exc)
+
+    def _note_recovered(self) -> None:
+        self._dropped_at_write = self.dropped
+        if self._outage_since is not None:
+            lost = self.dropped - self._outage_dropped
+            log.warning("telemetry history: %s writable again after %.0f s; delayed rows written, %d lost "
+                        "(queue full)", self.path, time.monotonic() - self._outage_since, lost)
+            self._outage_since = None
+
+    @property
+    def writable(self) -> bool:
+        """False while the file does not take writes (rows wait in the queue)."""
+        return self._outage_since is None
 
     # ------------------------------------------------------------------ writing
 
@@ -214,7 +269,8 @@ class TelemetryHistory:
                 self._queue.popleft()
                 self.dropped += 1
                 if self.dropped == 1 or self.dropped % QUEUE_MAX_ROWS == 0:
-                    log.warning("telemetry history: writer behind, %d rows dropped so far", self.dropped)
+                    log.warning("telemetry history: %d rows waiting for %s (the bound), oldest dropped: %d lost so "
+                                "far", QUEUE_MAX_ROWS, self.path, self.dropped)
             self._queue.append(row)
             self._queued_seq += 1
             if len(self._queue) >= BATCH_MAX_ROWS:
@@ -252,7 +308,8 @@ class TelemetryHistory:
             self._stop = True
             self._cond.notify_all()
         self._thread.join()
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
 
     def __enter__(self) -> TelemetryHistory:
         return self
@@ -272,18 +329,21 @@ class TelemetryHistory:
             self._prune_when_due()
             try:
                 if batch:
+                    self._open()
                     self._write(batch)
-            except sqlite3.Error as exc:
+                    self._note_recovered()
+            except (sqlite3.Error, OSError) as exc:
                 # locked by another process past the busy timeout, disk full...: keep the batch (in
                 # front, within the queue's bound) and try again at the next interval
-                self.write_errors += 1
-                log.warning("telemetry history: could not write %d rows to %s (%s); retrying",
-                            len(batch), self.path, exc)
+                self._note_outage(exc, len(batch))
                 self._device_ids = {}  # ids inserted by the rolled-back transaction are gone
                 with self._cond:
                     room = max(0, QUEUE_MAX_ROWS - len(self._queue))
                     kept = batch[len(batch) - room:] if room < len(batch) else batch
-                    self.dropped += len(batch) - len(kept)
+                    if len(kept) < len(batch):
+                        self.dropped += len(batch) - len(kept)
+                        log.warning("telemetry history: queue full while %s is not writable, oldest dropped: "
+                                    "%d lost so far", self.path, self.dropped)
                     self._queue.extendleft(reversed(kept))
                     committed = self._committed_seq
                     if self._stop:  # closing: do not spin on a broken file
@@ -300,13 +360,14 @@ class TelemetryHistory:
 
     def _prune_when_due(self) -> None:
         now = self._clock()
-        if now - self._last_prune < PRUNE_INTERVAL_S:
+        if now - self._last_prune < PRUNE_INTERVAL_S or self._db is None:
             return
         try:
             self.prune(now)
             self._last_prune = now
-        except sqlite3.Error as exc:  # tried again at the next batch
-            log.warning("telemetry history: could not prune %s (%s)", self.path, exc)
+        except sqlite3.Error as exc:  # the same outage as a write's: said once; tried again in PRUNE_RETRY_S
+            self._last_prune = now - PRUNE_INTERVAL_S + PRUNE_RETRY_S
+            self._note_outage(exc, 0)
 
     def _device_key(self, device_id: str) -> int:
         key = self._device_ids.get(device_id)
@@ -347,12 +408,13 @@ class TelemetryHistory:
         cutoff = int((now - self.rollup_retention_s) // ROLLUP_BUCKET_S)
         # whole hours only: the hour the cutoff falls in is folded at a later prune, complete
         cutoff -= cutoff % (HOURLY_BUCKET_S // ROLLUP_BUCKET_S)
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute("DELETE FROM samples WHERE ts < ?", (now - self.raw_retention_s,))
-            self._db.execute(_FOLD_HOURLY, (cutoff,))
-            self._db.execute("DELETE FROM rollups WHERE minute < ?", (cutoff,))
-            self._db.execute("DELETE FROM hourly WHERE hour < ?",
+        db = self._open()
+        with db:
+            db.execute("BEGIN")
+            db.execute("DELETE FROM samples WHERE ts < ?", (now - self.raw_retention_s,))
+            db.execute(_FOLD_HOURLY, (cutoff,))
+            db.execute("DELETE FROM rollups WHERE minute < ?", (cutoff,))
+            db.execute("DELETE FROM hourly WHERE hour < ?",
                              (int((now - self.hourly_retention_s) // HOURLY_BUCKET_S),))
 
     # ------------------------------------------------------------------ reading
@@ -428,6 +490,48 @@ def read_features(path: Path | None, device_id: str, since_s: float, *, until: f
         np.array([np.nan if r[2] is None else r[2] for r in rows], np.float64),
         np.array([r[3] for r in rows], np.int64),
     )
+
+
+def read_scores(path: Path | None, device_id: str, since_s: float, *,
+                now: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A device's stored scores (NaN: no model ran) and their model versions of the last `since_s`
+    seconds, oldest first, without the feature vectors: the drift check reads every device's hour,
+    and the features are ~150 of a row's ~200 bytes."""
+    path = Path(path) if path is not None else history_path()
+    now = time.time() if now is None else now
+    db = _reader(path)
+    if db is None:
+        return np.zeros(0), np.zeros(0, np.int64)
+    try:
+        rows = db.execute("SELECT s.score, s.model_version FROM samples s JOIN devices d ON d.id = s.device "
+                          "WHERE d.device_id = ? AND s.ts >= ? AND s.ts <= ? ORDER BY s.ts",
+                          (device_id, now - since_s, now)).fetchall()
+    except sqlite3.OperationalError:  # a file without our tables yet
+        return np.zeros(0), np.zeros(0, np.int64)
+    finally:
+        db.close()
+    return (np.array([np.nan if r[0] is None else r[0] for r in rows], np.float64),
+            np.array([r[1] for r in rows], np.int64))
+
+
+def read_current_models(path: Path | None) -> dict[str, tuple[int, float | None]]:
+    """Each stored device's model as its newest telemetry reported it: id -> (version, threshold).
+
+    Why: the fleet-wide drift check (app.analysis.drift.fleet_drift) judges every device against the
+    model it runs now, also from the command line where no live monitor knows the thresholds."""
+    path = Path(path) if path is not None else history_path()
+    db = _reader(path)
+    if db is None:
+        return {}
+    try:
+        rows = db.execute(
+            "SELECT d.device_id, s.model_version, s.threshold FROM devices d JOIN samples s ON s.device = d.id "
+            "AND s.ts = (SELECT MAX(ts) FROM samples WHERE device = d.id) ORDER BY d.device_id").fetchall()
+    except sqlite3.OperationalError:  # a file without our tables yet
+        return {}
+    finally:
+        db.close()
+    return {device: (int(version), threshold) for device, version, threshold in rows}
 
 
 def read_hourly(path: Path | None, device_id: str, since_s: float, now: float | None = None) -> list[Rollup]:

@@ -1,6 +1,7 @@
 """Latency dashboard: the deployment history (the paper's deployment, loading and inference
 latencies) as a table and plots: per model version, per device, per transport, and model size
-against deployment time. Exportable as CSV."""
+against deployment time. Exportable as CSV. Below, the staged rollouts' stages with the evidence of
+each decision (app.ui.staged_rollouts)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.ui.staged_rollouts import StagedRolloutsView
 from app.ui.table_model import ItemTableModel
 
 log = logging.getLogger(__name__)
@@ -145,7 +147,9 @@ class DashboardPage(QWidget):
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.plots)
         split.addWidget(self.table)
-        split.setSizes([420, 300])
+        self.staged = StagedRolloutsView()
+        split.addWidget(self.staged)
+        split.setSizes([420, 300, 160])
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(self.summary)
@@ -154,6 +158,7 @@ class DashboardPage(QWidget):
     def refresh(self) -> None:
         from app.deploy.history import DeploymentHistory
 
+        self.staged.refresh()
         try:
             records = DeploymentHistory().list(limit=HISTORY_LIMIT)
         except Exception as exc:  # an unreadable history file: say so, keep the window

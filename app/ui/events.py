@@ -1,15 +1,29 @@
 """Events and alarms panel: a bounded table of what happened (devices appearing, going offline,
-alarms raised and cleared, models changed, deployments, errors), newest first."""
+alarms raised and cleared, models changed, deployments, errors), newest first.
+
+A drift event ("normal has changed - retrain?", app.analysis.drift) leads to its remedy: activating
+it (double-click, or "Retrain…" in its context menu) emits `retrain_requested(device)`, which the
+window answers by selecting the device and opening the Adapt dialog for it."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
 
-from PySide6.QtCore import QModelIndex, Qt
+from PySide6.QtCore import QModelIndex, QPoint, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QLabel, QPushButton, QTableView, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QLabel,
+    QMenu,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
 
+from app.analysis.drift import DRIFT_EVENT_TEXT
 from app.analysis.fleet_events import transitions as transitions  # re-exported for the panel's callers
 from app.ui.table_model import ItemTableModel
 
@@ -54,6 +68,13 @@ class EventModel(ItemTableModel):
     def rows(self) -> list[tuple[float, str, str, str]]:
         return list(self._rows)
 
+    def retrain_device(self, row: int) -> str | None:
+        """The device whose drift event is at `row`, None for any other event."""
+        if not 0 <= row < len(self._rows):
+            return None
+        _when, _level, device, text = self._rows[row]
+        return device if device and text.startswith(DRIFT_EVENT_TEXT) else None
+
     def count(self, level: str) -> int:
         return sum(1 for r in self._rows if r[1] == level)
 
@@ -69,6 +90,10 @@ class EventModel(ItemTableModel):
 
 
 class EventsPanel(QWidget):
+    """The events table; `retrain_requested(device)` when a drift event is activated."""
+
+    retrain_requested = Signal(str)
+
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.model = EventModel(self)
@@ -79,6 +104,9 @@ class EventsPanel(QWidget):
         self.table.horizontalHeader().setStretchLastSection(True)
         for col, width in enumerate((70, 60, 90)):
             self.table.setColumnWidth(col, width)
+        self.table.doubleClicked.connect(lambda index: self.activate(index.row()))
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._context_menu)
         self.summary = QLabel("")
         clear = QPushButton("Clear")
         clear.setToolTip("Forget the events shown (the devices are not affected)")
@@ -92,6 +120,28 @@ class EventsPanel(QWidget):
         layout.addWidget(self.table)
         self.model.rowsInserted.connect(self._update_summary)
         self.model.modelReset.connect(self._update_summary)
+
+    def activate(self, row: int) -> bool:
+        """Open the remedy of the event at `row`: the retrain flow of a drift event. False for others."""
+        device = self.model.retrain_device(row)
+        if device is None:
+            return False
+        self.retrain_requested.emit(device)
+        return True
+
+    def context_menu_for(self, row: int) -> QMenu:
+        menu = QMenu(self)
+        device = self.model.retrain_device(row)
+        retrain = menu.addAction(f"Retrain {device}… (Adapt)" if device else "Retrain… (Adapt)")
+        retrain.setEnabled(device is not None)
+        retrain.setToolTip("Select the device and open the Adapt dialog: retrain on today's normal running")
+        retrain.triggered.connect(lambda: self.activate(row))
+        return menu
+
+    def _context_menu(self, pos: QPoint) -> None:
+        index = self.table.indexAt(pos)
+        if index.isValid():
+            self.context_menu_for(index.row()).popup(self.table.viewport().mapToGlobal(pos))
 
     def _clear(self) -> None:
         self.model.clear()

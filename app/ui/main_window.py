@@ -123,6 +123,7 @@ class MainWindow(QMainWindow):
                                       Qt.DockWidgetArea.BottomDockWidgetArea)
 
         self.fleet_view.selection_changed.connect(self._selection_changed)
+        self.events.retrain_requested.connect(self.retrain)
         self.fleet_view.live_requested.connect(self.show_live)
         self.fleet_view.compare_requested.connect(lambda d: self.live.show_devices(self.live.primary, d))
         self.fleet_view.deploy_requested.connect(self.open_deploy_wizard)
@@ -291,6 +292,12 @@ class MainWindow(QMainWindow):
         self.models.selection_changed(device_ids)
         self.trend.show_device(device_ids[0] if device_ids else None)
 
+    def retrain(self, device_id: str) -> None:
+        """A drift event activated: the device selected, its Trend tab and the Adapt dialog."""
+        self.fleet_view.select_device(device_id)
+        self.tabs.setCurrentIndex(TAB_TREND)
+        self.trend.ask_adapt(device_id)
+
     def show_live(self, device_id: str) -> None:
         self.tabs.setCurrentIndex(TAB_LIVE)
         self.live.show_devices(device_id, self.live.compare)
@@ -414,6 +421,7 @@ class MainWindow(QMainWindow):
         self.live.shutdown()
         self.trend.shutdown()
         self.alarm_followup.stop()
+        self.dashboard.staged.shutdown()
         self.sessions.shutdown(waiting=lambda: self.statusBar().showMessage(
             "closing the session… (stopping the broker connection and devices)"))
 

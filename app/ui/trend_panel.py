@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 
 from app.analysis import drift
 from app.ui import workers
+from app.ui.drift_watch import DriftWatch
 from app.ui.progress import JobProgress
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,9 @@ class TrendPanel(QWidget):
         self.train_config = None  # app.ml.training.TrainConfig; None: adapt's default
         self.check_s: float | None = None  # fit-check capture; None: adapt's default
         self.announced: set[str] = set()  # devices whose drift the events panel was told about
+        self.adapt_dialog: AdaptDialog | None = None  # open while it asks
+        self.drift_watch = DriftWatch(ctx, self.announced, self)  # every device's drift, periodically
+        self.drift_watch.start()
 
         self.title = QLabel("Select a device in the fleet")
         self.range = QComboBox()
@@ -229,12 +233,8 @@ class TrendPanel(QWidget):
         self.indicator.setToolTip(
             f"Last {drift.DRIFT_WINDOW_S / 3600:g} h of v{s.model_version}: drift when the low end of the alarm "
             f"rate's 95 % interval is above {100 * drift.DRIFT_ALARM_LIMIT:g} %")
-        # announced once when a device enters drift, not at every periodic reload while it stays there
-        if s.state == drift.DRIFT and data.device not in self.announced:
-            self.announced.add(data.device)
-            self.ctx.notify("warning", data.device, f"normal has changed - retrain? {s.message}")
-        elif s.state in (drift.OK, drift.WATCH):
-            self.announced.discard(data.device)
+        # announced once when a device enters drift (here or in the fleet-wide check), not at every reload
+        self.drift_watch.observe(s)
 
     # ------------------------------------------------------------------ adapt
 
@@ -243,11 +243,26 @@ class TrendPanel(QWidget):
         return self.adapt_worker is not None and not self.adapt_worker.done
 
     def _ask_adapt(self) -> None:
-        if self.device is None:
-            return
-        dialog = AdaptDialog(self.device, self)
-        if dialog.exec() == QDialog.DialogCode.Accepted:
-            self.start_adapt(float(dialog.record_s.value()), float(dialog.observe_s.value()))
+        if self.device is not None:
+            self.ask_adapt(self.device)
+
+    def ask_adapt(self, device: str) -> AdaptDialog | None:
+        """The retrain flow for `device` (the Adapt… button, or a drift event activated): show it and
+        open the Adapt dialog (window-modal, not blocking); accepting it starts the adapt."""
+        if self.adapting:
+            self.status.setText("An adapt is running; wait for its decision.")
+            return None
+        self.show_device(device)
+        if self.adapt_dialog is not None:
+            self.adapt_dialog.reject()
+        dialog = self.adapt_dialog = AdaptDialog(device, self)
+        dialog.accepted.connect(lambda: self.start_adapt(float(dialog.record_s.value()),
+                                                         float(dialog.observe_s.value()))
+                                if self.device == device else None)
+        dialog.finished.connect(lambda _r: setattr(self, "adapt_dialog", None) if self.adapt_dialog is dialog
+                                else None)
+        dialog.open()
+        return dialog
 
     def start_adapt(self, record_s: float, observe_s: float) -> workers.Worker | None:
         """Run the one-step adapt of the shown device in a worker, its progress in the bar."""
@@ -310,6 +325,7 @@ class TrendPanel(QWidget):
 
     def shutdown(self) -> None:
         self.timer.stop()
+        self.drift_watch.shutdown()
         for worker in (self.load_worker, self.adapt_worker):
             if worker is not None and not worker.done:
                 worker.cancel()

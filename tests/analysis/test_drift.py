@@ -69,3 +69,38 @@ def test_status_and_trend_from_the_history_file(tmp_path):
     assert np.nanmax(tr.high) == 3.0 and np.nanmin(tr.low) == 0.5
     assert len(drift.trend("sim-404", 3600, path, now=now)) == 0
     assert drift.drift_status("sim-001", THRESHOLD, 3, tmp_path / "none.sqlite3").state == drift.UNKNOWN
+
+
+def test_every_device_of_the_history_and_the_drift_command(tmp_path, monkeypatch, capsys):
+    """`tinymlops drift` judges every stored device against the model its newest telemetry reports:
+    a drifting one (exit 1, with its evidence in the JSON), a fitted one, one whose old version
+    alarmed before it was replaced (ok), and --device for one of them."""
+    import json
+
+    from app.cli.main import main
+    from app.services.telemetry_history import history_path
+
+    monkeypatch.setenv("TINYMLOPS_DATA_DIR", str(tmp_path))
+    now = time.time()
+    with TelemetryHistory(history_path()) as hist:
+        for i in range(300):
+            ts = now - 300 + i
+            drifting = 3.0 if i % 10 == 0 else 0.5  # 10 % alarming
+            hist.record(TelemetryRow("sim-001", ts, 3, drifting, THRESHOLD, 20.0, (0.1,) * 36, drifting > 2))
+            hist.record(TelemetryRow("sim-002", ts, 3, 0.5, THRESHOLD, 20.0, (0.1,) * 36))
+            replaced = (2, 5.0) if i < 150 else (3, 0.5)  # v2 alarmed, v3 runs now and fits
+            hist.record(TelemetryRow("sim-003", ts, replaced[0], replaced[1], THRESHOLD, 20.0, (0.1,) * 36))
+        assert hist.flush()
+    states = {s.device: s for s in drift.fleet_drift(now=now)}
+    assert {d: s.state for d, s in states.items()} == {"sim-001": drift.DRIFT, "sim-002": drift.OK,
+                                                       "sim-003": drift.OK}
+    assert states["sim-003"].model_version == 3 and states["sim-003"].alarms.total == 150
+    assert main(["drift", "--json"]) == 1
+    shown = {d["device"]: d for d in json.loads(capsys.readouterr().out)}
+    assert shown["sim-001"]["alarms"]["count"] == 30 and shown["sim-001"]["alarms"]["n"] == 300
+    low, high = shown["sim-001"]["alarms"]["ci95"]
+    assert drift.DRIFT_ALARM_LIMIT < low < 0.1 < high
+    assert main(["drift", "--device", "sim-002"]) == 0
+    out = capsys.readouterr().out
+    assert "sim-002" in out and "sim-001" not in out and "ok" in out
+    assert main(["drift", "--device", "sim-404"]) == 0 and "unknown" in capsys.readouterr().out

@@ -245,3 +245,31 @@ def test_a_rollout_another_live_process_runs_is_not_taken_over(data_dir, v3_path
     assert not store.get(rec.id).interrupted
     with pytest.raises(DataError, match="still being run by process 1"):
         staged.resume(rec.id)
+
+
+@pytest.mark.parametrize("text, seconds", [("300", 300.0), ("90s", 90.0), ("5m", 300.0), ("1h", 3600.0),
+                                           ("1.5h", 5400.0), (" 2M ", 120.0), ("0", 0.0)])
+def test_durations_as_people_write_them(text, seconds):
+    from app.domain.durations import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+def test_every_observe_option_takes_the_same_durations(capsys):
+    """deploy --stages, rollouts --resume and adapt read --observe with one parser; a bad one is
+    argparse's usage error naming the forms, never a traceback."""
+    from app.cli.main import build_parser
+    from app.domain.durations import parse_duration
+
+    parser = build_parser()
+    for argv in (["deploy", "pump-1@1", "--device", "sim-001", "--stages", "1,100%"], ["rollouts", "--resume", "1"],
+                 ["adapt", "--device", "sim-001"]):
+        assert parser.parse_args([*argv, "--observe", "5m"]).observe == 300.0
+        assert parser.parse_args([*argv, "--observe", "90"]).observe == 90.0
+        for bad in ("5 minutes", "-1", "5d", ""):
+            with pytest.raises(SystemExit) as exc:
+                parser.parse_args([*argv, "--observe", bad])
+            err = capsys.readouterr().err
+            assert exc.value.code == 2 and "not a duration" in err and "5m, 1h" in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration("1h30")
