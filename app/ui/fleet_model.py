@@ -9,14 +9,16 @@ a dict; a GUI timer (`flush`) applies the batch: new devices are inserted per pa
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 
-from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 
 from app.protocol.codes import DeviceState
+from app.ui.fleet_text import SCORE_WARN_RATIO, age_text, num_text, ratio_text, score_level, search_text, trust_text
 from app.ui.fleet_zones import ZoneCache
+
+__all__ = ["FleetModel", "Node", "age_text", "group_path", "search_text", "status_of", "trust_text"]
 
 COLUMNS = ("Device", "Status", "Profile", "Firmware", "Model", "Score", "Last seen", "Transport", "Velocity")
 COL_NAME, COL_STATUS, COL_PROFILE, COL_FIRMWARE, COL_MODEL, COL_SCORE, COL_SEEN, COL_TRANSPORT, COL_VELOCITY = range(9)
@@ -28,8 +30,6 @@ DEPLOYING, ALARM = "deploying", "alarm"
 STATUSES = (ONLINE, OFFLINE, STREAMING, DEPLOYING, ALARM)
 STATUS_COLORS = {ONLINE: "#2e7d32", OFFLINE: "#757575", STREAMING: "#1565c0", DEPLOYING: "#ef6c00",
                  ALARM: "#c62828"}
-# A score above this share of the threshold is shown amber: close to alarming.
-SCORE_WARN_RATIO = 0.7
 SCORE_COLORS = {"ok": "#2e7d32", "warn": "#ef6c00", "alarm": "#c62828"}
 
 DEVICE_ID_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -41,6 +41,11 @@ RECORD_ROLE = Qt.ItemDataRole.UserRole + 5
 LEVELS = ("site", "line", "machine")
 # More devices than this arriving in one batch are announced as one event, not one each.
 APPEARED_DETAIL_MAX = 20
+# More new devices than this in one batch (a plant's retained statuses on connecting) rebuild the
+# views with one model reset instead of an insert per group: each insert made the sorting proxy
+# re-sort its rows, ~2 s of GUI thread for 10,000 devices. A reset closes opened groups, which at
+# that point nobody has opened yet.
+RESET_INSERT_MIN = 500
 UNKNOWN = "(unknown)"
 
 
@@ -57,40 +62,10 @@ def status_of(record, deploying: bool = False) -> str:
     return ONLINE
 
 
-def score_level(score: float | None, threshold: float | None) -> str | None:
-    if score is None or not threshold:
-        return None
-    ratio = score / threshold
-    return "alarm" if ratio > 1.0 else "warn" if ratio > SCORE_WARN_RATIO else "ok"
-
-
-def age_text(last_seen: float, now: float | None = None) -> str:
-    if not last_seen:
-        return "never"
-    age = max(0.0, (now or time.time()) - last_seen)
-    if age < 60:
-        return f"{age:.0f} s ago"
-    if age < 3600:
-        return f"{age / 60:.0f} min ago"
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(last_seen))
-
-
 def _structure(record, deploying: bool) -> tuple:
     """What filters, sorting by state and group counts depend on; telemetry values are not in it."""
     return (status_of(record, deploying), record.trial, record.model_name, record.model_version,
             record.firmware, record.profile, record.transport, record.location)
-
-
-def _num(value: float) -> str:
-    """Scores span orders of magnitude (a faulty machine scores 1000x its threshold): 4 digits."""
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
-
-
-def _ratio_text(ratio: float) -> str:
-    """Two significant digits below 10 ("0.42", "1.3"), whole numbers above ("870")."""
-    return f"{ratio:.2f}" if ratio < 1 else f"{ratio:.1f}" if ratio < 10 else f"{ratio:.0f}"
 
 
 def group_path(record) -> tuple[str, str, str]:
@@ -110,19 +85,7 @@ class Node:
     by_name: dict[str, Node] = field(default_factory=dict)
     record: object = None
     row: int = 0
-
-
-def trust_text(hello) -> str:
-    """What the device's HELLO says of its trust store (PROTOCOL.md 6.2), in words."""
-    from app.protocol.codes import Caps
-
-    if hello is None:
-        return "signatures: not known yet"
-    if not hello.caps & Caps.SIGNED:
-        return "signatures: this firmware does not check them"
-    if not hello.trust_keys:
-        return "<b>signatures: not provisioned</b> — takes unsigned images (tinymlops keys provision)"
-    return f"signatures: checked against {hello.trust_keys} trusted key(s)"
+    hay: str = ""  # a device's searchable text, lower case (set with its record's structure)
 
 
 class FleetModel(QAbstractItemModel):
@@ -131,6 +94,7 @@ class FleetModel(QAbstractItemModel):
 
     events = Signal(list)
     repaint = Signal()
+    restructured = Signal()  # after a flush that added, removed or re-stated devices (filters redo)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -146,6 +110,9 @@ class FleetModel(QAbstractItemModel):
         self.zones = ZoneCache()  # the velocity column
         self.flushes = 0
         self.applied = 0
+        self._quiet = False  # inside a model reset: no row signals
+        self.membership = 0  # bumped whenever a device is added or removed (the id list changed)
+        self.structure = 0  # bumped whenever what filters see changed (membership, state, identity)
 
     # ------------------------------------------------------------------ feeding
 
@@ -166,6 +133,8 @@ class FleetModel(QAbstractItemModel):
             node = self._devices.get(device_id)
             if node is not None:
                 self._changed([node])
+        self.structure += 1
+        self.restructured.emit()
 
     def flush(self) -> int:
         """Apply every pending update; returns how many devices changed.
@@ -181,10 +150,18 @@ class FleetModel(QAbstractItemModel):
             removed, self._removed = self._removed, set()
         for device_id in removed:
             self._remove(device_id)
+        if removed:
+            self.structure += 1
+            self.restructured.emit()
         if not pending:
             return 0
         self._worst = None  # scores moved: group rows recompute their worst device when drawn
         from app.ui.events import transitions
+
+        resetting = sum(1 for d in pending if d not in self._devices) > RESET_INSERT_MIN
+        if resetting:
+            self.beginResetModel()
+            self._quiet = True
 
         changed: list[Node] = []
         quiet = 0
@@ -199,7 +176,7 @@ class FleetModel(QAbstractItemModel):
                                       record))
             if node is None:
                 parent = self._ensure_groups(group_path(record))
-                node = Node("device", device_id, parent=parent, record=record)
+                node = Node("device", device_id, parent=parent, record=record, hay=search_text(record))
                 new_by_parent.setdefault(id(parent), (parent, []))[1].append(node)
                 self._devices[device_id] = node
             else:
@@ -207,26 +184,39 @@ class FleetModel(QAbstractItemModel):
                 structural = _structure(node.record, deploying) != _structure(record, deploying)
                 node.record = record
                 if structural:
+                    node.hay = search_text(record)
                     changed.append(node)
                 else:
                     quiet += 1
         groups: dict[int, Node] = {}
         for parent, nodes in new_by_parent.values():
             first = len(parent.children)
-            self.beginInsertRows(self._index_of(parent), first, first + len(nodes) - 1)
+            if not resetting:
+                self.beginInsertRows(self._index_of(parent), first, first + len(nodes) - 1)
             for i, node in enumerate(nodes):
                 node.row = first + i
                 parent.children.append(node)
-            self.endInsertRows()
+            if not resetting:
+                self.endInsertRows()
             groups[id(parent)] = parent
-        self._changed(changed, groups)
-        self._emit_groups(groups)
+        if resetting:
+            self._quiet = False
+            self._summaries.clear()
+            self.endResetModel()
+        else:
+            self._changed(changed, groups)
+            self._emit_groups(groups)
         appeared = [e for e in events if e[2].startswith("appeared")]
         if len(appeared) > APPEARED_DETAIL_MAX:  # a whole fleet arriving is one line, not a thousand
             events = [e for e in events if not e[2].startswith("appeared")]
             events.insert(0, ("info", "", f"{len(appeared)} devices appeared"))
         self.flushes += 1
         self.applied += len(pending)
+        if new_by_parent:
+            self.membership += 1
+        if new_by_parent or changed:
+            self.structure += 1
+            self.restructured.emit()
         if quiet:
             self.repaint.emit()
         if events:
@@ -243,10 +233,12 @@ class FleetModel(QAbstractItemModel):
             child = node.by_name.get(name)
             if child is None:
                 child = Node(kind, name, parent=node, row=len(node.children))
-                self.beginInsertRows(self._index_of(node), child.row, child.row)
+                if not self._quiet:
+                    self.beginInsertRows(self._index_of(node), child.row, child.row)
                 node.children.append(child)
                 node.by_name[name] = child
-                self.endInsertRows()
+                if not self._quiet:
+                    self.endInsertRows()
             node = child
         return node
 
@@ -254,17 +246,20 @@ class FleetModel(QAbstractItemModel):
         node = self._devices.pop(device_id, None)
         if node is None:
             return
+        self.membership += 1
         self._gone[device_id] = node.record
         self._summaries.clear()
         self._worst = None
         while node is not None and node.kind != "root":
             parent = node.parent
-            self.beginRemoveRows(self._index_of(parent), node.row, node.row)
+            if not self._quiet:
+                self.beginRemoveRows(self._index_of(parent), node.row, node.row)
             parent.children.pop(node.row)
             parent.by_name.pop(node.name, None)
             for i, sibling in enumerate(parent.children):
                 sibling.row = i
-            self.endRemoveRows()
+            if not self._quiet:
+                self.endRemoveRows()
             node = parent if parent.kind != "root" and not parent.children else None
 
     def _changed(self, nodes: list[Node], groups: dict[int, Node] | None = None) -> None:
@@ -300,6 +295,18 @@ class FleetModel(QAbstractItemModel):
 
     def device_ids(self) -> list[str]:
         return sorted(self._devices)
+
+    @property
+    def root(self) -> Node:
+        """The tree's root node (sites are its children): filters walk it without Qt calls."""
+        return self._root
+
+    def device_nodes(self):
+        """Every device's node (any order)."""
+        return self._devices.values()
+
+    def deploying(self, device_id: str) -> bool:
+        return device_id in self._deploying
 
     def record(self, device_id: str):
         node = self._devices.get(device_id)
@@ -498,7 +505,7 @@ class FleetModel(QAbstractItemModel):
         if col == COL_SCORE:
             if rec.score is None:
                 return "-"
-            return f"{_num(rec.score)} / {_num(rec.threshold)}" if rec.threshold else _num(rec.score)
+            return f"{num_text(rec.score)} / {num_text(rec.threshold)}" if rec.threshold else num_text(rec.score)
         if col == COL_SEEN:
             return age_text(rec.last_seen)
         if col == COL_TRANSPORT:
@@ -552,7 +559,7 @@ class FleetModel(QAbstractItemModel):
         ratio, device_id = worst
         level = "alarm" if ratio > 1.0 else "warn" if ratio > SCORE_WARN_RATIO else "ok"
         if role == Qt.ItemDataRole.DisplayRole:
-            return f"worst {_ratio_text(ratio)}× thr"
+            return f"worst {ratio_text(ratio)}× thr"
         if role == Qt.ItemDataRole.ForegroundRole:  # quiet grey unless something needs a look
             return QBrush(QColor(SCORE_COLORS[level] if level != "ok" else STATUS_COLORS[OFFLINE]))
         if role == Qt.ItemDataRole.FontRole:
@@ -564,47 +571,6 @@ class FleetModel(QAbstractItemModel):
         if role == Qt.ItemDataRole.TextAlignmentRole:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole:
-            return (f"Highest anomaly score in {node.kind} {node.name}: {device_id} at {_ratio_text(ratio)} times "
+            return (f"Highest anomaly score in {node.kind} {node.name}: {device_id} at {ratio_text(ratio)} times "
                     "its threshold (above 1 is an alarm)")
         return None
-
-
-class FleetFilter(QSortFilterProxyModel):
-    """Text search over id, location, profile, firmware, model (groups match by name, and then show
-    all their devices), plus a status filter applied to devices only."""
-
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self.setRecursiveFilteringEnabled(True)
-        self.setAutoAcceptChildRows(True)
-        self.setSortRole(SORT_ROLE)
-        self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-        self.setDynamicSortFilter(True)
-        self._text = ""
-        self._status = ""
-
-    def set_text(self, text: str) -> None:
-        self.beginFilterChange()
-        self._text = text.strip().lower()
-        self.endFilterChange()
-
-    def set_status(self, status: str) -> None:
-        """'' for all, else one of STATUSES."""
-        self.beginFilterChange()
-        self._status = status
-        self.endFilterChange()
-
-    def filterAcceptsRow(self, row: int, parent) -> bool:
-        model = self.sourceModel()
-        index = model.index(row, 0, parent)
-        node: Node = index.internalPointer()
-        if node.kind != "device":
-            return not self._status and bool(self._text) and self._text in node.name.lower()
-        rec = node.record
-        if self._status and model.data(index, STATUS_ROLE) != self._status:
-            return False
-        if not self._text:
-            return True
-        hay = " ".join((rec.device_id, rec.location, rec.profile, rec.firmware,
-                        f"{rec.model_name}@{rec.model_version}", rec.transport)).lower()
-        return self._text in hay

@@ -1,6 +1,9 @@
 """Fleet browser: search box, status filter and a tree view over FleetModel through FleetFilter.
 
-A widget that shows and emits: it owns no devices; the main window reacts to its signals.
+A widget that shows and emits: it owns no devices; the main window reacts to its signals. Sites,
+lines and machines start collapsed, so a 10,000-device fleet puts a handful of rows on screen
+(the view and the proxy only ever touch the rows of opened groups); a search or state filter
+that leaves few devices opens their groups.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui.columns import install_column_menu
+from app.ui.fleet_filter import FleetFilter
 from app.ui.fleet_model import (
     COL_FIRMWARE,
     COL_NAME,
@@ -29,7 +33,6 @@ from app.ui.fleet_model import (
     COLUMNS,
     DEVICE_ID_ROLE,
     STATUSES,
-    FleetFilter,
     FleetModel,
 )
 
@@ -51,6 +54,9 @@ COLUMN_PADDING = 6
 # profile in its tooltip, and without them the other columns, Transport and Velocity included, fit
 # the ~800 px fleet dock.
 HIDDEN_COLUMNS = (COL_FIRMWARE, COL_PROFILE)
+# A search or state filter leaving at most this many devices opens their groups; more stay
+# collapsed (opening thousands of rows would cost the GUI thread what collapsing saves).
+EXPAND_MATCHES_MAX = 200
 
 
 class FleetView(QWidget):
@@ -81,6 +87,7 @@ class FleetView(QWidget):
         self.status_filter.setToolTip("Show only devices in this state (e.g. the red ones)")
         self.status_filter.currentIndexChanged.connect(
             lambda _i: (self.proxy.set_status(self.status_filter.currentData()), self._expand()))
+        model.restructured.connect(self._restructured)
 
         self.tree = QTreeView()
         self.tree.setModel(self.proxy)
@@ -107,8 +114,9 @@ class FleetView(QWidget):
         self._first_fill: float | None = None
         self._last_fit = 0.0
         self.tree.header().sectionResized.connect(self._section_resized)
-        self._expand_pending = False
+        self._fit_pending = False
         self.proxy.rowsInserted.connect(self._rows_inserted)
+        self.proxy.modelReset.connect(lambda: self._rows_inserted(None, 0, 0))
         self._last_resort = 0.0
         model.repaint.connect(self._repaint)
 
@@ -125,14 +133,25 @@ class FleetView(QWidget):
         self._expand()
 
     def _expand(self) -> None:
-        self.tree.expandAll()
+        """Open the groups of what a filter leaves when that is few devices; collapse otherwise."""
+        if self.proxy.active and self.proxy.matches() <= EXPAND_MATCHES_MAX:
+            self.tree.expandAll()
+        else:
+            self.tree.collapseAll()
+
+    def _restructured(self) -> None:
+        """Devices appeared or changed state: an active filter re-decides what it shows."""
+        if self.proxy.active:
+            self.proxy.refilter()
+            if self.proxy.matches() <= EXPAND_MATCHES_MAX:
+                self.tree.expandAll()
 
     def _rows_inserted(self, parent, first: int, last: int) -> None:
-        # New groups open by default (site, line, machine), so new devices are visible at once;
-        # one expandAll per event-loop pass however many rows arrived.
-        if not self._expand_pending:
-            self._expand_pending = True
-            QTimer.singleShot(0, self._expand_now)
+        # New groups stay collapsed (10,000 devices would be 10,000 rows to lay out); columns are
+        # fitted once per event-loop pass however many rows arrived.
+        if not self._fit_pending:
+            self._fit_pending = True
+            QTimer.singleShot(0, self._fit_after_insert)
 
     def _repaint(self) -> None:
         """Telemetry changed values only: redraw the visible rows; re-sort (throttled) when the
@@ -149,9 +168,8 @@ class FleetView(QWidget):
             self._last_resort = now
             self.proxy.invalidate()
 
-    def _expand_now(self) -> None:
-        self._expand_pending = False
-        self.tree.expandAll()
+    def _fit_after_insert(self) -> None:
+        self._fit_pending = False
         if self.auto_size_columns:
             if self._first_fill is None:
                 self._first_fill = time.monotonic()

@@ -128,6 +128,7 @@ class MainWindow(QMainWindow):
         self.sessions.detaching.connect(self._session_detaching)
         self.sessions.failed.connect(self._session_failed)
         self.sessions.progress.connect(lambda text: self.statusBar().showMessage(text, 3000))
+        self._choices_at = -1  # the fleet membership the live view's compare list was built from
         self.flush_timer = QTimer(self)
         self.flush_timer.setInterval(FLEET_FLUSH_MS)
         self.flush_timer.timeout.connect(self._flush)
@@ -259,9 +260,12 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ periodic
 
     def _flush(self) -> None:
-        if self.fleet_model.flush():
-            ids = self.fleet_model.device_ids()
-            self.live.set_device_choices(ids)
+        # the compare list follows the fleet's membership, not its telemetry: re-listing 10,000 ids
+        # on every batch cost the GUI thread more than the batch itself
+        self.fleet_model.flush()
+        if self.fleet_model.membership != self._choices_at:
+            self._choices_at = self.fleet_model.membership
+            self.live.set_device_choices(self.fleet_model.device_ids())
 
     def _tick(self) -> None:
         self.fleet_model.refresh_ages()
