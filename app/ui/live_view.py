@@ -495,11 +495,14 @@ class LiveView(QWidget):
                     c.setData([], [])
                 continue
             key = (feed.wave.total, feed.scores.total)
-            if not force and self._drawn.get(device_id) == key:
+            before = None if force else self._drawn.get(device_id)
+            if before == key:
                 continue
             self._drawn[device_id] = key
             drew = True
-            self._draw_feed(feed, wave_curves, spec_curves, score_curve, column)
+            # only what changed: raw samples arrive ~12 times a second, scores once a second
+            self._draw_feed(feed, wave_curves, spec_curves, score_curve, column,
+                            wave=before is None or before[0] != key[0], scores=before is None or before[1] != key[1])
         if self.spectrum_band == "orders" and self._orders_shaft is None and self.primary in self.feeds \
                 and self.feeds[self.primary].shaft_hz:
             self._apply_band()  # the shaft speed arrived after the band was chosen
@@ -508,7 +511,24 @@ class LiveView(QWidget):
             self._update_info()
 
     @staticmethod
-    def _draw_feed(feed: DeviceFeed, wave_curves, spec_curves, score_curve, column: PlotColumn | None) -> None:
+    def _draw_feed(feed: DeviceFeed, wave_curves, spec_curves, score_curve, column: PlotColumn | None,
+                   wave: bool = True, scores: bool = True) -> None:
+        """Set the curves of what changed: the waveform and spectrum (`wave`), the score trend and
+        the decorations that follow it (`scores`)."""
+        if wave:
+            LiveView._draw_wave(feed, wave_curves, spec_curves)
+        if not scores:
+            return
+        trend = feed.scores.latest()
+        if len(trend):
+            score_curve.setData(trend[:, 0] - time.time(), trend[:, 1])
+        else:
+            score_curve.setData([], [])
+        if column is not None:
+            column.decorate(feed, trend)
+
+    @staticmethod
+    def _draw_wave(feed: DeviceFeed, wave_curves, spec_curves) -> None:
         fs = feed.sample_rate
         wave = feed.wave.latest(int(WAVE_SHOWN_S * fs * 1.2))
         if len(wave):
@@ -524,13 +544,6 @@ class LiveView(QWidget):
         else:
             for curve in (*wave_curves, *spec_curves):
                 curve.setData([], [])
-        scores = feed.scores.latest()
-        if len(scores):
-            score_curve.setData(scores[:, 0] - time.time(), scores[:, 1])
-        else:
-            score_curve.setData([], [])
-        if column is not None:
-            column.decorate(feed, scores)
 
     def _update_info(self) -> None:
         parts = []

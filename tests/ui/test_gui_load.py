@@ -111,3 +111,31 @@ def test_coalesced_telemetry_still_shows_every_devices_latest_state(qtbot):
         model.enqueue("telemetry", _record(i, score=0.2, alarm=(i == 7)))
     model.flush()
     assert view.visible_devices() == ["bench-00007"]
+
+
+def test_live_view_redraws_only_the_curves_whose_data_changed(qtbot):
+    """Raw samples arrive ~12 times a second, scores once: a new stream window must not reset the
+    score trend and its bands (what made every frame redraw all of a device's plots)."""
+    import numpy as np
+
+    from app.protocol import messages as m
+    from app.services.fleet_monitor import DeviceRecord
+    from app.ui.live_view import LiveView
+
+    view = LiveView()
+    qtbot.addWidget(view)
+    view.set_streaming(False)  # no monitor: this test feeds the buffers itself
+    view.show_devices("sim-001")
+    feed = view.feeds["sim-001"]
+    score_sets, wave_sets = [], []
+    view.score_curve.sigPlotChanged.connect(lambda *_: score_sets.append(1))
+    view.wave_curves[0].sigPlotChanged.connect(lambda *_: wave_sets.append(1))
+    samples = np.zeros((256, 3), np.int16)
+    for seq in range(8):
+        feed.on_stream("sim-001", m.Stream(seq, 3200, 1 / 2048, samples))
+        view.draw()
+    assert len(wave_sets) == 8 and not score_sets
+    feed.on_record(DeviceRecord(device_id="sim-001", score=0.2, threshold=1.0, last_seen=time.time()))
+    view.draw()
+    assert len(score_sets) == 1 and len(wave_sets) == 8
+    assert view.threshold_line.isVisible()
