@@ -9,6 +9,7 @@ a dict; a GUI timer (`flush`) applies the batch: new devices are inserted per pa
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt, Signal
@@ -41,6 +42,10 @@ RECORD_ROLE = Qt.ItemDataRole.UserRole + 5
 LEVELS = ("site", "line", "machine")
 # More devices than this arriving in one batch are announced as one event, not one each.
 APPEARED_DETAIL_MAX = 20
+# Group rows' "worst score" is recomputed (a pass over every device) at most this often; scores
+# arrive once a second per device, and with batches every frame a pass per batch would cost more
+# than the batches.
+WORST_REFRESH_S = 1.0
 # More new devices than this in one batch (a plant's retained statuses on connecting) rebuild the
 # views with one model reset instead of an insert per group: each insert made the sorting proxy
 # re-sort its rows, ~2 s of GUI thread for 10,000 devices. A reset closes opened groups, which at
@@ -106,7 +111,9 @@ class FleetModel(QAbstractItemModel):
         self._deploying: set[str] = set()
         self._gone: dict[str, object] = {}  # last record of a device removed from the tree (moved)
         self._summaries: dict[int, tuple] = {}  # group node -> counts, until the next structural change
-        self._worst: dict[int, tuple[float, str]] | None = None  # group node -> worst score ratio, per flush
+        self._worst: dict[int, tuple[float, str]] | None = None  # group node -> worst score ratio
+        self._worst_stale = False  # scores moved since `_worst` was computed ...
+        self._worst_at = 0.0  # ... at this time.monotonic()
         self.zones = ZoneCache()  # the velocity column
         self.flushes = 0
         self.applied = 0
@@ -155,7 +162,7 @@ class FleetModel(QAbstractItemModel):
             self.restructured.emit()
         if not pending:
             return 0
-        self._worst = None  # scores moved: group rows recompute their worst device when drawn
+        self._worst_stale = True  # scores moved: group rows recompute their worst device when drawn
         from app.ui.events import transitions
 
         resetting = sum(1 for d in pending if d not in self._devices) > RESET_INSERT_MIN
@@ -169,7 +176,8 @@ class FleetModel(QAbstractItemModel):
         new_by_parent: dict[int, tuple[Node, list[Node]]] = {}
         for device_id, record in pending.items():
             node = self._devices.get(device_id)
-            if node is not None and group_path(node.record) != group_path(record):
+            if node is not None and (node.record.location != record.location or node.record.site != record.site) \
+                    and group_path(node.record) != group_path(record):
                 self._remove(device_id)  # moved to another machine: re-insert under its new parent
                 node = None
             events.extend(transitions(node.record if node is not None else self._gone.pop(device_id, None),
@@ -373,9 +381,12 @@ class FleetModel(QAbstractItemModel):
     def _worst_ratio(self, node: Node) -> tuple[float, str] | None:
         """(score / threshold, device id) of the worst online device below a group node.
 
-        One pass over the whole tree fills every group at once, at most once per flush (4 Hz):
-        with 1,000 devices that is ~1 ms, and only when a group row is drawn."""
-        if self._worst is None:
+        One pass over the whole tree fills every group at once, only when a group row is drawn and
+        at most every WORST_REFRESH_S while only scores moved (~15 ms with 10,000 devices); a
+        device removed or moved recomputes it at once."""
+        now = time.monotonic()
+        if self._worst is None or (self._worst_stale and now - self._worst_at >= WORST_REFRESH_S):
+            self._worst_stale, self._worst_at = False, now
             worst: dict[int, tuple[float, str]] = {}
 
             def visit(n: Node) -> tuple[float, str] | None:

@@ -38,6 +38,9 @@ from app.ui.fleet_model import (
 
 # Sorted by score or last seen, the order is refreshed this often (not on every telemetry batch).
 RESORT_INTERVAL_S = 2.0
+# Telemetry values (scores, ages) on screen are redrawn at most this often: the model takes a batch
+# every frame, and repainting the visible rows at 60 Hz would cost more than the batches.
+REPAINT_INTERVAL_MS = 250
 VOLATILE_COLUMNS = (COL_SCORE, COL_SEEN)
 # Column widths (px) that fit their usual content; the user can resize, and the state is saved.
 COLUMN_WIDTHS = (130, 130, 105, 70, 85, 105, 70, 65, 75)
@@ -118,6 +121,10 @@ class FleetView(QWidget):
         self.proxy.rowsInserted.connect(self._rows_inserted)
         self.proxy.modelReset.connect(lambda: self._rows_inserted(None, 0, 0))
         self._last_resort = 0.0
+        self._repaint_timer = QTimer(self)
+        self._repaint_timer.setSingleShot(True)
+        self._repaint_timer.setInterval(REPAINT_INTERVAL_MS)
+        self._repaint_timer.timeout.connect(self._repaint_now)
         model.repaint.connect(self._repaint)
 
         top = QHBoxLayout()
@@ -154,8 +161,13 @@ class FleetView(QWidget):
             QTimer.singleShot(0, self._fit_after_insert)
 
     def _repaint(self) -> None:
-        """Telemetry changed values only: redraw the visible rows; re-sort (throttled) when the
-        view is sorted by a column telemetry moves."""
+        """Telemetry changed values only: redraw the visible rows within REPAINT_INTERVAL_MS."""
+        if not self._repaint_timer.isActive():
+            self._repaint_timer.start()
+
+    def _repaint_now(self) -> None:
+        """Redraw the visible rows; re-sort (throttled) when the view is sorted by a column
+        telemetry moves."""
         self.tree.viewport().update()
         if self.auto_size_columns and self._first_fill is not None:
             if time.monotonic() - self._first_fill >= AUTOSIZE_PERIOD_S:
