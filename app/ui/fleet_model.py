@@ -16,7 +16,16 @@ from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelInde
 from PySide6.QtGui import QBrush, QColor
 
 from app.protocol.codes import DeviceState
-from app.ui.fleet_text import SCORE_WARN_RATIO, age_text, num_text, ratio_text, score_level, search_text, trust_text
+from app.ui.fleet_text import (
+    SCORE_WARN_RATIO,
+    age_text,
+    group_path,
+    num_text,
+    ratio_text,
+    score_level,
+    search_text,
+    trust_text,
+)
 from app.ui.fleet_zones import ZoneCache
 
 __all__ = ["FleetModel", "Node", "age_text", "group_path", "search_text", "status_of", "trust_text"]
@@ -51,7 +60,6 @@ WORST_REFRESH_S = 1.0
 # re-sort its rows, ~2 s of GUI thread for 10,000 devices. A reset closes opened groups, which at
 # that point nobody has opened yet.
 RESET_INSERT_MIN = 500
-UNKNOWN = "(unknown)"
 
 
 def status_of(record, deploying: bool = False) -> str:
@@ -71,14 +79,6 @@ def _structure(record, deploying: bool) -> tuple:
     """What filters, sorting by state and group counts depend on; telemetry values are not in it."""
     return (status_of(record, deploying), record.trial, record.model_name, record.model_version,
             record.firmware, record.profile, record.transport, record.location)
-
-
-def group_path(record) -> tuple[str, str, str]:
-    parts = [p for p in (record.location or "").split("/") if p]
-    if not parts and record.site:
-        parts = [record.site]
-    parts += [UNKNOWN] * (3 - len(parts))
-    return parts[0], parts[1], "/".join(parts[2:])
 
 
 @dataclass(eq=False)
@@ -118,6 +118,7 @@ class FleetModel(QAbstractItemModel):
         self.flushes = 0
         self.applied = 0
         self._quiet = False  # inside a model reset: no row signals
+        self._tallied: tuple[int, dict[str, int], dict[str, int]] | None = None  # (structure, counts, transports)
         self.membership = 0  # bumped whenever a device is added or removed (the id list changed)
         self.structure = 0  # bumped whenever what filters see changed (membership, state, identity)
 
@@ -329,10 +330,24 @@ class FleetModel(QAbstractItemModel):
         return status_of(node.record, device_id in self._deploying) if node else None
 
     def counts(self) -> dict[str, int]:
-        out = dict.fromkeys(STATUSES, 0)
-        for device_id, node in self._devices.items():
-            out[status_of(node.record, device_id in self._deploying)] += 1
-        return out
+        """Devices per status (the status bar's line each second); recounted only when a state changed."""
+        return dict(self._tally()[0])
+
+    def online_on(self, transport: str) -> int:
+        """Devices not offline that reached us over `transport` ("serial", "mqtt")."""
+        return self._tally()[1].get(transport, 0)
+
+    def _tally(self) -> tuple[dict[str, int], dict[str, int]]:
+        if self._tallied is None or self._tallied[0] != self.structure:
+            out = dict.fromkeys(STATUSES, 0)
+            transports: dict[str, int] = {}
+            for device_id, node in self._devices.items():
+                status = status_of(node.record, device_id in self._deploying)
+                out[status] += 1
+                if status != OFFLINE:
+                    transports[node.record.transport] = transports.get(node.record.transport, 0) + 1
+            self._tallied = (self.structure, out, transports)
+        return self._tallied[1], self._tallied[2]
 
     # ------------------------------------------------------------------ QAbstractItemModel
 

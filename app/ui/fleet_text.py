@@ -7,6 +7,17 @@ import time
 
 # A score above this share of the threshold is shown amber: close to alarming.
 SCORE_WARN_RATIO = 0.7
+# The group a device without a location (or a short one) is listed under.
+UNKNOWN = "(unknown)"
+
+
+def group_path(record) -> tuple[str, str, str]:
+    """(site, line, machine) from the device's location "site/line/machine..."."""
+    parts = [p for p in (record.location or "").split("/") if p]
+    if not parts and record.site:
+        parts = [record.site]
+    parts += [UNKNOWN] * (3 - len(parts))
+    return parts[0], parts[1], "/".join(parts[2:])
 
 
 def score_level(score: float | None, threshold: float | None) -> str | None:
