@@ -25,8 +25,9 @@ class FleetFilter(QSortFilterProxyModel):
         self.setDynamicSortFilter(True)
         self._text = ""
         self._status = ""
-        self._kept: set[int] | None = None  # ids of the nodes shown; None: no filter, all shown
-        self._structure = -1  # the model's structure counter _kept was computed at
+        # ids of the nodes shown (None: no filter, all shown); until the view's next `refilter` a
+        # device that appeared or changed state is judged by the set computed before it
+        self._kept: set[int] | None = None
 
     @property
     def active(self) -> bool:
@@ -59,7 +60,6 @@ class FleetFilter(QSortFilterProxyModel):
 
     def _compute(self) -> set[int]:
         model: FleetModel = self.sourceModel()
-        self._structure = model.structure
         text, status = self._text, self._status
         kept: set[int] = set()
 
@@ -101,7 +101,5 @@ class FleetFilter(QSortFilterProxyModel):
         if self._kept is None:
             return True
         model: FleetModel = self.sourceModel()
-        if self._structure != model.structure:  # a flush since: the view asks before `refilter` runs
-            self._kept = self._compute()
         owner: Node = parent.internalPointer() if parent.isValid() else model.root
         return 0 <= row < len(owner.children) and id(owner.children[row]) in self._kept

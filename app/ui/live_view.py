@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui.live_feed import DEFAULT_SAMPLE_RATE, DeviceFeed, amplitude_spectrum
+from app.ui.plot_range import StickyYRange
 from app.ui.severity_view import ConditionPanel
 
 log = logging.getLogger(__name__)
@@ -263,6 +264,12 @@ class LiveView(QWidget):
         self.side_col = PlotColumn(self.plots, 1)
         self.side_col.link_to(self.main_col)
         self.main_col.show(True)
+        # y ranges fitted now and then, not by pyqtgraph's auto-range on every frame (app.ui.plot_range);
+        # the side column's plots follow through their y link
+        self.wave_range = StickyYRange(self.main_col.wave_plot)
+        self.spec_range = StickyYRange(self.main_col.spec_plot, zero_based=True)
+        for plot in (self.side_col.wave_plot, self.side_col.spec_plot):
+            plot.enableAutoRange(y=False)
         # the names tests, the benchmark and export use
         self.wave_plot, self.spec_plot, self.score_plot = self.main_col.plots
         self.wave_curves, self.spec_curves = self.main_col.wave_curves, self.main_col.spec_curves
@@ -346,6 +353,8 @@ class LiveView(QWidget):
         i = self.compare_box.findData(compare)
         self.compare_box.setCurrentIndex(max(0, i))
         self._drawn.clear()
+        self.wave_range.reset()
+        self.spec_range.reset()
         self._orders_shaft = None  # "shaft orders" follows the newly shown machine's speed
         self.condition.set_feed(self.feeds.get(primary) if primary else None)
         self._arrange()
@@ -372,6 +381,8 @@ class LiveView(QWidget):
         self._arrange()
         self._update_title()
         self._drawn.clear()
+        self.wave_range.reset()
+        self.spec_range.reset()
         self.draw(force=True)
 
     def _arrange(self) -> None:
@@ -507,16 +518,17 @@ class LiveView(QWidget):
                 and self.feeds[self.primary].shaft_hz:
             self._apply_band()  # the shaft speed arrived after the band was chosen
         if drew:
+            self.wave_range.apply()
+            self.spec_range.apply()
             self.frames += 1
             self._update_info()
 
-    @staticmethod
-    def _draw_feed(feed: DeviceFeed, wave_curves, spec_curves, score_curve, column: PlotColumn | None,
+    def _draw_feed(self, feed: DeviceFeed, wave_curves, spec_curves, score_curve, column: PlotColumn | None,
                    wave: bool = True, scores: bool = True) -> None:
         """Set the curves of what changed: the waveform and spectrum (`wave`), the score trend and
         the decorations that follow it (`scores`)."""
         if wave:
-            LiveView._draw_wave(feed, wave_curves, spec_curves)
+            self._draw_wave(feed, wave_curves, spec_curves)
         if not scores:
             return
         trend = feed.scores.latest()
@@ -527,20 +539,21 @@ class LiveView(QWidget):
         if column is not None:
             column.decorate(feed, trend)
 
-    @staticmethod
-    def _draw_wave(feed: DeviceFeed, wave_curves, spec_curves) -> None:
+    def _draw_wave(self, feed: DeviceFeed, wave_curves, spec_curves) -> None:
         fs = feed.sample_rate
         wave = feed.wave.latest(int(WAVE_SHOWN_S * fs * 1.2))
         if len(wave):
             t = (np.arange(len(wave)) - len(wave)) / fs
             for i, curve in enumerate(wave_curves):
                 curve.setData(t, wave[:, i])
+            self.wave_range.include(feed.device_id, wave)
             tail = feed.wave.latest(SPECTRUM_N)
             tail = tail[np.all(np.isfinite(tail), axis=1)]
             if len(tail) >= SPECTRUM_N // 2:
                 freqs, spec = amplitude_spectrum(tail, fs)
                 for i, curve in enumerate(spec_curves):
-                    curve.setData(freqs, spec[:, i])
+                    curve.setData(freqs, spec[:, i], skipFiniteCheck=True)
+                self.spec_range.include(feed.device_id, spec)
         else:
             for curve in (*wave_curves, *spec_curves):
                 curve.setData([], [])

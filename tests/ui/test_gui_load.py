@@ -110,7 +110,7 @@ def test_coalesced_telemetry_still_shows_every_devices_latest_state(qtbot):
     for i in range(BIG_FLEET):
         model.enqueue("telemetry", _record(i, score=0.2, alarm=(i == 7)))
     model.flush()
-    assert view.visible_devices() == ["bench-00007"]
+    qtbot.waitUntil(lambda: view.visible_devices() == ["bench-00007"], timeout=WAIT_MS)
 
 
 def test_live_view_redraws_only_the_curves_whose_data_changed(qtbot):
@@ -139,3 +139,32 @@ def test_live_view_redraws_only_the_curves_whose_data_changed(qtbot):
     view.draw()
     assert len(score_sets) == 1 and len(wave_sets) == 8
     assert view.threshold_line.isVisible()
+
+
+def test_live_plot_y_range_grows_at_once_shrinks_now_and_then_and_leaves_a_users_zoom(qtbot):
+    import numpy as np
+    import pyqtgraph as pg
+
+    from app.ui.plot_range import SHRINK_INTERVAL_S, StickyYRange
+
+    widget = pg.PlotWidget()
+    qtbot.addWidget(widget)
+    fitted = StickyYRange(widget.getPlotItem())
+    fitted.include("a", np.array([-1.0, np.nan, 1.0]))  # a lost window's NaN is no bound
+    assert fitted.apply(now=100.0)
+    lo, hi = widget.getPlotItem().getViewBox().viewRange()[1]
+    assert lo < -1.0 and hi > 1.0
+    fitted.include("b", np.array([0.0, 3.0]))  # a second device beyond the range: it grows at once
+    assert fitted.apply(now=100.1)
+    assert widget.getPlotItem().getViewBox().viewRange()[1][1] > 3.0
+    fitted.include("a", np.array([-0.1, 0.1]))
+    fitted.include("b", np.array([0.0, 0.2]))
+    assert not fitted.apply(now=100.2)  # small data: the axis stays for this frame ...
+    assert fitted.apply(now=100.1 + SHRINK_INTERVAL_S)  # ... and shrinks a second later
+    assert widget.getPlotItem().getViewBox().viewRange()[1][1] < 1.0
+    widget.getPlotItem().getViewBox().sigRangeChangedManually.emit([False, True])  # the user zooms
+    fitted.include("a", np.array([-50.0, 50.0]))
+    assert not fitted.apply(now=200.0)
+    fitted.reset()  # other devices shown: fitting resumes
+    fitted.include("c", np.array([-50.0, 50.0]))
+    assert fitted.apply(now=200.1)
