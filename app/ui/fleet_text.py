@@ -67,3 +67,20 @@ def trust_text(hello) -> str:
     if not hello.trust_keys:
         return "<b>signatures: not provisioned</b> — takes unsigned images (tinymlops keys provision)"
     return f"signatures: checked against {hello.trust_keys} trusted key(s)"
+
+
+def device_tooltip(rec, status: str) -> str:
+    """A device row's tooltip: identity, model, score, shaft speed, uptime and trust store."""
+    lines = [f"<b>{rec.device_id}</b> — {status}", f"location: {rec.location or '?'}",
+             f"profile: {rec.profile or '?'}, firmware {rec.firmware or '?'}",
+             f"model: {rec.model_name or 'none'}@{rec.model_version}"
+             + (f" (trial, previous {rec.prev_version})" if rec.trial else
+                f" (previous {rec.prev_version})" if rec.prev_version else "")]
+    if rec.score is not None:
+        lines.append(f"anomaly score {rec.score:.4f}, threshold {rec.threshold or 0:.4f}"
+                     + (" — ALARM" if rec.alarm else ""))
+    if rec.shaft_hz:
+        lines.append(f"shaft {rec.shaft_hz:.1f} Hz ({rec.shaft_hz * 60:.0f} rpm)")
+    lines.append(f"uptime {rec.uptime_s} s, last seen {age_text(rec.last_seen)}, via {rec.transport}")
+    lines.append(trust_text(rec.hello))
+    return "<br>".join(lines)
