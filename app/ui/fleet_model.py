@@ -11,13 +11,13 @@ to repaint. So 10,000 devices at 1 Hz cost ~170 records a frame and a handful of
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 
 from app.protocol.codes import DeviceState
+from app.ui.fleet_stats import GroupStats, group_stats, mark_dirty
 from app.ui.fleet_text import (
     SCORE_WARN_RATIO,
     age_text,
@@ -54,10 +54,6 @@ RECORD_ROLE = Qt.ItemDataRole.UserRole + 5
 LEVELS = ("site", "line", "machine")
 # More devices than this arriving in one batch are announced as one event, not one each.
 APPEARED_DETAIL_MAX = 20
-# Group rows' "worst score" is recomputed (a pass over every device) at most this often; scores
-# arrive once a second per device, and with batches every frame a pass per batch would cost more
-# than the batches.
-WORST_REFRESH_S = 1.0
 # More new devices than this in one batch (a plant's retained statuses on connecting) rebuild the
 # views with one model reset instead of an insert per group: each insert made the sorting proxy
 # re-sort its rows, ~2 s of GUI thread for 10,000 devices. A reset closes opened groups, which at
@@ -94,6 +90,8 @@ class Node:
     record: object = None
     row: int = 0
     hay: str = ""  # a device's searchable text, lower case (set with its record's structure)
+    dirty: bool = True  # a group's `stats` need recomputing (app.ui.fleet_stats)
+    stats: GroupStats | None = None
 
 
 class FleetModel(QAbstractItemModel):
@@ -113,15 +111,10 @@ class FleetModel(QAbstractItemModel):
         self._removed: set[str] = set()
         self._deploying: set[str] = set()
         self._gone: dict[str, object] = {}  # last record of a device removed from the tree (moved)
-        self._summaries: dict[int, tuple] = {}  # group node -> counts, until the next structural change
-        self._worst: dict[int, tuple[float, str]] | None = None  # group node -> worst score ratio
-        self._worst_stale = False  # scores moved since `_worst` was computed ...
-        self._worst_at = 0.0  # ... at this time.monotonic()
         self.zones = ZoneCache()  # the velocity column
         self.flushes = 0
         self.applied = 0
         self._quiet = False  # inside a model reset: no row signals
-        self._tallied: tuple[int, dict[str, int], dict[str, int]] | None = None  # (structure, counts, transports)
         self.membership = 0  # bumped whenever a device is added or removed (the id list changed)
         self.structure = 0  # bumped whenever what filters see changed (membership, state, identity)
 
@@ -143,6 +136,7 @@ class FleetModel(QAbstractItemModel):
             (self._deploying.add if on else self._deploying.discard)(device_id)
             node = self._devices.get(device_id)
             if node is not None:
+                mark_dirty(node.parent)
                 self._changed([node])
         self.structure += 1
         self.restructured.emit()
@@ -166,7 +160,6 @@ class FleetModel(QAbstractItemModel):
             self.restructured.emit()
         if not pending:
             return 0
-        self._worst_stale = True  # scores moved: group rows recompute their worst device when drawn
         from app.ui.events import transitions
 
         resetting = sum(1 for d in pending if d not in self._devices) > RESET_INSERT_MIN
@@ -191,10 +184,12 @@ class FleetModel(QAbstractItemModel):
                 node = Node("device", device_id, parent=parent, record=record, hay=search_text(record))
                 new_by_parent.setdefault(id(parent), (parent, []))[1].append(node)
                 self._devices[device_id] = node
+                mark_dirty(parent)
             else:
                 deploying = device_id in self._deploying
                 structural = _structure(node.record, deploying) != _structure(record, deploying)
                 node.record = record
+                mark_dirty(node.parent)  # its groups' counts and worst score
                 if structural:
                     node.hay = search_text(record)
                     changed.append(node)
@@ -213,7 +208,6 @@ class FleetModel(QAbstractItemModel):
             groups[id(parent)] = parent
         if resetting:
             self._quiet = False
-            self._summaries.clear()
             self.endResetModel()
         else:
             self._changed(changed, groups)
@@ -260,8 +254,7 @@ class FleetModel(QAbstractItemModel):
             return
         self.membership += 1
         self._gone[device_id] = node.record
-        self._summaries.clear()
-        self._worst = None
+        mark_dirty(node.parent)
         while node is not None and node.kind != "root":
             parent = node.parent
             if not self._quiet:
@@ -293,8 +286,6 @@ class FleetModel(QAbstractItemModel):
 
     def _emit_groups(self, groups: dict[int, Node]) -> None:
         """Group rows (their online/alarm counts) above the given nodes, each ancestor once."""
-        if groups:
-            self._summaries.clear()
         seen: set[int] = set()
         for node in groups.values():
             while node is not None and node.kind != "root" and id(node) not in seen:
@@ -333,24 +324,15 @@ class FleetModel(QAbstractItemModel):
         return status_of(node.record, device_id in self._deploying) if node else None
 
     def counts(self) -> dict[str, int]:
-        """Devices per status (the status bar's line each second); recounted only when a state changed."""
-        return dict(self._tally()[0])
+        """Devices per status (the status bar's line each second), from the root's kept figures."""
+        return {**dict.fromkeys(STATUSES, 0), **self._stats(self._root).statuses}
 
     def online_on(self, transport: str) -> int:
         """Devices not offline that reached us over `transport` ("serial", "mqtt")."""
-        return self._tally()[1].get(transport, 0)
+        return self._stats(self._root).transports.get(transport, 0)
 
-    def _tally(self) -> tuple[dict[str, int], dict[str, int]]:
-        if self._tallied is None or self._tallied[0] != self.structure:
-            out = dict.fromkeys(STATUSES, 0)
-            transports: dict[str, int] = {}
-            for device_id, node in self._devices.items():
-                status = status_of(node.record, device_id in self._deploying)
-                out[status] += 1
-                if status != OFFLINE:
-                    transports[node.record.transport] = transports.get(node.record.transport, 0) + 1
-            self._tallied = (self.structure, out, transports)
-        return self._tallied[1], self._tallied[2]
+    def _stats(self, node: Node) -> GroupStats:
+        return group_stats(node, lambda n: status_of(n.record, n.name in self._deploying))
 
     # ------------------------------------------------------------------ QAbstractItemModel
 
@@ -389,57 +371,13 @@ class FleetModel(QAbstractItemModel):
         return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable if index.isValid() else Qt.ItemFlag.NoItemFlags
 
     def _group_summary(self, node: Node) -> tuple[int, int, int]:
-        """(devices, online, alarms) below a group node (cached until the
-        next structural change)."""
-        cached = self._summaries.get(id(node))
-        if cached is None:
-            cached = self._summaries[id(node)] = self._count(node)
-        return cached
+        """(devices, online, alarms) below a group node."""
+        stats = self._stats(node)
+        return stats.total, stats.online, stats.alarms
 
     def _worst_ratio(self, node: Node) -> tuple[float, str] | None:
-        """(score / threshold, device id) of the worst online device below a group node.
-
-        One pass over the whole tree fills every group at once, only when a group row is drawn and
-        at most every WORST_REFRESH_S while only scores moved (~15 ms with 10,000 devices); a
-        device removed or moved recomputes it at once."""
-        now = time.monotonic()
-        if self._worst is None or (self._worst_stale and now - self._worst_at >= WORST_REFRESH_S):
-            self._worst_stale, self._worst_at = False, now
-            worst: dict[int, tuple[float, str]] = {}
-
-            def visit(n: Node) -> tuple[float, str] | None:
-                if n.kind == "device":
-                    rec = n.record
-                    if rec.score is None or not rec.threshold or not rec.online:
-                        return None
-                    return float(rec.score) / float(rec.threshold), rec.device_id
-                best = None
-                for child in n.children:
-                    got = visit(child)
-                    if got is not None and (best is None or got[0] > best[0]):
-                        best = got
-                if best is not None:
-                    worst[id(n)] = best
-                return best
-
-            for site in self._root.children:
-                visit(site)
-            self._worst = worst
-        return self._worst.get(id(node))
-
-    def _count(self, node: Node) -> tuple[int, int, int]:
-        total = online = alarms = 0
-        stack = [node]
-        while stack:
-            n = stack.pop()
-            if n.kind == "device":
-                rec = n.record
-                total += 1
-                online += rec.online
-                alarms += bool(rec.alarm) and rec.online
-            else:
-                stack.extend(n.children)
-        return total, online, alarms
+        """(score / threshold, device id) of the worst online device below a group node."""
+        return self._stats(node).worst
 
     def set_machine_classes(self, classes: dict[str, str] | None) -> None:
         """ISO class per device for the velocity column's zone (None: reload from the store)."""

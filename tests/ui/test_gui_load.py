@@ -4,6 +4,7 @@ its groups collapsed, and search finds one device among 10,000 (real Qt widgets,
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from app.protocol.codes import FaultMask
@@ -168,3 +169,30 @@ def test_live_plot_y_range_grows_at_once_shrinks_now_and_then_and_leaves_a_users
     fitted.reset()  # other devices shown: fitting resumes
     fitted.include("c", np.array([-50.0, 50.0]))
     assert fitted.apply(now=200.1)
+
+
+def test_group_rows_and_fleet_counts_follow_changes_removals_and_moves(qtbot):
+    from app.ui.fleet_model import COL_SCORE, COL_STATUS, FleetModel
+
+    model = FleetModel()
+    for i in range(80):  # site-0: devices 0, 4, ..., 76 (20), machine-0 and machine-1 of line-0..9
+        model.enqueue("added", _record(i))
+    model.flush()
+    site0 = model.index(0, COL_STATUS)
+    assert site0.data() == "20/20 online"
+    assert model.counts()["online"] == 80
+    model.enqueue("telemetry", _record(4, score=3.0, alarm=True))
+    model.flush()
+    assert site0.data() == "20/20 online, 1 alarm"
+    assert model.index(0, COL_SCORE).data() == "worst 3.0× thr"
+    assert model.counts()["alarm"] == 1 and model.counts()["online"] == 79
+    model.enqueue("removed", _record(4))
+    model.flush()
+    assert site0.data() == "19/19 online" and model.index(0, COL_SCORE).data() == "worst 0.10× thr"
+    assert sum(model.counts().values()) == 79
+    moved = dataclasses.replace(_record(8), site="site-1", location="site-1/line-0/machine-0")  # to site-1
+    model.enqueue("changed", moved)
+    model.flush()
+    assert site0.data() == "18/18 online"
+    assert model.index(1, COL_STATUS).data() == "21/21 online"
+    assert model.online_on("mqtt") + model.online_on("serial") <= 79
