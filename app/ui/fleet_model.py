@@ -1,24 +1,39 @@
 """The fleet as a Qt tree model (site / line / machine / device), fed in batches.
 
 FleetMonitor listeners run on the network thread and only drop the newest record per device into
-a dict; a GUI timer (`flush`) applies the batch: new devices are inserted per parent in one
-`beginInsertRows`, changed ones are announced with one `dataChanged` per parent and row range. So
-1,000 devices at 1 Hz cost ~4 small model updates a second, not 1,000 signals.
+a dict; a GUI timer (`flush`, once per frame) applies the batch: new devices are inserted per
+parent in one `beginInsertRows` (a plant's worth at once: one model reset), state changes are
+announced with one `dataChanged` per parent and row range, and telemetry values only ask the view
+to repaint. So 10,000 devices at 1 Hz cost ~170 records a frame and a handful of signals, not
+10,000 signals; sorting and filtering see only state changes (app.ui.fleet_filter).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 
-from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 
 from app.analysis.alarm_cause import AlarmExplainer
 from app.analysis.fleet_events import CauseFn, transitions
 from app.protocol.codes import StateLabel
+from app.ui.fleet_stats import GroupStats, group_stats, mark_dirty
+from app.ui.fleet_text import (
+    SCORE_WARN_RATIO,
+    age_text,
+    device_tooltip,
+    group_path,
+    num_text,
+    ratio_text,
+    score_level,
+    search_text,
+    trust_text,
+)
 from app.ui.fleet_zones import ZoneCache
+
+__all__ = ["FleetModel", "Node", "age_text", "group_path", "search_text", "status_of", "trust_text"]
 
 COLUMNS = ("Device", "Status", "Profile", "Firmware", "Model", "Score", "Last seen", "Transport", "Velocity")
 COL_NAME, COL_STATUS, COL_PROFILE, COL_FIRMWARE, COL_MODEL, COL_SCORE, COL_SEEN, COL_TRANSPORT, COL_VELOCITY = range(9)
@@ -29,8 +44,6 @@ DEPLOYING, ALARM = "deploying", "alarm"
 STATUSES = (ONLINE, OFFLINE, STREAMING, DEPLOYING, ALARM)
 STATUS_COLORS = {ONLINE: "#2e7d32", OFFLINE: "#757575", STREAMING: "#1565c0", DEPLOYING: "#ef6c00",
                  ALARM: "#c62828"}
-# A score above this share of the threshold is shown amber: close to alarming.
-SCORE_WARN_RATIO = 0.7
 SCORE_COLORS = {"ok": "#2e7d32", "warn": "#ef6c00", "alarm": "#c62828"}
 
 DEVICE_ID_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -42,7 +55,11 @@ RECORD_ROLE = Qt.ItemDataRole.UserRole + 5
 LEVELS = ("site", "line", "machine")
 # More devices than this arriving in one batch are announced as one event, not one each.
 APPEARED_DETAIL_MAX = 20
-UNKNOWN = "(unknown)"
+# More new devices than this in one batch (a plant's retained statuses on connecting) rebuild the
+# views with one model reset instead of an insert per group: each insert made the sorting proxy
+# re-sort its rows, ~2 s of GUI thread for 10,000 devices. A reset closes opened groups, which at
+# that point nobody has opened yet.
+RESET_INSERT_MIN = 500
 
 
 def status_of(record, deploying: bool = False) -> str:
@@ -58,48 +75,10 @@ def status_of(record, deploying: bool = False) -> str:
     return ONLINE
 
 
-def score_level(score: float | None, threshold: float | None) -> str | None:
-    if score is None or not threshold:
-        return None
-    ratio = score / threshold
-    return "alarm" if ratio > 1.0 else "warn" if ratio > SCORE_WARN_RATIO else "ok"
-
-
-def age_text(last_seen: float, now: float | None = None) -> str:
-    if not last_seen:
-        return "never"
-    age = max(0.0, (now or time.time()) - last_seen)
-    if age < 60:
-        return f"{age:.0f} s ago"
-    if age < 3600:
-        return f"{age / 60:.0f} min ago"
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(last_seen))
-
-
 def _structure(record, deploying: bool) -> tuple:
     """What filters, sorting by state and group counts depend on; telemetry values are not in it."""
     return (status_of(record, deploying), record.trial, record.model_name, record.model_version,
             record.firmware, record.profile, record.transport, record.location)
-
-
-def _num(value: float) -> str:
-    """Scores span orders of magnitude (a faulty machine scores 1000x its threshold): 4 digits."""
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
-
-
-def _ratio_text(ratio: float) -> str:
-    """Two significant digits below 10 ("0.42", "1.3"), whole numbers above ("870")."""
-    return f"{ratio:.2f}" if ratio < 1 else f"{ratio:.1f}" if ratio < 10 else f"{ratio:.0f}"
-
-
-def group_path(record) -> tuple[str, str, str]:
-    parts = [p for p in (record.location or "").split("/") if p]
-    if not parts and record.site:
-        parts = [record.site]
-    parts += [UNKNOWN] * (3 - len(parts))
-    return parts[0], parts[1], "/".join(parts[2:])
 
 
 @dataclass(eq=False)
@@ -111,19 +90,9 @@ class Node:
     by_name: dict[str, Node] = field(default_factory=dict)
     record: object = None
     row: int = 0
-
-
-def trust_text(hello) -> str:
-    """What the device's HELLO says of its trust store (PROTOCOL.md 6.2), in words."""
-    from app.protocol.codes import Caps
-
-    if hello is None:
-        return "signatures: not known yet"
-    if not hello.caps & Caps.SIGNED:
-        return "signatures: this firmware does not check them"
-    if not hello.trust_keys:
-        return "<b>signatures: not provisioned</b> — takes unsigned images (tinymlops keys provision)"
-    return f"signatures: checked against {hello.trust_keys} trusted key(s)"
+    hay: str = ""  # a device's searchable text, lower case (set with its record's structure)
+    dirty: bool = True  # a group's `stats` need recomputing (app.ui.fleet_stats)
+    stats: GroupStats | None = None
 
 
 class FleetModel(QAbstractItemModel):
@@ -133,6 +102,7 @@ class FleetModel(QAbstractItemModel):
 
     events = Signal(list)
     repaint = Signal()
+    restructured = Signal()  # after a flush that added, removed or re-stated devices (filters redo)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -143,12 +113,13 @@ class FleetModel(QAbstractItemModel):
         self._removed: set[str] = set()
         self._deploying: set[str] = set()
         self._gone: dict[str, object] = {}  # last record of a device removed from the tree (moved)
-        self._summaries: dict[int, tuple] = {}  # group node -> counts, until the next structural change
-        self._worst: dict[int, tuple[float, str]] | None = None  # group node -> worst score ratio, per flush
         self.zones = ZoneCache()  # the velocity column
         self.alarm_cause: CauseFn | None = AlarmExplainer().text
         self.flushes = 0
         self.applied = 0
+        self._quiet = False  # inside a model reset: no row signals
+        self.membership = 0  # bumped whenever a device is added or removed (the id list changed)
+        self.structure = 0  # bumped whenever what filters see changed (membership, state, identity)
 
     # ------------------------------------------------------------------ feeding
 
@@ -168,7 +139,10 @@ class FleetModel(QAbstractItemModel):
             (self._deploying.add if on else self._deploying.discard)(device_id)
             node = self._devices.get(device_id)
             if node is not None:
+                mark_dirty(node.parent)
                 self._changed([node])
+        self.structure += 1
+        self.restructured.emit()
 
     def flush(self) -> int:
         """Apply every pending update; returns how many devices changed.
@@ -184,50 +158,72 @@ class FleetModel(QAbstractItemModel):
             removed, self._removed = self._removed, set()
         for device_id in removed:
             self._remove(device_id)
+        if removed:
+            self.structure += 1
+            self.restructured.emit()
         if not pending:
             return 0
-        self._worst = None  # scores moved: group rows recompute their worst device when drawn
+        resetting = sum(1 for d in pending if d not in self._devices) > RESET_INSERT_MIN
+        if resetting:
+            self.beginResetModel()
+            self._quiet = True
+
         changed: list[Node] = []
         quiet = 0
         events: list[tuple[str, str, str]] = []
         new_by_parent: dict[int, tuple[Node, list[Node]]] = {}
         for device_id, record in pending.items():
             node = self._devices.get(device_id)
-            if node is not None and group_path(node.record) != group_path(record):
+            if node is not None and (node.record.location != record.location or node.record.site != record.site) \
+                    and group_path(node.record) != group_path(record):
                 self._remove(device_id)  # moved to another machine: re-insert under its new parent
                 node = None
             events.extend(transitions(node.record if node is not None else self._gone.pop(device_id, None),
                                       record, self.alarm_cause))
             if node is None:
                 parent = self._ensure_groups(group_path(record))
-                node = Node("device", device_id, parent=parent, record=record)
+                node = Node("device", device_id, parent=parent, record=record, hay=search_text(record))
                 new_by_parent.setdefault(id(parent), (parent, []))[1].append(node)
                 self._devices[device_id] = node
+                mark_dirty(parent)
             else:
                 deploying = device_id in self._deploying
                 structural = _structure(node.record, deploying) != _structure(record, deploying)
                 node.record = record
+                mark_dirty(node.parent)  # its groups' counts and worst score
                 if structural:
+                    node.hay = search_text(record)
                     changed.append(node)
                 else:
                     quiet += 1
         groups: dict[int, Node] = {}
         for parent, nodes in new_by_parent.values():
             first = len(parent.children)
-            self.beginInsertRows(self._index_of(parent), first, first + len(nodes) - 1)
+            if not resetting:
+                self.beginInsertRows(self._index_of(parent), first, first + len(nodes) - 1)
             for i, node in enumerate(nodes):
                 node.row = first + i
                 parent.children.append(node)
-            self.endInsertRows()
+            if not resetting:
+                self.endInsertRows()
             groups[id(parent)] = parent
-        self._changed(changed, groups)
-        self._emit_groups(groups)
+        if resetting:
+            self._quiet = False
+            self.endResetModel()
+        else:
+            self._changed(changed, groups)
+            self._emit_groups(groups)
         appeared = [e for e in events if e[2].startswith("appeared")]
         if len(appeared) > APPEARED_DETAIL_MAX:  # a whole fleet arriving is one line, not a thousand
             events = [e for e in events if not e[2].startswith("appeared")]
             events.insert(0, ("info", "", f"{len(appeared)} devices appeared"))
         self.flushes += 1
         self.applied += len(pending)
+        if new_by_parent:
+            self.membership += 1
+        if new_by_parent or changed:
+            self.structure += 1
+            self.restructured.emit()
         if quiet:
             self.repaint.emit()
         if events:
@@ -244,10 +240,12 @@ class FleetModel(QAbstractItemModel):
             child = node.by_name.get(name)
             if child is None:
                 child = Node(kind, name, parent=node, row=len(node.children))
-                self.beginInsertRows(self._index_of(node), child.row, child.row)
+                if not self._quiet:
+                    self.beginInsertRows(self._index_of(node), child.row, child.row)
                 node.children.append(child)
                 node.by_name[name] = child
-                self.endInsertRows()
+                if not self._quiet:
+                    self.endInsertRows()
             node = child
         return node
 
@@ -255,17 +253,19 @@ class FleetModel(QAbstractItemModel):
         node = self._devices.pop(device_id, None)
         if node is None:
             return
+        self.membership += 1
         self._gone[device_id] = node.record
-        self._summaries.clear()
-        self._worst = None
+        mark_dirty(node.parent)
         while node is not None and node.kind != "root":
             parent = node.parent
-            self.beginRemoveRows(self._index_of(parent), node.row, node.row)
+            if not self._quiet:
+                self.beginRemoveRows(self._index_of(parent), node.row, node.row)
             parent.children.pop(node.row)
             parent.by_name.pop(node.name, None)
             for i, sibling in enumerate(parent.children):
                 sibling.row = i
-            self.endRemoveRows()
+            if not self._quiet:
+                self.endRemoveRows()
             node = parent if parent.kind != "root" and not parent.children else None
 
     def _changed(self, nodes: list[Node], groups: dict[int, Node] | None = None) -> None:
@@ -287,8 +287,6 @@ class FleetModel(QAbstractItemModel):
 
     def _emit_groups(self, groups: dict[int, Node]) -> None:
         """Group rows (their online/alarm counts) above the given nodes, each ancestor once."""
-        if groups:
-            self._summaries.clear()
         seen: set[int] = set()
         for node in groups.values():
             while node is not None and node.kind != "root" and id(node) not in seen:
@@ -301,6 +299,18 @@ class FleetModel(QAbstractItemModel):
 
     def device_ids(self) -> list[str]:
         return sorted(self._devices)
+
+    @property
+    def root(self) -> Node:
+        """The tree's root node (sites are its children): filters walk it without Qt calls."""
+        return self._root
+
+    def device_nodes(self):
+        """Every device's node (any order)."""
+        return self._devices.values()
+
+    def deploying(self, device_id: str) -> bool:
+        return device_id in self._deploying
 
     def record(self, device_id: str):
         node = self._devices.get(device_id)
@@ -315,10 +325,15 @@ class FleetModel(QAbstractItemModel):
         return status_of(node.record, device_id in self._deploying) if node else None
 
     def counts(self) -> dict[str, int]:
-        out = dict.fromkeys(STATUSES, 0)
-        for device_id, node in self._devices.items():
-            out[status_of(node.record, device_id in self._deploying)] += 1
-        return out
+        """Devices per status (the status bar's line each second), from the root's kept figures."""
+        return {**dict.fromkeys(STATUSES, 0), **self._stats(self._root).statuses}
+
+    def online_on(self, transport: str) -> int:
+        """Devices not offline that reached us over `transport` ("serial", "mqtt")."""
+        return self._stats(self._root).transports.get(transport, 0)
+
+    def _stats(self, node: Node) -> GroupStats:
+        return group_stats(node, lambda n: status_of(n.record, n.name in self._deploying))
 
     # ------------------------------------------------------------------ QAbstractItemModel
 
@@ -357,54 +372,13 @@ class FleetModel(QAbstractItemModel):
         return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable if index.isValid() else Qt.ItemFlag.NoItemFlags
 
     def _group_summary(self, node: Node) -> tuple[int, int, int]:
-        """(devices, online, alarms) below a group node (cached until the
-        next structural change)."""
-        cached = self._summaries.get(id(node))
-        if cached is None:
-            cached = self._summaries[id(node)] = self._count(node)
-        return cached
+        """(devices, online, alarms) below a group node."""
+        stats = self._stats(node)
+        return stats.total, stats.online, stats.alarms
 
     def _worst_ratio(self, node: Node) -> tuple[float, str] | None:
-        """(score / threshold, device id) of the worst online device below a group node.
-
-        One pass over the whole tree fills every group at once, at most once per flush (4 Hz):
-        with 1,000 devices that is ~1 ms, and only when a group row is drawn."""
-        if self._worst is None:
-            worst: dict[int, tuple[float, str]] = {}
-
-            def visit(n: Node) -> tuple[float, str] | None:
-                if n.kind == "device":
-                    rec = n.record
-                    if rec.score is None or not rec.threshold or not rec.online:
-                        return None
-                    return float(rec.score) / float(rec.threshold), rec.device_id
-                best = None
-                for child in n.children:
-                    got = visit(child)
-                    if got is not None and (best is None or got[0] > best[0]):
-                        best = got
-                if best is not None:
-                    worst[id(n)] = best
-                return best
-
-            for site in self._root.children:
-                visit(site)
-            self._worst = worst
-        return self._worst.get(id(node))
-
-    def _count(self, node: Node) -> tuple[int, int, int]:
-        total = online = alarms = 0
-        stack = [node]
-        while stack:
-            n = stack.pop()
-            if n.kind == "device":
-                rec = n.record
-                total += 1
-                online += rec.online
-                alarms += bool(rec.alarm) and rec.online
-            else:
-                stack.extend(n.children)
-        return total, online, alarms
+        """(score / threshold, device id) of the worst online device below a group node."""
+        return self._stats(node).worst
 
     def set_machine_classes(self, classes: dict[str, str] | None) -> None:
         """ISO class per device for the velocity column's zone (None: reload from the store)."""
@@ -458,7 +432,7 @@ class FleetModel(QAbstractItemModel):
             font.setBold(status == "alarm" or (col == COL_SCORE and score_level(rec.score, rec.threshold) == "alarm"))
             return font
         if role == Qt.ItemDataRole.ToolTipRole:
-            return self._tooltip(rec, status)
+            return device_tooltip(rec, status)
         if role == Qt.ItemDataRole.TextAlignmentRole and col == COL_SCORE:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
@@ -499,28 +473,12 @@ class FleetModel(QAbstractItemModel):
         if col == COL_SCORE:
             if rec.score is None:
                 return "-"
-            return f"{_num(rec.score)} / {_num(rec.threshold)}" if rec.threshold else _num(rec.score)
+            return f"{num_text(rec.score)} / {num_text(rec.threshold)}" if rec.threshold else num_text(rec.score)
         if col == COL_SEEN:
             return age_text(rec.last_seen)
         if col == COL_TRANSPORT:
             return rec.transport
         return None
-
-    @staticmethod
-    def _tooltip(rec, status: str) -> str:
-        lines = [f"<b>{rec.device_id}</b> — {status}", f"location: {rec.location or '?'}",
-                 f"profile: {rec.profile or '?'}, firmware {rec.firmware or '?'}",
-                 f"model: {rec.model_name or 'none'}@{rec.model_version}"
-                 + (f" (trial, previous {rec.prev_version})" if rec.trial else
-                    f" (previous {rec.prev_version})" if rec.prev_version else "")]
-        if rec.score is not None:
-            lines.append(f"anomaly score {rec.score:.4f}, threshold {rec.threshold or 0:.4f}"
-                         + (" — ALARM" if rec.alarm else ""))
-        if rec.shaft_hz:
-            lines.append(f"shaft {rec.shaft_hz:.1f} Hz ({rec.shaft_hz * 60:.0f} rpm)")
-        lines.append(f"uptime {rec.uptime_s} s, last seen {age_text(rec.last_seen)}, via {rec.transport}")
-        lines.append(trust_text(rec.hello))
-        return "<br>".join(lines)
 
     def _group_data(self, node: Node, col: int, role):
         if col == COL_SCORE:
@@ -553,7 +511,7 @@ class FleetModel(QAbstractItemModel):
         ratio, device_id = worst
         level = "alarm" if ratio > 1.0 else "warn" if ratio > SCORE_WARN_RATIO else "ok"
         if role == Qt.ItemDataRole.DisplayRole:
-            return f"worst {_ratio_text(ratio)}× thr"
+            return f"worst {ratio_text(ratio)}× thr"
         if role == Qt.ItemDataRole.ForegroundRole:  # quiet grey unless something needs a look
             return QBrush(QColor(SCORE_COLORS[level] if level != "ok" else STATUS_COLORS[OFFLINE]))
         if role == Qt.ItemDataRole.FontRole:
@@ -565,47 +523,6 @@ class FleetModel(QAbstractItemModel):
         if role == Qt.ItemDataRole.TextAlignmentRole:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole:
-            return (f"Highest anomaly score in {node.kind} {node.name}: {device_id} at {_ratio_text(ratio)} times "
+            return (f"Highest anomaly score in {node.kind} {node.name}: {device_id} at {ratio_text(ratio)} times "
                     "its threshold (above 1 is an alarm)")
         return None
-
-
-class FleetFilter(QSortFilterProxyModel):
-    """Text search over id, location, profile, firmware, model (groups match by name, and then show
-    all their devices), plus a status filter applied to devices only."""
-
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self.setRecursiveFilteringEnabled(True)
-        self.setAutoAcceptChildRows(True)
-        self.setSortRole(SORT_ROLE)
-        self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-        self.setDynamicSortFilter(True)
-        self._text = ""
-        self._status = ""
-
-    def set_text(self, text: str) -> None:
-        self.beginFilterChange()
-        self._text = text.strip().lower()
-        self.endFilterChange()
-
-    def set_status(self, status: str) -> None:
-        """'' for all, else one of STATUSES."""
-        self.beginFilterChange()
-        self._status = status
-        self.endFilterChange()
-
-    def filterAcceptsRow(self, row: int, parent) -> bool:
-        model = self.sourceModel()
-        index = model.index(row, 0, parent)
-        node: Node = index.internalPointer()
-        if node.kind != "device":
-            return not self._status and bool(self._text) and self._text in node.name.lower()
-        rec = node.record
-        if self._status and model.data(index, STATUS_ROLE) != self._status:
-            return False
-        if not self._text:
-            return True
-        hay = " ".join((rec.device_id, rec.location, rec.profile, rec.firmware,
-                        f"{rec.model_name}@{rec.model_version}", rec.transport)).lower()
-        return self._text in hay

@@ -1,6 +1,9 @@
 """Fleet browser: search box, status filter and a tree view over FleetModel through FleetFilter.
 
-A widget that shows and emits: it owns no devices; the main window reacts to its signals.
+A widget that shows and emits: it owns no devices; the main window reacts to its signals. Sites,
+lines and machines start collapsed, so a 10,000-device fleet puts a handful of rows on screen
+(the view and the proxy only ever touch the rows of opened groups); a search or state filter
+that leaves few devices opens their groups.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui.columns import install_column_menu
+from app.ui.fleet_filter import FleetFilter
 from app.ui.fleet_model import (
     COL_FIRMWARE,
     COL_NAME,
@@ -29,12 +33,17 @@ from app.ui.fleet_model import (
     COLUMNS,
     DEVICE_ID_ROLE,
     STATUSES,
-    FleetFilter,
     FleetModel,
 )
 
 # Sorted by score or last seen, the order is refreshed this often (not on every telemetry batch).
 RESORT_INTERVAL_S = 2.0
+# Telemetry values (scores, ages) on screen are redrawn at most this often: the model takes a batch
+# every frame, and repainting the visible rows at 60 Hz would cost more than the batches.
+REPAINT_INTERVAL_MS = 250
+# With a search or state filter set, devices that appeared or changed state are re-judged at most
+# this often: a pass over 10,000 devices takes ~10 ms, and states change in most batches.
+REFILTER_INTERVAL_MS = 250
 VOLATILE_COLUMNS = (COL_SCORE, COL_SEEN)
 # Column widths (px) that fit their usual content; the user can resize, and the state is saved.
 COLUMN_WIDTHS = (130, 130, 105, 70, 85, 105, 70, 65, 75)
@@ -51,6 +60,9 @@ COLUMN_PADDING = 6
 # profile in its tooltip, and without them the other columns, Transport and Velocity included, fit
 # the ~800 px fleet dock.
 HIDDEN_COLUMNS = (COL_FIRMWARE, COL_PROFILE)
+# A search or state filter leaving at most this many devices opens their groups; more stay
+# collapsed (opening thousands of rows would cost the GUI thread what collapsing saves).
+EXPAND_MATCHES_MAX = 200
 
 
 class FleetView(QWidget):
@@ -81,6 +93,11 @@ class FleetView(QWidget):
         self.status_filter.setToolTip("Show only devices in this state (e.g. the red ones)")
         self.status_filter.currentIndexChanged.connect(
             lambda _i: (self.proxy.set_status(self.status_filter.currentData()), self._expand()))
+        self._refilter_timer = QTimer(self)
+        self._refilter_timer.setSingleShot(True)
+        self._refilter_timer.setInterval(REFILTER_INTERVAL_MS)
+        self._refilter_timer.timeout.connect(self._refilter_now)
+        model.restructured.connect(self._restructured)
 
         self.tree = QTreeView()
         self.tree.setModel(self.proxy)
@@ -107,9 +124,14 @@ class FleetView(QWidget):
         self._first_fill: float | None = None
         self._last_fit = 0.0
         self.tree.header().sectionResized.connect(self._section_resized)
-        self._expand_pending = False
+        self._fit_pending = False
         self.proxy.rowsInserted.connect(self._rows_inserted)
+        self.proxy.modelReset.connect(lambda: self._rows_inserted(None, 0, 0))
         self._last_resort = 0.0
+        self._repaint_timer = QTimer(self)
+        self._repaint_timer.setSingleShot(True)
+        self._repaint_timer.setInterval(REPAINT_INTERVAL_MS)
+        self._repaint_timer.timeout.connect(self._repaint_now)
         model.repaint.connect(self._repaint)
 
         top = QHBoxLayout()
@@ -125,18 +147,38 @@ class FleetView(QWidget):
         self._expand()
 
     def _expand(self) -> None:
-        self.tree.expandAll()
+        """Open the groups of what a filter leaves when that is few devices; collapse otherwise."""
+        if self.proxy.active and self.proxy.matches() <= EXPAND_MATCHES_MAX:
+            self.tree.expandAll()
+        else:
+            self.tree.collapseAll()
+
+    def _restructured(self) -> None:
+        """Devices appeared or changed state: an active filter re-decides what it shows (soon)."""
+        if self.proxy.active and not self._refilter_timer.isActive():
+            self._refilter_timer.start()
+
+    def _refilter_now(self) -> None:
+        if self.proxy.active:
+            self.proxy.refilter()
+            if self.proxy.matches() <= EXPAND_MATCHES_MAX:
+                self.tree.expandAll()
 
     def _rows_inserted(self, parent, first: int, last: int) -> None:
-        # New groups open by default (site, line, machine), so new devices are visible at once;
-        # one expandAll per event-loop pass however many rows arrived.
-        if not self._expand_pending:
-            self._expand_pending = True
-            QTimer.singleShot(0, self._expand_now)
+        # New groups stay collapsed (10,000 devices would be 10,000 rows to lay out); columns are
+        # fitted once per event-loop pass however many rows arrived.
+        if not self._fit_pending:
+            self._fit_pending = True
+            QTimer.singleShot(0, self._fit_after_insert)
 
     def _repaint(self) -> None:
-        """Telemetry changed values only: redraw the visible rows; re-sort (throttled) when the
-        view is sorted by a column telemetry moves."""
+        """Telemetry changed values only: redraw the visible rows within REPAINT_INTERVAL_MS."""
+        if not self._repaint_timer.isActive():
+            self._repaint_timer.start()
+
+    def _repaint_now(self) -> None:
+        """Redraw the visible rows; re-sort (throttled) when the view is sorted by a column
+        telemetry moves."""
         self.tree.viewport().update()
         if self.auto_size_columns and self._first_fill is not None:
             if time.monotonic() - self._first_fill >= AUTOSIZE_PERIOD_S:
@@ -149,9 +191,8 @@ class FleetView(QWidget):
             self._last_resort = now
             self.proxy.invalidate()
 
-    def _expand_now(self) -> None:
-        self._expand_pending = False
-        self.tree.expandAll()
+    def _fit_after_insert(self) -> None:
+        self._fit_pending = False
         if self.auto_size_columns:
             if self._first_fill is None:
                 self._first_fill = time.monotonic()

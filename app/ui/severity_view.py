@@ -2,9 +2,11 @@
 of the machine's class, in the zone colours), the envelope spectrum with BPFO/BPFI/BSF/FTF markers,
 and the diagnosis with its evidence.
 
-The analysis (app.analysis) runs on the GUI thread once per ANALYSIS_INTERVAL_MS over the feed's
-last 4 s of raw samples, not per 30 Hz display tick: it costs a few milliseconds
-(benchmarks/diagnosis.py measures it; `last_analysis_ms` shows it), well within one tick."""
+The analysis (app.analysis) runs once per ANALYSIS_INTERVAL_MS over the feed's last 4 s of raw
+samples, in a worker thread (app.ui.workers): it costs a few milliseconds per second of data
+(benchmarks/diagnosis.py; `last_analysis_ms` shows it), which on the GUI thread delayed the live
+plots' frames (benchmarks/gui_responsiveness.py). The GUI thread copies the samples and draws the
+result; at most one analysis runs at a time, and a result for a device no longer shown is dropped."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from app.analysis import spectra as sp
 from app.analysis.diagnosis import Analysis, analyze
 from app.analysis.machines import Machine, MachineStore
 from app.domain.errors import DataError
+from app.ui.workers import Worker, run_in_thread
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,20 @@ GAUGE_HEADROOM = 1.6
 ENVELOPE_SHOWN = 1.15
 MARKER_COLOURS = {"BPFO": "#c0392b", "BPFI": "#8e44ad", "BSF": "#16a085", "FTF": "#7f8c8d"}
 PANEL_HEIGHT = 190
+
+
+def analyse_samples(_progress, _cancel, samples: np.ndarray, fs: float, shaft: float | None, bearing,
+                    klass: str) -> tuple[Analysis | None, iso.Zone, str, float]:
+    """The worker's job: (analysis or None, velocity zone, problem, milliseconds it took)."""
+    start = time.perf_counter()
+    try:
+        analysis = analyze(samples, fs, shaft, bearing, klass)
+        zone, problem = analysis.zone, ""
+    except DataError as exc:  # still show the velocity zone, which needs no description
+        analysis = None
+        velocity = sp.velocity_rms(sp.welch(samples, fs, sp.segment_length(len(samples), fs)))
+        zone, problem = iso.classify(float(velocity.max()), klass), str(exc)
+    return analysis, zone, problem, (time.perf_counter() - start) * 1e3
 
 
 class SeverityGauge(QWidget):
@@ -102,6 +119,9 @@ class ConditionPanel(QWidget):
         self.problem = ""
         self.last_analysis_ms = 0.0
         self.analyses = 0
+        self._worker: Worker | None = None  # the analysis in flight, if any
+        self._generation = 0  # bumped when the feed or machine changes: older results are dropped
+        self._rerun = False  # asked while one ran: start again when it ends (a new device's first look)
         self.gauge = SeverityGauge()
         self.diagnosis = QLabel("")
         self.diagnosis.setWordWrap(True)
@@ -133,10 +153,12 @@ class ConditionPanel(QWidget):
         """Follow `feed` (a DeviceFeed, or None); its machine description is read once, here."""
         self.feed = feed
         self.analysis = None
+        self._generation += 1
         self.reload_machine()
 
     def reload_machine(self) -> None:
         self.machine = None
+        self._generation += 1
         if self.feed is not None:
             try:
                 with MachineStore() as store:
@@ -165,7 +187,8 @@ class ConditionPanel(QWidget):
         self.timer.stop()
 
     def refresh(self) -> None:
-        """Analyse the feed's buffered samples and redraw; bad or missing input shows as a message."""
+        """Start an analysis of the feed's buffered samples in a worker (unless one still runs: the
+        next tick catches up); bad or missing input shows as a message at once."""
         feed = self.feed
         if feed is None:
             self._show(None, None, "Select a device to see its condition.")
@@ -176,20 +199,35 @@ class ConditionPanel(QWidget):
         if len(samples) < MIN_SECONDS * fs:
             self._show(None, None, f"{feed.device_id}: waiting for {MIN_SECONDS:g} s of raw samples (Stream on)")
             return
+        if self._worker is not None:
+            self._rerun = True
+            return
+        self._rerun = False
         klass = self.machine.machine_class if self.machine else iso.CLASS_I
         shaft = (self.machine.shaft_hz if self.machine else None) or feed.shaft_hz
         bearing = self.machine.bearing if self.machine else None
-        start = time.perf_counter()
-        try:
-            analysis = analyze(samples, fs, shaft, bearing, klass)
-            zone, problem = analysis.zone, ""
-        except DataError as exc:  # still show the velocity zone, which needs no description
-            analysis = None
-            velocity = sp.velocity_rms(sp.welch(samples, fs, sp.segment_length(len(samples), fs)))
-            zone, problem = iso.classify(float(velocity.max()), klass), str(exc)
-        self.last_analysis_ms = (time.perf_counter() - start) * 1e3
+        generation = self._generation
+        self._worker = run_in_thread(analyse_samples, samples, fs, shaft, bearing, klass, name="condition analysis",
+                                     on_result=lambda result: self._analysed(generation, result),
+                                     on_finished=self._analysis_finished)
+
+    @property
+    def analysing(self) -> bool:
+        """An analysis runs in the worker now."""
+        return self._worker is not None
+
+    def _analysed(self, generation: int, result) -> None:
+        analysis, zone, problem, elapsed_ms = result
+        if generation != self._generation:  # another device (or description) since it started
+            return
+        self.last_analysis_ms = elapsed_ms
         self.analyses += 1
         self._show(analysis, zone, problem)
+
+    def _analysis_finished(self) -> None:
+        self._worker = None
+        if self._rerun:
+            self.refresh()
 
     def _show(self, analysis: Analysis | None, zone: iso.Zone | None, problem: str) -> None:
         self.analysis, self.problem = analysis, problem

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar
 from app.services.app_session import AppSession
 from app.ui import workers
 from app.ui.context import NotifyFn
-from app.ui.fleet_model import OFFLINE, STATUS_COLORS, FleetModel
+from app.ui.fleet_model import STATUS_COLORS, FleetModel
 from app.ui.jobs import count_serial_ports_job
 
 log = logging.getLogger(__name__)
@@ -142,9 +142,7 @@ class StatusPanel:
             self._bad_serial_seen[port] = total
 
     def _update_serial_label(self) -> None:
-        serial_devices = sum(1 for d in self.fleet.device_ids()
-                             if (record := self.fleet.record(d)) is not None and record.transport == "serial"
-                             and self.fleet.status(d) != OFFLINE)
+        serial_devices = self.fleet.online_on("serial")
         if time.monotonic() - self._ports_checked > PORT_SCAN_INTERVAL_S and self._port_scan is None:
             # sysfs/udev is IO: scanned in a worker, the label shows the last count meanwhile
             self._ports_checked = time.monotonic()

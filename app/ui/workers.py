@@ -13,8 +13,10 @@ progress dataclasses and exceptions are pickled across.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -103,7 +105,9 @@ class Worker(QObject):
         thread.setObjectName(self.name)
         self.thread = thread
         _LIVE.add(self)
-        thread.finished.connect(lambda: _LIVE.discard(self))
+        # weakly: a slot holding the worker, kept by the thread the worker holds, is a cycle through
+        # C++ that Python never collects (each finished worker and its result stayed in memory)
+        thread.finished.connect(functools.partial(_thread_finished, weakref.ref(self)))
         thread.start()
         return self
 
@@ -114,10 +118,22 @@ class Worker(QObject):
 class _JobThread(QThread):
     def __init__(self, worker: Worker) -> None:
         super().__init__()
-        self.worker = worker
+        self._worker = weakref.ref(worker)  # _LIVE holds it while it runs
 
     def run(self) -> None:
-        self.worker.run()
+        worker = self._worker()
+        if worker is not None:
+            worker.run()
+
+
+def _thread_finished(ref: weakref.ref) -> None:
+    """A worker's thread ended: let go of the worker (and so of its thread and result)."""
+    worker = ref()
+    if worker is None:
+        return
+    if worker.thread is not None:
+        worker.thread.wait()  # `finished` comes just before the thread ends: never free a running QThread
+    _LIVE.discard(worker)
 
 
 # Workers that are running: kept referenced so Python never collects a QThread that still runs.

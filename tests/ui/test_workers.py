@@ -60,3 +60,20 @@ def test_process_worker_relays_the_exception_type_and_progress_objects(qtbot):
 def test_process_worker_relays_cancelled(qtbot):
     _worker, seen = _run(qtbot, workers.run_in_process, _cancelled_job, timeout_s=PROCESS_TIMEOUT_S)
     assert isinstance(seen["errored"][0], Cancelled)
+
+
+def test_a_finished_worker_and_its_result_are_freed(qtbot):
+    """The condition panel starts a worker every second: each one (and the analysis it returned)
+    used to stay in memory for good, ~150 KB a second per live view."""
+    import gc
+    import weakref
+
+    from app.ui.workers import run_in_thread
+
+    results = []
+    worker = run_in_thread(lambda _p, _c: bytearray(1_000_000), name="freed", on_result=results.append)
+    gone = weakref.ref(worker)
+    del worker
+    qtbot.waitUntil(lambda: len(results) == 1, timeout=30_000)
+    results.clear()
+    qtbot.waitUntil(lambda: (gc.collect(), gone() is None)[1], timeout=30_000)
