@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 DeviceProgressFn = Callable[[str, int, int], None]
 # fit_gate(image bytes, device ids, open broker connection or None) -> {device: why it is refused}
-FitGateFn = Callable[[bytes, list[str], object], dict[str, str]]
+FitGateFn = Callable[[ModelImage | bytes, list[str], object], dict[str, str]]
 # ROLLBACK/CONFIRM reload a model on the device (load + self-test): longer than a plain query.
 SWITCH_TIMEOUT_S = 30.0
 # Largest bench count and trial timeout XFER_COMMIT can carry (u16 fields).
@@ -95,6 +95,7 @@ class LoadedImage:
     arena: int | None = None
     signature: bytes | None = None  # the 80-byte block (PROTOCOL.md 6.2), None when unsigned
     signed_by: str | None = None  # its key id (hex), as the history records it
+    parsed: ModelImage | None = None  # the image as load_image parsed it (the fit gate reads it, not the bytes)
 
     def __post_init__(self) -> None:
         if not self.sha:
@@ -155,7 +156,7 @@ def load_image(ref_or_image: str | Path | bytes | LoadedImage, registry=None) ->
     signed_by = (signatures.check_file(data, signature, img.name, img.version) if not from_registry
                  else signatures.SignatureBlock.from_bytes(signature).key_hex)
     return LoadedImage(data, img.name, img.version, tflite=img.tflite, ops=ops, arena=arena,
-                       signature=signature, signed_by=signed_by)
+                       signature=signature, signed_by=signed_by, parsed=img)
 
 
 def _result_from_stats(base: DeploymentResult, stats: TransferStats) -> DeploymentResult:
@@ -310,7 +311,7 @@ def _fit_gated(fit_gate: FitGateFn | None, image: LoadedImage, devices: list[str
     a named device is not gated (the device is known only once the port is open)."""
     if fit_gate is None or not devices:
         return deploy_rest(devices)
-    refusals = fit_gate(image.data, devices, connection)
+    refusals = fit_gate(image.parsed or image.data, devices, connection)
     rest = [d for d in devices if d not in refusals]
     done = {r.device: r for r in (deploy_rest(rest) if rest else [])}
     for device, text in refusals.items():
@@ -511,7 +512,7 @@ class SwitchResult:
 
 
 def _switch(command, outcome: str, device: str | None, via: str, broker: str | None, port: str | None,
-            baud: int, history: DeploymentHistory | None, connection=None) -> SwitchResult:
+            baud: int, history: DeploymentHistory | None, connection=None, known: Hello | None = None) -> SwitchResult:
     """`outcome` names the history row on success; a refusal is recorded as "<verb>-failed"."""
     failed_outcome = f"{type(command).__name__.lower()}-failed"
 
@@ -539,22 +540,24 @@ def _switch(command, outcome: str, device: str | None, via: str, broker: str | N
         record(hello, outcome)
         return SwitchResult(dev, True, hello.model_name, hello.model_version, hello.prev_version, bool(hello.trial))
 
-    with links.open_device(device, via, broker, port, baud, connection) as link:
+    with links.open_device(device, via, broker, port, baud, connection, known) as link:
         return run(link)
 
 
 def rollback(device: str | None = None, *, via: str = "mqtt", broker: str | None = None, port: str | None = None,
              baud: int = links.DEFAULT_BAUD, history: DeploymentHistory | None = None,
-             connection=None) -> SwitchResult:
-    """Make the device's previous model active again (error NO_PREVIOUS when there is none)."""
-    return _switch(Rollback(), "rolled-back", device, via, broker, port, baud, history, connection)
+             connection=None, known: Hello | None = None) -> SwitchResult:
+    """Make the device's previous model active again (error NO_PREVIOUS when there is none).
+    `known`: the device's HELLO the caller holds (its fleet monitor): the broker is not asked again."""
+    return _switch(Rollback(), "rolled-back", device, via, broker, port, baud, history, connection, known)
 
 
 def confirm(device: str | None = None, *, via: str = "mqtt", broker: str | None = None, port: str | None = None,
             baud: int = links.DEFAULT_BAUD, history: DeploymentHistory | None = None,
-            connection=None) -> SwitchResult:
-    """Make the model on trial permanent (error NOT_TRIAL when none is on trial)."""
-    return _switch(Confirm(), "confirmed", device, via, broker, port, baud, history, connection)
+            connection=None, known: Hello | None = None) -> SwitchResult:
+    """Make the model on trial permanent (error NOT_TRIAL when none is on trial).
+    `known`: the device's HELLO the caller holds (its fleet monitor): the broker is not asked again."""
+    return _switch(Confirm(), "confirmed", device, via, broker, port, baud, history, connection, known)
 
 
 def history(device: str | None = None, limit: int | None = None,

@@ -289,7 +289,7 @@ def format_table(reports: list[DeviceFit]) -> str:
 class FitGate:
     """The deployment step: check the targets, refuse those that will false-alarm unless `force`.
 
-    Called by app.deploy.api.deploy (its `fit_gate`) with the image bytes, the targets and the open
+    Called by app.deploy.api.deploy (its `fit_gate`) with the parsed image (or its bytes), the targets and the open
     broker connection; returns {device: refusal text} for the devices not to deploy to. `reports`
     keeps the last check for the caller to show."""
 
@@ -300,8 +300,9 @@ class FitGate:
     history_path: object = None  # the telemetry history file (default: the data dir's)
     reports: list[DeviceFit] = field(default_factory=list)
 
-    def __call__(self, image_bytes: bytes, device_ids: list[str], connection=None) -> dict[str, str]:
-        image = ModelImage.from_bytes(image_bytes)
+    def __call__(self, image: ModelImage | bytes, device_ids: list[str], connection=None) -> dict[str, str]:
+        if not isinstance(image, ModelImage):
+            image = ModelImage.from_bytes(image)
         self.reports = check_fleet(image, device_ids, connection=connection,
                                    capture_s=self.capture_s if connection is not None else 0.0,
                                    history_path=self.history_path, progress=self.progress, cancel=self.cancel)

@@ -84,39 +84,33 @@ CREATE TABLE IF NOT EXISTS hourly (
 ) WITHOUT ROWID;
 """
 
+# Adds a roll-up row onto the one already stored for its key (a bucket written in several batches):
+# counts and sums add, min/max keep the extreme of the non-NULL ones.
+_MERGE_SET = """
+    n = n + excluded.n,
+    score_min = CASE WHEN score_min IS NULL THEN excluded.score_min
+                     WHEN excluded.score_min IS NULL THEN score_min
+                     ELSE min(score_min, excluded.score_min) END,
+    score_sum = score_sum + excluded.score_sum,
+    score_max = CASE WHEN score_max IS NULL THEN excluded.score_max
+                     WHEN excluded.score_max IS NULL THEN score_max
+                     ELSE max(score_max, excluded.score_max) END,
+    scored = scored + excluded.scored,
+    alarms = alarms + excluded.alarms"""
+
 # Minute roll-ups before a cutoff, folded into their hours (added to an hour already partly folded).
 _FOLD_HOURLY = f"""
 INSERT INTO hourly (device, hour, n, score_min, score_sum, score_max, scored, alarms)
 SELECT device, minute * {ROLLUP_BUCKET_S} / {HOURLY_BUCKET_S}, sum(n), min(score_min), sum(score_sum),
        max(score_max), sum(scored), sum(alarms)
 FROM rollups WHERE minute < ? GROUP BY device, minute * {ROLLUP_BUCKET_S} / {HOURLY_BUCKET_S}
-ON CONFLICT (device, hour) DO UPDATE SET
-    n = n + excluded.n,
-    score_min = CASE WHEN score_min IS NULL THEN excluded.score_min
-                     WHEN excluded.score_min IS NULL THEN score_min
-                     ELSE min(score_min, excluded.score_min) END,
-    score_sum = score_sum + excluded.score_sum,
-    score_max = CASE WHEN score_max IS NULL THEN excluded.score_max
-                     WHEN excluded.score_max IS NULL THEN score_max
-                     ELSE max(score_max, excluded.score_max) END,
-    scored = scored + excluded.scored,
-    alarms = alarms + excluded.alarms
+ON CONFLICT (device, hour) DO UPDATE SET {_MERGE_SET}
 """
 
-_UPSERT_ROLLUP = """
+_UPSERT_ROLLUP = f"""
 INSERT INTO rollups (device, minute, n, score_min, score_sum, score_max, scored, alarms)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (device, minute) DO UPDATE SET
-    n = n + excluded.n,
-    score_min = CASE WHEN score_min IS NULL THEN excluded.score_min
-                     WHEN excluded.score_min IS NULL THEN score_min
-                     ELSE min(score_min, excluded.score_min) END,
-    score_sum = score_sum + excluded.score_sum,
-    score_max = CASE WHEN score_max IS NULL THEN excluded.score_max
-                     WHEN excluded.score_max IS NULL THEN score_max
-                     ELSE max(score_max, excluded.score_max) END,
-    scored = scored + excluded.scored,
-    alarms = alarms + excluded.alarms
+ON CONFLICT (device, minute) DO UPDATE SET {_MERGE_SET}
 """
 
 
