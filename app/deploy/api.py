@@ -52,7 +52,7 @@ from app.transport.urls import parse_broker_url
 log = logging.getLogger(__name__)
 
 DeviceProgressFn = Callable[[str, int, int], None]
-# fit_gate(image bytes, device ids, open broker connection or None) -> {device: why it is refused}
+# fit_gate(parsed image or its bytes, device ids, open broker connection or None) -> {device: why refused}
 FitGateFn = Callable[[ModelImage | bytes, list[str], object], dict[str, str]]
 # ROLLBACK/CONFIRM reload a model on the device (load + self-test): longer than a plain query.
 SWITCH_TIMEOUT_S = 30.0
@@ -104,6 +104,12 @@ class LoadedImage:
     @property
     def sha_hex(self) -> str:
         return self.sha.hex()
+
+    def model_image(self) -> ModelImage:
+        """The parsed image: load_image's, or parsed here once for a LoadedImage built by hand."""
+        if self.parsed is None:
+            self.parsed = ModelImage.from_bytes(self.data)
+        return self.parsed
 
     def fit_figures(self) -> tuple[list[str], int]:
         """Ops and minimum arena (the real TFLM, as `model check`), computed once per image."""
@@ -311,7 +317,7 @@ def _fit_gated(fit_gate: FitGateFn | None, image: LoadedImage, devices: list[str
     a named device is not gated (the device is known only once the port is open)."""
     if fit_gate is None or not devices:
         return deploy_rest(devices)
-    refusals = fit_gate(image.parsed or image.data, devices, connection)
+    refusals = fit_gate(image.model_image(), devices, connection)
     rest = [d for d in devices if d not in refusals]
     done = {r.device: r for r in (deploy_rest(rest) if rest else [])}
     for device, text in refusals.items():

@@ -37,6 +37,7 @@ from app.services.channel import SerialChannel
 from app.services.exact_lookup import ExactLookup
 from app.services.fleet_memory import FIELDS as MEMORY_FIELDS
 from app.services.fleet_memory import FleetMemory
+from app.transport.callbacks import call_each
 from app.transport.mqtt_link import MqttConnection
 
 M = TypeVar("M", bound=m.Message)
@@ -386,12 +387,8 @@ class FleetMonitor:
 
     def _emit(self, event: str, record: DeviceRecord) -> None:
         listeners = self._listeners  # replaced, never mutated in place, under the lock
-        for callback in listeners:
-            try:
-                callback(event, record)
-            except Exception:
-                self.counters["listener_errors"] += 1
-                log.exception("fleet listener failed on %s %s", event, record.device_id)
+        call_each(listeners, (event, record), log, "fleet listener failed on %s %s", event, record.device_id,
+                  errors=self.counters)
 
     # ------------------------------------------------------------------ housekeeping thread
 
@@ -444,12 +441,8 @@ class FleetMonitor:
             self._stop_stream(device_id)
 
     def _deliver_stream(self, device_id: str, stream: m.Stream) -> None:
-        for callback in self._stream_listeners.get(device_id, ()):
-            try:
-                callback(device_id, stream)
-            except Exception:
-                self.counters["listener_errors"] += 1
-                log.exception("stream listener for %s failed", device_id)
+        call_each(self._stream_listeners.get(device_id, ()), (device_id, stream), log,
+                  "stream listener for %s failed", device_id, errors=self.counters)
 
     def _stream_topic(self, device_id: str) -> str | None:
         record = self._records.get(device_id)
