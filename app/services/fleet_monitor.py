@@ -242,6 +242,13 @@ class FleetMonitor:
             self._bad("internal", f"{topic}: {exc!r}")
         return None
 
+    def _device_topic(self, topic: str) -> tuple[str, str, str] | None:
+        """(site, device id, leaf) of a device topic, or None after counting it as bad."""
+        parsed = topics.parse_device_topic(topic)
+        if parsed is None:
+            self._bad("topic", topic)
+        return parsed
+
     def _expect(self, payload: bytes, topic: str, kind: type[M], where: str) -> M | None:
         """The message of `kind` in `payload`, or None after counting why it was dropped."""
         packet = self._decode(payload, topic)
@@ -253,9 +260,8 @@ class FleetMonitor:
         return packet.msg
 
     def _on_status(self, topic: str, payload: bytes) -> None:
-        parsed = topics.parse_device_topic(topic)
+        parsed = self._device_topic(topic)
         if parsed is None:
-            self._bad("topic", topic)
             return
         site, device_id, _ = parsed
         if not payload:  # a cleared retained status: the device was decommissioned
@@ -271,20 +277,14 @@ class FleetMonitor:
         self._apply_hello(hello, site, "mqtt")
 
     def _on_telemetry(self, topic: str, payload: bytes) -> None:
-        parsed = topics.parse_device_topic(topic)
-        if parsed is None:
-            self._bad("topic", topic)
-            return
-        telemetry = self._expect(payload, topic, m.Telemetry, "telemetry")
+        parsed = self._device_topic(topic)
+        telemetry = self._expect(payload, topic, m.Telemetry, "telemetry") if parsed else None
         if telemetry is not None:
             self._apply_telemetry(telemetry, parsed[1], parsed[0], "mqtt")
 
     def _on_stream(self, topic: str, payload: bytes) -> None:
-        parsed = topics.parse_device_topic(topic)
-        if parsed is None:
-            self._bad("topic", topic)
-            return
-        stream = self._expect(payload, topic, m.Stream, "stream")
+        parsed = self._device_topic(topic)
+        stream = self._expect(payload, topic, m.Stream, "stream") if parsed else None
         if stream is not None:
             self.counters["stream"] += 1
             self._deliver_stream(parsed[1], stream)

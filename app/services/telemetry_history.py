@@ -427,38 +427,31 @@ def read_features(path: Path | None, device_id: str, since_s: float, *, until: f
 def read_hourly(path: Path | None, device_id: str, since_s: float, now: float | None = None) -> list[Rollup]:
     """The device's hourly roll-ups (minute roll-ups older than the minute retention, folded);
     `minute_ts` is the start of the hour."""
-    path = Path(path) if path is not None else history_path()
-    now = time.time() if now is None else now
-    db = _reader(path)
-    if db is None:
-        return []
-    try:
-        rows = db.execute(
-            "SELECT h.hour, h.n, h.score_min, h.score_sum, h.score_max, h.scored, h.alarms FROM hourly h "
-            "JOIN devices d ON d.id = h.device WHERE d.device_id = ? AND h.hour >= ? ORDER BY h.hour",
-            (device_id, int((now - since_s) // HOURLY_BUCKET_S))).fetchall()
-    except sqlite3.OperationalError:  # a file written before hourly roll-ups existed
-        return []
-    finally:
-        db.close()
-    return [Rollup(hour * HOURLY_BUCKET_S, n, lo, total / scored if scored else None, hi, alarms)
-            for hour, n, lo, total, hi, scored, alarms in rows]
+    return _read_buckets(path, "hourly", "hour", HOURLY_BUCKET_S, device_id, since_s, now)
 
 
 def read_rollups(path: Path | None, device_id: str, since_s: float, now: float | None = None) -> list[Rollup]:
+    """The device's per-minute roll-ups of the last `since_s` seconds, oldest first."""
+    return _read_buckets(path, "rollups", "minute", ROLLUP_BUCKET_S, device_id, since_s, now)
+
+
+def _read_buckets(path: Path | None, table: str, column: str, bucket_s: int, device_id: str, since_s: float,
+                  now: float | None) -> list[Rollup]:
+    """Roll-ups from `table` (keyed by `column`, buckets of `bucket_s` seconds); [] when the file
+    or the table (a file written before it existed) is not there."""
     path = Path(path) if path is not None else history_path()
     now = time.time() if now is None else now
     db = _reader(path)
     if db is None:
         return []
     try:
-        rows = db.execute(
-            "SELECT r.minute, r.n, r.score_min, r.score_sum, r.score_max, r.scored, r.alarms FROM rollups r "
-            "JOIN devices d ON d.id = r.device WHERE d.device_id = ? AND r.minute >= ? ORDER BY r.minute",
-            (device_id, int((now - since_s) // ROLLUP_BUCKET_S))).fetchall()
+        rows = db.execute(  # table and column are this module's names, never input
+            f"SELECT t.{column}, t.n, t.score_min, t.score_sum, t.score_max, t.scored, t.alarms FROM {table} t "
+            f"JOIN devices d ON d.id = t.device WHERE d.device_id = ? AND t.{column} >= ? ORDER BY t.{column}",
+            (device_id, int((now - since_s) // bucket_s))).fetchall()
     except sqlite3.OperationalError:
         return []
     finally:
         db.close()
-    return [Rollup(minute * ROLLUP_BUCKET_S, n, lo, total / scored if scored else None, hi, alarms)
-            for minute, n, lo, total, hi, scored, alarms in rows]
+    return [Rollup(bucket * bucket_s, n, lo, total / scored if scored else None, hi, alarms)
+            for bucket, n, lo, total, hi, scored, alarms in rows]
