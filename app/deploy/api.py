@@ -292,12 +292,12 @@ def deploy(ref_or_image: str | Path | bytes | LoadedImage, devices: list[str] | 
         elif connection is not None:
             results = _fit_gated(fit_gate, image, devices, connection, "mqtt", trial, lambda ds: _deploy_mqtt(
                 connection, broker, image, ds, mode, trial_timeout_s, bench_count, canary, canary_threshold,
-                concurrency, pull, progress, cancel, hellos))
+                concurrency, pull, progress, cancel, _held_hellos(fit_gate, hellos)))
         else:
             with links.broker_connection(broker) as conn:
                 results = _fit_gated(fit_gate, image, devices, conn, "mqtt", trial, lambda ds: _deploy_mqtt(
                     conn, resolve_broker(broker), image, ds, mode, trial_timeout_s, bench_count, canary,
-                    canary_threshold, concurrency, pull, progress, cancel, hellos))
+                    canary_threshold, concurrency, pull, progress, cancel, _held_hellos(fit_gate, hellos)))
     except TinyMLOpsError as exc:
         # the link failed before any device answered (port does not open, wrong device on it,
         # broker unreachable): still an attempt the history must show, one row per named device
@@ -308,6 +308,16 @@ def deploy(ref_or_image: str | Path | bytes | LoadedImage, devices: list[str] | 
         raise
     _record(hist, results, started, via, broker, port, baud)
     return results
+
+
+def _held_hellos(fit_gate: FitGateFn | None, hellos: dict[str, Hello] | None) -> dict[str, Hello]:
+    """The HELLOs this deployment already holds: the caller's, and those the fit gate's capture saw
+    (called once the gate has run)."""
+    from app.deploy.fit_check import FitGate
+
+    held = dict(fit_gate.hellos) if isinstance(fit_gate, FitGate) else {}
+    held.update(hellos or {})
+    return held
 
 
 def _fit_gated(fit_gate: FitGateFn | None, image: LoadedImage, devices: list[str], connection, transport: str,

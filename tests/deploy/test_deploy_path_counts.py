@@ -14,6 +14,10 @@ from app.deploy.fit_check import FitGate
 from app.ml.registry import Registry
 from app.protocol.image import ModelImage, sha256
 
+# Seconds of stream the fit gate captures: a few windows, enough to see the device through the
+# capture's fleet monitor (too few to judge the fit, which then refuses no one).
+FIT_CAPTURE_S = 2.0
+
 
 @pytest.fixture(autouse=True)
 def _data_dir(tmp_path, monkeypatch):
@@ -57,3 +61,21 @@ def test_a_fit_gated_deploy_of_a_registry_version_parses_the_image_once_and_open
     assert [name for name in parses if not name.startswith("app.fleet.")] == ["app.deploy.api"]
     assert opens == ["__enter__"]
 
+
+
+def test_a_deploy_after_a_fit_capture_takes_the_hellos_the_capture_saw(monkeypatch, mosquitto_url, virtual_fleet,
+                                                                        model_image_v3):
+    from app.deploy import rollout
+
+    fleet = virtual_fleet(mosquitto_url, 1)
+    lookups: list[str] = []
+    count_calls(monkeypatch, api, "find_devices", lookups)
+    count_calls(monkeypatch, rollout, "find_devices", lookups)
+    # no telemetry history: the gate captures through a fleet monitor, which holds the HELLO
+    gate = FitGate(capture_s=FIT_CAPTURE_S)
+    (r,) = api.deploy(model_image_v3, ["sim-001"], via="mqtt", broker=mosquitto_url, fit_gate=gate)
+    assert r.ok, r.error_message
+    assert [f.source for f in gate.reports] == ["capture"]
+    assert fleet.device("sim-001").active_model.sha256 == sha256(model_image_v3)
+    assert lookups == []
+    assert "sim-001" in gate.hellos
