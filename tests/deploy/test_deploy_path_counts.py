@@ -13,6 +13,7 @@ from app.deploy import api
 from app.deploy.fit_check import FitGate
 from app.ml.registry import Registry
 from app.protocol.image import ModelImage, sha256
+from tests.fixtures.models import register_image
 
 # Seconds of stream the fit gate captures: a few windows, enough to see the device through the
 # capture's fleet monitor (too few to judge the fit, which then refuses no one).
@@ -38,11 +39,7 @@ def count_calls(monkeypatch, owner, name: str, calls: list) -> None:
 def test_a_fit_gated_deploy_of_a_registry_version_parses_the_image_once_and_opens_the_registry_once(
         monkeypatch, mosquitto_url, virtual_fleet, model_image_v3):
     fleet = virtual_fleet(mosquitto_url, 1)
-    img = ModelImage.from_bytes(model_image_v3)
-    with Registry() as reg:
-        mv = reg.add(name="pump-ae", tflite=img.tflite, card={"ops": ["FULLY_CONNECTED"], "arena": 4096, "fit": {}},
-                     image=img)
-        registered = reg.image_bytes(mv)
+    mv, registered = register_image(model_image_v3)
     parses: list[str] = []  # the module of each caller of ModelImage.from_bytes
     opens: list[str] = []
     real_parse = ModelImage.from_bytes.__func__
