@@ -16,7 +16,7 @@ from pathlib import Path
 
 from app.analysis import iso
 from app.analysis.bearings import Bearing, bearing_from_dict
-from app.domain import database, paths
+from app.domain import database
 from app.domain.errors import DataError
 
 # The machines file's format: its "format" key says what the file is, "version" what this one reads.
@@ -80,20 +80,9 @@ class Machine:
         return out
 
 
-class MachineStore:
+class MachineStore(database.Store):
     def __init__(self, db_path: Path | None = None) -> None:
-        self.db_path = Path(db_path) if db_path else paths.database_path()
-        self._conn = database.connect(self.db_path)
-        database.ensure_schema(self._conn, _SCHEMA)
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def __enter__(self) -> MachineStore:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        super().__init__(db_path, _SCHEMA)
 
     @staticmethod
     def _row(row) -> Machine:

@@ -52,8 +52,8 @@ from app.transport.urls import parse_broker_url
 log = logging.getLogger(__name__)
 
 DeviceProgressFn = Callable[[str, int, int], None]
-# fit_gate(image bytes, device ids, open broker connection or None) -> {device: why it is refused}
-FitGateFn = Callable[[bytes, list[str], object], dict[str, str]]
+# fit_gate(parsed image or its bytes, device ids, open broker connection or None) -> {device: why refused}
+FitGateFn = Callable[[ModelImage | bytes, list[str], object], dict[str, str]]
 # ROLLBACK/CONFIRM reload a model on the device (load + self-test): longer than a plain query.
 SWITCH_TIMEOUT_S = 30.0
 # Largest bench count and trial timeout XFER_COMMIT can carry (u16 fields).
@@ -95,6 +95,7 @@ class LoadedImage:
     arena: int | None = None
     signature: bytes | None = None  # the 80-byte block (PROTOCOL.md 6.2), None when unsigned
     signed_by: str | None = None  # its key id (hex), as the history records it
+    parsed: ModelImage | None = None  # the image as load_image parsed it (the fit gate reads it, not the bytes)
 
     def __post_init__(self) -> None:
         if not self.sha:
@@ -103,6 +104,12 @@ class LoadedImage:
     @property
     def sha_hex(self) -> str:
         return self.sha.hex()
+
+    def model_image(self) -> ModelImage:
+        """The parsed image: load_image's, or parsed here once for a LoadedImage built by hand."""
+        if self.parsed is None:
+            self.parsed = ModelImage.from_bytes(self.data)
+        return self.parsed
 
     def fit_figures(self) -> tuple[list[str], int]:
         """Ops and minimum arena (the real TFLM, as `model check`), computed once per image."""
@@ -155,7 +162,7 @@ def load_image(ref_or_image: str | Path | bytes | LoadedImage, registry=None) ->
     signed_by = (signatures.check_file(data, signature, img.name, img.version) if not from_registry
                  else signatures.SignatureBlock.from_bytes(signature).key_hex)
     return LoadedImage(data, img.name, img.version, tflite=img.tflite, ops=ops, arena=arena,
-                       signature=signature, signed_by=signed_by)
+                       signature=signature, signed_by=signed_by, parsed=img)
 
 
 def _result_from_stats(base: DeploymentResult, stats: TransferStats) -> DeploymentResult:
@@ -285,12 +292,12 @@ def deploy(ref_or_image: str | Path | bytes | LoadedImage, devices: list[str] | 
         elif connection is not None:
             results = _fit_gated(fit_gate, image, devices, connection, "mqtt", trial, lambda ds: _deploy_mqtt(
                 connection, broker, image, ds, mode, trial_timeout_s, bench_count, canary, canary_threshold,
-                concurrency, pull, progress, cancel, hellos))
+                concurrency, pull, progress, cancel, _held_hellos(fit_gate, hellos)))
         else:
             with links.broker_connection(broker) as conn:
                 results = _fit_gated(fit_gate, image, devices, conn, "mqtt", trial, lambda ds: _deploy_mqtt(
                     conn, resolve_broker(broker), image, ds, mode, trial_timeout_s, bench_count, canary,
-                    canary_threshold, concurrency, pull, progress, cancel, hellos))
+                    canary_threshold, concurrency, pull, progress, cancel, _held_hellos(fit_gate, hellos)))
     except TinyMLOpsError as exc:
         # the link failed before any device answered (port does not open, wrong device on it,
         # broker unreachable): still an attempt the history must show, one row per named device
@@ -303,6 +310,16 @@ def deploy(ref_or_image: str | Path | bytes | LoadedImage, devices: list[str] | 
     return results
 
 
+def _held_hellos(fit_gate: FitGateFn | None, hellos: dict[str, Hello] | None) -> dict[str, Hello]:
+    """The HELLOs this deployment already holds: the caller's, and those the fit gate's capture saw
+    (called once the gate has run)."""
+    from app.deploy.fit_check import FitGate
+
+    held = dict(fit_gate.hellos) if isinstance(fit_gate, FitGate) else {}
+    held.update(hellos or {})
+    return held
+
+
 def _fit_gated(fit_gate: FitGateFn | None, image: LoadedImage, devices: list[str], connection, transport: str,
                trial: bool, deploy_rest: Callable[[list[str]], list[DeploymentResult]]) -> list[DeploymentResult]:
     """Run the fit-to-machine gate (when given) before any byte is sent: a device it refuses gets a
@@ -310,7 +327,7 @@ def _fit_gated(fit_gate: FitGateFn | None, image: LoadedImage, devices: list[str
     a named device is not gated (the device is known only once the port is open)."""
     if fit_gate is None or not devices:
         return deploy_rest(devices)
-    refusals = fit_gate(image.data, devices, connection)
+    refusals = fit_gate(image.model_image(), devices, connection)
     rest = [d for d in devices if d not in refusals]
     done = {r.device: r for r in (deploy_rest(rest) if rest else [])}
     for device, text in refusals.items():
@@ -511,7 +528,7 @@ class SwitchResult:
 
 
 def _switch(command, outcome: str, device: str | None, via: str, broker: str | None, port: str | None,
-            baud: int, history: DeploymentHistory | None, connection=None) -> SwitchResult:
+            baud: int, history: DeploymentHistory | None, connection=None, known: Hello | None = None) -> SwitchResult:
     """`outcome` names the history row on success; a refusal is recorded as "<verb>-failed"."""
     failed_outcome = f"{type(command).__name__.lower()}-failed"
 
@@ -539,22 +556,24 @@ def _switch(command, outcome: str, device: str | None, via: str, broker: str | N
         record(hello, outcome)
         return SwitchResult(dev, True, hello.model_name, hello.model_version, hello.prev_version, bool(hello.trial))
 
-    with links.open_device(device, via, broker, port, baud, connection) as link:
+    with links.open_device(device, via, broker, port, baud, connection, known) as link:
         return run(link)
 
 
 def rollback(device: str | None = None, *, via: str = "mqtt", broker: str | None = None, port: str | None = None,
              baud: int = links.DEFAULT_BAUD, history: DeploymentHistory | None = None,
-             connection=None) -> SwitchResult:
-    """Make the device's previous model active again (error NO_PREVIOUS when there is none)."""
-    return _switch(Rollback(), "rolled-back", device, via, broker, port, baud, history, connection)
+             connection=None, known: Hello | None = None) -> SwitchResult:
+    """Make the device's previous model active again (error NO_PREVIOUS when there is none).
+    `known`: the device's HELLO the caller holds (its fleet monitor): the broker is not asked again."""
+    return _switch(Rollback(), "rolled-back", device, via, broker, port, baud, history, connection, known)
 
 
 def confirm(device: str | None = None, *, via: str = "mqtt", broker: str | None = None, port: str | None = None,
             baud: int = links.DEFAULT_BAUD, history: DeploymentHistory | None = None,
-            connection=None) -> SwitchResult:
-    """Make the model on trial permanent (error NOT_TRIAL when none is on trial)."""
-    return _switch(Confirm(), "confirmed", device, via, broker, port, baud, history, connection)
+            connection=None, known: Hello | None = None) -> SwitchResult:
+    """Make the model on trial permanent (error NOT_TRIAL when none is on trial).
+    `known`: the device's HELLO the caller holds (its fleet monitor): the broker is not asked again."""
+    return _switch(Confirm(), "confirmed", device, via, broker, port, baud, history, connection, known)
 
 
 def history(device: str | None = None, limit: int | None = None,

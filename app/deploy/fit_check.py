@@ -16,6 +16,7 @@ Qt-free; `FitGate` is the deployment step (app.deploy.api.deploy's `fit_gate`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -249,24 +250,27 @@ def check_devices(image: ModelImage, device_ids: list[str], *, monitor=None, cap
 
 def check_fleet(image: ModelImage, device_ids: list[str], *, broker: str | None = None, connection=None,
                 capture_s: float = CAPTURE_S, history_path=None, progress: ProgressFn | None = None,
-                cancel: threading.Event | None = None) -> list[DeviceFit]:
+                cancel: threading.Event | None = None, seen: dict | None = None) -> list[DeviceFit]:
     """`check_devices`, opening the broker (`connection`, else `broker`, else the running app's
-    embedded one) only when some device lacks history and a capture is allowed (`capture_s` > 0)."""
+    embedded one) only when some device lacks history and a capture is allowed (`capture_s` > 0).
+    `seen`, when given, receives the HELLOs the capture's fleet monitor held (a deployment after
+    the check need not look those devices up again)."""
     from app.services.fleet_monitor import FleetMonitor
 
     need_capture = capture_s > 0 and any(
         len(history_windows(d, image.n_features, history_path=history_path)) < MIN_FIT_WINDOWS for d in device_ids)
     if not need_capture:
         return check_devices(image, device_ids, history_path=history_path, progress=progress, cancel=cancel)
-    if connection is not None:
-        with FleetMonitor(connection) as monitor:
-            return check_devices(image, device_ids, monitor=monitor, capture_s=capture_s,
-                                 history_path=history_path, progress=progress, cancel=cancel)
     from app.deploy.links import broker_connection
 
-    with broker_connection(broker) as conn, FleetMonitor(conn) as monitor:
-        return check_devices(image, device_ids, monitor=monitor, capture_s=capture_s, history_path=history_path,
-                             progress=progress, cancel=cancel)
+    with contextlib.ExitStack() as stack:
+        conn = connection if connection is not None else stack.enter_context(broker_connection(broker))
+        monitor = stack.enter_context(FleetMonitor(conn))
+        reports = check_devices(image, device_ids, monitor=monitor, capture_s=capture_s, history_path=history_path,
+                                progress=progress, cancel=cancel)
+        if seen is not None:
+            seen.update(monitor.hellos(device_ids))
+        return reports
 
 
 def format_table(reports: list[DeviceFit]) -> str:
@@ -289,7 +293,7 @@ def format_table(reports: list[DeviceFit]) -> str:
 class FitGate:
     """The deployment step: check the targets, refuse those that will false-alarm unless `force`.
 
-    Called by app.deploy.api.deploy (its `fit_gate`) with the image bytes, the targets and the open
+    Called by app.deploy.api.deploy (its `fit_gate`) with the parsed image (or its bytes), the targets and the open
     broker connection; returns {device: refusal text} for the devices not to deploy to. `reports`
     keeps the last check for the caller to show."""
 
@@ -299,12 +303,16 @@ class FitGate:
     cancel: threading.Event | None = None
     history_path: object = None  # the telemetry history file (default: the data dir's)
     reports: list[DeviceFit] = field(default_factory=list)
+    hellos: dict = field(default_factory=dict)  # the HELLOs its capture's fleet monitor held (last check)
 
-    def __call__(self, image_bytes: bytes, device_ids: list[str], connection=None) -> dict[str, str]:
-        image = ModelImage.from_bytes(image_bytes)
+    def __call__(self, image: ModelImage | bytes, device_ids: list[str], connection=None) -> dict[str, str]:
+        if not isinstance(image, ModelImage):
+            image = ModelImage.from_bytes(image)
+        self.hellos = {}
         self.reports = check_fleet(image, device_ids, connection=connection,
                                    capture_s=self.capture_s if connection is not None else 0.0,
-                                   history_path=self.history_path, progress=self.progress, cancel=self.cancel)
+                                   history_path=self.history_path, progress=self.progress, cancel=self.cancel,
+                                   seen=self.hellos)
         return refusals(self.reports, self.force)
 
 

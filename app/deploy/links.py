@@ -129,9 +129,10 @@ def mqtt_device(connection: MqttConnection, device_id: str, broker: str | None =
 
 @contextlib.contextmanager
 def open_device(device: str | None, via: str, broker: str | None = None, port: str | None = None,
-                baud: int = DEFAULT_BAUD, connection=None) -> Iterator[DeviceLink]:
+                baud: int = DEFAULT_BAUD, connection=None, known: Hello | None = None) -> Iterator[DeviceLink]:
     """One device by how the operator named it: `--via serial --port P` (the device there, checked
-    against `device` when given) or `--via mqtt --device ID` (on `connection`, else a new one)."""
+    against `device` when given) or `--via mqtt --device ID` (on `connection`, else a new one).
+    `known`: over MQTT, its HELLO the caller already holds (see mqtt_device)."""
     if via == "serial":
         if not port:
             raise LinkError("--port is required over serial")
@@ -143,8 +144,8 @@ def open_device(device: str | None, via: str, broker: str | None = None, port: s
     if not device:
         raise LinkError("name the --device")
     if connection is not None:
-        with mqtt_device(connection, device, broker) as link:
+        with mqtt_device(connection, device, broker, known=known) as link:
             yield link
         return
-    with broker_connection(broker) as conn, mqtt_device(conn, device, broker) as link:
+    with broker_connection(broker) as conn, mqtt_device(conn, device, broker, known=known) as link:
         yield link

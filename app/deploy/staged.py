@@ -265,7 +265,7 @@ class _Runner:
 
         results = api.deploy(self.image, stage.devices, connection=self.conn, trial=True, trial_timeout_s=timeout,
                              concurrency=self.concurrency, fit_gate=self.fit_gate, progress=on_device,
-                             cancel=self.cancel)
+                             cancel=self.cancel, hellos=self._known(stage.devices))
         deployed = {"deploy": {r.device: {"outcome": r.outcome, "error": r.error_message,
                                           "host_deploy_s": r.host_deploy_s} for r in results}}
         failed = [r for r in results if not r.ok]
@@ -324,7 +324,7 @@ class _Runner:
         for i, device in enumerate(devices):
             self.progress(stage, phase, i / max(len(devices), 1), device)
             try:
-                result = fn(device, connection=self.conn)
+                result = fn(device, connection=self.conn, known=self.monitor.hellos([device]).get(device))
             except TinyMLOpsError as exc:
                 failures[device] = str(exc)
                 continue
@@ -333,14 +333,23 @@ class _Runner:
         self.progress(stage, phase, 1.0, f"{len(devices) - len(failures)} of {len(devices)} devices")
         return failures
 
+    def _known(self, devices: list[str]) -> dict:
+        """The HELLOs the fleet monitor holds for `devices`, once its retained ones are in (bounded by
+        HELLO_WAIT_S; a device still missing is looked up by the deployment itself)."""
+        self._await_monitor(lambda: len(self.monitor.hellos(devices)) == len(devices))
+        return self.monitor.hellos(devices)
+
+    def _await_monitor(self, done: Callable[[], bool]) -> None:
+        """Wait (at most HELLO_WAIT_S, or until cancelled) for the fleet monitor to satisfy `done`."""
+        deadline = time.monotonic() + HELLO_WAIT_S
+        while not done() and time.monotonic() < deadline and not self.cancel.is_set():
+            self.cancel.wait(HELLO_POLL_S)
+
     # ------------------------------------------------------------------ resume
 
     def _on_trial_of_version(self, devices: list[str]) -> list[str]:
         """Which of `devices` run this rollout's version on trial now (their retained HELLOs)."""
-        deadline = time.monotonic() + HELLO_WAIT_S
-        while (any(self.monitor.get(d) is None for d in devices) and time.monotonic() < deadline
-               and not self.cancel.is_set()):
-            self.cancel.wait(HELLO_POLL_S)
+        self._await_monitor(lambda: all(self.monitor.get(d) is not None for d in devices))
         out = []
         for d in devices:
             rec = self.monitor.get(d)

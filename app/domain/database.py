@@ -13,6 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 # Another process (the GUI, a CI job) may hold the write lock this long before we give up.
 DB_BUSY_TIMEOUT_S = 10.0
@@ -67,3 +68,25 @@ def transaction(conn: LockedConnection) -> Iterator[LockedConnection]:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+
+class Store:
+    """A component that keeps one connection to the database open while it lives (the registry,
+    the datasets, the machine descriptions): opened with the component's schema, closed by
+    `close()` or at the end of a `with` block."""
+
+    def __init__(self, db_path: Path | None, schema: str) -> None:
+        from app.domain import paths
+
+        self.db_path = Path(db_path) if db_path else paths.database_path()
+        self._conn = connect(self.db_path)
+        ensure_schema(self._conn, schema)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -146,21 +146,10 @@ def read_file(path: Path) -> np.ndarray:
     raise DataError(f"{path.name}: unsupported format {suffix!r} (use .csv with x,y,z columns or .npy (n, 3))")
 
 
-class DatasetStore:
+class DatasetStore(database.Store):
     def __init__(self, db_path: Path | None = None, root: Path | None = None) -> None:
-        self.db_path = Path(db_path) if db_path else paths.database_path()
+        super().__init__(db_path, _SCHEMA)
         self.root = Path(root) if root else paths.data_dir() / DATASETS_SUBDIR
-        self._conn = database.connect(self.db_path)
-        database.ensure_schema(self._conn, _SCHEMA)
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def __enter__(self) -> DatasetStore:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def _file(self, fp: str) -> Path:
         return self.root / f"{fp}.npy"

@@ -145,24 +145,13 @@ def parse_ref(ref: str) -> tuple[str, str]:
     return name, (version or "latest")
 
 
-class Registry:
+class Registry(database.Store):
     def __init__(self, db_path: Path | None = None, artifacts_dir: Path | None = None,
                  keys: KeyStore | None = None) -> None:
-        self.db_path = Path(db_path) if db_path else paths.database_path()
+        super().__init__(db_path, _SCHEMA)
         # the operator's signing keys live beside the database they sign for
         self.keys = keys or KeyStore(self.db_path.parent / "keys")
         self.artifacts = store.ContentStore(Path(artifacts_dir) if artifacts_dir else paths.artifacts_dir())
-        self._conn = database.connect(self.db_path)
-        database.ensure_schema(self._conn, _SCHEMA)
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def __enter__(self) -> Registry:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     # --- reading -------------------------------------------------------------------------------
     def _row(self, row) -> ModelVersion:

@@ -20,6 +20,7 @@ from app.domain.errors import Cancelled, DeviceError, LinkError, ProtocolError
 from app.protocol import messages as m
 from app.protocol import topics
 from app.protocol.codes import ERROR_TEXT, ErrorCode, MsgType, drop_reason
+from app.transport.callbacks import call_each
 from app.transport.device_link import DeviceTransport, MqttDeviceLink
 from app.transport.mqtt_link import MqttConnection
 from app.transport.serial_link import SerialLink
@@ -241,12 +242,7 @@ class DeviceChannel:
                 waiter.event.set()
         with self._lock:
             listeners = list(self._listeners)
-        for callback in listeners:
-            try:
-                callback(packet)
-            except Exception:
-                self.counters["listener_errors"] += 1
-                log.exception("%s: packet listener failed", self.name)
+        call_each(listeners, (packet,), log, "%s: packet listener failed", self.name, errors=self.counters)
 
     def _link_state(self, up: bool, reason: str) -> None:
         if not up and self.FAIL_PENDING_ON_DROP:
@@ -255,11 +251,7 @@ class DeviceChannel:
             self._resend_waiters()
         with self._lock:
             listeners = list(self._state_listeners)
-        for callback in listeners:
-            try:
-                callback(up, reason)
-            except Exception:
-                log.exception("%s: state listener failed", self.name)
+        call_each(listeners, (up, reason), log, "%s: state listener failed", self.name)
 
     def _resend_waiters(self) -> None:
         with self._lock:

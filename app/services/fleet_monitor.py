@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from app.domain.errors import LinkError, ProtocolError
 from app.protocol import messages as m
@@ -36,7 +37,10 @@ from app.services.channel import SerialChannel
 from app.services.exact_lookup import ExactLookup
 from app.services.fleet_memory import FIELDS as MEMORY_FIELDS
 from app.services.fleet_memory import FleetMemory
+from app.transport.callbacks import call_each
 from app.transport.mqtt_link import MqttConnection
+
+M = TypeVar("M", bound=m.Message)
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +166,13 @@ class FleetMonitor:
             record = self._records.get(device_id)
             return dataclasses.replace(record) if record else None
 
+    def hellos(self, device_ids: list[str]) -> dict[str, m.Hello]:
+        """The latest HELLO of each of `device_ids` that is online now: what a deployment would ask
+        the broker for again (app.deploy.api.deploy's `hellos`, confirm's and rollback's `known`)."""
+        with self._lock:
+            records = [self._records.get(d) for d in device_ids]
+        return {r.device_id: r.hello for r in records if r is not None and r.hello is not None and r.online}
+
     def add_listener(self, callback: Listener) -> None:
         """`callback(event, record)`; events: added, changed, telemetry, offline, removed."""
         with self._lock:
@@ -231,53 +242,52 @@ class FleetMonitor:
             self._bad("internal", f"{topic}: {exc!r}")
         return None
 
-    def _on_status(self, topic: str, payload: bytes) -> None:
+    def _device_topic(self, topic: str) -> tuple[str, str, str] | None:
+        """(site, device id, leaf) of a device topic, or None after counting it as bad."""
         parsed = topics.parse_device_topic(topic)
         if parsed is None:
             self._bad("topic", topic)
+        return parsed
+
+    def _expect(self, payload: bytes, topic: str, kind: type[M], where: str) -> M | None:
+        """The message of `kind` in `payload`, or None after counting why it was dropped."""
+        packet = self._decode(payload, topic)
+        if packet is None:
+            return None
+        if not isinstance(packet.msg, kind):
+            self._bad("wrong_type", f"{topic}: {packet.msg.TYPE.name} on a {where} topic")
+            return None
+        return packet.msg
+
+    def _on_status(self, topic: str, payload: bytes) -> None:
+        parsed = self._device_topic(topic)
+        if parsed is None:
             return
         site, device_id, _ = parsed
         if not payload:  # a cleared retained status: the device was decommissioned
             self._remove(device_id)
             return
-        packet = self._decode(payload, topic)
-        if packet is None:
+        hello = self._expect(payload, topic, m.Hello, "status")
+        if hello is None:
             return
-        if not isinstance(packet.msg, m.Hello):
-            self._bad("wrong_type", f"{topic}: {packet.msg.TYPE.name} on a status topic")
-            return
-        if packet.msg.device_id != device_id:
-            self._bad("id_mismatch", f"{topic}: HELLO from {packet.msg.device_id!r}")
+        if hello.device_id != device_id:
+            self._bad("id_mismatch", f"{topic}: HELLO from {hello.device_id!r}")
             return
         self.counters["status"] += 1
-        self._apply_hello(packet.msg, site, "mqtt")
+        self._apply_hello(hello, site, "mqtt")
 
     def _on_telemetry(self, topic: str, payload: bytes) -> None:
-        parsed = topics.parse_device_topic(topic)
-        if parsed is None:
-            self._bad("topic", topic)
-            return
-        packet = self._decode(payload, topic)
-        if packet is None:
-            return
-        if not isinstance(packet.msg, m.Telemetry):
-            self._bad("wrong_type", f"{topic}: {packet.msg.TYPE.name} on a telemetry topic")
-            return
-        self._apply_telemetry(packet.msg, parsed[1], parsed[0], "mqtt")
+        parsed = self._device_topic(topic)
+        telemetry = self._expect(payload, topic, m.Telemetry, "telemetry") if parsed else None
+        if telemetry is not None:
+            self._apply_telemetry(telemetry, parsed[1], parsed[0], "mqtt")
 
     def _on_stream(self, topic: str, payload: bytes) -> None:
-        parsed = topics.parse_device_topic(topic)
-        if parsed is None:
-            self._bad("topic", topic)
-            return
-        packet = self._decode(payload, topic)
-        if packet is None:
-            return
-        if not isinstance(packet.msg, m.Stream):
-            self._bad("wrong_type", f"{topic}: {packet.msg.TYPE.name} on a stream topic")
-            return
-        self.counters["stream"] += 1
-        self._deliver_stream(parsed[1], packet.msg)
+        parsed = self._device_topic(topic)
+        stream = self._expect(payload, topic, m.Stream, "stream") if parsed else None
+        if stream is not None:
+            self.counters["stream"] += 1
+            self._deliver_stream(parsed[1], stream)
 
     # ------------------------------------------------------------------ record updates
 
@@ -377,12 +387,8 @@ class FleetMonitor:
 
     def _emit(self, event: str, record: DeviceRecord) -> None:
         listeners = self._listeners  # replaced, never mutated in place, under the lock
-        for callback in listeners:
-            try:
-                callback(event, record)
-            except Exception:
-                self.counters["listener_errors"] += 1
-                log.exception("fleet listener failed on %s %s", event, record.device_id)
+        call_each(listeners, (event, record), log, "fleet listener failed on %s %s", event, record.device_id,
+                  errors=self.counters)
 
     # ------------------------------------------------------------------ housekeeping thread
 
@@ -435,12 +441,8 @@ class FleetMonitor:
             self._stop_stream(device_id)
 
     def _deliver_stream(self, device_id: str, stream: m.Stream) -> None:
-        for callback in self._stream_listeners.get(device_id, ()):
-            try:
-                callback(device_id, stream)
-            except Exception:
-                self.counters["listener_errors"] += 1
-                log.exception("stream listener for %s failed", device_id)
+        call_each(self._stream_listeners.get(device_id, ()), (device_id, stream), log,
+                  "stream listener for %s failed", device_id, errors=self.counters)
 
     def _stream_topic(self, device_id: str) -> str | None:
         record = self._records.get(device_id)

@@ -93,39 +93,33 @@ CREATE TABLE IF NOT EXISTS hourly (
 ) WITHOUT ROWID;
 """
 
+# Adds a roll-up row onto the one already stored for its key (a bucket written in several batches):
+# counts and sums add, min/max keep the extreme of the non-NULL ones.
+_MERGE_SET = """
+    n = n + excluded.n,
+    score_min = CASE WHEN score_min IS NULL THEN excluded.score_min
+                     WHEN excluded.score_min IS NULL THEN score_min
+                     ELSE min(score_min, excluded.score_min) END,
+    score_sum = score_sum + excluded.score_sum,
+    score_max = CASE WHEN score_max IS NULL THEN excluded.score_max
+                     WHEN excluded.score_max IS NULL THEN score_max
+                     ELSE max(score_max, excluded.score_max) END,
+    scored = scored + excluded.scored,
+    alarms = alarms + excluded.alarms"""
+
 # Minute roll-ups before a cutoff, folded into their hours (added to an hour already partly folded).
 _FOLD_HOURLY = f"""
 INSERT INTO hourly (device, hour, n, score_min, score_sum, score_max, scored, alarms)
 SELECT device, minute * {ROLLUP_BUCKET_S} / {HOURLY_BUCKET_S}, sum(n), min(score_min), sum(score_sum),
        max(score_max), sum(scored), sum(alarms)
 FROM rollups WHERE minute < ? GROUP BY device, minute * {ROLLUP_BUCKET_S} / {HOURLY_BUCKET_S}
-ON CONFLICT (device, hour) DO UPDATE SET
-    n = n + excluded.n,
-    score_min = CASE WHEN score_min IS NULL THEN excluded.score_min
-                     WHEN excluded.score_min IS NULL THEN score_min
-                     ELSE min(score_min, excluded.score_min) END,
-    score_sum = score_sum + excluded.score_sum,
-    score_max = CASE WHEN score_max IS NULL THEN excluded.score_max
-                     WHEN excluded.score_max IS NULL THEN score_max
-                     ELSE max(score_max, excluded.score_max) END,
-    scored = scored + excluded.scored,
-    alarms = alarms + excluded.alarms
+ON CONFLICT (device, hour) DO UPDATE SET {_MERGE_SET}
 """
 
-_UPSERT_ROLLUP = """
+_UPSERT_ROLLUP = f"""
 INSERT INTO rollups (device, minute, n, score_min, score_sum, score_max, scored, alarms)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (device, minute) DO UPDATE SET
-    n = n + excluded.n,
-    score_min = CASE WHEN score_min IS NULL THEN excluded.score_min
-                     WHEN excluded.score_min IS NULL THEN score_min
-                     ELSE min(score_min, excluded.score_min) END,
-    score_sum = score_sum + excluded.score_sum,
-    score_max = CASE WHEN score_max IS NULL THEN excluded.score_max
-                     WHEN excluded.score_max IS NULL THEN score_max
-                     ELSE max(score_max, excluded.score_max) END,
-    scored = scored + excluded.scored,
-    alarms = alarms + excluded.alarms
+ON CONFLICT (device, minute) DO UPDATE SET {_MERGE_SET}
 """
 
 
@@ -537,38 +531,31 @@ def read_current_models(path: Path | None) -> dict[str, tuple[int, float | None]
 def read_hourly(path: Path | None, device_id: str, since_s: float, now: float | None = None) -> list[Rollup]:
     """The device's hourly roll-ups (minute roll-ups older than the minute retention, folded);
     `minute_ts` is the start of the hour."""
-    path = Path(path) if path is not None else history_path()
-    now = time.time() if now is None else now
-    db = _reader(path)
-    if db is None:
-        return []
-    try:
-        rows = db.execute(
-            "SELECT h.hour, h.n, h.score_min, h.score_sum, h.score_max, h.scored, h.alarms FROM hourly h "
-            "JOIN devices d ON d.id = h.device WHERE d.device_id = ? AND h.hour >= ? ORDER BY h.hour",
-            (device_id, int((now - since_s) // HOURLY_BUCKET_S))).fetchall()
-    except sqlite3.OperationalError:  # a file written before hourly roll-ups existed
-        return []
-    finally:
-        db.close()
-    return [Rollup(hour * HOURLY_BUCKET_S, n, lo, total / scored if scored else None, hi, alarms)
-            for hour, n, lo, total, hi, scored, alarms in rows]
+    return _read_buckets(path, "hourly", "hour", HOURLY_BUCKET_S, device_id, since_s, now)
 
 
 def read_rollups(path: Path | None, device_id: str, since_s: float, now: float | None = None) -> list[Rollup]:
+    """The device's per-minute roll-ups of the last `since_s` seconds, oldest first."""
+    return _read_buckets(path, "rollups", "minute", ROLLUP_BUCKET_S, device_id, since_s, now)
+
+
+def _read_buckets(path: Path | None, table: str, column: str, bucket_s: int, device_id: str, since_s: float,
+                  now: float | None) -> list[Rollup]:
+    """Roll-ups from `table` (keyed by `column`, buckets of `bucket_s` seconds); [] when the file
+    or the table (a file written before it existed) is not there."""
     path = Path(path) if path is not None else history_path()
     now = time.time() if now is None else now
     db = _reader(path)
     if db is None:
         return []
     try:
-        rows = db.execute(
-            "SELECT r.minute, r.n, r.score_min, r.score_sum, r.score_max, r.scored, r.alarms FROM rollups r "
-            "JOIN devices d ON d.id = r.device WHERE d.device_id = ? AND r.minute >= ? ORDER BY r.minute",
-            (device_id, int((now - since_s) // ROLLUP_BUCKET_S))).fetchall()
+        rows = db.execute(  # table and column are this module's names, never input
+            f"SELECT t.{column}, t.n, t.score_min, t.score_sum, t.score_max, t.scored, t.alarms FROM {table} t "
+            f"JOIN devices d ON d.id = t.device WHERE d.device_id = ? AND t.{column} >= ? ORDER BY t.{column}",
+            (device_id, int((now - since_s) // bucket_s))).fetchall()
     except sqlite3.OperationalError:
         return []
     finally:
         db.close()
-    return [Rollup(minute * ROLLUP_BUCKET_S, n, lo, total / scored if scored else None, hi, alarms)
-            for minute, n, lo, total, hi, scored, alarms in rows]
+    return [Rollup(bucket * bucket_s, n, lo, total / scored if scored else None, hi, alarms)
+            for bucket, n, lo, total, hi, scored, alarms in rows]

@@ -22,6 +22,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.matcher import MQTTMatcher
 
 from app.domain.errors import LinkError
+from app.transport.callbacks import call_each
 from app.transport.credentials import password_for
 from app.transport.urls import BrokerUrl, parse_broker_url
 
@@ -363,11 +364,7 @@ class MqttConnection:
             return
         with self._lock:
             callbacks = list(self._state_callbacks)
-        for callback in callbacks:
-            try:
-                callback(connected, reason)
-            except Exception:
-                log.exception("state callback failed")
+        call_each(callbacks, (connected, reason), log, "state callback failed")
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object,
                     reason_code: mqtt.ReasonCode, properties: object) -> None:

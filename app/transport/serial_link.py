@@ -17,6 +17,7 @@ import serial
 from app.domain.errors import LinkError, ProtocolError
 from app.protocol.codes import MAX_MESSAGE, ErrorCode
 from app.protocol.framing import BAD_FRAME_COUNTERS, DEFAULT_BAUD, FrameDecoder, frame
+from app.transport.callbacks import call_each
 
 log = logging.getLogger(__name__)
 
@@ -176,12 +177,8 @@ class SerialLink:
             with self._lock:
                 callbacks = list(self._message_callbacks)
             for message in messages:
-                for callback in callbacks:
-                    try:
-                        callback(message)
-                    except Exception:
-                        self._stats["callback_errors"] += 1
-                        log.exception("message callback on %s failed", self.url)
+                call_each(callbacks, (message,), log, "message callback on %s failed", self.url,
+                          errors=self._stats, error_key="callback_errors")
 
     def _lost(self, reason: str) -> None:
         if not self._open:
@@ -194,8 +191,4 @@ class SerialLink:
     def _notify(self, is_open: bool, reason: str) -> None:
         with self._lock:
             callbacks = list(self._state_callbacks)
-        for callback in callbacks:
-            try:
-                callback(is_open, reason)
-            except Exception:
-                log.exception("state callback on %s failed", self.url)
+        call_each(callbacks, (is_open, reason), log, "state callback on %s failed", self.url)

@@ -463,8 +463,7 @@ class DeployWizard(QWizard):
                 return results
             image = api.load_image(source)  # a bad image is refused before any connection is made
             # the fleet monitor holds every device's latest HELLO: the deployment need not ask again
-            known = {r.device_id: r.hello for r in (session.monitor.devices() if session.monitor else [])
-                     if r.hello is not None and r.online and r.device_id in targets}
+            known = session.monitor.hellos(targets) if session.monitor else {}
             connection = session.open_connection()  # its own: see AppSession.open_connection
             try:
                 return api.deploy(image, targets, progress=per_device, cancel=cancel, connection=connection,

@@ -65,13 +65,12 @@ class FitPanel(QWidget):
             self.table.setItem(row, 1, QTableWidgetItem("checking…"))
         self.status.setText("Checking the model against each machine's own recent normal running…")
         monitor = session.monitor if session is not None and via == "mqtt" else None
-        history = getattr(session, "history", None)
+        history = session.history if session is not None else None
 
         def job(progress, cancel):
             from app.deploy import api
-            from app.protocol.image import ModelImage
 
-            image = ModelImage.from_bytes(api.load_image(source).data)
+            image = api.load_image(source).model_image()  # parsed and checked once, by load_image
             if history is not None:
                 history.flush()  # the latest telemetry counts too
             return fit_check.check_devices(image, targets, monitor=monitor, cancel=cancel,

@@ -180,7 +180,7 @@ class TrendPanel(QWidget):
         record = session.monitor.get(device) if session is not None and session.monitor is not None else None
         threshold = record.threshold if record is not None else None
         version = record.model_version if record is not None else 0
-        history = getattr(session, "history", None)
+        history = session.history if session is not None else None
         path = history.path if history is not None else None
         since = drift.TREND_RANGES[self.range.currentText()]
 
@@ -273,7 +273,7 @@ class TrendPanel(QWidget):
             self.status.setText("Not connected to a broker.")
             return None
         device, config, check_s = self.device, self.train_config, self.check_s
-        history = getattr(session, "history", None)
+        history = session.history if session is not None else None
 
         def job(progress, cancel):
             from app.deploy import adapt

@@ -25,6 +25,7 @@ from app.protocol.messages import Event, Telemetry, decode
 from app.services.channel import SerialChannel
 from app.transport.mqtt_link import MqttConnection
 from tests.deploy.outage_helpers import device_message, retained_topics
+from tests.fixtures.models import register_image
 
 # Telemetry comes at 1 Hz; a few periods after activation the new model's scores must be there.
 TELEMETRY_WAIT_S = 10.0
@@ -253,14 +254,8 @@ def test_offline_device_and_bad_references_get_clear_errors(mosquitto_url, virtu
 
 
 def test_deploy_a_registry_reference(mosquitto_url, virtual_fleet, model_image_v3):
-    from app.ml.registry import Registry
-
     fleet = virtual_fleet(mosquitto_url, 1)
-    img = ModelImage.from_bytes(model_image_v3)
-    with Registry() as reg:
-        mv = reg.add(name="pump-ae", tflite=img.tflite, card={"ops": ["FULLY_CONNECTED"], "arena": 4096, "fit": {}},
-                     image=img)
-        registered = reg.image_bytes(mv)
+    mv, registered = register_image(model_image_v3)
     (r,) = api.deploy("pump-ae@latest", ["sim-001"], via="mqtt", broker=mosquitto_url)
     assert r.ok and r.model_name == "pump-ae" and r.model_version == mv.version
     assert fleet.device("sim-001").active_model.sha256 == sha256(registered)

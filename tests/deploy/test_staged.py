@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from app.cli.main import main
-from app.deploy import staged
+from app.deploy import api, links, rollout, staged
 from app.deploy.history import DeploymentHistory
 from app.deploy.staged_store import (
     COMPLETED,
@@ -32,6 +32,7 @@ from app.deploy.staged_store import (
 from app.domain.errors import DataError
 from app.protocol.codes import FaultMask
 from app.protocol.image import sha256
+from tests.deploy.test_deploy_path_counts import count_calls
 
 # Seconds each stage is observed: ~8 telemetry windows a device at 1 Hz, above MIN_OBSERVED_WINDOWS
 # (5) with room for a loaded machine's late telemetry.
@@ -104,10 +105,17 @@ def test_unreachable_broker_is_a_clear_error_and_a_stopped_rollout(data_dir, v3_
     assert rec.state == STOPPED and "nothing was deployed" in rec.reason and not rec.interrupted
 
 
-def test_each_stage_is_observed_then_confirmed(mosquitto_url, virtual_fleet, data_dir, v3_path, model_image_v3):
+def test_each_stage_is_observed_then_confirmed(mosquitto_url, virtual_fleet, data_dir, v3_path, model_image_v3,
+                                              monkeypatch):
     fleet = virtual_fleet(mosquitto_url, 3)
     ids = [d.device_id for d in fleet.devices]
     seen: list[staged.StagedProgress] = []
+    # the rollout's fleet monitor holds every HELLO: neither the deployments nor the confirms look a
+    # device up on the broker again or ask it GET_INFO (issue 12, "on the deploy path")
+    lookups: list[str] = []
+    count_calls(monkeypatch, api, "find_devices", lookups)  # the deployment's look-up
+    count_calls(monkeypatch, rollout, "find_devices", lookups)  # confirm's (links imports it lazily)
+    count_calls(monkeypatch, links, "get_info", lookups)  # confirm's fresh GET_INFO
     # a loose limit: this test is about the flow; the shared test model (trained on other simulated
     # machines) may alarm once in a few windows here, and 1 of 8 would already roll back at 1 %
     report = staged.staged_deploy(v3_path, ids, "1,10%,100%", observe_s=OBSERVE_S, max_alarm_rate=LOOSE_LIMIT,
@@ -125,6 +133,7 @@ def test_each_stage_is_observed_then_confirmed(mosquitto_url, virtual_fleet, dat
     outcomes = sorted((r.device, r.outcome) for r in DeploymentHistory().list())
     assert outcomes == sorted([(d, "ok") for d in ids] + [(d, "confirmed") for d in ids])
     assert StagedStore().get(report.id).to_dict()["where"] == "all stages confirmed"
+    assert lookups == []
 
 
 def test_a_stage_that_alarms_is_rolled_back_and_the_rollout_stops(mosquitto_url, virtual_fleet, data_dir, v3_path,
