@@ -1,5 +1,6 @@
-"""When a device alarms, capture a few seconds of its stream in a worker and add the diagnosis to the
-events panel (app.analysis.alarm_diagnosis), so the alarm reads as a sentence about the machine.
+"""When a device alarms, a worker finds which features drove its score (app.analysis.alarm_cause: the
+device's model rerun on this host) and captures a few seconds of its stream for a diagnosis
+(app.analysis.alarm_diagnosis); both go to the events panel as one sentence about the machine.
 
 At most one diagnosis per device per COOLDOWN_S (an alarm lasting an hour is one episode, not 3,600
 captures) and MAX_RUNNING at once (each holds a stream lease on its device); the GUI thread only
@@ -28,6 +29,7 @@ class AlarmFollowUp(QObject):
         self.enabled = True
         self.running: dict[str, workers.Worker] = {}
         self._last: dict[str, float] = {}
+        self._explainer = None  # AlarmExplainer, made in the first worker (it imports the interpreter)
 
     def on_events(self, events: list) -> None:
         """The fleet's events as the window receives them: (level, device, text) tuples."""
@@ -46,18 +48,28 @@ class AlarmFollowUp(QObject):
         monitor = session.monitor
 
         def job(_progress, cancel):
+            from app.analysis.alarm_cause import AlarmExplainer
             from app.analysis.alarm_diagnosis import diagnose
 
-            return diagnose(monitor, device_id, cancel=cancel)
+            record = monitor.get(device_id)
+            if self._explainer is None:
+                self._explainer = AlarmExplainer()  # thread-safe: it locks around its interpreters
+            cause = self._explainer.text(record) if record is not None and record.alarm else None
+            return cause, diagnose(monitor, device_id, cancel=cancel)
 
         worker = workers.Worker(job, name=f"diagnose {device_id}")
-        worker.result.connect(lambda d: self.ctx.notify("ok" if d.analysis is not None and d.analysis.fault ==
-                                                        "healthy" else "warning", d.device_id, d.sentence()))
+        worker.result.connect(self._done)
         worker.errored.connect(lambda exc: self.ctx.notify("info", device_id,
                                                            f"no diagnosis after the alarm: {workers.error_text(exc)}"))
         worker.finished.connect(lambda: self.running.pop(device_id, None))
         self.running[device_id] = worker
         return worker.start()
+
+    def _done(self, result) -> None:
+        cause, diagnosis = result
+        healthy = diagnosis.analysis is not None and diagnosis.analysis.fault == "healthy"
+        text = f"alarm {cause}; {diagnosis.sentence()}" if cause else diagnosis.sentence()
+        self.ctx.notify("ok" if healthy and not cause else "warning", diagnosis.device_id, text)
 
     def stop(self) -> None:
         self.enabled = False

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 
-from app.analysis.alarm_cause import AlarmExplainer
 from app.analysis.fleet_events import CauseFn, transitions
 from app.protocol.codes import StateLabel
 from app.ui.fleet_stats import GroupStats, group_stats, mark_dirty
@@ -98,7 +97,8 @@ class Node:
 class FleetModel(QAbstractItemModel):
     """Tree of DeviceRecords; `enqueue` from any thread, `flush` on the GUI thread (a timer).
     `events` carries, per flush, the transitions worth telling the operator (app.analysis.fleet_events);
-    an alarm's says which features drove the score (`alarm_cause`: AlarmExplainer.text by default)."""
+    an alarm's cause and diagnosis follow from a worker (app.ui.alarm_followup): loading a model into an
+    interpreter is not the GUI thread's job (`alarm_cause` may still be set to a cheap CauseFn)."""
 
     events = Signal(list)
     repaint = Signal()
@@ -114,7 +114,7 @@ class FleetModel(QAbstractItemModel):
         self._deploying: set[str] = set()
         self._gone: dict[str, object] = {}  # last record of a device removed from the tree (moved)
         self.zones = ZoneCache()  # the velocity column
-        self.alarm_cause: CauseFn | None = AlarmExplainer().text
+        self.alarm_cause: CauseFn | None = None
         self.flushes = 0
         self.applied = 0
         self._quiet = False  # inside a model reset: no row signals

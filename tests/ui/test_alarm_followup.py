@@ -16,8 +16,11 @@ def test_an_alarm_is_followed_by_its_diagnosis_once_per_episode(qtbot, window):
     (text,) = _diagnoses(window, FAULTY_DEVICE)
     # sim-004 boots with a bearing defect; without a machine description the shaft speed is estimated and
     # the analysis still names the pattern, or says what it lacks: never silence, never a traceback
-    assert text.startswith(("diagnosis after the alarm: likely", "no diagnosis after the alarm: ")), text
-    assert "mm/s" in text or "no diagnosis" in text
+    # the features that drove the score (its model rerun in the worker), then what the spectra say, or
+    # what the analysis lacks (this fleet's machines are not described: no bearing geometry to look for)
+    assert text.startswith("alarm driven by ") and " %)" in text, text
+    assert "; diagnosis after the alarm: likely " in text or "; no diagnosis after the alarm: " in text, text
+    assert "mm/s" in text or "machine" in text, text
     followup = window.alarm_followup
     wait_for(qtbot, lambda: not followup.running, JOB_TIMEOUT_S, "the capture to end")
     # the alarm goes on: no second capture within the episode
