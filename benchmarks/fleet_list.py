@@ -7,6 +7,7 @@ the probe's own time and the command's wall time, against the reference: the fix
 slept before (issue 17.3).
 
     python3 -m benchmarks.fleet_list [--devices 8] [--runs 5] [--rabbitmq]
+    python3 -m benchmarks.fleet_list --retained 10000   # 10,000 retained statuses, no live devices
 """
 
 from __future__ import annotations
@@ -50,17 +51,48 @@ def measure(url: str, devices: int, runs: int) -> list[tuple[int, float, float, 
         fleet.stop()
 
 
+def measure_retained(url: str, statuses: int, runs: int) -> list[tuple[int, float, float, float]]:
+    """`fleet list` on a broker holding `statuses` retained HELLOs (a plant's fleet, as the broker keeps
+    it), published by one client: the issue's "< 2 s with 10,000 retained statuses"."""
+    from app.protocol import messages as m
+    from app.protocol import topics
+    from app.transport.mqtt_link import MqttConnection
+
+    with MqttConnection(url, client_id="bench-retained") as conn:
+        for d in range(statuses):
+            hello = m.Hello(device_id=f"dev-{d:05d}", location=f"bench/line-{d % 50}/m-{d}", model_version=3)
+            conn.publish(topics.device_topic("bench", hello.device_id, topics.STATUS), m.encode(hello, d % 65536),
+                         qos=1, retain=True)
+        conn.wait_published()
+    data = tempfile.mkdtemp(prefix="tinymlops-bench-")
+    rows = []
+    for _ in range(runs):
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "app", "fleet", "list", "--json", "--broker", url],
+                                capture_output=True, text=True, check=True,
+                                env={**os.environ, "TINYMLOPS_DATA_DIR": data})
+        wall = time.monotonic() - started
+        out = json.loads(result.stdout)
+        rows.append((len(out["devices"]), out["waited_s"], out["broker_capabilities"]["probe_s"], wall))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=8)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rabbitmq", action="store_true", help="also on a private RabbitMQ node")
+    parser.add_argument("--retained", type=int, metavar="N",
+                        help="instead of live devices: N retained statuses on the Mosquitto")
     args = parser.parse_args()
     from tests.fixtures.brokers import MosquittoProcess
 
     results = {}
     with MosquittoProcess() as broker:
-        results["mosquitto"] = measure(broker.url, args.devices, args.runs)
+        if args.retained:
+            results["mosquitto"] = measure_retained(broker.url, args.retained, args.runs)
+        else:
+            results["mosquitto"] = measure(broker.url, args.devices, args.runs)
     if args.rabbitmq:
         from tests.fixtures.rabbitmq import RabbitMQCluster
 

@@ -83,14 +83,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         counters = dict(monitor.counters)
     now = time.time()
     if args.json:
-        out = []
-        for r in records:
-            item = r.as_dict()
-            item.pop("hello")
-            out.append(item)
+        out = [r.as_dict(with_hello=False) for r in records]
+        # one line, no indent: json's C encoder (an indented dump of 10,000 devices took 0.6 s)
         print(json.dumps({"broker": conn.url.address, "broker_capabilities": caps.as_dict(),
-                          "waited_s": round(waited, 3), "waited_for": how, "devices": out, "counters": counters},
-                         indent=2))
+                          "waited_s": round(waited, 3), "waited_for": how, "devices": out, "counters": counters}))
         return 0
     if not caps.retained_wildcard:
         print(caps.describe())

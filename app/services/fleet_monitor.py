@@ -112,11 +112,17 @@ class DeviceRecord:
         copy.__dict__.update(self.__dict__)
         return copy
 
-    def as_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["hello"] = self.hello.describe() if self.hello else None
-        out.pop("features")  # 36 floats a device: the history keeps them, a listing does not need them
+    def as_dict(self, with_hello: bool = True) -> dict:
+        """The record for JSON: every field is a plain value but `hello` (described) and `features` (left
+        out: 36 floats a device the history keeps). A shallow walk, not dataclasses.asdict, whose deep
+        copies took 2 of the 4 s `fleet list --json` spent on 10,000 devices."""
+        out = {name: getattr(self, name) for name in _RECORD_FIELDS}
+        if with_hello:
+            out["hello"] = self.hello.describe() if self.hello else None
         return out
+
+
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(DeviceRecord) if f.name not in ("features", "hello"))
 
 
 class FleetMonitor:
