@@ -34,12 +34,31 @@ def patched_by_auditwheel(path: Path) -> bool:
     return any(("(RPATH)" in line or "(RUNPATH)" in line) and ".libs" in line for line in dynamic.splitlines())
 
 
+# ELF e_machine (offset 18, 2 bytes, the file's byte order) of the machine this runs on: the bundle
+# also carries firmware images for the boards it flashes (Cortex-M ELF files) that the host's strip
+# does not understand and must not touch.
+E_MACHINE_OFFSET = 18
+HOST_MACHINES = {"x86_64": 62, "aarch64": 183, "arm64": 183}
+
+
+def for_this_machine(path: Path) -> bool:
+    """True when the ELF file is built for the machine running the build (not a firmware image)."""
+    import platform
+
+    with open(path, "rb") as f:
+        header = f.read(E_MACHINE_OFFSET + 2)
+    order = "little" if header[5:6] == b"\x01" else "big"
+    wanted = HOST_MACHINES.get(platform.machine())
+    return wanted is None or int.from_bytes(header[E_MACHINE_OFFSET:E_MACHINE_OFFSET + 2], order) == wanted
+
+
 def strippable(bundle: Path) -> list[Path]:
     """The shared libraries under BUNDLE/_internal that strip can rewrite safely. The executable is
     never among them: PyInstaller appends its archive to it, which strip would drop."""
     found = []
     for path in sorted((bundle / "_internal").rglob("*")):
-        if path.is_file() and not path.is_symlink() and is_elf(path) and not patched_by_auditwheel(path):
+        if (path.is_file() and not path.is_symlink() and is_elf(path) and for_this_machine(path)
+                and not patched_by_auditwheel(path)):
             found.append(path)
     return found
 

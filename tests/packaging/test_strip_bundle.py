@@ -57,6 +57,13 @@ def test_strips_the_bundles_libraries_but_not_auditwheel_patched_ones_or_the_exe
     exe = _library(bundle / "tinymlops")  # stands in for the bootloader: outside _internal
     (internal / "data.txt").write_text("not an ELF file")
     (internal / "libown.so").symlink_to(own)
+    # a board's firmware image the app flashes: an ARM ELF the host's strip cannot read (it failed the
+    # build before it was left out)
+    firmware = internal / "resources" / "firmware" / "nucleo-f446re" / "tinymlops.elf"
+    firmware.parent.mkdir(parents=True)
+    arm = bytearray(own.read_bytes()[:64])
+    arm[18:20] = (40).to_bytes(2, "little")  # e_machine EM_ARM
+    firmware.write_bytes(bytes(arm))
 
     assert strip_bundle.strippable(bundle) == [own]
     count, before, after = strip_bundle.strip_bundle(bundle)

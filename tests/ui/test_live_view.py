@@ -14,6 +14,10 @@ def test_live_view_streams_draws_compares_and_exports(window, qtbot, tmp_path):
 
     live = window.live
     monitor = window.session.monitor
+    # the alarm follow-up's own short capture of the faulty device is not this view's stream: off here,
+    # and any capture it began is over, so the stream listeners below are the live view's alone
+    window.alarm_followup.stop()
+    wait_for(qtbot, lambda: not window.alarm_followup.running, 60, "the alarm follow-up's capture to end")
     window.tabs.setCurrentIndex(TAB_LIVE)
     window.fleet_view.select_device(FAULTY_DEVICE)
     assert live.streaming_devices == {FAULTY_DEVICE}
