@@ -7,8 +7,12 @@ them as they see any device; the view then shows what the broker says of them (F
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from app.domain.errors import DeviceError, LinkError, TinyMLOpsError
@@ -90,6 +94,11 @@ def _trust(args: argparse.Namespace) -> list[bytes] | None:
 
 
 def run_sim(args: argparse.Namespace) -> int:
+    with _stop_on_signals() as stop:
+        return _run_sim(args, stop)
+
+
+def _run_sim(args: argparse.Namespace, stop: threading.Event) -> int:
     from app.fleet.fleet import VirtualFleet
 
     if args.devices < 1:
@@ -106,7 +115,7 @@ def run_sim(args: argparse.Namespace) -> int:
     withdraw = announce(url) if broker else (lambda: None)  # `fleet list`, `deploy`... find this fleet
     if args.engine == "c":
         try:
-            return _run_c(args, url)
+            return _run_c(args, url, stop)
         finally:
             withdraw()
             if broker:
@@ -126,8 +135,8 @@ def run_sim(args: argparse.Namespace) -> int:
             for device_id, path in fleet.serial_ports.items():
                 print(f"serial: {device_id} {path}" + (f" ({args.baud} baud)" if args.baud else ""))
             print("Ctrl-C to stop")
-            _view(fleet)
-    except KeyboardInterrupt:
+            _view(fleet, stop)
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping
         pass
     finally:
         withdraw()
@@ -147,7 +156,34 @@ def _check_c_options(args: argparse.Namespace) -> None:
                              "switch a fault with `tinymlops sim fault`)")
 
 
-def _run_c(args: argparse.Namespace, url: str) -> int:
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """Ctrl-C and SIGTERM end the view at its next refresh, so the fleet, its ptys and the broker stop
+    in order; a KeyboardInterrupt raised wherever the main thread happened to be (inside a stop path,
+    holding a lock) could leave the process hung. A second Ctrl-C interrupts as usual. The previous
+    handlers come back afterwards (the command also runs inside other programs: tests, scripts)."""
+    stop = threading.Event()
+
+    def handler(_signum, _frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+    in_main = threading.current_thread() is threading.main_thread()  # only the main thread may set them
+    if in_main:
+        for sig in signals:
+            signal.signal(sig, handler)
+    try:
+        yield stop
+    finally:
+        if in_main:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+def _run_c(args: argparse.Namespace, url: str, stop: threading.Event) -> int:
     from app.fleet.c_device import CDeviceFleet
     from app.services.fleet_monitor import FleetMonitor
     from app.transport.mqtt_link import MqttConnection
@@ -165,8 +201,8 @@ def _run_c(args: argparse.Namespace, url: str) -> int:
             print("Ctrl-C to stop")
             conn.connect()
             with FleetMonitor(conn) as monitor:
-                _view_monitor(monitor, [d.device_id for d in fleet.devices])
-    except KeyboardInterrupt:
+                _view_monitor(monitor, [d.device_id for d in fleet.devices], stop)
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping
         pass
     finally:
         conn.close()
@@ -182,10 +218,10 @@ def _draw(rows: list[str], lines: int) -> int:
     return len(rows)
 
 
-def _view_monitor(monitor, device_ids: list[str]) -> None:
+def _view_monitor(monitor, device_ids: list[str], stop: threading.Event) -> None:
     """The terminal view of devices in other processes: what their status and telemetry say."""
     lines = 0
-    while True:
+    while not stop.is_set():
         rows = [f"{'device':<9} {'location':<24} {'profile':<15} {'model':<14} {'score':>9} {'thresh':>8}  state"]
         for device_id in device_ids:
             rec = monitor.get(device_id)
@@ -199,12 +235,12 @@ def _view_monitor(monitor, device_ids: list[str]) -> None:
             rows.append(f"{device_id:<9} {rec.location:<24} {rec.profile:<15} {name:<14} {score} {thresh}  "
                         f"{verdict}{' trial' if rec.trial else ''}")
         lines = _draw(rows, lines)
-        time.sleep(VIEW_REFRESH_S)
+        stop.wait(VIEW_REFRESH_S)
 
 
-def _view(fleet) -> None:
+def _view(fleet, stop: threading.Event) -> None:
     lines = 0
-    while True:
+    while not stop.is_set():
         rows = [f"{'device':<9} {'location':<24} {'profile':<15} {'model':<14} {'score':>9} {'thresh':>8}  state"]
         for dev in fleet.devices:
             model = dev.active_model
@@ -214,7 +250,7 @@ def _view(fleet) -> None:
             rows.append(f"{dev.device_id:<9} {dev.location:<24} {dev.profile.key:<15} {name:<14} "
                         f"{dev.last_score:>9.3f} {threshold:>8.3f}  {alarm}{' trial' if dev.trial else ''}")
         lines = _draw(rows, lines)
-        time.sleep(VIEW_REFRESH_S)
+        stop.wait(VIEW_REFRESH_S)
 
 
 def run_fault(args: argparse.Namespace) -> int:
