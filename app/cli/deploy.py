@@ -9,6 +9,7 @@ import threading
 import time
 
 from app.cli import staged
+from app.cli.cancellable import run_cancellable
 from app.deploy.rollout import DEFAULT_CONCURRENCY
 from app.deploy.transfer import DEFAULT_BENCH_COUNT
 from app.protocol.framing import DEFAULT_BAUD
@@ -16,10 +17,6 @@ from app.transport.local_broker import BROKER_HELP
 
 # Redraw a progress bar at most this often: a 4 KB chunk ACK can come every few milliseconds.
 PROGRESS_REDRAW_S = 0.1
-# After Ctrl-C, time the deployment gets to abort on the device before the command exits.
-CANCEL_GRACE_S = 5.0
-# The main thread wakes this often while the deployment runs (Ctrl-C is handled between waits).
-WAIT_POLL_S = 0.2
 # Width of the bar in characters.
 BAR_WIDTH = 30
 # Exit codes of `deploy`: 0 every device ok, 1 the deployment ran and a device failed (a broker
@@ -133,9 +130,6 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     bars = _Bars(enabled=sys.stderr.isatty() and not args.json)
     cancel = threading.Event()
-    finished = threading.Event()
-    box: dict = {}
-
     gate = None if args.skip_fit_check else _fit_gate(args, cancel)
     if args.stages is not None:
         return staged.cmd_staged(args, gate)
@@ -144,42 +138,25 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
         raise DataError("--observe and --max-alarm-rate go with --stages")
 
-    def work() -> None:
-        try:
-            box["results"] = api.deploy(
-                args.model, args.device, via=args.via, broker=args.broker, port=args.port, baud=args.baud,
-                trial=args.trial, trial_timeout_s=args.trial_timeout, bench_count=args.bench, canary=args.canary,
-                canary_threshold=args.canary_threshold, concurrency=args.concurrency, progress=bars, cancel=cancel,
-                fit_gate=gate)
-        except BaseException as exc:  # handed to the main thread
-            box["error"] = exc
-        finally:
-            finished.set()
+    def work(cancel: threading.Event) -> list:
+        return api.deploy(
+            args.model, args.device, via=args.via, broker=args.broker, port=args.port, baud=args.baud,
+            trial=args.trial, trial_timeout_s=args.trial_timeout, bench_count=args.bench, canary=args.canary,
+            canary_threshold=args.canary_threshold, concurrency=args.concurrency, progress=bars, cancel=cancel,
+            fit_gate=gate)
 
-    # the deployment runs in a worker so that Ctrl-C cancels it cleanly (XFER_ABORT, a "cancelled"
-    # history row) instead of abandoning a transfer half-way. Waiting on an Event, not Thread.join:
-    # before Python 3.13 a join interrupted by Ctrl-C returns at once ever after (CPython gh-90882).
-    worker = threading.Thread(target=work, name="deploy", daemon=True)
-    worker.start()
     try:
-        while not finished.wait(WAIT_POLL_S):
-            pass
-    except KeyboardInterrupt:
-        cancel.set()
-        finished.wait(CANCEL_GRACE_S)
-        raise
-    finally:
-        bars.finish()
-    if "error" in box:
-        exc = box["error"]
+        results = run_cancellable(work, "deploy", cancel)
+    except Exception as exc:
         if args.json and getattr(exc, "results", None):
             # the command could not start (broker or port unreachable): still the JSON a script parses,
             # and exit code 2 as for every error that stops a command (1: it ran, a device failed)
             print(json.dumps([r.to_dict() for r in exc.results], indent=2))
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_NOT_RUN
-        raise exc
-    results = box["results"]
+        raise
+    finally:
+        bars.finish()
     if gate is not None and gate.reports:
         from app.deploy.fit_check import format_table
 

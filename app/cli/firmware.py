@@ -13,10 +13,8 @@ import json
 import sys
 import threading
 
-# The main thread wakes this often while the flash runs (Ctrl-C is handled between waits).
-WAIT_POLL_S = 0.2
-# After Ctrl-C, time the tool gets to be stopped before the command exits.
-CANCEL_GRACE_S = 5.0
+from app.cli.cancellable import run_cancellable
+
 # Width of the progress bar in characters (as `deploy`'s).
 BAR_WIDTH = 30
 
@@ -97,35 +95,14 @@ def cmd_flash(args: argparse.Namespace) -> int:
         print(" ".join(_quote(a) for a in plan.argv))
         return 0
     bar = _Bar(enabled=sys.stderr.isatty() and not args.json)
-    cancel = threading.Event()
-    finished = threading.Event()
-    box: dict = {}
+    def work(cancel: threading.Event):
+        return fl.flash(args.board, args.image, args.tool, args.port, args.baud, progress=bar, cancel=cancel)
 
-    def work() -> None:
-        try:
-            box["result"] = fl.flash(args.board, args.image, args.tool, args.port, args.baud, progress=bar,
-                                     cancel=cancel)
-        except BaseException as exc:  # handed to the main thread
-            box["error"] = exc
-        finally:
-            finished.set()
-
-    # in a worker so that Ctrl-C stops the tool (and says the board may hold a partial image);
-    # waiting on an Event, as `deploy` does (a join interrupted by Ctrl-C misbehaves before 3.13)
-    worker = threading.Thread(target=work, name="flash", daemon=True)
-    worker.start()
+    # in a worker so that Ctrl-C stops the tool (and says the board may hold a partial image)
     try:
-        while not finished.wait(WAIT_POLL_S):
-            pass
-    except KeyboardInterrupt:
-        cancel.set()
-        finished.wait(CANCEL_GRACE_S)
-        raise
+        result = run_cancellable(work, "flash")
     finally:
         bar.finish()
-    if "error" in box:
-        raise box["error"]
-    result = box["result"]
     if args.json:
         print(json.dumps({"board": result.plan.board.key, "tool": result.plan.tool.name,
                           "image": str(result.plan.image), "command": list(result.plan.argv),

@@ -15,17 +15,16 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QProgressBar,
-    QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
 from app.deploy.boards import BOARDS, BoardError, get_board
 from app.ui import workers
+from app.ui.file_row import with_browse
 from app.ui.progress import JobProgress
 
 AUTO_TOOL = "automatic"
@@ -50,11 +49,7 @@ class FlashDialog(QDialog):
         for board in BOARDS.values():
             self.board.addItem(f"{board.name} ({board.key})", board.key)
         self.image = QLineEdit()
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse)
-        row = QHBoxLayout()
-        row.addWidget(self.image, 1)
-        row.addWidget(browse)
+        row = with_browse(self.image, self._browse)
         self.tool = QComboBox()
         self.port = QComboBox()
         self.port.setEditable(True)

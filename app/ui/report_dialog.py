@@ -19,17 +19,15 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QProgressBar,
-    QPushButton,
-    QWidget,
 )
 
 from app.domain.errors import Cancelled, DataError
 from app.ui import workers
 from app.ui.context import PageContext
+from app.ui.file_row import with_browse
 from app.ui.progress import JobProgress
 
 # The periods offered (any `30m`, `12h`, `7d`, `2w` may be typed); a maintenance round is weekly.
@@ -87,13 +85,7 @@ class ReportDialog(QDialog):
         self.out = QLineEdit(str(default_report_path(self.site.currentText())))
         self.out.setToolTip("FILE.html or FILE.pdf")
         self.site.currentTextChanged.connect(lambda s: self.out.setText(str(default_report_path(s))))
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse)
-        out_row = QWidget()
-        row = QHBoxLayout(out_row)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.out, 1)
-        row.addWidget(browse)
+        out_row = with_browse(self.out, self._browse)
         self.progress = QProgressBar()
         self.progress.hide()
         self.status = QLabel("")

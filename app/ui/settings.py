@@ -16,14 +16,12 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPushButton,
-    QWidget,
 )
 
 from app.protocol.framing import DEFAULT_BAUD
+from app.ui.file_row import with_browse
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +236,7 @@ class SettingsDialog(QDialog):
         self.data_dir.setPlaceholderText("default: the platform's user data folder")
         self.data_dir.setToolTip("Where the model registry, datasets and deployment history live "
                                  "(takes effect at the next start)")
-        dir_row = self._with_browse(self.data_dir, self._browse)
+        dir_row = with_browse(self.data_dir, self._browse)
         self.problem = QLabel("")
         self.problem.setStyleSheet("color: #c62828")
         self.problem.setWordWrap(True)
@@ -252,7 +250,7 @@ class SettingsDialog(QDialog):
             edit.setToolTip(f"{label}: {why}. Used with an mqtts:// broker URL.")
             edit.textChanged.connect(self._recheck)
             self.tls[name] = edit
-            form.addRow(label, self._with_browse(edit, lambda _=False, e=edit, t=label: self._pick_file(e, t)))
+            form.addRow(label, with_browse(edit, lambda _=False, e=edit, t=label: self._pick_file(e, t)))
         form.addRow("Default transport", self.transport)
         form.addRow("Serial baud rate", self.baud)
         form.addRow("Data directory", dir_row)
@@ -263,17 +261,6 @@ class SettingsDialog(QDialog):
         form.addRow(buttons)
         self.url.textChanged.connect(self._recheck)
         self.resize(560, 0)
-
-    @staticmethod
-    def _with_browse(edit: QLineEdit, browse_slot) -> QWidget:
-        box = QWidget()
-        row = QHBoxLayout(box)
-        row.setContentsMargins(0, 0, 0, 0)
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(browse_slot)
-        row.addWidget(edit, 1)
-        row.addWidget(browse)
-        return box
 
     def _pick_file(self, edit: QLineEdit, title: str) -> None:
         path, _filter = QFileDialog.getOpenFileName(self, title, edit.text(), PEM_FILTER)
