@@ -17,6 +17,7 @@ from app.protocol import topics
 from app.protocol.codes import FaultMask
 from app.transport.mqtt_link import MqttConnection
 from app.trust import broker_kit
+from tests.conformance.conftest import c_device_binary  # noqa: F401 (the fixture: builds the POSIX port)
 from tests.fixtures.brokers import MosquittoProcess
 
 # Generous: a TLS handshake with ECDSA keys takes milliseconds, a loaded CI machine more.
@@ -268,3 +269,58 @@ def test_username_prompts_for_a_password_kept_in_memory_only(monkeypatch, tmp_pa
     args = argparse.Namespace(broker="mqtts://other.plant:8883", broker_identity_username="op")
     broker_identity.fold_identity(args, prompt=False)
     assert len(asked) == 1 and credentials.password_for(parse_broker_url(args.broker)) is None
+
+
+# The C core's POSIX port with the same broker identity: its own kit certificate, the kit's CA.
+C_DEVICE = "sim-003"  # a device of the kit (the ACL's %u is the certificate's name), in plant-a
+C_LOCATION = f"{SITE}/line-1/pump-c"
+
+
+def test_c_device_on_its_kit_certificate_joins_the_fleet_and_takes_a_push(kit, broker, tmp_path, c_device_binary,
+                                                                         model_image_v3, monkeypatch):
+    """`CDevice` hands the URL's CA and `{device}` certificate to the port (`--ca/--cert/--key`); the
+    operator, on its own certificate, sees it on line over TLS and pushes it a model."""
+    from app.fleet import c_device
+
+    monkeypatch.setenv("TINYMLOPS_DATA_DIR", str(tmp_path / "data"))
+    operator = url(kit, broker, "operators", "operator")
+    dev = c_device.CDevice(C_DEVICE, C_LOCATION, url(kit, broker, "devices", "{device}"), tmp_path / "c",
+                           binary=c_device_binary)
+    assert dev.command()[dev.command().index("--cert") + 1] == str(kit / "devices" / f"{C_DEVICE}.crt")
+    dev.start()
+    try:
+        (hello,) = c_device.wait_online(operator, [dev], c_device.ONLINE_TIMEOUT_MIN_S).values()
+        assert hello.location == C_LOCATION
+        (result,) = api.deploy(model_image_v3, C_DEVICE, via="mqtt", broker=operator, bench_count=1)
+        assert result.ok, result.error_message
+        with links.mqtt_device(_connected(operator), C_DEVICE, operator) as link:
+            assert link.hello.model_version == 3
+    finally:
+        dev.stop()
+    assert "TLS" not in dev.log_text() or "refused" not in dev.log_text()
+
+
+def test_c_device_with_a_certificate_from_another_ca_is_refused_with_a_sentence(kit, broker, tmp_path,
+                                                                                c_device_binary):
+    """The broker refuses the handshake: the port stops with exit status 3 and says why, instead of
+    retrying for ever with a certificate no retry makes good."""
+    from app.fleet import c_device
+
+    other = broker_kit.write_kit(broker_kit.KitSpec(SITE, [C_DEVICE], ["operator"]), tmp_path / "other")["dir"]
+    rogue = (f"mqtts://localhost:{broker.port}?ca={kit / 'ca.crt'}&cert={other / 'devices' / '{device}.crt'}"
+             f"&key={other / 'devices' / '{device}.key'}")
+    dev = c_device.CDevice(C_DEVICE, C_LOCATION, rogue, tmp_path / "c", binary=c_device_binary).start()
+    try:
+        assert dev.wait(REPLY_TIMEOUT_S) == c_device.REFUSED_EXIT
+    finally:
+        dev.kill()
+    assert f"TLS handshake with ssl://localhost:{broker.port} refused" in dev.log_text()
+
+
+def test_c_device_names_a_missing_certificate_file(kit, broker, tmp_path, c_device_binary):
+    from app.fleet import c_device
+
+    missing = url(kit, broker, "devices", "nobody-{device}")
+    dev = c_device.CDevice(C_DEVICE, C_LOCATION, missing, tmp_path / "c", binary=c_device_binary).start()
+    assert dev.wait(REPLY_TIMEOUT_S) == 2
+    assert f"client certificate {kit / 'devices' / ('nobody-' + C_DEVICE + '.crt')}: No such file" in dev.log_text()
