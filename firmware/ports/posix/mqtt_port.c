@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <openssl/err.h>
 #include "tm_crc32.h"
 #include "tm_proto.h"
 
@@ -35,6 +36,9 @@
 /* MQTT 3.1.1 CONNACK codes that no retry changes: bad user name or password, not authorised. */
 #define CONNACK_BAD_LOGIN 4
 #define CONNACK_NOT_AUTHORISED 5
+/* TLS handshakes failed in a row before the device gives up: one may be a broker restarting under
+ * us, three within a second of back-off are a certificate the broker (or we) will not accept. */
+#define TLS_REFUSALS_MAX 3u
 
 /* mqtt://host[:port] -> tcp://host:port, mqtts:// -> ssl://; *tls says which. The user name and the
  * certificate files are options of their own (--username, --ca...), never parts of the URL. */
@@ -345,7 +349,11 @@ static void try_connect(mqtt_port_t *p)
     opts.password = p->identity.username ? p->password : NULL;
     opts.ssl = p->tls ? &p->ssl : NULL;
     p->tls_error[0] = 0;
+    if (p->tls) ERR_clear_error();
     int rc = MQTTClient_connect(p->client, &opts);
+    /* A broker that rejects our certificate says so in a TLS alert that often arrives only when the
+     * client reads the CONNACK, where Paho hands OpenSSL's error queue (this thread's) to nobody. */
+    if (rc != MQTTCLIENT_SUCCESS && p->tls && !p->tls_error[0]) ERR_print_errors_cb(on_ssl_error, p);
     if (rc == CONNACK_BAD_LOGIN || rc == CONNACK_NOT_AUTHORISED) {
         snprintf(p->refused_why, sizeof(p->refused_why), "broker %s refused the login%s%s (%s)", p->address,
                  p->identity.username ? " as " : "", p->identity.username ? p->identity.username : "",
@@ -353,8 +361,11 @@ static void try_connect(mqtt_port_t *p)
         p->refused = 1;
         return;
     }
-    if (rc != MQTTCLIENT_SUCCESS && p->tls_error[0]) { /* a certificate no retry makes good */
-        snprintf(p->refused_why, sizeof(p->refused_why), "TLS handshake with %s refused: %s", p->address,
+    p->tls_failures = rc != MQTTCLIENT_SUCCESS && p->tls_error[0] ? p->tls_failures + 1u : 0u;
+    if (p->tls_failures >= TLS_REFUSALS_MAX) { /* a certificate no retry makes good */
+        snprintf(p->refused_why, sizeof(p->refused_why),
+                 "TLS handshake with %s refused %u times in a row (the broker does not accept this device's "
+                 "certificate, or --ca does not hold the broker's CA): %s", p->address, p->tls_failures,
                  p->tls_error);
         p->refused = 1;
         return;

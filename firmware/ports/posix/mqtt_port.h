@@ -70,6 +70,7 @@ typedef struct {
     const char *password;
     MQTTClient_SSLOptions ssl;
     char tls_error[MQTT_TLS_ERROR_MAX]; /* OpenSSL's first complaint in the current connect attempt */
+    unsigned tls_failures;              /* connect attempts in a row that failed in TLS */
     /* set when the broker refused us for good (certificate, login): the device stops with it */
     int refused;
     char refused_why[MQTT_TLS_ERROR_MAX + 512];
