@@ -1,5 +1,8 @@
 #include "mqtt_port.h"
 #include <errno.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,8 +39,9 @@
 /* MQTT 3.1.1 CONNACK codes that no retry changes: bad user name or password, not authorised. */
 #define CONNACK_BAD_LOGIN 4
 #define CONNACK_NOT_AUTHORISED 5
-/* TLS handshakes failed in a row before the device gives up: one may be a broker restarting under
- * us, three within a second of back-off are a certificate the broker (or we) will not accept. */
+/* TLS connects refused in a row (the broker's port open) before the device gives up: one may be a
+ * broker restarting under us, three within a second of back-off are a certificate the broker (or
+ * we) will not accept. */
 #define TLS_REFUSALS_MAX 3u
 
 /* mqtt://host[:port] -> tcp://host:port, mqtts:// -> ssl://; *tls says which. The user name and the
@@ -63,11 +67,40 @@ static int parse_broker(const char *url, char *address, size_t cap, int *tls)
     return written > 0 && (size_t)written < cap ? 0 : -1;
 }
 
-/* Paho's hook for OpenSSL's error queue: the first line of an attempt says why a handshake failed. */
+/* Whether anything accepts a TCP connection at the broker's host and port (waiting at most
+ * CONNECT_TIMEOUT_S). Paho's connect says only "failure"; when the broker is there, a TLS connect
+ * that still fails is the handshake refused, which no retry makes good, and not a broker away. */
+static int tcp_reachable(const char *address)
+{
+    const char *hostport = strstr(address, "://") + 3;
+    const char *colon = strrchr(hostport, ':');
+    char host[256];
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - hostport), hostport);
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, colon + 1, &hints, &res) != 0) return 0;
+    int ok = 0;
+    for (struct addrinfo *a = res; a && !ok; a = a->ai_next) {
+        int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+        if (fd < 0) continue;
+        struct timeval tv = {CONNECT_TIMEOUT_S, 0};
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)); /* bounds connect() on Linux */
+        ok = connect(fd, a->ai_addr, a->ai_addrlen) == 0;
+        close(fd);
+    }
+    freeaddrinfo(res);
+    return ok;
+}
+
+/* Paho's hook for OpenSSL's error queue, oldest first: the last line (the SSL layer's, above the
+ * library's that led to it) says why a handshake failed. */
 static int on_ssl_error(const char *str, size_t len, void *ctx)
 {
     mqtt_port_t *p = (mqtt_port_t *)ctx;
-    if (!p->tls_error[0]) snprintf(p->tls_error, sizeof(p->tls_error), "%.*s", (int)len, str);
+    /* closing a connection cut in its handshake says only that: not the reason */
+    if (!strstr(str, "shutdown while in init"))
+        snprintf(p->tls_error, sizeof(p->tls_error), "%.*s", (int)len, str);
     return 0;
 }
 
@@ -361,12 +394,13 @@ static void try_connect(mqtt_port_t *p)
         p->refused = 1;
         return;
     }
-    p->tls_failures = rc != MQTTCLIENT_SUCCESS && p->tls_error[0] ? p->tls_failures + 1u : 0u;
+    int tls_refused = rc != MQTTCLIENT_SUCCESS && p->tls && tcp_reachable(p->address);
+    p->tls_failures = tls_refused ? p->tls_failures + 1u : 0u;
     if (p->tls_failures >= TLS_REFUSALS_MAX) { /* a certificate no retry makes good */
         snprintf(p->refused_why, sizeof(p->refused_why),
-                 "TLS handshake with %s refused %u times in a row (the broker does not accept this device's "
-                 "certificate, or --ca does not hold the broker's CA): %s", p->address, p->tls_failures,
-                 p->tls_error);
+                 "TLS handshake with %s refused %u times in a row: the broker is there but does not accept "
+                 "this device's certificate, or --ca does not hold the broker's CA%s%s", p->address,
+                 p->tls_failures, p->tls_error[0] ? "; OpenSSL: " : "", p->tls_error);
         p->refused = 1;
         return;
     }

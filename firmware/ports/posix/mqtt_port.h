@@ -69,7 +69,7 @@ typedef struct {
     mqtt_identity_t identity;
     const char *password;
     MQTTClient_SSLOptions ssl;
-    char tls_error[MQTT_TLS_ERROR_MAX]; /* OpenSSL's first complaint in the current connect attempt */
+    char tls_error[MQTT_TLS_ERROR_MAX]; /* OpenSSL's last complaint in the current connect attempt */
     unsigned tls_failures;              /* connect attempts in a row that failed in TLS */
     /* set when the broker refused us for good (certificate, login): the device stops with it */
     int refused;
