@@ -17,7 +17,6 @@ from app.protocol import topics
 from app.protocol.codes import FaultMask
 from app.transport.mqtt_link import MqttConnection
 from app.trust import broker_kit
-from tests.conformance.conftest import c_device_binary  # noqa: F401 (the fixture: builds the POSIX port)
 from tests.fixtures.brokers import MosquittoProcess
 
 # Generous: a TLS handshake with ECDSA keys takes milliseconds, a loaded CI machine more.
@@ -328,3 +327,17 @@ def test_c_device_names_a_missing_certificate_file(kit, broker, tmp_path, c_devi
     dev = c_device.CDevice(C_DEVICE, C_LOCATION, missing, tmp_path / "c", binary=c_device_binary).start()
     assert dev.wait(REPLY_TIMEOUT_S) == 2
     assert f"client certificate {kit / 'devices' / ('nobody-' + C_DEVICE + '.crt')}: No such file" in dev.log_text()
+
+
+def test_c_device_gets_the_login_name_on_its_command_line_and_the_password_only_in_its_environment(
+        tmp_path, monkeypatch):
+    from app.fleet import c_device
+    from app.transport.credentials import PASSWORD_ENV
+
+    monkeypatch.setenv(PASSWORD_ENV, "pw-5e1f")
+    broker = "mqtts://dev@broker.plant:8883?ca=/k/ca.crt&cert=/k/{device}.crt&key=/k/{device}.key"
+    args = c_device.broker_args(broker, "c-007")
+    assert args == ["--broker", "mqtts://broker.plant:8883", "--ca", "/k/ca.crt", "--cert", "/k/c-007.crt",
+                    "--key", "/k/c-007.key", "--username", "dev"]
+    assert c_device.device_env(broker)[PASSWORD_ENV] == "pw-5e1f"
+    assert c_device.device_env("mqtt://broker.plant:1883") is None  # no login: the environment as it is
