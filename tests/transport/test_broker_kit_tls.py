@@ -273,6 +273,8 @@ def test_username_prompts_for_a_password_kept_in_memory_only(monkeypatch, tmp_pa
 # The C core's POSIX port with the same broker identity: its own kit certificate, the kit's CA.
 C_DEVICE = "sim-003"  # a device of the kit (the ACL's %u is the certificate's name), in plant-a
 C_LOCATION = f"{SITE}/line-1/pump-c"
+# How often a test looks at a C device's log file (another process writes it; no event to wait on).
+LOG_POLL_S = 0.05
 
 
 def test_c_device_on_its_kit_certificate_joins_the_fleet_and_takes_a_push(kit, broker, tmp_path, c_device_binary,
@@ -341,3 +343,47 @@ def test_c_device_gets_the_login_name_on_its_command_line_and_the_password_only_
                     "--key", "/k/c-007.key", "--username", "dev"]
     assert c_device.device_env(broker)[PASSWORD_ENV] == "pw-5e1f"
     assert c_device.device_env("mqtt://broker.plant:1883") is None  # no login: the environment as it is
+
+
+def test_c_device_logs_in_by_password_from_its_environment_and_stops_on_a_wrong_one(tmp_path, monkeypatch,
+                                                                                    c_device_binary):
+    """`--username` over the kit's password listener (TLS, --ca only): the password reaches the
+    broker from $TINYMLOPS_BROKER_PASSWORD; a wrong one is a CONNACK refusal, exit status 3."""
+    from app.fleet import c_device
+    from app.transport.credentials import PASSWORD_ENV
+    from tests.fixtures.brokers import free_port
+
+    secret = "c-login-91b2"
+    kit = broker_kit.write_kit(broker_kit.KitSpec(SITE, [C_DEVICE], ["operator"], ["localhost"]), tmp_path / "kit",
+                               operator_passwords={"operator": secret})["dir"]
+    pw_port, run_as = free_port(), "root" if os.geteuid() == 0 else ""
+    broker = MosquittoProcess(config=lambda port: broker_kit.mosquitto_conf(kit, port, "127.0.0.1", run_as,
+                                                                            password_port=pw_port))
+    broker.start()
+    try:
+        login = broker_kit.password_url(kit, "localhost", pw_port, "operator")
+        for password, name in ((secret, "right"), ("not-" + secret, "wrong")):
+            monkeypatch.setenv(PASSWORD_ENV, password)
+            dev = c_device.CDevice(C_DEVICE, C_LOCATION, login, tmp_path / name, binary=c_device_binary).start()
+            try:
+                if name == "right":  # connected: the port says so once the CONNACK accepted the login
+                    _wait_for_log(dev, "connected to ssl://localhost")
+                else:
+                    assert dev.wait(REPLY_TIMEOUT_S) == c_device.REFUSED_EXIT
+                    assert "refused the login as operator" in dev.log_text()
+            finally:
+                dev.stop()
+            assert secret not in " ".join(dev.command())
+    finally:
+        broker.close()
+
+
+def _wait_for_log(dev, text: str) -> None:
+    """Until the device's log holds `text` (polled: the log is a file another process writes)."""
+    import time
+
+    deadline = time.monotonic() + REPLY_TIMEOUT_S
+    while text not in dev.log_text():
+        assert dev.running, dev.log_text()
+        assert time.monotonic() < deadline, dev.log_text()
+        time.sleep(LOG_POLL_S)
