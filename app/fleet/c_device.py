@@ -259,6 +259,9 @@ class CDeviceFleet:
             raise ValueError("a fleet needs at least one device")
         self.broker_url = broker_url
         self.monitor_url = monitor_url or broker_url
+        if DEVICE_PLACEHOLDER in self.monitor_url:
+            raise ValueError(f"a broker URL with {DEVICE_PLACEHOLDER} gives each device its own certificate, which "
+                             "cannot watch the fleet: give an operator identity to watch with (monitor_url)")
         self._own_dir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="tinymlops-c-fleet-"))
         binary = device_binary()

@@ -387,3 +387,13 @@ def _wait_for_log(dev, text: str) -> None:
         assert dev.running, dev.log_text()
         assert time.monotonic() < deadline, dev.log_text()
         time.sleep(LOG_POLL_S)
+
+
+def test_sim_engine_c_on_a_per_device_url_says_it_cannot_watch_the_fleet(kit, capsys, c_device_binary):
+    """Under the kit's ACL a device certificate reads no other device's status: `sim --engine c` with a
+    `{device}` URL says so instead of failing on a certificate file named `.crt`."""
+    from app.cli.main import main
+
+    devices = broker_kit.client_url(kit, "localhost", 1, "devices", "{device}")
+    assert main(["sim", "--engine", "c", "--devices", "1", "--broker", devices]) == 2
+    assert "cannot watch the fleet" in capsys.readouterr().err
