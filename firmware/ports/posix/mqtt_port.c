@@ -59,7 +59,7 @@ static int parse_broker(const char *url, char *address, size_t cap, int *tls)
         return -1;
     }
     size_t n = strcspn(hostport, "/@?");
-    if (n == 0 || hostport[n] != '\0') return -1;
+    if (n == 0 || !(hostport[n] == '\0' || strcmp(hostport + n, "/") == 0)) return -1;
     const char *colon = memchr(hostport, ':', n);
     int written = colon ? snprintf(address, cap, "%s://%.*s", *tls ? "ssl" : "tcp", (int)n, hostport)
                         : snprintf(address, cap, "%s://%.*s:%d", *tls ? "ssl" : "tcp", (int)n, hostport,
