@@ -29,7 +29,9 @@ from app.fleet.fleet import device_plan, factory_model_path
 from app.protocol import messages as m
 from app.protocol import topics
 from app.protocol.codes import DeviceState
+from app.transport.credentials import PASSWORD_ENV, password_for
 from app.transport.mqtt_link import MqttConnection
+from app.transport.urls import parse_broker_url
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,35 @@ SERIAL_POLL_S = 0.05
 C_FALLBACK_PROFILE = "stm32l4r5"
 # Exit status of a process stopped by the power-cut injector (firmware/ports/posix/file_flash.h).
 POWER_CUT_EXIT = 75
+# Exit status of a device the broker refused for good: its certificate or login (ports/posix/main.c).
+REFUSED_EXIT = 3
+# What a certificate or key path of the broker URL says where the device's own id goes (as
+# app/transport/mqtt_link.set_tls): one URL gives every device of a fleet its own certificate.
+DEVICE_PLACEHOLDER = "{device}"
+
+
+def broker_args(broker_url: str, device_id: str) -> list[str]:
+    """The port's options for a broker URL: `--broker mqtt[s]://host:port` and, from the URL, `--ca`,
+    `--cert`, `--key` (`{device}` replaced by `device_id`) and `--username`. Never the password: the
+    process takes it from its environment (`device_env`)."""
+    url = parse_broker_url(broker_url)
+    args = ["--broker", f"{'mqtts' if url.tls else 'mqtt'}://{url.host}:{url.port}"]
+    for option, path in (("--ca", url.ca), ("--cert", url.cert), ("--key", url.key)):
+        if path:
+            args += [option, path.replace(DEVICE_PLACEHOLDER, device_id)]
+    if url.username:
+        args += ["--username", url.username]
+    return args
+
+
+def device_env(broker_url: str | None) -> dict[str, str] | None:
+    """The process environment: ours, plus the broker password (wherever app.transport.credentials
+    found it: environment, keyring, this run's prompt) in the one variable the port reads."""
+    if broker_url is None:
+        return None
+    url = parse_broker_url(broker_url)
+    password = password_for(url) if url.username else None
+    return {**os.environ, PASSWORD_ENV: password} if password is not None else None
 
 
 def device_binary() -> Path:
@@ -99,7 +130,8 @@ class CDevice:
 
     def command(self, power_cut_at: int = 0) -> list[str]:
         """The command line that starts this device (documented in firmware/ports/posix/README.md)."""
-        link = ["--pty", str(self.serial_path)] if self.serial_path else ["--broker", str(self.broker_url)]
+        link = ["--pty", str(self.serial_path)] if self.serial_path else broker_args(str(self.broker_url),
+                                                                                      self.device_id)
         cmd = [str(self.binary or device_binary()), "--id", self.device_id, "--location", self.location,
                *link, "--flash", str(self.flash_path), "--factory", str(self.factory_image),
                "--profile", self.profile.key, "--slot-size", str(self.profile.slot_size),
@@ -127,7 +159,7 @@ class CDevice:
             self.serial_path.unlink(missing_ok=True)  # a link a killed run left points at a dead pty
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(self.command(power_cut_at), stdin=subprocess.DEVNULL,
-                                            stdout=out, stderr=out)
+                                            stdout=out, stderr=out, env=device_env(self.broker_url))
         log.info("%s: started C device (pid %d)", self.device_id, self.process.pid)
         return self
 
@@ -213,15 +245,23 @@ def wait_online(broker_url: str, devices: list[CDevice], timeout: float) -> dict
 
 
 class CDeviceFleet:
-    """N C devices on one broker, ids `c-001`.., locations and shaft speeds from the fleet plan."""
+    """N C devices on one broker, ids `c-001`.., locations and shaft speeds from the fleet plan.
+    `monitor_url` is the identity that watches them come on line (default `broker_url`): with a
+    plant kit's ACL a device certificate (`{device}` in the URL) cannot read the fleet's status, an
+    operator's can."""
 
     ID_PREFIX = "c-"
 
     def __init__(self, broker_url: str, count: int, *, seed: int = 0, workdir: Path | None = None,
-                 trust: list[bytes] | None = None, factory_image: Path | None = None) -> None:
+                 trust: list[bytes] | None = None, factory_image: Path | None = None,
+                 monitor_url: str | None = None) -> None:
         if count < 1:
             raise ValueError("a fleet needs at least one device")
         self.broker_url = broker_url
+        self.monitor_url = monitor_url or broker_url
+        if DEVICE_PLACEHOLDER in self.monitor_url:
+            raise ValueError(f"a broker URL with {DEVICE_PLACEHOLDER} gives each device its own certificate, which "
+                             "cannot watch the fleet: give an operator identity to watch with (monitor_url)")
         self._own_dir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="tinymlops-c-fleet-"))
         binary = device_binary()
@@ -240,7 +280,7 @@ class CDeviceFleet:
         wait = timeout if timeout is not None else \
             ONLINE_TIMEOUT_MIN_S + ONLINE_TIMEOUT_PER_DEVICE_S * len(self.devices)
         try:
-            wait_online(self.broker_url, self.devices, wait)
+            wait_online(self.monitor_url, self.devices, wait)
         except Exception:
             self.stop()
             raise

@@ -14,8 +14,6 @@ scenarios are MQTT only (retained status, last will, broker restarts, pulls: not
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +26,6 @@ from app.trust.keys import KeyStore
 from tests.conformance.host import Host, SerialHost
 from tests.fixtures.brokers import MosquittoProcess
 
-ROOT = Path(__file__).resolve().parents[2]
-BUILD_DIR = ROOT / "firmware" / "build-host"
-# Configuring (fetching the Ed25519 sources once) and building the port: a minute at most.
-BUILD_TIMEOUT_S = 600
 PROFILE = "stm32l4r5"
 IMPLEMENTATIONS = ("python", "c")
 # Links a scenario runs over unless its `links` marker says otherwise.
@@ -66,22 +60,6 @@ def pytest_generate_tests(metafunc) -> None:
     params = [(impl, link) for link in links for impl in IMPLEMENTATIONS]
     metafunc.parametrize("dut", params, indirect=True,
                          ids=[impl if link == "mqtt" else f"{impl}-{link}" for impl, link in params])
-
-
-@pytest.fixture(scope="session")
-def c_device_binary() -> Path:
-    """The POSIX port, built by the host CMake build (the same one ctest uses)."""
-    if shutil.which("cmake") is None:
-        pytest.fail("cmake is not installed (scripts/bootstrap.sh)")
-    if not (BUILD_DIR / "CMakeCache.txt").exists():
-        subprocess.run(["cmake", "-S", str(ROOT / "firmware"), "-B", str(BUILD_DIR), "-DCMAKE_BUILD_TYPE=Release"],
-                       check=True, timeout=BUILD_TIMEOUT_S, capture_output=True)
-    build = subprocess.run(["cmake", "--build", str(BUILD_DIR), "--target", "tinymlops-device", "-j2"],
-                           timeout=BUILD_TIMEOUT_S, capture_output=True, text=True)
-    if build.returncode != 0:
-        pytest.fail(f"building the POSIX port failed (libpaho-mqtt-dev installed?):\n{build.stdout[-3000:]}"
-                    f"{build.stderr[-3000:]}")
-    return c_device.BUILD_BINARY
 
 
 @pytest.fixture

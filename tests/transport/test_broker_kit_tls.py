@@ -268,3 +268,132 @@ def test_username_prompts_for_a_password_kept_in_memory_only(monkeypatch, tmp_pa
     args = argparse.Namespace(broker="mqtts://other.plant:8883", broker_identity_username="op")
     broker_identity.fold_identity(args, prompt=False)
     assert len(asked) == 1 and credentials.password_for(parse_broker_url(args.broker)) is None
+
+
+# The C core's POSIX port with the same broker identity: its own kit certificate, the kit's CA.
+C_DEVICE = "sim-003"  # a device of the kit (the ACL's %u is the certificate's name), in plant-a
+C_LOCATION = f"{SITE}/line-1/pump-c"
+# How often a test looks at a C device's log file (another process writes it; no event to wait on).
+LOG_POLL_S = 0.05
+
+
+def test_c_device_on_its_kit_certificate_joins_the_fleet_and_takes_a_push(kit, broker, tmp_path, c_device_binary,
+                                                                         model_image_v3, monkeypatch):
+    """`CDevice` hands the URL's CA and `{device}` certificate to the port (`--ca/--cert/--key`); the
+    operator, on its own certificate, sees it on line over TLS and pushes it a model."""
+    from app.fleet import c_device
+
+    monkeypatch.setenv("TINYMLOPS_DATA_DIR", str(tmp_path / "data"))
+    operator = url(kit, broker, "operators", "operator")
+    dev = c_device.CDevice(C_DEVICE, C_LOCATION, url(kit, broker, "devices", "{device}"), tmp_path / "c",
+                           binary=c_device_binary)
+    assert dev.command()[dev.command().index("--cert") + 1] == str(kit / "devices" / f"{C_DEVICE}.crt")
+    dev.start()
+    try:
+        (hello,) = c_device.wait_online(operator, [dev], c_device.ONLINE_TIMEOUT_MIN_S).values()
+        assert hello.location == C_LOCATION
+        (result,) = api.deploy(model_image_v3, C_DEVICE, via="mqtt", broker=operator, bench_count=1)
+        assert result.ok, result.error_message
+        with links.mqtt_device(_connected(operator), C_DEVICE, operator) as link:
+            assert link.hello.model_version == 3
+    finally:
+        dev.stop()
+    assert "refused" not in dev.log_text()
+
+
+@pytest.mark.parametrize("wrong", ["device certificate", "broker CA"])
+def test_c_device_with_a_certificate_from_another_ca_is_refused_with_a_sentence(kit, broker, tmp_path,
+                                                                                c_device_binary, wrong):
+    """The broker refuses the device's certificate (or the device the broker's): the port stops with
+    exit status 3 and says why, instead of retrying for ever with a certificate no retry makes good."""
+    from app.fleet import c_device
+
+    other = broker_kit.write_kit(broker_kit.KitSpec(SITE, [C_DEVICE], ["operator"]), tmp_path / "other")["dir"]
+    ca, certs = (kit, other) if wrong == "device certificate" else (other, kit)
+    rogue = (f"mqtts://localhost:{broker.port}?ca={ca / 'ca.crt'}&cert={certs / 'devices' / '{device}.crt'}"
+             f"&key={certs / 'devices' / '{device}.key'}")
+    dev = c_device.CDevice(C_DEVICE, C_LOCATION, rogue, tmp_path / "c", binary=c_device_binary).start()
+    try:
+        assert dev.wait(REPLY_TIMEOUT_S) == c_device.REFUSED_EXIT
+    finally:
+        dev.kill()
+    assert f"TLS handshake with ssl://localhost:{broker.port} refused 3 times in a row" in dev.log_text()
+    if wrong == "broker CA":  # our own check of the broker's certificate failed: OpenSSL's words follow
+        assert "; OpenSSL: " in dev.log_text()
+
+
+def test_c_device_names_a_missing_certificate_file(kit, broker, tmp_path, c_device_binary):
+    from app.fleet import c_device
+
+    missing = url(kit, broker, "devices", "nobody-{device}")
+    dev = c_device.CDevice(C_DEVICE, C_LOCATION, missing, tmp_path / "c", binary=c_device_binary).start()
+    assert dev.wait(REPLY_TIMEOUT_S) == 2
+    assert f"client certificate {kit / 'devices' / ('nobody-' + C_DEVICE + '.crt')}: No such file" in dev.log_text()
+
+
+def test_c_device_gets_the_login_name_on_its_command_line_and_the_password_only_in_its_environment(
+        tmp_path, monkeypatch):
+    from app.fleet import c_device
+    from app.transport.credentials import PASSWORD_ENV
+
+    monkeypatch.setenv(PASSWORD_ENV, "pw-5e1f")
+    broker = "mqtts://dev@broker.plant:8883?ca=/k/ca.crt&cert=/k/{device}.crt&key=/k/{device}.key"
+    args = c_device.broker_args(broker, "c-007")
+    assert args == ["--broker", "mqtts://broker.plant:8883", "--ca", "/k/ca.crt", "--cert", "/k/c-007.crt",
+                    "--key", "/k/c-007.key", "--username", "dev"]
+    assert c_device.device_env(broker)[PASSWORD_ENV] == "pw-5e1f"
+    assert c_device.device_env("mqtt://broker.plant:1883") is None  # no login: the environment as it is
+
+
+def test_c_device_logs_in_by_password_from_its_environment_and_stops_on_a_wrong_one(tmp_path, monkeypatch,
+                                                                                    c_device_binary):
+    """`--username` over the kit's password listener (TLS, --ca only): the password reaches the
+    broker from $TINYMLOPS_BROKER_PASSWORD; a wrong one is a CONNACK refusal, exit status 3."""
+    from app.fleet import c_device
+    from app.transport.credentials import PASSWORD_ENV
+    from tests.fixtures.brokers import free_port
+
+    secret = "c-login-91b2"
+    kit = broker_kit.write_kit(broker_kit.KitSpec(SITE, [C_DEVICE], ["operator"], ["localhost"]), tmp_path / "kit",
+                               operator_passwords={"operator": secret})["dir"]
+    pw_port, run_as = free_port(), "root" if os.geteuid() == 0 else ""
+    broker = MosquittoProcess(config=lambda port: broker_kit.mosquitto_conf(kit, port, "127.0.0.1", run_as,
+                                                                            password_port=pw_port))
+    broker.start()
+    try:
+        login = broker_kit.password_url(kit, "localhost", pw_port, "operator")
+        for password, name in ((secret, "right"), ("not-" + secret, "wrong")):
+            monkeypatch.setenv(PASSWORD_ENV, password)
+            dev = c_device.CDevice(C_DEVICE, C_LOCATION, login, tmp_path / name, binary=c_device_binary).start()
+            try:
+                if name == "right":  # connected: the port says so once the CONNACK accepted the login
+                    _wait_for_log(dev, "connected to ssl://localhost")
+                else:
+                    assert dev.wait(REPLY_TIMEOUT_S) == c_device.REFUSED_EXIT
+                    assert "refused the login as operator" in dev.log_text()
+            finally:
+                dev.stop()
+            assert secret not in " ".join(dev.command())
+    finally:
+        broker.close()
+
+
+def _wait_for_log(dev, text: str) -> None:
+    """Until the device's log holds `text` (polled: the log is a file another process writes)."""
+    import time
+
+    deadline = time.monotonic() + REPLY_TIMEOUT_S
+    while text not in dev.log_text():
+        assert dev.running, dev.log_text()
+        assert time.monotonic() < deadline, dev.log_text()
+        time.sleep(LOG_POLL_S)
+
+
+def test_sim_engine_c_on_a_per_device_url_says_it_cannot_watch_the_fleet(kit, capsys, c_device_binary):
+    """Under the kit's ACL a device certificate reads no other device's status: `sim --engine c` with a
+    `{device}` URL says so instead of failing on a certificate file named `.crt`."""
+    from app.cli.main import main
+
+    devices = broker_kit.client_url(kit, "localhost", 1, "devices", "{device}")
+    assert main(["sim", "--engine", "c", "--devices", "1", "--broker", devices]) == 2
+    assert "cannot watch the fleet" in capsys.readouterr().err

@@ -32,6 +32,9 @@
 /* The loop waits at most this long for a command before it polls the core (telemetry at 1 Hz,
  * stream windows every 80 ms, trial deadlines): short enough for all of them. */
 #define LOOP_WAIT_MS 20u
+/* Exit status when the broker refuses the device for good (its certificate, its login): a
+ * supervisor should not restart it unchanged. 2 is bad usage, 75 a simulated power cut. */
+#define EXIT_REFUSED 3
 /* Ids and sites become topic elements (PROTOCOL.md 2.2). */
 #define MAX_ID 64
 
@@ -109,14 +112,18 @@ static uint8_t *read_file(const char *path, uint32_t *len)
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: tinymlops-device --id ID --location SITE/LINE/MACHINE (--broker mqtt://HOST[:PORT] | --pty LINK)\n"
+            "usage: tinymlops-device --id ID --location SITE/LINE/MACHINE (--broker mqtt[s]://HOST[:PORT] | --pty LINK)\n"
+            "                        [--ca CA.crt] [--cert DEVICE.crt --key DEVICE.key] [--username NAME]\n"
             "                        --flash FILE --factory IMAGE.tmlm [--profile KEY] [--slot-size BYTES]\n"
             "                        [--arena BYTES] [--seed N] [--shaft-hz HZ] [--trust PUBKEY_HEX]...\n"
             "                        [--power-cut-at N] [--durable] [--exit-with-parent]\n"
             "A Tiny-MLOps device (the firmware's C core) on MQTT (PROTOCOL.md 2.2) or on a pty whose slave\n"
             "--pty LINK points at (serial framing, PROTOCOL.md 2.1). --durable syncs every\n"
             "flash operation to the disk (survives a host crash; slower). SIGTERM stops it\n"
-            "gracefully (OFFLINE status); SIGKILL makes the broker announce it through its last will.\n");
+            "gracefully (OFFLINE status); SIGKILL makes the broker announce it through its last will.\n"
+            "mqtts:// verifies the broker against --ca (else the system's CAs) and logs in with the client\n"
+            "certificate; the password of --username comes from $" MQTT_PASSWORD_ENV " only. Exit status 3:\n"
+            "the broker refused the device's certificate or login.\n");
 }
 
 static int fail(const char *what)
@@ -129,6 +136,7 @@ int main(int argc, char **argv)
 {
     const char *id = NULL, *location = NULL, *broker = NULL, *flash_path = NULL, *factory_path = NULL;
     const char *pty_link = NULL;
+    mqtt_identity_t identity = {NULL, NULL, NULL, NULL};
     const char *profile = DEFAULT_PROFILE;
     unsigned long slot_size = DEFAULT_SLOT, arena_size = DEFAULT_ARENA, seed = 1, cut_at = 0;
     float shaft_hz = DEFAULT_SHAFT_HZ;
@@ -142,7 +150,9 @@ int main(int argc, char **argv)
         {"seed", required_argument, 0, 'S'}, {"shaft-hz", required_argument, 0, 'z'},
         {"trust", required_argument, 0, 't'}, {"power-cut-at", required_argument, 0, 'c'},
         {"durable", no_argument, 0, 'd'}, {"pty", required_argument, 0, 'P'},
-        {"exit-with-parent", no_argument, 0, 'x'},
+        {"exit-with-parent", no_argument, 0, 'x'}, {"ca", required_argument, 0, 'A'},
+        {"cert", required_argument, 0, 'C'}, {"key", required_argument, 0, 'K'},
+        {"username", required_argument, 0, 'u'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     char *end;
@@ -167,6 +177,10 @@ int main(int argc, char **argv)
         case 'd': durable = 1; break;
         case 'P': pty_link = optarg; break;
         case 'x': exit_with_parent = 1; break;
+        case 'A': identity.ca = optarg; break;
+        case 'C': identity.cert = optarg; break;
+        case 'K': identity.key = optarg; break;
+        case 'u': identity.username = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -176,6 +190,8 @@ int main(int argc, char **argv)
         return 2;
     }
     if (broker && pty_link) return fail("--broker or --pty, not both (one transport per device process)");
+    if (!broker && (identity.ca || identity.cert || identity.key || identity.username))
+        return fail("--ca, --cert, --key and --username need --broker");
     const char *slash = strchr(location, '/');
     size_t site_len = slash ? (size_t)(slash - location) : strlen(location);
     if (!valid_id(id, strlen(id))) return fail("--id: expected [A-Za-z0-9_.-]{1,64}");
@@ -213,7 +229,7 @@ int main(int argc, char **argv)
 
     clock_gettime(CLOCK_MONOTONIC, &boot_time);
     srand((unsigned)getpid());
-    if (broker && mqtt_port_init(&port, broker, site, id, port_now_ms, err, sizeof(err))) goto fail_cleanup;
+    if (broker && mqtt_port_init(&port, broker, &identity, site, id, port_now_ms, err, sizeof(err))) goto fail_cleanup;
     if (pty_link && pty_port_open(&pty, pty_link, err, sizeof(err))) goto fail_cleanup;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -238,7 +254,13 @@ int main(int argc, char **argv)
     tm_device_init(&dev, &hal, &flash, (uint32_t)slot_size, factory, factory_len, arena0, arena1, arena_size);
     tm_device_set_trust(&dev, (const uint8_t(*)[TM_SIG_PUBLIC_LEN])keys, n_keys);
     if (broker) tm_device_set_pull(&dev, mqtt_port_pull_begin, &port); /* a pty has no broker to pull from */
+    int status = 0;
     while (!stop_requested) {
+        if (port.refused) { /* retrying with the same certificate or password cannot help */
+            fprintf(stderr, "tinymlops-device: %s\n", port.refused_why);
+            status = EXIT_REFUSED;
+            break;
+        }
         if (pty_link)
             pty_port_poll(&pty, &dev, LOOP_WAIT_MS);
         else
@@ -259,7 +281,7 @@ int main(int argc, char **argv)
     free(arena0);
     free(arena1);
     free(factory);
-    return 0;
+    return status;
 
 fail_cleanup:
     mqtt_port_close(&port);

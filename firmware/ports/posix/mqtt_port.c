@@ -1,8 +1,13 @@
 #include "mqtt_port.h"
+#include <errno.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <openssl/err.h>
 #include "tm_crc32.h"
 #include "tm_proto.h"
 
@@ -28,29 +33,132 @@
 #define QOS_RELIABLE 1
 #define QOS_LOSSY 0
 
-static int parse_broker(const char *url, char *address, size_t cap)
+/* Default ports of the two schemes (as app/transport/urls.py). */
+#define MQTT_PORT 1883
+#define MQTTS_PORT 8883
+/* MQTT 3.1.1 CONNACK codes that no retry changes: bad user name or password, not authorised. */
+#define CONNACK_BAD_LOGIN 4
+#define CONNACK_NOT_AUTHORISED 5
+/* TLS connects refused in a row (the broker's port open) before the device gives up: one may be a
+ * broker restarting under us, three within a second of back-off are a certificate the broker (or
+ * we) will not accept. */
+#define TLS_REFUSALS_MAX 3u
+
+/* mqtt://host[:port] -> tcp://host:port, mqtts:// -> ssl://; *tls says which. The user name and the
+ * certificate files are options of their own (--username, --ca...), never parts of the URL. */
+static int parse_broker(const char *url, char *address, size_t cap, int *tls)
 {
-    const char *prefix = "mqtt://";
-    if (strncmp(url, prefix, strlen(prefix)) != 0) return -1; /* mqtts:// and auth: not in this port */
-    const char *hostport = url + strlen(prefix);
-    size_t n = strcspn(hostport, "/@");
-    if (n == 0 || hostport[n] == '@') return -1;
+    const char *hostport;
+    if (strncmp(url, "mqtt://", 7) == 0) {
+        hostport = url + 7;
+        *tls = 0;
+    } else if (strncmp(url, "mqtts://", 8) == 0) {
+        hostport = url + 8;
+        *tls = 1;
+    } else {
+        return -1;
+    }
+    size_t n = strcspn(hostport, "/@?");
+    if (n == 0 || !(hostport[n] == '\0' || strcmp(hostport + n, "/") == 0)) return -1;
     const char *colon = memchr(hostport, ':', n);
-    int written = colon ? snprintf(address, cap, "tcp://%.*s", (int)n, hostport)
-                        : snprintf(address, cap, "tcp://%.*s:1883", (int)n, hostport);
+    int written = colon ? snprintf(address, cap, "%s://%.*s", *tls ? "ssl" : "tcp", (int)n, hostport)
+                        : snprintf(address, cap, "%s://%.*s:%d", *tls ? "ssl" : "tcp", (int)n, hostport,
+                                   *tls ? MQTTS_PORT : MQTT_PORT);
     return written > 0 && (size_t)written < cap ? 0 : -1;
 }
 
-int mqtt_port_init(mqtt_port_t *p, const char *broker, const char *site, const char *device_id,
-                   uint32_t (*now_ms)(void), char *err, size_t err_cap)
+/* Whether anything accepts a TCP connection at the broker's host and port (waiting at most
+ * CONNECT_TIMEOUT_S). Paho's connect says only "failure"; when the broker is there, a TLS connect
+ * that still fails is the handshake refused, which no retry makes good, and not a broker away. */
+static int tcp_reachable(const char *address)
+{
+    const char *hostport = strstr(address, "://") + 3;
+    const char *colon = strrchr(hostport, ':');
+    char host[256];
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - hostport), hostport);
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, colon + 1, &hints, &res) != 0) return 0;
+    int ok = 0;
+    for (struct addrinfo *a = res; a && !ok; a = a->ai_next) {
+        int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+        if (fd < 0) continue;
+        struct timeval tv = {CONNECT_TIMEOUT_S, 0};
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)); /* bounds connect() on Linux */
+        ok = connect(fd, a->ai_addr, a->ai_addrlen) == 0;
+        close(fd);
+    }
+    freeaddrinfo(res);
+    return ok;
+}
+
+/* Paho's hook for OpenSSL's error queue, oldest first: the last line (the SSL layer's, above the
+ * library's that led to it) says why a handshake failed. */
+static int on_ssl_error(const char *str, size_t len, void *ctx)
+{
+    mqtt_port_t *p = (mqtt_port_t *)ctx;
+    /* closing a connection cut in its handshake says only that: not the reason */
+    if (!strstr(str, "shutdown while in init"))
+        snprintf(p->tls_error, sizeof(p->tls_error), "%.*s", (int)len, str);
+    return 0;
+}
+
+static int check_readable(const char *what, const char *path, char *err, size_t err_cap)
+{
+    FILE *f = path ? fopen(path, "rb") : NULL;
+    if (path && !f) {
+        snprintf(err, err_cap, "%s %s: %s", what, path, strerror(errno));
+        return -1;
+    }
+    if (f) fclose(f);
+    return 0;
+}
+
+/* The identity's files must exist before the first attempt: a typo is a sentence, not a retry loop. */
+static int setup_identity(mqtt_port_t *p, const mqtt_identity_t *id, char *err, size_t err_cap)
+{
+    if (id) p->identity = *id;
+    const mqtt_identity_t *i = &p->identity;
+    if (!p->tls && (i->ca || i->cert || i->key)) {
+        snprintf(err, err_cap, "--ca, --cert and --key need an mqtts:// broker");
+        return -1;
+    }
+    if ((i->cert != NULL) != (i->key != NULL)) {
+        snprintf(err, err_cap, "a client certificate needs its key (--cert and --key)");
+        return -1;
+    }
+    if (check_readable("CA certificate", i->ca, err, err_cap) ||
+        check_readable("client certificate", i->cert, err, err_cap) ||
+        check_readable("client key", i->key, err, err_cap))
+        return -1;
+    if (i->username) p->password = getenv(MQTT_PASSWORD_ENV); /* NULL: the broker decides */
+    if (p->tls) {
+        MQTTClient_SSLOptions ssl = MQTTClient_SSLOptions_initializer;
+        ssl.struct_version = 3; /* trustStore..verify, CApath, ssl_error_cb */
+        ssl.trustStore = i->ca; /* NULL: the system's CAs */
+        ssl.keyStore = i->cert;
+        ssl.privateKey = i->key;
+        ssl.enableServerCertAuth = 1;
+        ssl.verify = 1; /* the broker's certificate must name the host we asked for */
+        ssl.ssl_error_cb = on_ssl_error;
+        ssl.ssl_error_context = p;
+        p->ssl = ssl;
+    }
+    return 0;
+}
+
+int mqtt_port_init(mqtt_port_t *p, const char *broker, const mqtt_identity_t *identity, const char *site,
+                   const char *device_id, uint32_t (*now_ms)(void), char *err, size_t err_cap)
 {
     memset(p, 0, sizeof(*p));
     p->now_ms = now_ms;
-    if (parse_broker(broker, p->address, sizeof(p->address))) {
-        snprintf(err, err_cap, "broker %s: expected mqtt://host[:port] (TLS and passwords are not in the POSIX port)",
-                 broker);
+    if (parse_broker(broker, p->address, sizeof(p->address), &p->tls)) {
+        snprintf(err, err_cap, "broker %s: expected mqtt://host[:port] or mqtts://host[:port] "
+                 "(user name and certificates as --username, --ca, --cert, --key)", broker);
         return -1;
     }
+    if (setup_identity(p, identity, err, err_cap)) return -1;
     snprintf(p->client_id, sizeof(p->client_id), "tinymlops-c-%s", device_id);
     const char *root = "tinymlops/v1";
     snprintf(p->t_status, sizeof(p->t_status), "%s/%s/%s/status", root, site, device_id);
@@ -270,7 +378,32 @@ static void try_connect(mqtt_port_t *p)
     opts.connectTimeout = CONNECT_TIMEOUT_S;
     opts.maxInflightMessages = MAX_INFLIGHT;
     opts.will = will_len ? &will : NULL;
+    opts.username = p->identity.username;
+    opts.password = p->identity.username ? p->password : NULL;
+    opts.ssl = p->tls ? &p->ssl : NULL;
+    p->tls_error[0] = 0;
+    if (p->tls) ERR_clear_error();
     int rc = MQTTClient_connect(p->client, &opts);
+    /* A broker that rejects our certificate says so in a TLS alert that often arrives only when the
+     * client reads the CONNACK, where Paho hands OpenSSL's error queue (this thread's) to nobody. */
+    if (rc != MQTTCLIENT_SUCCESS && p->tls && !p->tls_error[0]) ERR_print_errors_cb(on_ssl_error, p);
+    if (rc == CONNACK_BAD_LOGIN || rc == CONNACK_NOT_AUTHORISED) {
+        snprintf(p->refused_why, sizeof(p->refused_why), "broker %s refused the login%s%s (%s)", p->address,
+                 p->identity.username ? " as " : "", p->identity.username ? p->identity.username : "",
+                 rc == CONNACK_BAD_LOGIN ? "bad user name or password" : "not authorised");
+        p->refused = 1;
+        return;
+    }
+    int tls_refused = rc != MQTTCLIENT_SUCCESS && p->tls && tcp_reachable(p->address);
+    p->tls_failures = tls_refused ? p->tls_failures + 1u : 0u;
+    if (p->tls_failures >= TLS_REFUSALS_MAX) { /* a certificate no retry makes good */
+        snprintf(p->refused_why, sizeof(p->refused_why),
+                 "TLS handshake with %s refused %u times in a row: the broker is there but does not accept "
+                 "this device's certificate, or --ca does not hold the broker's CA%s%s", p->address,
+                 p->tls_failures, p->tls_error[0] ? "; OpenSSL: " : "", p->tls_error);
+        p->refused = 1;
+        return;
+    }
     if (rc != MQTTCLIENT_SUCCESS) {
         uint32_t jitter = (uint32_t)rand() % (p->backoff_ms / 4u + 1u);
         fprintf(stderr, "tinymlops-device: cannot connect to %s (%s); retrying in %u ms\n", p->address,
@@ -299,7 +432,7 @@ void mqtt_port_poll(mqtt_port_t *p, unsigned wait_ms)
         p->last_probe_ms = p->now_ms();
         refresh_status(p, 0);
     }
-    if (!p->connected && !p->stopping) {
+    if (!p->connected && !p->stopping && !p->refused) {
         if ((int32_t)(p->now_ms() - p->next_attempt_ms) >= 0) try_connect(p);
         if (!p->connected) {
             usleep(wait_ms * 1000u);

@@ -33,6 +33,17 @@ typedef struct {
     uint8_t replies[MQTT_DEDUP_BYTES]; /* [u16 length, bytes] per reply, in order */
 } mqtt_dedup_t;
 
+/* A broker identity for mqtts:// (all optional): CA that signed the broker's certificate, our client
+ * certificate and key (PEM files) and a user name, whose password comes from MQTT_PASSWORD_ENV only. */
+typedef struct {
+    const char *ca, *cert, *key, *username;
+} mqtt_identity_t;
+
+/* The only source of the broker password: never a command line (it shows in process lists). */
+#define MQTT_PASSWORD_ENV "TINYMLOPS_BROKER_PASSWORD"
+/* Longest OpenSSL error text kept to explain a refused handshake. */
+#define MQTT_TLS_ERROR_MAX 240
+
 typedef struct {
     MQTTClient client;
     char address[256], client_id[96];
@@ -53,16 +64,27 @@ typedef struct {
     size_t pull_prefix_len; /* bytes of `<source>/` at the start of pull_filter */
     int pull_subscribed;
     uint32_t pull_received, pull_progress_ms; /* chunks held at the last progress, and when */
+    /* TLS and login (mqtts://, --username): kept for every reconnect */
+    int tls;
+    mqtt_identity_t identity;
+    const char *password;
+    MQTTClient_SSLOptions ssl;
+    char tls_error[MQTT_TLS_ERROR_MAX]; /* OpenSSL's last complaint in the current connect attempt */
+    unsigned tls_failures;              /* connect attempts in a row that failed in TLS */
+    /* set when the broker refused us for good (certificate, login): the device stops with it */
+    int refused;
+    char refused_why[MQTT_TLS_ERROR_MAX + 512];
 } mqtt_port_t;
 
-/* Topics and the client (no connection yet). `broker` is mqtt://host[:port]; 0 or an error text. */
-int mqtt_port_init(mqtt_port_t *p, const char *broker, const char *site, const char *device_id,
-                   uint32_t (*now_ms)(void), char *err, size_t err_cap);
+/* Topics and the client (no connection yet). `broker` is mqtt://host[:port] or mqtts://host[:port]
+ * (then `identity`'s files, checked readable here); 0 or an error text. `identity` may be NULL. */
+int mqtt_port_init(mqtt_port_t *p, const char *broker, const mqtt_identity_t *identity, const char *site,
+                   const char *device_id, uint32_t (*now_ms)(void), char *err, size_t err_cap);
 /* The core's send_message HAL hook: ctx is the mqtt_port_t. */
 void mqtt_port_send(void *ctx, uint8_t type, const uint8_t *msg, size_t len);
 /* The core's pull_begin HAL hook (ctx is the mqtt_port_t): fetch `<source>/+` from now on. */
 void mqtt_port_pull_begin(void *ctx, const uint8_t *source, size_t len);
-/* (Re)connect when due, then wait up to wait_ms for one incoming command and hand it to the core. */
+/* (Re)connect when due (a broker that refuses our certificate or login for good sets p->refused), then wait up to wait_ms for one incoming command and hand it to the core. */
 void mqtt_port_poll(mqtt_port_t *p, unsigned wait_ms);
 /* Graceful stop: OFFLINE status published ourselves (a clean disconnect fires no will), disconnect. */
 void mqtt_port_close(mqtt_port_t *p);

@@ -1,5 +1,7 @@
 /* MQTT transport (PROTOCOL.md 2.2) with esp-mqtt: bare messages, one topic per message kind,
- * HELLO retained on .../status with an OFFLINE HELLO as last will. Pull transfers (fleet rollout
+ * HELLO retained on .../status with an OFFLINE HELLO as last will. With the broker identity of
+ * menuconfig (CONFIG_TINYMLOPS_MQTT_TLS) it speaks mqtts:// with the embedded CA, client certificate
+ * and key, as the operator and the POSIX port do; a user name and password are optional. Pull transfers (fleet rollout
  * from retained chunk topics) are not implemented on this port: caps never advertise PULL_XFER. */
 #include <stdio.h>
 #include <string.h>
@@ -9,6 +11,14 @@
 #include "freertos/message_buffer.h"
 #include "freertos/task.h"
 #include "mqtt_client.h"
+#include "sdkconfig.h"
+
+#if CONFIG_TINYMLOPS_MQTT_TLS
+/* The broker identity's PEM files, embedded as NUL-terminated text by main/CMakeLists.txt. */
+extern const char tm_broker_ca_start[] asm("_binary_tm_broker_ca_pem_start");
+extern const char tm_broker_cert_start[] asm("_binary_tm_broker_cert_pem_start");
+extern const char tm_broker_key_start[] asm("_binary_tm_broker_key_pem_start");
+#endif
 
 /* Locking. esp-mqtt calls on_event from its own task while holding the client's API lock, and
  * esp_mqtt_client_publish takes that lock. So:
@@ -85,7 +95,17 @@ static void on_event(void *arg, esp_event_base_t base, int32_t id, void *data)
     (void)arg; (void)base;
     esp_mqtt_event_handle_t ev = (esp_mqtt_event_handle_t)data;
     char t[200];
-    if (id == MQTT_EVENT_CONNECTED) {
+    if (id == MQTT_EVENT_ERROR && ev->error_handle) {
+        /* esp-mqtt retries by itself; the log says why, so a refused certificate is not a silent loop */
+        const esp_mqtt_error_codes_t *e = ev->error_handle;
+        if (e->error_type == MQTT_ERROR_TYPE_TCP_TRANSPORT)
+            ESP_LOGE(TAG, "broker connection failed: esp-tls 0x%x, TLS stack 0x%x, socket errno %d "
+                     "(a TLS failure with the broker up: check the CA and this node's certificate)",
+                     e->esp_tls_last_esp_err, e->esp_tls_stack_err, e->esp_transport_sock_errno);
+        else if (e->error_type == MQTT_ERROR_TYPE_CONNECTION_REFUSED)
+            ESP_LOGE(TAG, "broker refused the connection (CONNACK %d: login or certificate not accepted)",
+                     (int)e->connect_return_code);
+    } else if (id == MQTT_EVENT_CONNECTED) {
         topic(t, sizeof(t), "cmd");
         esp_mqtt_client_subscribe(client, t, 1);
     } else if (id == MQTT_EVENT_DATA && ev->current_data_offset == 0 && ev->data_len == ev->total_data_len) {
@@ -118,8 +138,29 @@ int hal_mqtt_start(tm_device_t *dev, const char *broker_uri, const char *site, c
         .session.last_will = {.topic = will_topic, .msg = (const char *)will, .msg_len = (int)will_len,
                               .qos = 1, .retain = 1},
         .buffer.size = TM_MAX_MESSAGE + 256,
+#if CONFIG_TINYMLOPS_MQTT_TLS
+        /* the broker must present a certificate from this CA (and its name must match the URI's host) */
+        .broker.verification.certificate = tm_broker_ca_start,
+        .credentials.authentication.certificate = tm_broker_cert_start,
+        .credentials.authentication.key = tm_broker_key_start,
+#endif
     };
-    client = esp_mqtt_client_init(&cfg);
+    esp_mqtt_client_config_t conf = cfg;
+#ifdef CONFIG_TINYMLOPS_MQTT_USERNAME /* defined when MQTT is the link (Kconfig.projbuild) */
+    if (CONFIG_TINYMLOPS_MQTT_USERNAME[0]) {
+        conf.credentials.username = CONFIG_TINYMLOPS_MQTT_USERNAME;
+#ifdef CONFIG_TINYMLOPS_MQTT_PASSWORD
+        conf.credentials.authentication.password = CONFIG_TINYMLOPS_MQTT_PASSWORD;
+#endif
+    }
+#endif
+#if CONFIG_TINYMLOPS_MQTT_TLS
+    if (strncmp(broker_uri, "mqtts://", 8) != 0) {
+        ESP_LOGE(TAG, "broker identity configured but the broker URI %s is not mqtts://", broker_uri);
+        return -1;
+    }
+#endif
+    client = esp_mqtt_client_init(&conf);
     outbox = xMessageBufferCreate(OUTBOX_BYTES);
     if (!client || !outbox ||
         xTaskCreate(publisher_task, "tm_mqtt_pub", PUBLISHER_STACK, NULL, PUBLISHER_PRIO, NULL) != pdPASS)
