@@ -141,11 +141,14 @@ def main() -> int:
     raw_days = th.RAW_RETENTION_S / SECONDS_PER_DAY
     rollup_days = min(365, th.ROLLUP_RETENTION_S / SECONDS_PER_DAY)
     hourly_days = min(365, th.HOURLY_RETENTION_S / SECONDS_PER_DAY)
-    raw_total = 1000 * raw_day * raw_days
+    # every row for RAW_FULL_S, then one in RAW_THIN_EVERY_S until the raw retention
+    full_days = th.RAW_FULL_S / SECONDS_PER_DAY
+    raw_total = 1000 * raw_day * (full_days + (raw_days - full_days) / th.RAW_THIN_EVERY_S)
     rollup_total = 1000 * rollup_day * rollup_days
     # an hourly roll-up row is the size of a minute one, 60 times fewer
     hourly_total = 1000 * rollup_day / (th.HOURLY_BUCKET_S / th.ROLLUP_BUCKET_S) * hourly_days
-    print(f"1,000 devices x 1 year: raw ({raw_days:g}-day retention) {raw_total / 1e9:.1f} GB steady, "
+    print(f"1,000 devices x 1 year: raw ({th.RAW_FULL_S / 3600:g} h whole, then 1 in {th.RAW_THIN_EVERY_S} s "
+          f"to {raw_days:g} days) {raw_total / 1e9:.1f} GB steady, "
           f"minute roll-ups ({rollup_days:g} days) {rollup_total / 1e9:.1f} GB, hourly roll-ups "
           f"({hourly_days:g} days) {hourly_total / 1e9:.2f} GB: "
           f"{(raw_total + rollup_total + hourly_total) / 1e9:.1f} GB in all; "

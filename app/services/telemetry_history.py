@@ -2,12 +2,13 @@
 
 Why: a model is only as good as its fit to the machine it runs on. The fit check
 (app.deploy.fit_check) scores a candidate on a machine's own recent normal behaviour, which is the
-feature vectors the device already sends in each TELEMETRY (PROTOCOL.md 4.3). They are kept for
-`RAW_RETENTION_S` (a day); the score's per-minute min/mean/max and alarm count are kept for
-`ROLLUP_RETENTION_S` (30 days), then folded into hourly roll-ups kept for `HOURLY_RETENTION_S`
-(a year) for the long-term view. Disk per device (benchmarks/history_ingest.py: 206 B a raw row,
-83 KB of minute roll-ups a day): 17.8 MB raw + 2.5 MB minute + 0.5 MB hourly roll-ups, so a
-1,000-device plant holds ~21 GB in steady state (was 124 GB raw with a week of raw rows).
+feature vectors the device already sends in each TELEMETRY (PROTOCOL.md 4.3). Every one is kept for
+`RAW_FULL_S` (an hour), then one in `RAW_THIN_EVERY_S` seconds until `RAW_RETENTION_S` (a day);
+the score's per-minute min/mean/max and alarm count are kept for `ROLLUP_RETENTION_S` (14 days),
+then folded into hourly roll-ups kept for `HOURLY_RETENTION_S` (a year) for the long-term view.
+Disk for a 1,000-device plant in steady state (benchmarks/history_ingest.py prints it: 206 B a raw
+row, 83 KB of minute roll-ups a device-day): ~0.7 GB of the last hour's rows, ~1.7 GB of thinned
+rows, ~1.2 GB of minute and ~0.5 GB of hourly roll-ups: ~4 GB (was 124 GB with a week of raw rows).
 
 Storage: its own SQLite file next to the registry (`paths.data_dir()/telemetry.sqlite3`), not the
 app store: it is written all the time at fleet rate, and SQLite has one writer per file, so sharing
@@ -47,8 +48,13 @@ log = logging.getLogger(__name__)
 # Raw feature vectors are kept this long: a day covers a daily duty cycle (`adapt --hours 24`), and
 # the fit check reads the last 30 min; a week was 124 GB for 1,000 devices (17.8 MB a device-day).
 RAW_RETENTION_S = 24 * 3600.0
+# Every raw row is kept this long (the fit check reads the last 30 min, drift the last hour); older ones
+# are thinned to one in RAW_THIN_EVERY_S seconds for the rest of RAW_RETENTION_S: a day of a machine's
+# duty cycle stays (8,640 windows a device, plenty for `adapt --hours 24`) at a tenth of the disk.
+RAW_FULL_S = 3600.0
+RAW_THIN_EVERY_S = 10
 # Per-minute score roll-ups are kept this long (~83 KB per device-day): the trend's hours-to-weeks view.
-ROLLUP_RETENTION_S = 30 * 24 * 3600.0
+ROLLUP_RETENTION_S = 14 * 24 * 3600.0
 # Minute roll-ups older than ROLLUP_RETENTION_S are folded into hourly ones kept this long
 # (~1.4 KB per device-day): a year of trend.
 HOURLY_RETENTION_S = 365 * 24 * 3600.0
@@ -170,10 +176,12 @@ class TelemetryHistory:
     Thread-safe; `close()` (or `with`) commits what is queued and stops the writer."""
 
     def __init__(self, path: Path | None = None, *, raw_retention_s: float = RAW_RETENTION_S,
+                 raw_full_s: float = RAW_FULL_S,
                  rollup_retention_s: float = ROLLUP_RETENTION_S, hourly_retention_s: float = HOURLY_RETENTION_S,
                  flush_interval_s: float = FLUSH_INTERVAL_S, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path) if path is not None else history_path()
         self.raw_retention_s = float(raw_retention_s)
+        self.raw_full_s = float(raw_full_s)
         self.rollup_retention_s = float(rollup_retention_s)
         self.hourly_retention_s = float(hourly_retention_s)
         self.flush_interval_s = float(flush_interval_s)
@@ -406,6 +414,9 @@ class TelemetryHistory:
         with db:
             db.execute("BEGIN")
             db.execute("DELETE FROM samples WHERE ts < ?", (now - self.raw_retention_s,))
+            # older than an hour: one row in RAW_THIN_EVERY_S seconds stays (whole seconds divisible by it)
+            db.execute("DELETE FROM samples WHERE ts < ? AND CAST(ts AS INTEGER) % ? != 0",
+                       (now - self.raw_full_s, RAW_THIN_EVERY_S))
             db.execute(_FOLD_HOURLY, (cutoff,))
             db.execute("DELETE FROM rollups WHERE minute < ?", (cutoff,))
             db.execute("DELETE FROM hourly WHERE hour < ?",

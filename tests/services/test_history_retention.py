@@ -15,9 +15,31 @@ def _row(ts: float, score: float, alarm: bool = False) -> TelemetryRow:
 
 
 def test_defaults_bound_a_plant_of_1000_devices():
-    """The retention decision: a day of raw rows (17.8 MB a device-day measured), 30 days of minute
-    roll-ups, a year of hourly ones."""
-    assert th.RAW_RETENTION_S == DAY and th.ROLLUP_RETENTION_S == 30 * DAY and th.HOURLY_RETENTION_S == 365 * DAY
+    """The retention decision: every raw row for an hour, one in ten seconds for the rest of a day
+    (17.8 MB a device-day measured, whole), 14 days of minute roll-ups, a year of hourly ones: ~4 GB
+    for 1,000 devices (benchmarks/history_ingest.py)."""
+    assert th.RAW_FULL_S == 3600 and th.RAW_THIN_EVERY_S == 10 and th.RAW_RETENTION_S == DAY
+    assert th.ROLLUP_RETENTION_S == 14 * DAY and th.HOURLY_RETENTION_S == 365 * DAY
+
+
+def test_raw_rows_older_than_an_hour_are_thinned_and_the_last_hour_is_whole(tmp_path):
+    """The fit check reads the last 30 min and drift the last hour: every window; a day's duty cycle
+    for `adapt --hours 24` keeps one window in ten seconds; past a day, none."""
+    import sqlite3
+
+    path = tmp_path / "h.sqlite3"
+    now = 400 * DAY
+    with TelemetryHistory(path, clock=lambda: now) as hist:
+        for i in range(7200):  # two hours at 1 Hz, up to now
+            hist.record(_row(now - 7200 + i, score=1.0))
+        hist.record(_row(now - 2 * DAY, score=1.0))  # past the raw retention
+        assert hist.flush()
+        hist.prune(now)
+    with sqlite3.connect(path) as db:
+        recent = db.execute("SELECT COUNT(*) FROM samples WHERE ts >= ?", (now - 3600,)).fetchone()[0]
+        older = db.execute("SELECT COUNT(*) FROM samples WHERE ts < ?", (now - 3600,)).fetchone()[0]
+    assert recent == 3600 and older == 360
+    assert th.read_rollups(path, "sim-001", DAY, now=now)  # the score's minute roll-ups are all there
 
 
 def test_old_minute_rollups_fold_into_hours_and_the_trend_reads_both(tmp_path):
