@@ -42,7 +42,7 @@ from app.deploy.transfer import (
 )
 from app.domain.errors import Cancelled, DeviceError, LinkError, ModelError, ProtocolError, TinyMLOpsError
 from app.domain.profiles import PROFILES
-from app.protocol.codes import PROTOCOL_VERSION, Caps, CommitMode, DeviceState, ErrorCode, LatencyFlags
+from app.protocol.codes import MAX_CHUNK, PROTOCOL_VERSION, Caps, CommitMode, DeviceState, ErrorCode, LatencyFlags
 from app.protocol.framing import line_bytes_per_s
 from app.protocol.image import ModelImage, sha256
 from app.protocol.messages import Confirm, Hello, Rollback
@@ -56,6 +56,10 @@ DeviceProgressFn = Callable[[str, int, int], None]
 FitGateFn = Callable[[ModelImage | bytes, list[str], object], dict[str, str]]
 # ROLLBACK/CONFIRM reload a model on the device (load + self-test): longer than a plain query.
 SWITCH_TIMEOUT_S = 30.0
+# Chunk bytes on a broker the probe saw drop a MAX_CHUNK message (a packet-size cap, as managed brokers
+# and `max_packet_size` set): a quarter of MAX_CHUNK fits the 2 KB caps seen; a cap below even this
+# stalls the transfer, which then fails with the probe's sentence in the log.
+CAPPED_BROKER_CHUNK = 1024
 # Largest bench count and trial timeout XFER_COMMIT can carry (u16 fields).
 U16_MAX = 0xFFFF
 
@@ -378,7 +382,7 @@ def _base(image: LoadedImage, device: str, transport: str, trial: bool) -> Deplo
 
 def _push(link: links.DeviceLink, image: LoadedImage, base: DeploymentResult,
           mode: CommitMode, trial_timeout_s: int, bench_count: int, progress: DeviceProgressFn | None,
-          cancel: threading.Event) -> DeploymentResult:
+          cancel: threading.Event, chunk_cap: int = MAX_CHUNK) -> DeploymentResult:
     hello = link.hello
     refusal = _refusal(hello, image, base.device)
     if refusal is not None:
@@ -393,7 +397,7 @@ def _push(link: links.DeviceLink, image: LoadedImage, base: DeploymentResult,
     serial = link.transport == "serial"
     push = PushTransfer(
         link.channel, image.data, device_id=base.device, model_name=image.name, model_version=image.version,
-        max_chunk=hello.max_chunk, framed=serial, window=WINDOW if serial else MQTT_WINDOW,
+        max_chunk=min(hello.max_chunk or MAX_CHUNK, chunk_cap), framed=serial, window=WINDOW if serial else MQTT_WINDOW,
         line_bytes_per_s=line_bytes_per_s(link.baud) if serial and link.baud else None,
         reconnect=link.reconnect, cancel=cancel, caps=hello.caps, sha=image.sha, signature=image.signature,
         progress=(lambda done, total: progress(base.device, done, total)) if progress else None)
@@ -432,17 +436,31 @@ def _remembered_site(devices: list[str]) -> str | None:
     return next((known[d]["site"] for d in devices if known.get(d, {}).get("site")), None)
 
 
+def broker_chunk_limit(conn, site: str | None = None) -> int:
+    """The largest chunk this broker carries as far as its probe knows (app.transport.broker_probe):
+    MAX_CHUNK, or CAPPED_BROKER_CHUNK when it dropped a chunk-sized message (said in the log)."""
+    from app.transport.broker_probe import capabilities_of
+
+    caps = capabilities_of(conn, site=site)
+    if caps is not None and caps.chunk_messages is False:
+        log.warning("%s: sending %d-byte chunks", caps.describe(), CAPPED_BROKER_CHUNK)
+        return CAPPED_BROKER_CHUNK
+    return MAX_CHUNK
+
+
 def _deploy_mqtt(conn, broker: str | None, image: LoadedImage, devices: list[str], mode: CommitMode,
                  trial_timeout_s: int, bench_count: int, canary: int, canary_threshold: float,
                  concurrency: int, pull: bool | None, progress, cancel,
                  known: dict[str, Hello] | None = None) -> list[DeploymentResult]:
     trial = mode == CommitMode.TRIAL
     want_pull = pull if pull is not None else (len(devices) > 1 or canary > 0)
+    sites = sorted({h.site for h in (known or {}).values() if h.site})
+    site = sites[0] if sites else _remembered_site(devices)
+    chunk_cap = broker_chunk_limit(conn, site)  # probes the broker once per process (cached)
     if want_pull and pull is None:
         from app.transport.broker_probe import capabilities_of
 
-        sites = sorted({h.site for h in (known or {}).values() if h.site})
-        caps = capabilities_of(conn, site=sites[0] if sites else _remembered_site(devices))
+        caps = capabilities_of(conn, site=site)
         if caps is not None and caps.retained_wildcard is False:  # tried and seen not to; unknown keeps pull
             # devices fetch `<source>/+`: such a broker would hand them no retained chunk, only the
             # stall detector's live re-publish. Push to every device that takes it (PROTOCOL.md 5.2).
@@ -483,14 +501,15 @@ def _deploy_mqtt(conn, broker: str | None, image: LoadedImage, devices: list[str
             continue
         try:
             with links.mqtt_device(conn, d, broker, known=hellos[d]) as link:
-                _push(link, image, results[d], mode, trial_timeout_s, bench_count, progress, cancel)
+                _push(link, image, results[d], mode, trial_timeout_s, bench_count, progress, cancel,
+                      chunk_cap=chunk_cap)
         except TinyMLOpsError as exc:
             _fail(results[d], exc)
     if targets:
         report = Rollout(conn, image.data, targets, model_name=image.name, model_version=image.version,
                          concurrency=concurrency, canary=canary, canary_threshold=canary_threshold, mode=mode,
                          trial_timeout_s=trial_timeout_s, bench_count=bench_count, progress=progress,
-                         cancel=cancel, signature=image.signature).run()
+                         cancel=cancel, signature=image.signature, max_chunk=chunk_cap).run()
         log.info("rollout: published %d bytes for %d devices x %d-byte image", report.published_bytes,
                  len(targets), len(image.data))
         for pr in report.results:

@@ -251,7 +251,7 @@ class Rollout:
                  pull_quiet_s: float = PULL_QUIET_S, commit_timeout_s: float = COMMIT_TIMEOUT_S,
                  link_ride_out_s: float | None = None,
                  pending_cleanups: cleanups.PendingCleanups | None = None,
-                 signature: bytes | None = None) -> None:
+                 signature: bytes | None = None, max_chunk: int = MAX_CHUNK) -> None:
         if not targets:
             raise ValueError("no devices to roll out to")
         self.connection = connection
@@ -278,8 +278,9 @@ class Rollout:
         self.signature = signature  # PROTOCOL.md 6.2 block: XFER_SIGN to devices with caps SIGNED
         self._clock_lock = threading.Lock()
         self._group_t0: float | None = None  # latency clock of the running group (see module doc)
-        # every device must take the chunks as published: the smallest advertised maximum wins
-        self.chunk_size = min([MAX_CHUNK] + [h.max_chunk for h in targets.values() if h.max_chunk])
+        # every device must take the chunks as published: the smallest advertised maximum wins (and the
+        # broker's, when it does not carry a whole MAX_CHUNK one: api.broker_chunk_limit)
+        self.chunk_size = min([MAX_CHUNK, max_chunk] + [h.max_chunk for h in targets.values() if h.max_chunk])
         self.n_chunks = -(-len(self.image) // self.chunk_size)
         self._published = _Counter()
         self._chunk_bytes = _Counter()

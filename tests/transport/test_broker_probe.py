@@ -76,3 +76,27 @@ def test_an_acl_confined_operator_settles_and_probes_under_its_sites_models(mosq
     assert (unknown.retained, unknown.retained_wildcard) == (None, None)
     assert "ACL" in " ".join(unknown.problems)
     assert "rollouts pull as usual" in unknown.describe()
+
+
+def test_a_broker_capping_packets_below_a_chunk_gets_smaller_chunks_push_and_pull(mosquitto_factory, virtual_fleet,
+                                                                                 model_image_v3, caplog):
+    """Issue 18, bad input: a broker that does not carry a 4 KB chunk. The probe names it, and the
+    deployment sends chunks it carries (push to one device, a pull rollout to two) instead of
+    stalling on chunks the broker drops."""
+    import logging
+
+    from app.deploy import api
+    from app.protocol.image import ModelImage
+    from app.transport import broker_probe
+
+    broker = mosquitto_factory(extra_config="max_packet_size 2048\n")
+    broker_probe._CACHE.pop(MqttConnection(broker.url).url.address, None)  # a fresh broker on a reused port
+    fleet = virtual_fleet(broker.url, 3)
+    version = ModelImage.from_bytes(model_image_v3).version
+    with caplog.at_level(logging.WARNING, logger="app.deploy.api"):
+        (pushed,) = api.deploy(model_image_v3, ["sim-001"], via="mqtt", broker=broker.url, pull=False)
+        pulled = api.deploy(model_image_v3, ["sim-002", "sim-003"], via="mqtt", broker=broker.url, pull=True)
+    assert pushed.ok and pushed.transport == "mqtt-push", pushed.error_message
+    assert all(r.ok and r.transport == "mqtt-pull" for r in pulled), [r.error_message for r in pulled]
+    assert all(fleet.device(d).active_model.image.version == version for d in ("sim-001", "sim-002", "sim-003"))
+    assert any(f"sending {api.CAPPED_BROKER_CHUNK}-byte chunks" in r.getMessage() for r in caplog.records)
