@@ -36,17 +36,7 @@ def measure(url: str, devices: int, runs: int) -> list[tuple[int, float, float, 
     try:
         for dev in fleet.devices:
             fleet.mqtt_adapter(dev.device_id).connected.wait(CONNECT_TIMEOUT_S)
-        data = tempfile.mkdtemp(prefix="tinymlops-bench-")
-        rows = []
-        for _ in range(runs):
-            started = time.monotonic()
-            result = subprocess.run([sys.executable, "-m", "app", "fleet", "list", "--json", "--broker", url],
-                                    capture_output=True, text=True, check=True,
-                                    env={**os.environ, "TINYMLOPS_DATA_DIR": data})
-            wall = time.monotonic() - started
-            out = json.loads(result.stdout)
-            rows.append((len(out["devices"]), out["waited_s"], out["broker_capabilities"]["probe_s"], wall))
-        return rows
+        return _run_fleet_list(url, runs)
     finally:
         fleet.stop()
 
@@ -64,6 +54,11 @@ def measure_retained(url: str, statuses: int, runs: int) -> list[tuple[int, floa
             conn.publish(topics.device_topic("bench", hello.device_id, topics.STATUS), m.encode(hello, d % 65536),
                          qos=1, retain=True)
         conn.wait_published()
+    return _run_fleet_list(url, runs)
+
+
+def _run_fleet_list(url: str, runs: int) -> list[tuple[int, float, float, float]]:
+    """`fleet list --json` `runs` times in one fresh data directory: (devices, waited_s, probe_s, wall s)."""
     data = tempfile.mkdtemp(prefix="tinymlops-bench-")
     rows = []
     for _ in range(runs):
