@@ -19,6 +19,7 @@ from app.protocol.codes import MsgType
 from app.protocol.framing import frame
 from app.services.channel import MqttChannel, SerialChannel
 from app.transport.mqtt_link import MqttConnection
+from app.transport.serial_link import SerialLink
 
 # A reply comes in milliseconds; a loaded 2-core CI machine (ASan build of the C device) gets this.
 REPLY_TIMEOUT_S = 15.0
@@ -101,10 +102,23 @@ STATUS_ASK_S = 0.25
 _SERIAL_LEAF = {MsgType.TELEMETRY: topics.TELEMETRY, MsgType.STREAM: topics.STREAM}
 
 
+class _RawSerialLink(SerialLink):
+    """A SerialLink that also writes bytes unframed, under its own write lock: for a port with one
+    connection only (QEMU's UART socket takes one client at a time)."""
+
+    def write_raw(self, data: bytes) -> None:
+        port = self._port
+        if port is None:
+            raise AssertionError(f"serial port {self.url} is not open")
+        with self._write_lock:
+            port.write(data)
+
+
 class SerialHost(Host):
-    """The device under test on a serial line (a pty): SerialChannel for commands; publish_raw
-    writes a frame holding the bytes as they are through a second handle of the port, so a
-    scenario can send what the application itself never would."""
+    """The device under test on a serial line (a pty, or QEMU's UART socket): SerialChannel for
+    commands; publish_raw writes a frame holding the bytes as they are, so a scenario can send what
+    the application itself never would. On a pty through a second, write-only handle of the port;
+    on a socket URL (one client at a time) through the channel's own connection."""
 
     link = "pty"
     push_transport = "serial"
@@ -113,11 +127,13 @@ class SerialHost(Host):
         self.port, self.device_id = port, device_id
         self.received = {leaf: queue.Queue() for leaf in (topics.STATUS, topics.REPLY, topics.TELEMETRY,
                                                            topics.STREAM)}
-        self._raw = os.open(port, os.O_WRONLY | os.O_NOCTTY)  # writes only: it never takes the device's bytes
+        # writes only: it never takes the device's bytes
+        self._raw = None if "://" in port else os.open(port, os.O_WRONLY | os.O_NOCTTY)
         self._open()
 
     def _open(self) -> None:
-        self.channel = SerialChannel.open(self.port)
+        self._link = _RawSerialLink(self.port)
+        self.channel = SerialChannel(self._link)
         self.channel.on_packet(self._sort)
 
     def _sort(self, packet: m.Packet) -> None:
@@ -140,6 +156,9 @@ class SerialHost(Host):
 
     def write_bytes(self, data: bytes) -> None:
         """Bytes on the line as they are: garbage, broken frames."""
+        if self._raw is None:
+            self._link.write_raw(data)
+            return
         view = memoryview(data)
         while view:
             view = view[os.write(self._raw, view):]
@@ -161,5 +180,6 @@ class SerialHost(Host):
 
     def close(self) -> None:
         self.channel.close()
-        with contextlib.suppress(OSError):
-            os.close(self._raw)
+        if self._raw is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._raw)

@@ -1,6 +1,7 @@
 """Protocol scenarios (firmware/PROTOCOL.md), written once and run against every device
-implementation (conftest.py: the Python virtual device and the C core's POSIX port) on a real
-Mosquitto. Where a device lacks a capability, the scenario checks that the host does not use it."""
+implementation (conftest.py): the Python virtual device and the C core's POSIX port on a real
+Mosquitto and on a pty, and the firmware images under QEMU on their UART. Where a device lacks a
+capability, the scenario checks that the host does not use it."""
 
 from __future__ import annotations
 
@@ -11,13 +12,11 @@ import pytest
 
 from app.deploy.api import DeploymentResult
 from app.domain.errors import DeviceError
-from app.domain.profiles import get_profile
 from app.protocol import messages as m
 from app.protocol import topics
 from app.protocol.codes import MAX_FRAME, Caps, DeviceState, ErrorCode, EventCode, TelemetryFlags
 from app.protocol.framing import frame
 from app.protocol.image import ModelImage, sha256
-from tests.conformance.conftest import PROFILE
 from tests.conformance.host import Host
 
 # Scenarios that make sense on a serial line too run over MQTT and over a pty (conftest.py).
@@ -52,10 +51,9 @@ def test_hello_retained_status_and_get_info_agree(dut, host):
     status = _status(host)  # retained: there for a host that connects after the device (serial: GET_INFO)
     assert status.state == DeviceState.ONLINE and status.proto_min <= 1 <= status.proto_max
     assert status.caps & COMMON_CAPS == COMMON_CAPS
-    profile = get_profile(PROFILE)
     assert status.device_id == dut.device_id
-    assert status.location.split("/")[0] == dut.site and status.profile == PROFILE
-    assert status.slot_size == profile.slot_size and status.ram_budget == profile.arena_budget
+    assert status.location.split("/")[0] == dut.site and status.profile == dut.profile
+    assert status.slot_size == dut.slot_size and status.ram_budget == dut.ram_budget  # what it really has
     assert status.model_name == "factory" and status.model_version == 1 and status.prev_version == 0
     assert status.sample_rate == 3200 and 256 <= status.max_chunk <= 4096
     info = host.request(m.GetInfo())

@@ -10,7 +10,7 @@ import os
 from app.deploy import flash
 from app.deploy.boards import get_board
 from tests.deploy.test_flash import ST_FLASH_OK, _stand_in
-from tests.firmware.test_stm32f4_qemu import PORT_DIR, stm32f4_device, stm32f4_elf  # noqa: F401 (fixtures)
+from tests.fixtures.qemu import STM32F4_DIR
 
 # QEMU boots the image in well under a second; generous for a loaded 2-core machine.
 HELLO_WAIT_S = 30.0
@@ -18,10 +18,10 @@ HELLO_WAIT_S = 30.0
 PORT_FIRMWARE = "tinymlops-fw 0.1.0"
 
 
-def test_the_flashed_firmware_answers_with_the_boards_profile(stm32f4_device, tmp_path, monkeypatch):  # noqa: F811
+def test_the_flashed_firmware_answers_with_the_boards_profile(stm32f4_device, tmp_path, monkeypatch):
     _stand_in(tmp_path / "bin", "st-flash", ST_FLASH_OK)
     monkeypatch.setenv("PATH", str(tmp_path / "bin") + os.pathsep + os.environ["PATH"])
-    image = PORT_DIR / "build" / "f446" / "tinymlops.elf"  # the Nucleo image the Makefile builds beside QEMU's
+    image = STM32F4_DIR / "build" / "f446" / "tinymlops.elf"  # the Nucleo image the Makefile builds beside QEMU's
     result = flash.flash("nucleo-f446re", image, tool="st-flash", port=stm32f4_device.url,
                          hello_timeout=HELLO_WAIT_S)
     assert result.plan.argv[-2:] == (str(image.with_suffix(".bin")), "0x08000000")

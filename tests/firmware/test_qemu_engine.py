@@ -12,7 +12,8 @@ import subprocess
 import threading
 from pathlib import Path
 
-from tests.firmware.conftest import DATA, ICOUNT_SHIFT, PORT_DIR, _build
+from tests.firmware.conftest import DATA, PORT_DIR
+from tests.fixtures.qemu import ICOUNT_SHIFT, build
 
 ENGINE_ELF = PORT_DIR / "build" / "bench_engine.elf"
 # The image runs ~20 M emulated instructions (24 MLPerf AD inferences dominate): about a second on
@@ -53,7 +54,7 @@ def _engine_models() -> dict[str, int]:
 
 
 def test_dsp_kernel_is_bit_exact_with_tflm_on_every_model():
-    _build("bench-engine")
+    build("bench-engine")
     results = run_engine_image(ENGINE_ELF)
     expected = _engine_models()
     assert set(results) == set(expected)

@@ -21,8 +21,9 @@ from app.protocol import messages as m
 from app.protocol.codes import Caps, ErrorCode, EventCode
 from app.protocol.image import sha256
 from app.trust import signing
-from tests.firmware.conftest import DATA, PORT_DIR, ROOT, _boot, _build
+from tests.firmware.conftest import DATA, PORT_DIR
 from tests.firmware.helpers import Device
+from tests.fixtures.qemu import ROOT, boot, build
 from tests.vectors import trust_admin
 
 # A serial deployment of a 12 KB image to the emulator takes about a second; allow for a loaded CI.
@@ -39,13 +40,13 @@ def operator(tmp_path_factory) -> Path:
     pem = data / "operator.pem"
     subprocess.run([sys.executable, "-m", "app", "keys", "export-public", str(pem)], check=True, cwd=ROOT, env=env,
                    capture_output=True, timeout=CLI_TIMEOUT_S)
-    _build(f"TRUST_KEYS={pem}")
+    build(f"TRUST_KEYS={pem}")
     return data
 
 
 @pytest.fixture
 def provisioned(operator):
-    yield from _boot(PORT_DIR / "build" / "trusted-operator" / "tinymlops.elf")
+    yield from boot(PORT_DIR / "build" / "trusted-operator" / "tinymlops.elf")
 
 
 def _cli(data: Path, *args: str) -> subprocess.CompletedProcess:

@@ -16,34 +16,25 @@ from app.domain.errors import DeviceError
 from app.protocol import messages as m
 from app.protocol.codes import ErrorCode, EventCode, LatencyFlags, MsgType
 from app.protocol.image import sha256
-from tests.firmware.conftest import DATA, ROOT, QemuDevice, _boot, _build
+from tests.firmware.conftest import DATA, ROOT
 from tests.firmware.helpers import Device
 from tests.firmware.test_qemu_deploy import FACTORY, SCORE_CHANGE, _assert_scores_match_tflm, _cli
 from tests.firmware.test_qemu_device import _send_chunks
+from tests.fixtures.qemu import (
+    STM32F4_DIR,
+    STM32F4_QEMU_ARENA_SIZE,
+    STM32F4_QEMU_SLOT_SIZE,
+    QemuDevice,
+    boot_stm32f4,
+    build,
+)
 
-PORT_DIR = ROOT / "firmware" / "ports" / "stm32f4"
-ELF = PORT_DIR / "build" / "qemu" / "tinymlops.elf"
-# USART1 is QEMU's first -serial, USART2 (the Nucleo's ST-LINK virtual COM port) the second.
-USART2_SERIAL_INDEX = 1
-# The port's QEMU budgets (firmware/ports/stm32f4/layout.h): 28 KB slots, 20 KB arenas.
-QEMU_SLOT_SIZE = 28 * 1024
-ARENA_SIZE = 20 * 1024
+PORT_DIR = STM32F4_DIR
 # The signature vectors' trusted key (tests/vectors/signatures.json) signed fw_test_v2.tmlm.sig.
 SIGNATURES = ROOT / "tests" / "vectors" / "signatures.json"
 # An Ed25519 SubjectPublicKeyInfo is this DER prefix and the 32-byte key (RFC 8410).
 ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
 CHUNK = 4096
-
-
-@pytest.fixture(scope="session")
-def stm32f4_elf() -> Path:
-    _build(port_dir=PORT_DIR)
-    return ELF
-
-
-@pytest.fixture
-def stm32f4_device(stm32f4_elf: Path) -> Iterator[QemuDevice]:
-    yield from _boot(stm32f4_elf, machine="netduinoplus2", serial_index=USART2_SERIAL_INDEX)
 
 
 @pytest.fixture(scope="session")
@@ -53,13 +44,13 @@ def trusted_elf(tmp_path_factory) -> Path:
     pem = tmp_path_factory.mktemp("keys") / "vectors.pem"
     body = base64.encodebytes(ED25519_SPKI_PREFIX + public).decode()
     pem.write_text(f"-----BEGIN PUBLIC KEY-----\n{body}-----END PUBLIC KEY-----\n")
-    _build(f"TRUST_KEYS={pem}", port_dir=PORT_DIR)
+    build(f"TRUST_KEYS={pem}", port_dir=PORT_DIR)
     return PORT_DIR / "build" / "qemu-trusted-vectors" / "tinymlops.elf"
 
 
 @pytest.fixture
 def trusted_device(trusted_elf: Path) -> Iterator[QemuDevice]:
-    yield from _boot(trusted_elf, machine="netduinoplus2", serial_index=USART2_SERIAL_INDEX)
+    yield from boot_stm32f4(trusted_elf)
 
 
 def _push_signed(dev: Device, image: bytes, transfer_id: int, block: bytes | None) -> m.Message:
@@ -77,7 +68,7 @@ def test_boots_and_answers_on_usart2(stm32f4_device):
     with Device(stm32f4_device.url) as dev:
         hello = dev.request(m.GetInfo()).msg
         assert (hello.device_id, hello.profile) == ("stm32f4-qemu", "stm32f446")
-        assert (hello.slot_size, hello.ram_budget) == (QEMU_SLOT_SIZE, ARENA_SIZE)
+        assert (hello.slot_size, hello.ram_budget) == (STM32F4_QEMU_SLOT_SIZE, STM32F4_QEMU_ARENA_SIZE)
         assert hello.model_name == "factory" and hello.model_version >= 1
         _assert_scores_match_tflm(dev, FACTORY.read_bytes(), hello.model_version)
         lat = dev.request(m.Benchmark(10)).msg
