@@ -19,7 +19,8 @@ from app.protocol.framing import frame
 from app.protocol.image import ModelImage, sha256
 from tests.conformance.host import Host
 
-# Scenarios that make sense on a serial line too run over MQTT and over a pty (conftest.py).
+# Scenarios that make sense on a serial line too run over MQTT and over a serial line: the ptys of
+# the virtual device and the POSIX port, the QEMU images' UARTs (conftest.py).
 SERIAL_TOO = pytest.mark.links("mqtt", "pty")
 # Capabilities every implementation has (PROTOCOL.md 4.1); PULL_XFER, FAULT_SIM and the trust ones vary.
 COMMON_CAPS = Caps.STREAM | Caps.PUSH_XFER | Caps.TRIAL | Caps.BENCHMARK
