@@ -17,6 +17,7 @@ import numpy as np
 
 from app.domain.errors import Cancelled
 from app.ml import conversion, metrics, tflm, training, validation
+from app.ml import threshold as thresholds
 from app.ml.features import DEFAULT_SPEC, FeatureSpec
 from app.protocol.image import ModelImage
 
@@ -77,7 +78,7 @@ def train_model(normal: np.ndarray, *, name: str, fault: np.ndarray | None = Non
     model = finish(name=name, conv=conv, mean=fitted.mean, std=fitted.std, calib=split.calib,
                    evaluation=split.evaluation, fault=fault, float_model=fitted.model,
                    percentile=config.threshold_percentile, margin=config.threshold_margin, card=card,
-                   spec=spec, progress=progress, cancel=cancel)
+                   spec=spec, progress=progress, cancel=cancel, rate=config.threshold_rate)
     model.card["pipeline_seconds"] = time.perf_counter() - started
     return model
 
@@ -85,9 +86,11 @@ def train_model(normal: np.ndarray, *, name: str, fault: np.ndarray | None = Non
 def finish(*, name: str, conv: conversion.Conversion, mean: np.ndarray, std: np.ndarray, calib: np.ndarray,
            evaluation: np.ndarray, fault: np.ndarray | None, float_model, percentile: float, margin: float,
            card: dict, spec: FeatureSpec = DEFAULT_SPEC, progress: ProgressFn | None = None,
-           cancel: threading.Event | None = None) -> TrainedModel:
+           cancel: threading.Event | None = None,
+           rate: float = thresholds.DESIGN_FALSE_ALARM_RATE) -> TrainedModel:
     """From a converted model and its normalisation: arena, device scores of the held-out
-    `calib` windows -> threshold; device scores of the held-out `evaluation` windows (disjoint
+    `calib` windows -> threshold (app.ml.threshold: percentile x margin, or the log-normal tail
+    bound for a per-window false-alarm `rate` when higher); device scores of the held-out `evaluation` windows (disjoint
     from `calib`) and of `fault` -> the card's false-alarm rate, detection and int8-vs-float
     metrics; self-tested image, fit table."""
     if progress:
@@ -97,8 +100,8 @@ def finish(*, name: str, conv: conversion.Conversion, mean: np.ndarray, std: np.
     arena = tflm.min_arena_size(conv.int8)  # also proves (in a child) that TFLM loads it
     probe = ModelImage(name, 0, 0.0, mean, std, conv.int8)
     calib_int8 = int8_scores(probe, arena, calib)
-    p_value = float(np.percentile(calib_int8, percentile))
-    threshold = p_value * margin
+    calibrated = thresholds.calibrate(calib_int8, percentile=percentile, margin=margin, rate=rate)
+    threshold = calibrated.value
     selftest = np.asarray(calib, np.float32)[int(np.argsort(calib_int8)[len(calib_int8) // 2])]
     image = tflm.build_image(name, 0, conv.int8, mean, std, threshold, selftest, arena=arena)
     _check(cancel, "validation")
@@ -141,8 +144,8 @@ def finish(*, name: str, conv: conversion.Conversion, mean: np.ndarray, std: np.
         **card,
         "name": name,
         "feature_spec": spec.to_dict(),
-        "threshold": {"value": threshold, "percentile": percentile, "percentile_score": p_value,
-                      "margin": margin, "computed_with": "int8 model in TFLM (device score)",
+        "threshold": {**calibrated.to_dict(), "percentile": percentile, "margin": margin,
+                      "design_false_alarm_rate": rate, "computed_with": "int8 model in TFLM (device score)",
                       "n_windows": len(calib_int8)},
         "metrics": detection,
         "conversion": {"seconds": conv.seconds, "sizes": conv.sizes(), "int8_vs_float": agreement},

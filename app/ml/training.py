@@ -12,6 +12,7 @@ import numpy as np
 
 from app.domain.errors import Cancelled, DataError, ModelError
 from app.ml.tfimport import keras
+from app.ml.threshold import DESIGN_FALSE_ALARM_RATE
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ class TrainConfig:
     threshold_percentile: float = 99.5
     # The calibration set is a few dozen windows; a margin keeps the live false-alarm rate low.
     threshold_margin: float = 1.5
+    # Per-window false-alarm rate the log-normal tail bound is designed for (app.ml.threshold); the
+    # threshold is the larger of that bound and percentile x margin. 0 keeps the empirical rule alone.
+    threshold_rate: float = DESIGN_FALSE_ALARM_RATE
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -61,6 +65,8 @@ class TrainConfig:
             problems.append("epochs and batch size must be at least 1")
         if not 0 < self.threshold_percentile <= 100 or not self.threshold_margin > 0:
             problems.append("threshold percentile must be in (0, 100] and margin positive")
+        if not 0 <= self.threshold_rate < 0.5:
+            problems.append("threshold design rate must be in [0, 0.5)")
         if not (0 < self.val_fraction < 0.5 and 0 < self.calib_fraction < 0.5 and 0 < self.eval_fraction < 0.5):
             problems.append("validation, calibration and evaluation fractions must be in (0, 0.5)")
         elif self.val_fraction + self.calib_fraction + self.eval_fraction >= 0.8:

@@ -41,11 +41,13 @@ def test_model_card_records_detection_metrics(trained):
 
 
 def test_threshold_is_calibrated_on_device_scores(trained):
-    """The stored threshold is percentile x margin of held-out scores computed by TFLM, and the
-    image proves itself with the same interpreter a device uses."""
+    """The stored threshold is the larger of percentile x margin and the log-normal tail bound of
+    held-out scores computed by TFLM, and the image proves itself with the interpreter a device uses."""
     thr = trained.card["threshold"]
     assert trained.image.threshold == pytest.approx(thr["value"], rel=1e-6)
-    assert thr["value"] == pytest.approx(thr["percentile_score"] * thr["margin"], rel=1e-6)
+    assert thr["empirical"] == pytest.approx(thr["percentile_score"] * thr["margin"], rel=1e-6)
+    assert thr["value"] == pytest.approx(max(thr["empirical"], thr["tail_bound"] or 0.0), rel=1e-6)
+    assert thr["rule"] in ("tail bound", "percentile x margin")
     scorer = tflm.Scorer(trained.image, trained.card["arena"])
     passed, score = scorer.self_test()
     assert passed and score == pytest.approx(trained.image.selftest_score)
