@@ -279,6 +279,20 @@ static void test_device_link(int message_link)
     size_t n2 = snapshot(again, sizeof(again));
     CHECK(n_out == 2 && n1 == n2 && memcmp(first, again, n1) == 0);
 
+    /* a query changes nothing: answered anew, with the state as it is now. The MQTT port asks the
+     * core for its HELLO with one fixed GET_INFO (seq 0) after every command to refresh the
+     * retained status: a cached answer would hold the status back for the whole window. */
+    static const uint8_t probe[TM_HEADER_SIZE] = {TM_PROTOCOL_VERSION, TM_GET_INFO, 0, 0, 0, 0};
+    n_out = 0;
+    tm_device_message(&dev, probe, sizeof(probe)); /* the port's path; a serial device answers it alike */
+    CHECK(n_out == 1 && reply(0)->type == TM_HELLO && reply(0)->u.hello.fault_mask == 1);
+    sf.seq = 0x7004;
+    sf.u.set_fault.mask = 2;
+    send_cmd(&sf);
+    n_out = 0;
+    tm_device_message(&dev, probe, sizeof(probe));
+    CHECK(n_out == 1 && reply(0)->type == TM_HELLO && reply(0)->u.hello.fault_mask == 2);
+
     /* a chunk is never answered from the cache (idempotent anyway): resent, it is stored again */
     begin_transfer(60, 3);
     static uint8_t data[1024];
