@@ -6,6 +6,8 @@
 /* Bytes of a marker record: u16 length 0, type u8, seq u16. */
 #define MARKER_SIZE 5u
 
+int tm_dup_covers(uint8_t type) { return type != TM_XFER_CHUNK && type != TM_GET_INFO && type != TM_XFER_QUERY; }
+
 const tm_dup_entry_t *tm_dup_find(const tm_dup_t *c, const uint8_t *cmd, size_t len, uint32_t now_ms,
                                   uint8_t digest[TM_DUP_DIGEST_LEN])
 {

@@ -1,4 +1,4 @@
-/* The duplicate-command cache (PROTOCOL.md 5.2, "Duplicates"): a host that lost a reply sends the
+/* The duplicate-command cache (PROTOCOL.md 2.3): a host that lost a reply sends the
  * command again with the same seq, and the device must answer it without acting twice (a second
  * ROLLBACK would swap the models back). tm_device keeps the replies of the last few commands and
  * answers a command with the same bytes within TM_DUP_WINDOW_MS from them, on every link (serial
@@ -52,6 +52,11 @@ typedef struct {
     uint16_t seq;
 } tm_dup_reply_t;
 
+/* Whether duplicates of a command of this type are answered from the cache. Not XFER_CHUNK:
+ * idempotent (placed by index) and too big to keep. Not the queries (GET_INFO, XFER_QUERY): they
+ * change nothing, so the current state is the right answer, and a port's own status probe (the
+ * MQTT port's fixed GET_INFO, seq 0) must never get a HELLO from the past. */
+int tm_dup_covers(uint8_t type);
 /* The entry holding `cmd`'s replies when it is a duplicate (same length and digest, first handled
  * less than TM_DUP_WINDOW_MS before `now_ms`), else NULL; `digest` gets the command's digest. */
 const tm_dup_entry_t *tm_dup_find(const tm_dup_t *c, const uint8_t *cmd, size_t len, uint32_t now_ms,

@@ -356,16 +356,7 @@ static int valid_pull_source(const tm_device_t *d, const tm_str_t *source)
     return 1;
 }
 
-/* Commands a duplicate of which is answered from the cache. Not chunks: idempotent (placed by
- * index) and too big to keep. Not the queries (GET_INFO, XFER_QUERY): they change nothing, so the
- * current state is the right answer, and a port's own status probe (a fixed GET_INFO) must never
- * get a HELLO from the past. */
-static int cached_type(uint8_t type)
-{
-    return type != TM_XFER_CHUNK && type != TM_GET_INFO && type != TM_XFER_QUERY;
-}
-
-/* PROTOCOL.md 5.2: a command seen within the window is answered with its first replies, not acted on
+/* PROTOCOL.md 2.3: a command seen within the window is answered with its first replies, not acted on
  * again; a state report that was too large to keep goes out as it is now, with the command's seq. */
 static void answer_duplicate(tm_device_t *d, const tm_dup_entry_t *e)
 {
@@ -386,7 +377,7 @@ static void handle(tm_device_t *d, const uint8_t *buf, size_t len)
     uint8_t type = len >= 2 ? buf[1] : 0;
     if (rc) { send_error(d, seq, type, rc); return; }
     uint32_t now_ms = d->hal.now_ms(d->hal.ctx);
-    if (cached_type(m.type)) {
+    if (tm_dup_covers(m.type)) {
         uint8_t digest[TM_DUP_DIGEST_LEN];
         const tm_dup_entry_t *dup = tm_dup_find(&d->dup, buf, len, now_ms, digest);
         if (dup) { answer_duplicate(d, dup); return; }

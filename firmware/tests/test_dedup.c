@@ -1,4 +1,4 @@
-/* The duplicate-command cache (tm_dedup.h, PROTOCOL.md 5.2): the cache on its own (window expiry,
+/* The duplicate-command cache (tm_dedup.h, PROTOCOL.md 2.3): the cache on its own (window expiry,
  * a different command with the same seq, eviction of the oldest, replies too large to keep), then
  * the device over both of its links (serial frames, bare messages): a resent XFER_ABORT is answered
  * with the first ACK instead of being acted on again (which would answer NO_TRANSFER). */
@@ -140,6 +140,16 @@ static void test_replies_too_large(void)
     tm_dup_record(&c, big, nb);
     tm_dup_end(&c);
     CHECK(tm_dup_find(&c, cmd, n, 3, d2) == NULL);
+}
+
+static void test_covers(void)
+{
+    /* the commands that act (and BENCHMARK: its LATENCY is the answer) are kept; chunks and queries not */
+    static const uint8_t kept[] = {TM_STREAM_START, TM_STREAM_STOP, TM_XFER_BEGIN, TM_XFER_COMMIT, TM_XFER_ABORT,
+                                   TM_CONFIRM, TM_ROLLBACK, TM_BENCHMARK, TM_REBOOT, TM_SET_FAULT, TM_ACTIVATE,
+                                   TM_XFER_SIGN, TM_TRUST_ADD, TM_REVOKE};
+    for (size_t i = 0; i < sizeof(kept); i++) CHECK(tm_dup_covers(kept[i]));
+    CHECK(!tm_dup_covers(TM_XFER_CHUNK) && !tm_dup_covers(TM_GET_INFO) && !tm_dup_covers(TM_XFER_QUERY));
 }
 
 /* ------------------------------------------------------------------ the device, both links */
@@ -316,6 +326,7 @@ int main(void)
     test_same_seq_other_bytes();
     test_eviction();
     test_replies_too_large();
+    test_covers();
     factory_len = read_file(TM_DATA_DIR "/../../../resources/models/factory.tmlm", factory, sizeof(factory));
     CHECK(factory_len > 0);
     if (factory_len <= 0) return TEST_DONE();
