@@ -6,16 +6,23 @@ static const char *const kErrorText[] = TM_ERROR_TEXTS;
 /* One text per error code: a code added to tm_config.h without its text fails the build here. */
 typedef char tm_error_text_covers_every_code[sizeof(kErrorText) / sizeof(kErrorText[0]) == TM_E_COUNT ? 1 : -1];
 
+/* One encoded message out: bare to a message transport, framed to a serial one. */
+static void emit(tm_device_t *d, const uint8_t *msg, size_t n)
+{
+    if (d->hal.send_message) {
+        d->hal.send_message(d->hal.ctx, msg[1], msg, n);
+        return;
+    }
+    size_t f = tm_frame_encode(msg, n, d->frame, sizeof(d->frame));
+    if (f) d->hal.write(d->hal.ctx, d->frame, f);
+}
+
 static void send(tm_device_t *d, tm_msg_t *m)
 {
     size_t n = tm_encode(m, d->tx, sizeof(d->tx));
     if (!n) return;
-    if (d->hal.send_message) {
-        d->hal.send_message(d->hal.ctx, m->type, d->tx, n);
-        return;
-    }
-    size_t f = tm_frame_encode(d->tx, n, d->frame, sizeof(d->frame));
-    if (f) d->hal.write(d->hal.ctx, d->frame, f);
+    tm_dup_record(&d->dup, d->tx, n); /* a reply to the command being handled, kept for a duplicate */
+    emit(d, d->tx, n);
 }
 
 static uint16_t next_seq(tm_device_t *d) { return d->seq++; }
@@ -349,6 +356,19 @@ static int valid_pull_source(const tm_device_t *d, const tm_str_t *source)
     return 1;
 }
 
+/* PROTOCOL.md 2.3: a command seen within the window is answered with its first replies, not acted on
+ * again; a state report that was too large to keep goes out as it is now, with the command's seq. */
+static void answer_duplicate(tm_device_t *d, const tm_dup_entry_t *e)
+{
+    tm_dup_reply_t r;
+    size_t off = 0;
+    while (tm_dup_next_reply(e, &off, &r)) {
+        if (r.msg) emit(d, r.msg, r.len);
+        else if (r.type == TM_HELLO) send_hello(d, r.seq);
+        else if (r.type == TM_XFER_STATUS) send_status(d, r.seq);
+    }
+}
+
 static void handle(tm_device_t *d, const uint8_t *buf, size_t len)
 {
     tm_msg_t m;
@@ -357,6 +377,12 @@ static void handle(tm_device_t *d, const uint8_t *buf, size_t len)
     uint8_t type = len >= 2 ? buf[1] : 0;
     if (rc) { send_error(d, seq, type, rc); return; }
     uint32_t now_ms = d->hal.now_ms(d->hal.ctx);
+    if (tm_dup_covers(m.type)) {
+        uint8_t digest[TM_DUP_DIGEST_LEN];
+        const tm_dup_entry_t *dup = tm_dup_find(&d->dup, buf, len, now_ms, digest);
+        if (dup) { answer_duplicate(d, dup); return; }
+        tm_dup_begin(&d->dup, digest, len, now_ms);
+    }
     switch (m.type) {
     case TM_GET_INFO: send_hello(d, seq); break;
     case TM_STREAM_START: {
@@ -442,6 +468,7 @@ static void handle(tm_device_t *d, const uint8_t *buf, size_t len)
     case TM_REVOKE: handle_revoke(d, seq, &m.u.revoke); break;
     default: send_error(d, seq, m.type, TM_E_UNKNOWN_TYPE); break; /* a device-to-host type */
     }
+    tm_dup_end(&d->dup);
 }
 
 void tm_device_message(tm_device_t *d, const uint8_t *msg, size_t len) { handle(d, msg, len); }

@@ -1,10 +1,12 @@
 /* Device logic of protocol v1 (PROTOCOL.md 3-6) over a serial link, transport-free: bytes in via
  * tm_device_rx, frames out via the HAL's write. Owns the model store, the inference engine, the
- * feature pipeline, telemetry, streaming with a lease, trial timeout and latency reports. */
+ * feature pipeline, telemetry, streaming with a lease, trial timeout, latency reports and the
+ * duplicate-command cache (tm_dedup.h: every link answers a resent command without acting twice). */
 #ifndef TM_DEVICE_H
 #define TM_DEVICE_H
 #include <stddef.h>
 #include <stdint.h>
+#include "tm_dedup.h"
 #include "tm_features.h"
 #include "tm_frame.h"
 #include "tm_image.h"
@@ -66,6 +68,7 @@ typedef struct {
     void *pull_ctx;
     int pulling;                               /* the transfer in progress takes chunks from the broker */
     uint32_t pull_status_ms;                   /* when the last unsolicited XFER_STATUS went out */
+    tm_dup_t dup;                              /* replies of recent commands, for duplicates (RAM: lost at reboot) */
 } tm_device_t;
 
 /* Mount the store (installing the factory image on an empty one), load the active model and

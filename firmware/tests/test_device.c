@@ -96,12 +96,21 @@ static int expect_error(uint16_t code)
     return 1;
 }
 
+/* A seq no earlier command used: a host's seq is unique per command, and the same bytes again
+ * within TM_DUP_WINDOW_MS would be a duplicate, answered with the first reply (tm_dedup.h). */
+static uint16_t fresh_seq(void)
+{
+    static uint16_t next = 0x4000;
+    return next++;
+}
+
 static uint32_t active_version(void)
 {
-    tm_msg_t m = {TM_GET_INFO, 77, {{0}}};
+    uint16_t seq = fresh_seq();
+    tm_msg_t m = {TM_GET_INFO, seq, {{0}}};
     cmd(&m);
     tm_msg_t *h = find(TM_HELLO);
-    CHECK(h && h->seq == 77);
+    CHECK(h && h->seq == seq);
     return h ? h->u.hello.model_version : 0xFFFFFFFFu;
 }
 
@@ -498,7 +507,7 @@ static void hal_pull(void *ctx, const uint8_t *source, size_t len)
 
 static void pull_begin(uint32_t id, uint32_t len, const uint8_t sha[32], const char *source)
 {
-    tm_msg_t b = {TM_XFER_BEGIN, 60, {{0}}};
+    tm_msg_t b = {TM_XFER_BEGIN, fresh_seq(), {{0}}};
     b.u.xfer_begin.transfer_id = id;
     b.u.xfer_begin.image_size = len;
     b.u.xfer_begin.chunk_size = 1024;

@@ -134,9 +134,10 @@ def test_rollback_returns_to_the_previous_model(dut, host, model_image_v3):
     _status(host, lambda h: h.model_version == 1)
 
 
+@SERIAL_TOO
 def test_duplicate_command_is_answered_without_acting_twice(dut, host, model_image_v3):
     """A host resends a command whose reply it lost with the same seq (PROTOCOL.md 5.2): a second
-    ROLLBACK acted on would swap the models back."""
+    ROLLBACK acted on would swap the models back. Every link: the C core keeps the cache, not a port."""
     assert _deploy(host, model_image_v3).outcome == "ok"
     rollback = m.encode(m.Rollback(), 0x7001)
     host.publish_raw(rollback)
