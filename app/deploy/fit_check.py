@@ -28,6 +28,7 @@ import numpy as np
 from app.domain.errors import DataError, LinkError, ModelError
 from app.ml import features as feat
 from app.ml.intervals import Rate
+from app.ml.threshold import lognormal_exceedance
 from app.protocol.image import ModelImage
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,11 @@ FALSE_ALARM_LIMIT = 0.01
 # A machine "fits" only when its 99th-percentile score stays under this fraction of the threshold:
 # closer, a little drift in speed or load (or a warmer day) pushes it over.
 HEADROOM = 0.8
+# A device scores one telemetry window a second (PROTOCOL.md 4.2): windows in a machine-day.
+WINDOWS_PER_DAY = 86_400
+# The product's promise: at most this many false alarms a machine-day. A machine whose scores' fitted
+# tail predicts more is not called "fits" even when none of its sampled windows alarms.
+MAX_FALSE_ALARMS_PER_DAY = 1.0
 # Interpreter arena for scoring: the image's own arena is unknown here and the score does not depend
 # on it; TFLM refuses (it does not crash on) an arena too big.
 SCORING_ARENA = 1024 * 1024
@@ -79,13 +85,16 @@ class DeviceFit:
     windows: int = 0
     false_alarms: Rate = field(default_factory=lambda: Rate(0, 0))
     quantiles: dict[str, float] = field(default_factory=dict)  # p50, p90, p99, max of the scores
+    # false alarms a machine-day from a log-normal fit of the scores (None: too few to fit)
+    predicted_per_day: float | None = None
     verdict: str = UNCHECKED
     reason: str = ""
 
     def to_dict(self) -> dict:
         return {"device": self.device_id, "source": self.source, "windows": self.windows,
                 "threshold": self.threshold, "false_alarms": self.false_alarms.to_dict(),
-                "score_quantiles": self.quantiles, "verdict": self.verdict, "reason": self.reason}
+                "score_quantiles": self.quantiles, "predicted_false_alarms_per_day": self.predicted_per_day,
+                "verdict": self.verdict, "reason": self.reason}
 
     def line(self) -> str:
         """One line for a terminal: device, verdict, reason."""
@@ -119,6 +128,9 @@ def judge(device_id: str, source: str, threshold: float, scores: np.ndarray) -> 
     fit.false_alarms = Rate(alarms, n)
     q = {name: float(np.quantile(scores, p)) for name, p in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}
     fit.quantiles = {**q, "max": float(scores.max())}
+    exceedance = lognormal_exceedance(scores, threshold)
+    fit.predicted_per_day = None if exceedance is None else exceedance * WINDOWS_PER_DAY
+    per_day = fit.predicted_per_day
     low, high = fit.false_alarms.interval
     where = f"{n} windows of its {'recent telemetry' if source == 'history' else 'captured stream'}"
     rate = fit.false_alarms.describe()
@@ -132,10 +144,18 @@ def judge(device_id: str, source: str, threshold: float, scores: np.ndarray) -> 
         fit.verdict = MARGINAL
         fit.reason = (f"only {where} (at least {MIN_FIT_WINDOWS} are needed to judge): false alarms {rate}, "
                       f"99th percentile score {q['p99']:.3g} vs threshold {threshold:.3g}")
+    elif alarms == 0 and q["p99"] <= HEADROOM * threshold and per_day is not None \
+            and per_day > MAX_FALSE_ALARMS_PER_DAY:
+        fit.verdict = MARGINAL
+        fit.reason = (f"none of {where} alarms, but the spread of their scores (99th percentile {q['p99']:.3g}, "
+                      f"threshold {threshold:.3g}) predicts about {per_day:.3g} false alarms a machine-day, "
+                      f"over the {MAX_FALSE_ALARMS_PER_DAY:g} a day this tool aims for")
     elif alarms == 0 and q["p99"] <= HEADROOM * threshold:
         fit.verdict = FITS
         fit.reason = (f"none of {where} alarms: 99th percentile score {q['p99']:.3g} is "
                       f"{q['p99'] / threshold:.0%} of the threshold {threshold:.3g}; false alarms {rate}")
+        if per_day is not None:
+            fit.reason += f"; their fitted tail predicts {per_day:.2g} false alarms a machine-day"
     else:
         fit.verdict = MARGINAL
         why = (f"{alarms} of {where} already alarm" if alarms else

@@ -86,3 +86,18 @@ def calibrate(scores: np.ndarray, *, percentile: float, margin: float,
     if tail is not None and tail > empirical:
         return Threshold(tail, p_value, empirical, tail, "tail bound")
     return Threshold(empirical, p_value, empirical, tail, "percentile x margin")
+
+
+def lognormal_exceedance(scores: np.ndarray, threshold: float) -> float | None:
+    """Fraction of normal windows predicted above `threshold` from a log-normal fit of `scores` (a
+    point estimate: where the sample holds no alarm, the fitted tail still says how close it runs);
+    None with too few positive scores."""
+    positive = np.asarray(scores, np.float64)
+    positive = positive[positive > MIN_POSITIVE_SCORE]
+    if len(positive) < MIN_TAIL_WINDOWS or threshold <= 0:
+        return None
+    logs = np.log(positive)
+    spread = float(logs.std(ddof=1))
+    if spread <= 0:
+        return 0.0 if float(positive[0]) <= threshold else 1.0
+    return 1.0 - NormalDist(float(logs.mean()), spread).cdf(math.log(threshold))

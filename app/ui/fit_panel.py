@@ -26,7 +26,8 @@ from app.ui import workers
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("Device", "Verdict", "Windows", "False alarms (95 % CI)", "Median / p99 score", "Threshold", "Reason")
+COLUMNS = ("Device", "Verdict", "Windows", "False alarms (95 % CI)", "Predicted / machine-day",
+           "Median / p99 score", "Threshold", "Reason")
 VERDICT_COLOURS = {fit_check.FITS: Qt.GlobalColor.darkGreen, fit_check.MARGINAL: Qt.GlobalColor.darkYellow,
                    fit_check.WILL_FALSE_ALARM: Qt.GlobalColor.red, fit_check.UNCHECKED: Qt.GlobalColor.gray}
 
@@ -97,6 +98,7 @@ class FitPanel(QWidget):
             q = r.quantiles
             cells = (r.device_id, r.verdict, f"{r.windows} ({r.source})",
                      r.false_alarms.describe() if r.windows else "-",
+                     "-" if r.predicted_per_day is None else f"{r.predicted_per_day:.2g}",
                      f"{q['p50']:.3g} / {q['p99']:.3g}" if q else "-", f"{r.threshold:.3g}", r.reason)
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)

@@ -40,7 +40,22 @@ def test_judge_verdicts_and_reasons():
     none = judge("f", "none", threshold, np.zeros(0))
     assert none.verdict == UNCHECKED and none.windows == 0
     assert set(fits.to_dict()) == {"device", "source", "windows", "threshold", "false_alarms",
-                                   "score_quantiles", "verdict", "reason"}
+                                   "score_quantiles", "predicted_false_alarms_per_day", "verdict", "reason"}
+
+
+def test_a_wide_score_spread_is_marginal_though_no_sampled_window_alarms():
+    """200 windows whose 99th percentile sits at ~70 % of the threshold and none alarms, but whose
+    log-normal tail predicts tens of false alarms a machine-day: not "fits". A tight spread at the
+    same median fits, and its reason gives the predicted rate."""
+    rng = np.random.default_rng(5)
+    threshold = 2.0
+    wide = judge("w", "history", threshold, np.exp(rng.normal(-0.4, 0.3, 200)))
+    assert wide.false_alarms.count == 0 and wide.quantiles["p99"] < 0.8 * threshold
+    assert wide.verdict == MARGINAL and wide.predicted_per_day > 1
+    assert "false alarms a machine-day" in wide.reason
+    tight = judge("t", "history", threshold, np.exp(rng.normal(-0.4, 0.1, 200)))
+    assert tight.verdict == FITS and tight.predicted_per_day < 1e-3
+    assert "fitted tail predicts" in tight.reason
 
 
 def test_wrong_feature_width_is_a_clear_error(trained):

@@ -8,6 +8,7 @@ import dataclasses
 
 from app.deploy import fit_check
 from app.protocol.image import ModelImage
+from app.ui.fit_panel import COLUMNS
 from tests.ui.conftest import JOB_TIMEOUT_S, wait_for
 
 TARGET = "sim-002"
@@ -34,7 +35,7 @@ def test_wizard_shows_the_fit_check_and_refuses_a_misfit(window, qtbot, tmp_path
     assert report.device_id == TARGET and report.verdict == fit_check.WILL_FALSE_ALARM
     assert report.windows >= fit_check.MIN_FIT_WINDOWS
     assert panel.table.item(0, 1).text() == "will false-alarm"
-    assert "score above the threshold" in panel.table.item(0, 6).text()
+    assert "score above the threshold" in panel.table.item(0, len(COLUMNS) - 1).text()
     assert TARGET in panel.status.text() and "deploy anyway" in panel.status.text()
 
     # ticked, the gate lets it through; unticked, the deployment refuses it and sends nothing
