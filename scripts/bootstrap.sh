@@ -7,12 +7,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${TINYMLOPS_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
 
-# mosquitto: the real broker the tests run against; libpaho-mqtt-dev: the POSIX C device's MQTT client; arm toolchain + qemu: the firmware target;
+# mosquitto: the real broker the tests run against; libmosquitto-dev: the POSIX C device's MQTT client; arm toolchain + qemu: the firmware target;
 # cmake + cmocka: the firmware's host tests; clang + libclang-rt-14-dev: its libFuzzer targets;
 # the X/EGL libraries: Qt's offscreen and xcb platforms.
 # desktop-file-utils, appstream: validate the desktop entry and metainfo; binutils: the bundle build.
 # openocd, stlink-tools: `tinymlops firmware flash` on STM32 boards (and its tests, with no probe attached).
-DEBS=(mosquitto rabbitmq-server libpaho-mqtt-dev libssl-dev gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm cmake libcmocka-dev
+DEBS=(mosquitto rabbitmq-server libmosquitto-dev libssl-dev gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm cmake libcmocka-dev
       clang libclang-rt-14-dev
       libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libglib2.0-0
       libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 libxcb-randr0

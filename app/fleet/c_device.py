@@ -88,7 +88,7 @@ def device_binary() -> Path:
     if not path.is_file() or not os.access(path, os.X_OK):
         raise LinkError(f"C device binary {path} is missing: build it with `cmake -S firmware -B firmware/build-host "
                         f"&& cmake --build firmware/build-host --target tinymlops-device` (needs the Debian "
-                        f"package libpaho-mqtt-dev), or point ${BINARY_ENV} at one")
+                        f"package libmosquitto-dev), or point ${BINARY_ENV} at one")
     return path
 
 

@@ -403,6 +403,9 @@ static void handle(tm_device_t *d, const uint8_t *buf, size_t len)
                             b->model_version, now_ms, &resumed);
         if (rc) { send_error(d, seq, m.type, rc); break; }
         if (!resumed) d->xfer_begin_us = d->hal.now_us(d->hal.ctx);
+        /* journaled, so that a reboot resumes the pull by itself (tm_device_set_pull) */
+        rc = tm_store_set_source(&d->store, pull ? b->source.p : NULL, pull ? b->source.len : 0u);
+        if (rc) { send_error(d, seq, m.type, rc); break; }
         d->pulling = pull;
         d->pull_status_ms = now_ms;
         send_status(d, seq);
@@ -477,6 +480,14 @@ void tm_device_set_pull(tm_device_t *d, void (*pull_begin)(void *ctx, const uint
 {
     d->pull_begin = pull_begin;
     d->pull_ctx = ctx;
+    /* a pull the journal restored (a reboot, a power cut) goes on fetching without the host */
+    uint32_t len;
+    const uint8_t *source = tm_store_pull_source(&d->store, &len);
+    if (pull_begin && source && d->store.received < d->store.n_chunks) {
+        d->pulling = 1;
+        d->pull_status_ms = d->hal.now_ms(d->hal.ctx);
+        pull_begin(ctx, source, len);
+    }
 }
 
 int tm_device_pulling(const tm_device_t *d)

@@ -87,7 +87,8 @@ void tm_device_message(tm_device_t *d, const uint8_t *msg, size_t len);
  * the device then advertises PULL_XFER and calls pull_begin(ctx, source, len) when it accepts (or
  * resumes) a XFER_BEGIN with flag PULL; the transport fetches `<source>/+` and hands each chunk to
  * tm_device_pull_chunk while tm_device_pulling says so. Call after every tm_device_init (as
- * tm_device_set_trust); without it flag PULL is BAD_ARGUMENT. */
+ * tm_device_set_trust); without it flag PULL is BAD_ARGUMENT. A pull the journal restored (after a
+ * reboot or a power cut) calls pull_begin here with its journaled source: it resumes by itself. */
 void tm_device_set_pull(tm_device_t *d, void (*pull_begin)(void *ctx, const uint8_t *source, size_t len), void *ctx);
 /* One chunk fetched from the broker during a pull transfer (a bare XFER_CHUNK message with
  * transfer_id 0): stored like a pushed chunk; a bad, late or foreign one is dropped without a reply

@@ -11,7 +11,8 @@
 
 /* The journal page layout of tm_store.h holds: record, then transfer record, then bitmap. */
 typedef char tm_meta_fits[sizeof(tm_meta_t) <= TM_XFER_REC_OFFSET ? 1 : -1];
-typedef char tm_xfer_rec_fits[TM_XFER_REC_OFFSET + sizeof(tm_xfer_rec_t) <= TM_XFER_BITMAP_OFFSET ? 1 : -1];
+typedef char tm_xfer_rec_fits[TM_XFER_REC_OFFSET + sizeof(tm_xfer_rec_t) <= TM_XFER_SOURCE_OFFSET ? 1 : -1];
+typedef char tm_xfer_source_fits[TM_XFER_SOURCE_OFFSET + sizeof(tm_xfer_source_t) <= TM_XFER_BITMAP_OFFSET ? 1 : -1];
 typedef char tm_trust_rec_fits[TM_JOURNAL_PAGE_MIN <= 4096u ? 1 : -1]; /* the ports' smallest page */
 
 static uint32_t slot_addr(const tm_store_t *s, uint8_t slot) { return (uint32_t)slot * s->slot_size; }
@@ -36,10 +37,24 @@ static int write_xfer(tm_store_t *s, uint8_t page)
     r.version = s->version;
     r.chunk_size = s->chunk_size;
     r.target = s->target;
+    /* the source: a new one, or the newest page's (still intact: this page is the other one) */
+    uint32_t src_len = 0;
+    const uint8_t *src = s->pending_source ? s->pending_source : tm_store_pull_source(s, &src_len);
+    if (s->pending_source) src_len = s->pending_source_len;
+    if (src && src_len) r.flags = TM_XFER_REC_PULL;
     memcpy(r.sha, s->sha, 32);
     r.crc = tm_crc32(0, &r, offsetof(tm_xfer_rec_t, crc));
     uint32_t addr = meta_addr(s, page);
     if (s->flash.write(s->flash.ctx, addr + TM_XFER_REC_OFFSET, &r, sizeof(r))) return TM_E_INTERNAL;
+    if (r.flags & TM_XFER_REC_PULL) { /* through RAM: never flash-to-flash */
+        tm_xfer_source_t rec;
+        memset(&rec, 0, sizeof(rec));
+        rec.seq = s->meta.seq;
+        rec.len = (uint8_t)src_len;
+        memcpy(rec.source, src, src_len);
+        rec.crc = tm_crc32(0, &rec, offsetof(tm_xfer_source_t, crc));
+        if (s->flash.write(s->flash.ctx, addr + TM_XFER_SOURCE_OFFSET, &rec, sizeof(rec))) return TM_E_INTERNAL;
+    }
     uint8_t inv[XFER_BITMAP_SLICE];
     uint32_t bytes = (s->n_chunks + 7u) / 8u;
     for (uint32_t off = 0; off < bytes; off += sizeof(inv)) {
@@ -183,6 +198,12 @@ static void restore_xfer(tm_store_t *s)
     s->n_chunks = n;
     s->version = r.version;
     s->target = r.target;
+    if (r.flags & TM_XFER_REC_PULL) { /* resumed by itself only with its whole source */
+        tm_xfer_source_t src;
+        memcpy(&src, page + TM_XFER_SOURCE_OFFSET, sizeof(src));
+        s->xfer_pull = src.seq == s->meta.seq && src.len > 0 && src.len <= TM_XFER_SOURCE_MAX &&
+                       src.crc == tm_crc32(0, &src, offsetof(tm_xfer_source_t, crc));
+    }
     s->last_ms = 0; /* counts as active at boot: a different image may take over after XFER_STALE_S */
     memcpy(s->sha, r.sha, 32);
     s->received = 0;
@@ -355,6 +376,7 @@ int tm_store_begin(tm_store_t *s, uint32_t id, uint32_t image_size, uint16_t chu
     s->received = 0;
     s->version = version;
     s->target = t;
+    s->xfer_pull = 0; /* pushed until tm_store_set_source says otherwise */
     s->last_ms = now_ms;
     memcpy(s->sha, sha, 32);
     memset(s->bitmap, 0, sizeof(s->bitmap));
@@ -421,6 +443,33 @@ int tm_store_abort(tm_store_t *s, uint32_t id)
     if (!s->xfer || id != s->xfer_id) return TM_E_NO_TRANSFER;
     s->xfer = 0;
     return write_meta(s); /* or a reboot would resume it */
+}
+
+int tm_store_set_source(tm_store_t *s, const uint8_t *source, uint32_t len)
+{
+    if (!s->xfer) return TM_E_NO_TRANSFER;
+    if (len > TM_XFER_SOURCE_MAX) len = 0; /* not journaled: the host's XFER_BEGIN resumes it */
+    uint32_t held_len = 0;
+    const uint8_t *held = tm_store_pull_source(s, &held_len);
+    if (held_len == len && (len == 0 || memcmp(held, source, len) == 0)) return TM_OK; /* unchanged */
+    s->pending_source = len ? source : NULL;
+    s->pending_source_len = len;
+    uint8_t before = s->xfer_pull;
+    s->xfer_pull = 0; /* write_xfer takes the pending source, or none */
+    int rc = write_meta(s);
+    s->pending_source = NULL;
+    s->pending_source_len = 0;
+    s->xfer_pull = rc ? before : (uint8_t)(len > 0);
+    return rc;
+}
+
+const uint8_t *tm_store_pull_source(const tm_store_t *s, uint32_t *len)
+{
+    *len = 0;
+    if (!s->xfer || !s->xfer_pull) return NULL;
+    const uint8_t *rec = s->flash.base + meta_addr(s, s->meta_page) + TM_XFER_SOURCE_OFFSET;
+    *len = rec[offsetof(tm_xfer_source_t, len)];
+    return rec + offsetof(tm_xfer_source_t, source);
 }
 
 int tm_store_activate_inactive(tm_store_t *s, int trial, uint32_t trial_timeout_s)

@@ -45,10 +45,25 @@ typedef struct {
     uint32_t magic, seq; /* seq: that of the tm_meta_t record it belongs to */
     uint32_t id, image_size, version;
     uint16_t chunk_size;
-    uint8_t target, reserved;
+    uint8_t target, flags; /* flags: TM_XFER_REC_PULL (0 in pages of firmwares before it) */
     uint8_t sha[32];
     uint32_t crc;
 } tm_xfer_rec_t;
+/* The transfer is a pull (PROTOCOL.md 5.2): its source follows in a tm_xfer_source_t, so a reboot
+ * resumes fetching without the host. */
+#define TM_XFER_REC_PULL 1u
+
+/* Longest pull source journaled (the protocol's prefix, tinymlops/v1/<site>/models/<sha256-hex>,
+ * is at most 150 bytes); a longer one is not journaled: after a reboot the host's XFER_BEGIN resumes. */
+#define TM_XFER_SOURCE_MAX 180u
+/* The pull source of the transfer record, between it and the chunk bitmap (own CRC; seq that of
+ * its tm_meta_t record). Read in place from the newest page. */
+typedef struct {
+    uint32_t seq;
+    uint8_t len, reserved[3];
+    uint8_t source[TM_XFER_SOURCE_MAX];
+    uint32_t crc;
+} tm_xfer_source_t;
 
 /* Keys added and versions revoked over the protocol, after the chunk bitmap in the same journal page
  * (own magic and CRC; seq that of its tm_meta_t record). Written only once the store holds any: a
@@ -64,7 +79,8 @@ typedef struct {
 } tm_trust_rec_t;
 
 #define TM_XFER_REC_OFFSET 256u    /* after tm_meta_t (about 130 B) in a journal page */
-#define TM_XFER_BITMAP_OFFSET 512u /* after tm_xfer_rec_t; TM_MAX_XFER_CHUNKS / 8 bytes */
+#define TM_XFER_SOURCE_OFFSET 320u /* after tm_xfer_rec_t (60 B) */
+#define TM_XFER_BITMAP_OFFSET 512u /* after tm_xfer_source_t; TM_MAX_XFER_CHUNKS / 8 bytes */
 #define TM_TRUST_REC_OFFSET (TM_XFER_BITMAP_OFFSET + TM_MAX_XFER_CHUNKS / 8u) /* 1536, after the bitmap */
 /* Smallest journal page: record, transfer record, the whole chunk bitmap and the trust record. */
 #define TM_JOURNAL_PAGE_MIN (TM_TRUST_REC_OFFSET + (uint32_t)sizeof(tm_trust_rec_t))
@@ -79,11 +95,14 @@ typedef struct {
     uint32_t xfer_id, image_size, n_chunks, received, version, last_ms;
     uint16_t chunk_size;
     uint8_t target;
+    uint8_t xfer_pull; /* the transfer journals a pull source (TM_XFER_REC_PULL) */
     uint8_t sha[32];
     uint8_t bitmap[TM_MAX_XFER_CHUNKS / 8];
     /* keys and revocations taken over the protocol: counts of the newest page's trust record */
     uint8_t trust_keys, trust_revoked;
     const uint8_t *pending_key, *pending_revocation; /* what the record being written adds */
+    const uint8_t *pending_source;                    /* a new pull source (pending_source_len bytes) */
+    uint32_t pending_source_len;
 } tm_store_t;
 
 /* Mount: read the journal, revert an unconfirmed trial (*reverted = 1), check the active image's
@@ -116,6 +135,12 @@ int tm_store_verify(tm_store_t *s, uint32_t id, const uint8_t **image);
 /* Record the verified image; activate it (on trial or not) or only store it. Ends the transfer. */
 int tm_store_commit(tm_store_t *s, int activate, int trial, uint32_t trial_timeout_s);
 int tm_store_abort(tm_store_t *s, uint32_t id);
+/* The transfer in progress fetches from `source` (a pull, PROTOCOL.md 5.2) or, with len 0, is pushed:
+ * journaled when that changed, so a reboot resumes a pull by itself (a source longer than
+ * TM_XFER_SOURCE_MAX counts as pushed). TM_OK, TM_E_NO_TRANSFER or TM_E_INTERNAL (flash). */
+int tm_store_set_source(tm_store_t *s, const uint8_t *source, uint32_t len);
+/* The journaled pull source of the transfer in progress (in place in flash), or NULL when it is pushed. */
+const uint8_t *tm_store_pull_source(const tm_store_t *s, uint32_t *len);
 /* Activate the valid image in the inactive slot (ACTIVATE); the active one becomes previous. */
 int tm_store_activate_inactive(tm_store_t *s, int trial, uint32_t trial_timeout_s);
 int tm_store_rollback(tm_store_t *s);

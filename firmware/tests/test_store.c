@@ -337,6 +337,54 @@ static void test_transfer_survives_reboot(void)
     CHECK_EQ(booted(), 'B');
 }
 
+/* A pull's source rides in the journal with its transfer (PROTOCOL.md 5.1): a reboot resumes the
+ * fetching by itself. It survives later journal writes, a push resume of the same image drops it,
+ * a new transfer starts pushed, and one too long to journal counts as pushed. */
+static void test_pull_source_survives_reboot(void)
+{
+    static const char src[] = "tinymlops/v1/plant-a/models/00112233";
+    static uint8_t too_long[TM_XFER_SOURCE_MAX + 1];
+    flashsim_t f;
+    int rev, resumed;
+    uint32_t len;
+    fresh(&f);
+    boot(&f, &rev);
+    uint32_t n = (uint32_t)((len_b + 1023) / 1024), half = n / 2;
+    CHECK_EQ(tm_store_set_source(&st, (const uint8_t *)src, sizeof(src) - 1), TM_E_NO_TRANSFER);
+    CHECK_EQ(tm_store_begin(&st, 7, (uint32_t)len_b, 1024, 4096, sha_b, 2, 0, &resumed), TM_OK);
+    CHECK(tm_store_pull_source(&st, &len) == NULL); /* pushed until said otherwise */
+    CHECK_EQ(tm_store_set_source(&st, (const uint8_t *)src, sizeof(src) - 1), TM_OK);
+    long before = f.ops;
+    CHECK_EQ(tm_store_set_source(&st, (const uint8_t *)src, sizeof(src) - 1), TM_OK);
+    CHECK_EQ(f.ops, before); /* unchanged: no journal write */
+    CHECK_EQ(send_chunks(img_b, len_b, 1024, 0, half), TM_OK);
+    static const uint8_t key[TM_SIG_PUBLIC_LEN] = {7};
+    CHECK_EQ(tm_store_trust_add(&st, key), TM_OK); /* a later journal write carries it over */
+    CHECK_EQ(boot(&f, &rev), TM_OK);
+    CHECK_EQ(st.received, half);
+    const uint8_t *p = tm_store_pull_source(&st, &len);
+    CHECK(p != NULL && len == sizeof(src) - 1 && memcmp(p, src, len) == 0);
+    /* the host pushes the rest instead: journaled as pushed */
+    CHECK_EQ(tm_store_begin(&st, 9, (uint32_t)len_b, 1024, 4096, sha_b, 2, 0, &resumed), TM_OK);
+    CHECK_EQ(resumed, 1);
+    CHECK_EQ(tm_store_set_source(&st, NULL, 0), TM_OK);
+    CHECK_EQ(boot(&f, &rev), TM_OK);
+    CHECK_EQ(st.received, half);
+    CHECK(tm_store_pull_source(&st, &len) == NULL);
+    /* too long to journal: pushed as far as a reboot knows */
+    memset(too_long, 'x', sizeof(too_long));
+    CHECK_EQ(tm_store_set_source(&st, too_long, sizeof(too_long)), TM_OK);
+    CHECK(tm_store_pull_source(&st, &len) == NULL);
+    /* a new transfer (another image, once the old one is stale) starts pushed */
+    CHECK_EQ(tm_store_set_source(&st, (const uint8_t *)src, sizeof(src) - 1), TM_OK);
+    CHECK_EQ(tm_store_begin(&st, 10, (uint32_t)len_a, 1024, 4096, sha_a, 3, 60000, &resumed), TM_OK);
+    CHECK_EQ(resumed, 0);
+    CHECK(tm_store_pull_source(&st, &len) == NULL);
+    CHECK_EQ(boot(&f, &rev), TM_OK);
+    CHECK_EQ(st.xfer, 1);
+    CHECK(tm_store_pull_source(&st, &len) == NULL);
+}
+
 /* The trust store's keys and revocations (PROTOCOL.md 6.2) ride in the journal: they survive a
  * reboot and every later state change, and a power cut at any flash operation of a TRUST_ADD, a
  * REVOKE or an update after them leaves the state before or after that step, never less. */
@@ -440,6 +488,7 @@ int main(void)
     tm_sha256(img_t, (size_t)len_t, sha_t);
     test_basic();
     test_transfer_survives_reboot();
+    test_pull_source_survives_reboot();
     test_trust_survives_reboots_and_power_cuts();
     for (size_t i = 0; i < sizeof(kPowerCases) / sizeof(kPowerCases[0]); i++) power_cuts(&kPowerCases[i]);
     CHECK(g_resumed_seen > 0); /* some cut left a transfer to resume, and its chunks were right */

@@ -1,7 +1,7 @@
 """Device implementations under test: every scenario in this package runs against each of them.
 
 `python`: the virtual device (app/fleet/device.py) on its paho client; `c`: the firmware's C core
-as a POSIX process (firmware/ports/posix) on the Paho C client. Both on a fresh real Mosquitto per
+as a POSIX process (firmware/ports/posix) on libmosquitto. Both on a fresh real Mosquitto per
 test (retained statuses of one test never reach the next), with the stm32l4r5 profile (the C
 engine's reference board); unprovisioned (they take unsigned images) unless a module's
 `provisioned` fixture says otherwise (then they trust the test's own operator key).

@@ -18,7 +18,7 @@ from app.domain.errors import DeviceError, LinkError
 from app.fleet import c_device
 from app.protocol import messages as m
 from app.protocol import topics
-from app.protocol.codes import DeviceState, ErrorCode
+from app.protocol.codes import DeviceState, ErrorCode, XferFlags
 from app.protocol.image import sha256
 from tests.conformance.conftest import PROFILE
 from tests.conformance.host import Host
@@ -98,6 +98,42 @@ def test_power_cut_during_a_push_boots_a_valid_model_and_the_transfer_resumes(c_
         assert isinstance(latency, m.Latency) and latency.model_version == 3
         assert host.request(m.GetInfo()).model_sha == sha256(image)[:8]
     finally:
+        host.close()
+
+
+def test_a_pull_cut_by_a_power_loss_resumes_by_itself_with_only_the_missing_chunks(c_dev, model_image_v3):
+    """SIGKILL mid-pull leaves the flash file as a power cut does: the restarted device restores the
+    transfer and its journaled pull source, subscribes again once connected and fetches the chunks it
+    lacks, with no XFER_BEGIN from the host (PROTOCOL.md 5.1)."""
+    from tests.conformance.test_pull_scenarios import _chunks, _clear, _publish, _wait_held
+
+    image = model_image_v3
+    chunks = _chunks(image)
+    half = len(chunks) // 2
+    c_dev.start()
+    _online(c_dev)
+    host = Host(c_dev.broker_url, c_dev.site, c_dev.device_id)
+    prefix = topics.model_chunk_prefix(c_dev.site, sha256(image).hex())
+    try:
+        _publish(host, prefix, dict(enumerate(chunks[:half])))
+        host.drain(topics.REPLY)
+        status = host.request(m.XferBegin(transfer_id=TRANSFER_ID, image_size=len(image), chunk_size=CHUNK,
+                                          flags=XferFlags.PULL, sha256=sha256(image), model_name="pump-ae",
+                                          model_version=3, source=prefix))
+        assert isinstance(status, m.XferStatus)
+        _wait_held(host, TRANSFER_ID, half)
+        c_dev.kill()
+        host.wait_for(topics.STATUS, m.Hello, lambda h: h.state == DeviceState.OFFLINE)  # the last will
+        c_dev.start()
+        host.wait_for(topics.STATUS, m.Hello, lambda h: h.state != DeviceState.OFFLINE)  # back (mid-transfer)
+        assert _held(host.request(m.XferQuery(TRANSFER_ID))) == set(range(half))  # the journal kept them
+        host.drain(topics.REPLY)
+        _publish(host, prefix, {i: chunks[i] for i in range(half, len(chunks))})
+        _wait_held(host, TRANSFER_ID, len(chunks))
+        latency = host.request(m.XferCommit(TRANSFER_ID, 1, 0, 0))
+        assert isinstance(latency, m.Latency) and latency.model_version == 3
+    finally:
+        _clear(host, prefix, len(chunks))
         host.close()
 
 

@@ -130,3 +130,29 @@ def test_pull_survives_a_broker_restart_and_boots_the_model(dut, host, model_ima
         assert host.request(m.GetInfo()).model_sha == sha256(image)[:8]
     finally:
         _clear(host, prefix, len(chunks))
+
+
+def test_a_pull_resumes_by_itself_after_a_reboot_fetching_only_what_it_lacked(dut, host, model_image_v3):
+    """PROTOCOL.md 5.1/5.2: the transfer survives a reboot, and a pull is the device's to fetch: after
+    REBOOT it subscribes to its source again without a new XFER_BEGIN, keeps the chunks it held and
+    takes the rest once they are there (the C core journals the source; before it, the C device
+    forgot that the transfer was pulled and never fetched the rest)."""
+    image = model_image_v3
+    chunks = _chunks(image)
+    half = len(chunks) // 2
+    prefix = topics.model_chunk_prefix(dut.site, sha256(image).hex())
+    _publish(host, prefix, dict(enumerate(chunks[:half])))
+    try:
+        host.drain(topics.REPLY)
+        _begin_pull(host, image, 44, prefix)
+        _wait_held(host, 44, half)
+        assert isinstance(host.request(m.Reboot()), m.Hello)
+        host.wait_for(topics.REPLY, m.Event, lambda e: e.code == EventCode.BOOTED)
+        held = host.request(m.XferQuery(44))
+        assert isinstance(held, m.XferStatus) and held.received == half  # the journal kept them
+        host.drain(topics.REPLY)
+        _publish(host, prefix, {i: chunks[i] for i in range(half, len(chunks))})  # no XFER_BEGIN
+        _wait_held(host, 44, len(chunks))
+        _commit_and_check(host, image, 44)
+    finally:
+        _clear(host, prefix, len(chunks))

@@ -1,5 +1,6 @@
-/* The device's MQTT transport (PROTOCOL.md 2.2) over the Eclipse Paho C client (synchronous API,
- * one thread: the device loop calls mqtt_port_poll, which waits for a command at most `wait_ms`).
+/* The device's MQTT transport (PROTOCOL.md 2.2) over libmosquitto (its manual loop API, one thread:
+ * the device loop calls mqtt_port_poll, which runs mosquitto_loop for at most `wait_ms`; the
+ * library's callbacks run inside it, on this thread).
  * It connects with the last will (HELLO, state OFFLINE, retained), publishes the retained HELLO on
  * every connect and on every change of state, routes the core's messages to their topics with the
  * table's QoS, reconnects with back-off, answers a command it has already handled (same bytes:
@@ -7,7 +8,7 @@
  * transfer subscribes to the site's retained chunks, subscribing again when they stop coming. */
 #ifndef TM_MQTT_PORT_H
 #define TM_MQTT_PORT_H
-#include <MQTTClient.h>
+#include <mosquitto.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "tm_device.h"
@@ -45,12 +46,17 @@ typedef struct {
 #define MQTT_TLS_ERROR_MAX 240
 
 typedef struct {
-    MQTTClient client;
-    char address[256], client_id[96];
+    struct mosquitto *mosq;
+    char address[256], client_id[96]; /* address: ssl://HOST:PORT or tcp://HOST:PORT, for messages */
+    char host[256];
+    int port;
     char t_status[160], t_reply[160], t_telemetry[160], t_stream[160], t_cmd[160];
     tm_device_t *dev;
-    int created, connected, stopping;
+    int lib_ready, connecting, connected, stopping;
     uint32_t next_attempt_ms, backoff_ms, last_status_ms, last_probe_ms;
+    uint32_t connect_deadline_ms; /* a connect not answered by a CONNACK by then has failed */
+    int cmd_mid;                  /* the SUBSCRIBE to .../cmd of this connection */
+    int offline_mid, offline_acked; /* the graceful stop's OFFLINE status and its PUBACK */
     int in_command, probing;
     mqtt_dedup_t dedup[MQTT_DEDUP_ENTRIES], *recording;
     unsigned dedup_next;
@@ -68,7 +74,6 @@ typedef struct {
     int tls;
     mqtt_identity_t identity;
     const char *password;
-    MQTTClient_SSLOptions ssl;
     char tls_error[MQTT_TLS_ERROR_MAX]; /* OpenSSL's last complaint in the current connect attempt */
     unsigned tls_failures;              /* connect attempts in a row that failed in TLS */
     /* set when the broker refused us for good (certificate, login): the device stops with it */
