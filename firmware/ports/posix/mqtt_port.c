@@ -8,7 +8,6 @@
 #include <string.h>
 #include <unistd.h>
 #include <openssl/x509.h>
-#include "tm_crc32.h"
 #include "tm_proto.h"
 
 /* Dead broker noticed within 1.5 keepalives (as the Python devices' KEEPALIVE_S). */
@@ -292,20 +291,6 @@ static void refresh_status(mqtt_port_t *p, int force)
         publish_status(p, p->probe, p->probe_len);
 }
 
-static void record_reply(mqtt_port_t *p, const uint8_t *msg, size_t len)
-{
-    mqtt_dedup_t *e = p->recording;
-    if (!e || !e->cacheable) return;
-    if (e->fill + 2u + len > sizeof(e->replies)) {
-        e->cacheable = 0; /* too much to keep: a duplicate is handled again */
-        return;
-    }
-    e->replies[e->fill] = (uint8_t)(len & 0xFFu);
-    e->replies[e->fill + 1] = (uint8_t)(len >> 8);
-    memcpy(e->replies + e->fill + 2, msg, len);
-    e->fill += 2u + (uint32_t)len;
-}
-
 void mqtt_port_send(void *ctx, uint8_t type, const uint8_t *msg, size_t len)
 {
     mqtt_port_t *p = (mqtt_port_t *)ctx;
@@ -327,47 +312,17 @@ void mqtt_port_send(void *ctx, uint8_t type, const uint8_t *msg, size_t len)
         break;
     default: break;
     }
-    if (p->in_command) record_reply(p, msg, len);
     publish(p, p->t_reply, msg, len, QOS_RELIABLE, 0);
-}
-
-static mqtt_dedup_t *dedup_find(mqtt_port_t *p, uint32_t crc, uint32_t len)
-{
-    uint32_t now = p->now_ms();
-    for (int i = 0; i < MQTT_DEDUP_ENTRIES; i++) {
-        mqtt_dedup_t *e = &p->dedup[i];
-        if (e->used && e->cacheable && e->crc == crc && e->len == len && now - e->at_ms < MQTT_DEDUP_WINDOW_MS) return e;
-    }
-    return NULL;
 }
 
 static void handle_command(mqtt_port_t *p, const uint8_t *msg, size_t len)
 {
-    int chunk = len >= 2 && msg[1] == TM_XFER_CHUNK; /* chunks are idempotent: placed by index */
-    uint32_t crc = tm_crc32(0, msg, len);
-    if (!chunk) {
-        mqtt_dedup_t *hit = dedup_find(p, crc, (uint32_t)len);
-        if (hit) {
-            for (uint32_t off = 0; off + 2u <= hit->fill;) {
-                uint32_t n = hit->replies[off] | (uint32_t)hit->replies[off + 1] << 8;
-                publish(p, p->t_reply, hit->replies + off + 2, n, QOS_RELIABLE, 0);
-                off += 2u + n;
-            }
-            return;
-        }
-        mqtt_dedup_t *e = &p->dedup[p->dedup_next++ % MQTT_DEDUP_ENTRIES];
-        e->crc = crc;
-        e->len = (uint32_t)len;
-        e->at_ms = p->now_ms();
-        e->used = e->cacheable = 1;
-        e->fill = 0;
-        p->recording = e;
-    }
+    /* a duplicate (QoS 1 redelivery, a host's resend) is answered by the core's cache (tm_dedup) */
+    int chunk = len >= 2 && msg[1] == TM_XFER_CHUNK;
     p->in_command = 1;
     tm_device_message(p->dev, msg, len);
     p->in_command = 0;
-    p->recording = NULL;
-    if (!chunk) refresh_status(p, 0);
+    if (!chunk) refresh_status(p, 0); /* chunks change no status field: no probe per chunk */
 }
 
 void mqtt_port_pull_begin(void *ctx, const uint8_t *source, size_t len)

@@ -13,26 +13,12 @@
 #include <stdint.h>
 #include "tm_device.h"
 
-/* Recent commands whose replies are kept for duplicates (the host resends within seconds). */
-#define MQTT_DEDUP_ENTRIES 8
-/* Reply bytes kept per command: a HELLO or LATENCY is ~200 B, an XFER_STATUS of 8192 chunks 1 KB. */
-#define MQTT_DEDUP_BYTES 2048
 /* Longest pull source (a topic prefix: a str field of XFER_BEGIN) plus "/+". */
 #define MQTT_PULL_TOPIC_MAX (255 + 3)
 /* A pull that got no new chunk for this long subscribes again, which makes the broker deliver the
  * retained chunks again (one lost in flight, a host that re-published): as the Python device's
  * PULL_REFETCH_S, below the host's PULL_QUIET_S so the device asks before the host re-publishes. */
 #define MQTT_PULL_REFETCH_MS 2000u
-
-/* A duplicate is answered from the cache for this long (the Python device's DUPLICATE_WINDOW_S). */
-#define MQTT_DEDUP_WINDOW_MS 10000u
-
-typedef struct {
-    uint32_t crc, len, at_ms;
-    int used, cacheable;
-    uint32_t fill;
-    uint8_t replies[MQTT_DEDUP_BYTES]; /* [u16 length, bytes] per reply, in order */
-} mqtt_dedup_t;
 
 /* A broker identity for mqtts:// (all optional): CA that signed the broker's certificate, our client
  * certificate and key (PEM files) and a user name, whose password comes from MQTT_PASSWORD_ENV only. */
@@ -58,8 +44,6 @@ typedef struct {
     int cmd_mid;                  /* the SUBSCRIBE to .../cmd of this connection */
     int offline_mid, offline_acked; /* the graceful stop's OFFLINE status and its PUBACK */
     int in_command, probing;
-    mqtt_dedup_t dedup[MQTT_DEDUP_ENTRIES], *recording;
-    unsigned dedup_next;
     uint8_t probe[TM_MAX_MESSAGE];
     size_t probe_len;
     uint8_t status_key[64];
