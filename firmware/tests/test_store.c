@@ -193,6 +193,23 @@ static void prep_half_sent(void)
     send_chunks(img_b, len_b, 1024, 0, (uint32_t)(len_b / 1024 / 2));
 }
 static void sc_rest_and_commit(void) { push(img_b, len_b, sha_b, 1024, 2); tm_store_commit(&st, 1, 0, 0); }
+/* A pulled transfer: XFER_BEGIN journals its source (one more journal write), then the chunks. */
+static const char kPullSource[] = "tinymlops/v1/plant-a/models/pump-1/2/chunk";
+static void begin_pull(void)
+{
+    int resumed;
+    tm_store_begin(&st, 7, (uint32_t)len_b, 1024, 4096, sha_b, 2, 0, &resumed);
+    tm_store_set_source(&st, (const uint8_t *)kPullSource, (uint32_t)strlen(kPullSource));
+}
+static void sc_pull_update(void)
+{
+    begin_pull();
+    send_chunks(img_b, len_b, 1024, 0, (uint32_t)((len_b + 1023) / 1024));
+    const uint8_t *p;
+    tm_store_verify(&st, 7, &p);
+    tm_store_commit(&st, 1, 0, 0);
+}
+static void prep_half_pulled(void) { begin_pull(); send_chunks(img_b, len_b, 1024, 0, (uint32_t)(len_b / 1024 / 2)); }
 
 /* A transfer the boot restored from the journal: every chunk it counts as held holds its data. */
 static int resumed_chunks_hold_their_data(void)
@@ -296,6 +313,9 @@ static const power_case_t kPowerCases[] = {
     {"boot: factory install", prep_empty, sc_boot, 'A', 'A', 1},
     /* a transfer journaled half way: the rest of its chunks (their bits) and the commit */
     {"resumed update", prep_half_sent, sc_rest_and_commit, 'A', 'B', 1},
+    /* the same for a pull, whose XFER_BEGIN also journals the chunks' source */
+    {"pulled update", NULL, sc_pull_update, 'A', 'B', 1},
+    {"resumed pull", prep_half_pulled, sc_rest_and_commit, 'A', 'B', 1},
 };
 
 /* A transfer survives a reboot: the resumed XFER_BEGIN reports the chunks held before, and only the
