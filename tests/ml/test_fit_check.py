@@ -117,13 +117,14 @@ def test_issue_14_scenario_flags_the_machines_that_would_false_alarm(mosquitto_u
         verdicts = {r.device_id: r.verdict for r in reports}
         assert all(r.source == source and r.windows >= fit_check.MIN_FIT_WINDOWS for r in reports)
         # the machine it was trained on: its fresh windows score like the held-out ones. Its threshold
-        # comes from ~19 windows of a 30 s recording, so a few windows above it are chance (seen: 2 of
-        # 36, median 0.55x the threshold): no verdict is asserted, only that most of its windows sit
-        # below the threshold, while the other machines' median is several times above theirs
+        # comes from ~19 windows of a 30 s recording (a wide tail bound, app.ml.threshold; with the
+        # older percentile rule a few windows above it were chance: 2 of 36): no verdict is asserted,
+        # only that most of its windows sit below the threshold, while on the other machines far more
+        # alarm (seen 78-100 %) and their median is several times its own
         own = reports[0]
         assert own.false_alarms.value < 0.25 and own.quantiles["p50"] < own.threshold, own.reason
         for other in reports[1:]:
-            assert other.false_alarms.value > 0.9 and other.quantiles["p50"] > 2 * other.threshold
+            assert other.false_alarms.value > 0.25 and other.quantiles["p50"] > other.threshold
             assert other.quantiles["p50"] > 4 * own.quantiles["p50"]
         assert verdicts["sim-003"] == WILL_FALSE_ALARM, reports[1].reason
         assert verdicts["sim-005"] == WILL_FALSE_ALARM, reports[2].reason
