@@ -154,10 +154,15 @@ def cell(rate: Rate) -> str:
     return f"{100 * rate.value:.1f} % ({rate.count}/{rate.total}; {100 * low:.1f}-{100 * high:.1f})"
 
 
+def day_figure(x: float) -> str:
+    """A per-machine-day figure: whole numbers from 10 up, two significant digits below (0.96)."""
+    return f"{x:.0f}" if x >= 10 or x == 0 else f"{x:.2g}"
+
+
 def per_day(rate: Rate) -> str:
     low, high = rate.interval
-    return (f"{rate.value * WINDOWS_PER_DAY:.0f}/day ({rate.count}/{rate.total}; "
-            f"95 % CI {low * WINDOWS_PER_DAY:.0f}-{high * WINDOWS_PER_DAY:.0f})")
+    return (f"{day_figure(rate.value * WINDOWS_PER_DAY)}/day ({rate.count}/{rate.total}; "
+            f"95 % CI {day_figure(low * WINDOWS_PER_DAY)}-{day_figure(high * WINDOWS_PER_DAY)})")
 
 
 def main(argv: list[str] | None = None) -> int:
