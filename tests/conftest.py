@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 pytest_plugins = [
     name
     for name in ("tests.fixtures.brokers", "tests.fixtures.rabbitmq", "tests.fixtures.fleet", "tests.fixtures.models",
-                 "tests.fixtures.c_device", "tests.fixtures.qemu")
+                 "tests.fixtures.c_device", "tests.fixtures.qemu", "tests.fixtures.qt_gc")
     if os.path.exists(os.path.join(os.path.dirname(__file__), "fixtures", name.rsplit(".", 1)[1] + ".py"))
 ]
 

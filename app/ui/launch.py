@@ -34,7 +34,10 @@ def run_gui(broker_url: str | None, devices: int, *, smoke_test: bool = False, s
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Tiny-MLOps operator")
     app.setOrganizationName("tinymlops")
+    from app.ui.gui_gc import collect_on_gui_thread
     from app.ui.main_window import MainWindow
+
+    collect_on_gui_thread()  # a collection in paho's thread can deadlock Qt (app/ui/gui_gc.py)
     from app.ui.settings import Settings
 
     settings = Settings.load()

@@ -22,6 +22,10 @@ WINDOW = 256
 ANALYSIS_TIMEOUT_MS = 30_000
 
 
+# garbage is collected on the GUI thread only, as in the application (tests/fixtures/qt_gc.py)
+pytestmark = pytest.mark.usefixtures("gc_on_gui_thread")
+
+
 @pytest.fixture(autouse=True)
 def data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("TINYMLOPS_DATA_DIR", str(tmp_path))

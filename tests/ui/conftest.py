@@ -20,6 +20,11 @@ FLEET_TIMEOUT_S = 30.0
 JOB_TIMEOUT_S = 240.0
 
 
+@pytest.fixture(autouse=True)
+def _gc_on_gui_thread(gc_on_gui_thread):
+    """Every GUI test collects garbage on the GUI thread (tests/fixtures/qt_gc.py)."""
+
+
 @pytest.fixture(scope="session")
 def ui_fleet() -> Iterator[str]:
     """A virtual fleet on a Mosquitto of its own; yields the broker URL. Not the session's shared
