@@ -16,19 +16,20 @@ WORKER_ALLOCATIONS = 200_000
 FREED_TIMEOUT_S = 30.0
 
 
-class _Node:
-    freed_on: list[str] = []
+freed_on: list[str] = []  # the names of the threads that freed a _Node
 
+
+class _Node:
     def __init__(self) -> None:
         self.me = self  # a cycle: only the collector frees it
 
     def __del__(self) -> None:
-        _Node.freed_on.append(threading.current_thread().name)
+        freed_on.append(threading.current_thread().name)
 
 
 def test_cycles_are_freed_on_the_gui_thread_while_a_worker_allocates(qtbot):
     assert not gc.isenabled()  # the fixture (as the application) switched automatic collection off
-    _Node.freed_on.clear()
+    freed_on.clear()
     _Node()  # garbage, in a cycle
     done = threading.Event()
     kept: list[list[int]] = []
@@ -43,5 +44,5 @@ def test_cycles_are_freed_on_the_gui_thread_while_a_worker_allocates(qtbot):
     worker.start()
     wait_for(qtbot, done.is_set, FREED_TIMEOUT_S, "the worker's allocations")
     worker.join()
-    wait_for(qtbot, lambda: bool(_Node.freed_on), FREED_TIMEOUT_S, "the cycle to be collected")
-    assert _Node.freed_on == [threading.main_thread().name]
+    wait_for(qtbot, lambda: bool(freed_on), FREED_TIMEOUT_S, "the cycle to be collected")
+    assert freed_on == [threading.main_thread().name]
