@@ -17,7 +17,8 @@ from app.transport.mqtt_link import MqttConnection
 MessageCallback = Callable[[bytes], None]
 StateCallback = Callable[[bool, str], None]
 
-# Commands must arrive (PROTOCOL.md 2.2): QoS 1, duplicates dropped by the device by seq.
+# Commands must arrive (PROTOCOL.md 2.2): QoS 1; a redelivered duplicate is answered from the device's
+# reply cache without acting twice (PROTOCOL.md 2.3).
 COMMAND_QOS = 1
 
 
