@@ -3,7 +3,8 @@
 A transfer that succeeded says nothing about whether the model fits the machine; its alarms do.
 `observe()` counts, per device, the telemetry windows scored by the deployed version and how many
 of them alarmed, for `observe_s` seconds of live telemetry (FleetMonitor listener, no polling of
-the broker). `judge()` applies the rule the fit check and `tinymlops adapt` use: a device fails
+the broker; a little longer when a device has not yet shown enough windows to judge, see
+MIN_WINDOWS_GRACE_S). `judge()` applies the rule the fit check and `tinymlops adapt` use: a device fails
 when even the LOW end of its alarm rate's Wilson 95 % interval is above the allowed rate (evidence
 that the model alarms too often there), or when too few of its windows were seen to judge, or when
 it went offline or silent.
@@ -27,6 +28,13 @@ STALL_TIMEOUT_S = 10.0
 MIN_OBSERVED_WINDOWS = 5
 # How often the wait wakes to look for a stall or a cancel.
 POLL_S = 0.5
+# The observation runs on past `observe_s`, by at most this long, while a device that is still
+# reporting has shown fewer than MIN_OBSERVED_WINDOWS windows of the new version: its first window
+# lands a second or two after activation, and a loaded broker or device delays a few more, which
+# should cost a little time rather than the verdict. A device silent for STALL_TIMEOUT_S still ends
+# the observation at once. Within the trial timeouts' margin (adapt.TRIAL_MARGIN_S,
+# staged.TRIAL_MARGIN_S: 120 s).
+MIN_WINDOWS_GRACE_S = 30.0
 
 ObserveProgressFn = Callable[[float, str], None]
 
@@ -61,7 +69,8 @@ def observe(monitor, devices: list[str], model_name: str, version: int, observe_
     """Count each device's windows scored by `model_name` v`version` for `observe_s` seconds.
 
     Ends early when a device goes offline or stays silent for STALL_TIMEOUT_S (its `problem` says
-    which; the others keep what they saw) or when `cancel` is set (every device's problem says so)."""
+    which; the others keep what they saw) or when `cancel` is set (every device's problem says so);
+    runs on by up to MIN_WINDOWS_GRACE_S while a device has fewer than MIN_OBSERVED_WINDOWS windows."""
     seen = {d: DeviceObservation(d) for d in devices}
     changed = threading.Condition()
 
@@ -84,9 +93,14 @@ def observe(monitor, devices: list[str], model_name: str, version: int, observe_
     last_change = {d: t0 for d in devices}
     last_count = {d: 0 for d in devices}
     last_total = -1
+    end = t0 + observe_s
+
+    def short_of_windows() -> bool:
+        return any(not obs.problem and len(obs.scores) < MIN_OBSERVED_WINDOWS for obs in seen.values())
+
     try:
         with changed:
-            while (now := time.monotonic()) < t0 + observe_s:
+            while (now := time.monotonic()) < end or (short_of_windows() and now < end + MIN_WINDOWS_GRACE_S):
                 if cancel.is_set():
                     for obs in seen.values():
                         obs.problem = obs.problem or "cancelled during the observation"
@@ -104,14 +118,15 @@ def observe(monitor, devices: list[str], model_name: str, version: int, observe_
                     last_total = total
                     alarms = sum(o.alarms for o in seen.values())
                     progress(min(1.0, (now - t0) / observe_s), f"{total} windows, {alarms} alarms")
-                changed.wait(min(POLL_S, max(0.0, t0 + observe_s - now)))
+                changed.wait(min(POLL_S, end - now) if now < end else POLL_S)
     finally:
         monitor.remove_listener(on_event)
+    elapsed = time.monotonic() - t0
     with changed:
         result = {d: DeviceObservation(d, list(o.scores), o.alarms, o.threshold, o.problem) for d, o in seen.items()}
     for obs in result.values():
         if not obs.problem and len(obs.scores) < MIN_OBSERVED_WINDOWS:
-            obs.problem = (f"only {len(obs.scores)} windows of v{version} observed in {observe_s:g} s (at least "
+            obs.problem = (f"only {len(obs.scores)} windows of v{version} observed in {elapsed:.0f} s (at least "
                            f"{MIN_OBSERVED_WINDOWS} are needed to judge)")
     return result
 
