@@ -161,9 +161,12 @@ def finish(*, name: str, conv: conversion.Conversion, mean: np.ndarray, std: np.
     n_total = sum(int(training_counts.get(k, 0)) for k in ("n_train", "n_val", "n_calibration", "n_evaluation"))
     warning = metrics.evidence_warning(len(eval_int8), false_alarms, n_total or len(calib) + len(evaluation),
                                        spec.window / spec.sample_rate)
-    if warning:
-        card["warnings"] = [*card.get("warnings", []), warning]
-        log.info("model %s: %s", name, warning)
+    spread = thresholds.spread_warning(calibrated, len(calib), n_total or len(calib) + len(evaluation),
+                                       spec.window / spec.sample_rate)
+    for text in (warning, spread):
+        if text:
+            card["warnings"] = [*card.get("warnings", []), text]
+            log.info("model %s: %s", name, text)
     log.info("model %s: threshold %.4f, arena %d, image %d bytes", name, threshold, arena, image_size)
     extras = {kind: data for kind, data in (("float32", conv.float32), ("dynamic", conv.dynamic)) if data}
     return TrainedModel(image=image, tflite=conv.int8, conversion=conv, card=card, keras_model=float_model,

@@ -33,6 +33,13 @@ TOLERANCE_CONFIDENCE = 0.95
 MIN_TAIL_WINDOWS = 8
 # Scores at or below this are exact reconstructions (int8 can give 0); they carry no log-scale spread.
 MIN_POSITIVE_SCORE = 1e-12
+# Calibration windows from which the tail bound comes out steady between trainings of one machine:
+# benchmarks/threshold_spread.py measured the thresholds of 15 trainings each spreading 3.6x from 19
+# calibration windows (30 s recorded), 2.3x from 38 (60 s) and 1.6x from 75 (120 s). Fewer than this
+# and the card warns: a threshold several times too high hides faint faults and misfits alike.
+STEADY_TAIL_WINDOWS = 38
+TAIL_RULE = "tail bound"
+EMPIRICAL_RULE = "percentile x margin"
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,7 @@ class Threshold:
     percentile_score: float  # the calibration scores' `percentile`
     empirical: float  # percentile_score x margin
     tail: float | None  # the log-normal tolerance bound, None with too few positive scores
-    rule: str  # "tail bound" or "percentile x margin": which one set `value`
+    rule: str  # TAIL_RULE or EMPIRICAL_RULE: which one set `value`
 
     def to_dict(self) -> dict:
         return {"value": self.value, "percentile_score": self.percentile_score, "empirical": self.empirical,
@@ -84,8 +91,23 @@ def calibrate(scores: np.ndarray, *, percentile: float, margin: float,
     empirical = p_value * margin
     tail = lognormal_tail_bound(scores, rate) if rate > 0 else None
     if tail is not None and tail > empirical:
-        return Threshold(tail, p_value, empirical, tail, "tail bound")
-    return Threshold(empirical, p_value, empirical, tail, "percentile x margin")
+        return Threshold(tail, p_value, empirical, tail, TAIL_RULE)
+    return Threshold(empirical, p_value, empirical, tail, EMPIRICAL_RULE)
+
+
+def spread_warning(threshold: Threshold, n_calibration: int, n_total_windows: int, window_s: float) -> str | None:
+    """A sentence for the card when the tail bound set the threshold from fewer than
+    STEADY_TAIL_WINDOWS calibration windows, with how many seconds more of normal recording would
+    give it enough (the calibration set keeping its share of all windows); None otherwise."""
+    if threshold.rule != TAIL_RULE or n_calibration >= STEADY_TAIL_WINDOWS:
+        return None
+    text = (f"threshold {threshold.value:.3g} rests on the spread of only {n_calibration} calibration windows: from "
+            f"fewer than {STEADY_TAIL_WINDOWS} it can come out several times higher or lower in another training "
+            "on the same machine, and too high hides faint faults")
+    if n_calibration > 0 and n_total_windows > 0:
+        more_windows = max(0, math.ceil(STEADY_TAIL_WINDOWS * n_total_windows / n_calibration) - n_total_windows)
+        text += f" (record about {more_windows * window_s:.0f} s more normal data)"
+    return text
 
 
 def lognormal_exceedance(scores: np.ndarray, threshold: float) -> float | None:

@@ -50,3 +50,19 @@ def test_too_few_or_zero_scores_fall_back_to_the_empirical_rule():
     assert t.tail is None and t.rule == "percentile x margin" and t.value == 0.0
     few = threshold.calibrate(np.array([1.0, 1.2, 0.9]), percentile=99.5, margin=1.5)
     assert few.tail is None and few.value == pytest.approx(np.percentile([1.0, 1.2, 0.9], 99.5) * 1.5)
+
+
+def test_a_tail_bound_from_few_calibration_windows_is_flagged_with_the_seconds_to_record():
+    """30 s of one machine (94 windows, 19 of them calibration): the card says the threshold may move
+    several times over in another training, and that 30 s more (to 38 calibration windows) steadies it."""
+    rng = np.random.default_rng(3)
+    window_s = 1024 / 3200
+    few = threshold.calibrate(np.exp(rng.normal(0.0, 0.3, 19)), percentile=99.5, margin=1.5)
+    assert few.rule == threshold.TAIL_RULE
+    text = threshold.spread_warning(few, 19, 94, window_s)
+    assert text is not None and "only 19 calibration windows" in text and "faint faults" in text
+    assert "record about 30 s more normal data" in text
+    assert threshold.spread_warning(few, threshold.STEADY_TAIL_WINDOWS, 188, window_s) is None
+    # the percentile rule set it: the tail's spread did not
+    loose = threshold.calibrate(np.exp(rng.normal(0.0, 0.3, 19)), percentile=99.5, margin=50.0)
+    assert threshold.spread_warning(loose, 19, 94, window_s) is None

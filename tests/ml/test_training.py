@@ -187,3 +187,20 @@ def test_held_out_windows_given_by_source_are_split_too(normal_rows):
     assert not _row_keys(split.calib) & _row_keys(split.evaluation)
     with pytest.raises(DataError, match="held-out normal windows"):
         training.split_normal(normal_rows, training.TrainConfig(), calib=calib_source[:10])
+
+
+def test_a_short_recording_warns_that_its_threshold_is_unsteady():
+    """30 s of one machine: the tail bound sets the threshold from 19 calibration windows, and the
+    card (Models page, `model show`) says so and how much more to record (app.ml.threshold)."""
+    from app.ml import features
+    from app.ml.threshold import STEADY_TAIL_WINDOWS, TAIL_RULE
+
+    from .conftest import TEST_EPOCHS, TEST_PATIENCE
+
+    rows = features.extract_batch(features.windows_from_recording(recording(5, 30.0)))
+    model = pipeline.train_model(rows, name="short", config=training.TrainConfig(
+        epochs=TEST_EPOCHS, patience=TEST_PATIENCE, seed=3))
+    assert model.card["training"]["n_calibration"] < STEADY_TAIL_WINDOWS
+    assert model.card["threshold"]["rule"] == TAIL_RULE  # seeded data and training: the same every run
+    [spread] = [w for w in model.card["warnings"] if "calibration windows" in w]
+    assert "s more normal data" in spread
