@@ -49,8 +49,9 @@ STALL_TIMEOUT_S = 10.0
 RECORD_TIME_FACTOR = 3.0
 # How often waits wake to look for a stall or a cancel.
 POLL_S = 0.5
-# The trial's own timeout: the observation plus this much for the deployment's tail, CONFIRM and
-# a stall to be noticed; after it an unconfirmed device reverts by itself (PROTOCOL.md 5.3).
+# The trial's own timeout: the observation plus this much for the deployment's tail, the
+# observation's run-on for late windows (observe.MIN_WINDOWS_GRACE_S), CONFIRM and a stall to be
+# noticed; after it an unconfirmed device reverts by itself (PROTOCOL.md 5.3).
 TRIAL_MARGIN_S = 120
 # The decision: roll back when even the low end of the observed alarm rate's Wilson 95 % interval
 # is above --max-alarm-rate (evidence that the model alarms too often), as the fit check refuses a

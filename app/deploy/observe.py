@@ -32,8 +32,9 @@ POLL_S = 0.5
 # reporting has shown fewer than MIN_OBSERVED_WINDOWS windows of the new version: its first window
 # lands a second or two after activation, and a loaded broker or device delays a few more, which
 # should cost a little time rather than the verdict. A device silent for STALL_TIMEOUT_S still ends
-# the observation at once. Within the trial timeouts' margin (adapt.TRIAL_MARGIN_S,
-# staged.TRIAL_MARGIN_S: 120 s).
+# the observation at once (so with an observation shorter than that, a device that never reports
+# fails as silent rather than as "too few windows"). Within the trial timeouts' margin
+# (adapt.TRIAL_MARGIN_S, staged.TRIAL_MARGIN_S: 120 s).
 MIN_WINDOWS_GRACE_S = 30.0
 
 ObserveProgressFn = Callable[[float, str], None]
@@ -118,7 +119,7 @@ def observe(monitor, devices: list[str], model_name: str, version: int, observe_
                     last_total = total
                     alarms = sum(o.alarms for o in seen.values())
                     progress(min(1.0, (now - t0) / observe_s), f"{total} windows, {alarms} alarms")
-                changed.wait(min(POLL_S, end - now) if now < end else POLL_S)
+                changed.wait(min(POLL_S, (end if now < end else end + MIN_WINDOWS_GRACE_S) - now))
     finally:
         monitor.remove_listener(on_event)
     elapsed = time.monotonic() - t0

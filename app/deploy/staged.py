@@ -67,8 +67,9 @@ log = logging.getLogger(__name__)
 # Defaults of the CLI: five minutes of telemetry is ~300 windows a device; 1 % as `adapt`.
 DEFAULT_OBSERVE_S = 300.0
 DEFAULT_MAX_ALARM_RATE = 0.01
-# The trial timeout of a stage: its observation plus this much for CONFIRM to arrive and a stall to
-# be noticed; after it an unconfirmed device reverts by itself (PROTOCOL.md 5.3).
+# The trial timeout of a stage: its observation plus this much for the observation's run-on for
+# late windows (observe.MIN_WINDOWS_GRACE_S), CONFIRM to arrive and a stall to be noticed; after it
+# an unconfirmed device reverts by itself (PROTOCOL.md 5.3).
 TRIAL_MARGIN_S = 120
 # ... plus this much per device the stage deploys beyond one concurrent batch: the first devices
 # activate (their trial timer starts) while the stage's last ones are still transferring.

@@ -105,7 +105,8 @@ def spread_warning(threshold: Threshold, n_calibration: int, n_total_windows: in
             f"fewer than {STEADY_TAIL_WINDOWS} it can come out several times higher or lower in another training "
             "on the same machine, and too high hides faint faults")
     if n_calibration > 0 and n_total_windows > 0:
-        more_windows = max(0, math.ceil(STEADY_TAIL_WINDOWS * n_total_windows / n_calibration) - n_total_windows)
+        needed_total = -(-STEADY_TAIL_WINDOWS * n_total_windows // n_calibration)  # integer ceiling
+        more_windows = max(0, needed_total - n_total_windows)
         text += f" (record about {more_windows * window_s:.0f} s more normal data)"
     return text
 

@@ -4,6 +4,7 @@ listener as the FleetMonitor hands them (the real DeviceRecord), from a thread, 
 from __future__ import annotations
 
 import threading
+import time
 
 from app.deploy import observe
 from app.services.fleet_monitor import DeviceRecord
@@ -55,6 +56,7 @@ def test_windows_that_arrive_after_the_observation_time_still_count_until_there_
 
     feeder = threading.Thread(target=feed)
     feeder.start()
+    started = time.monotonic()
     try:
         seen = observe.observe(hub, [DEVICE], MODEL, VERSION, OBSERVE_S, cancel=threading.Event())
     finally:
@@ -64,9 +66,55 @@ def test_windows_that_arrive_after_the_observation_time_still_count_until_there_
     assert obs.problem == "" and len(obs.scores) == observe.MIN_OBSERVED_WINDOWS
     assert observe.judge(obs, 0.01) == ""
     assert hub.listeners == []
+    # it ended with the window that made it enough, not at the end of the run-on
+    assert time.monotonic() - started < observe.MIN_WINDOWS_GRACE_S
+
+
+def test_a_device_still_short_of_windows_when_the_run_on_ends_cannot_be_judged(monkeypatch):
+    monkeypatch.setattr(observe, "MIN_WINDOWS_GRACE_S", 1.0)  # under STALL_TIMEOUT_S: the run-on ends first
+    hub = Hub()
+
+    def feed() -> None:
+        assert hub.added.wait(LISTENER_WAIT_S)
+        hub.telemetry(1.0)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        seen = observe.observe(hub, [DEVICE], MODEL, VERSION, OBSERVE_S, cancel=threading.Event())
+    finally:
+        feeder.join()
+    obs = seen[DEVICE]
+    assert obs.problem.startswith(f"only 1 windows of v{VERSION} observed")
+    assert f"at least {observe.MIN_OBSERVED_WINDOWS} are needed" in observe.judge(obs, 0.01)
+
+
+def test_a_cancel_during_the_run_on_ends_it():
+    hub = Hub()
+    cancel = threading.Event()
+    past_the_end = threading.Event()
+
+    def feed() -> None:
+        assert hub.added.wait(LISTENER_WAIT_S)
+        hub.telemetry(1.0)
+        past_the_end.wait(OBSERVE_S * 2)  # (cancelled earlier, the outcome is the same)
+        cancel.set()
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    started = time.monotonic()
+    try:
+        seen = observe.observe(hub, [DEVICE], MODEL, VERSION, OBSERVE_S, cancel=cancel)
+    finally:
+        past_the_end.set()
+        feeder.join()
+    assert seen[DEVICE].problem == "cancelled during the observation"
+    assert time.monotonic() - started < observe.MIN_WINDOWS_GRACE_S  # not held to the end of the run-on
 
 
 def test_other_versions_and_other_devices_do_not_count():
+    """Only the deployed version's windows of the observed devices count: the previous model's last
+    windows and another device's say nothing about the new one here."""
     hub = Hub()
     cancel = threading.Event()
 
