@@ -159,11 +159,10 @@ def finish(*, name: str, conv: conversion.Conversion, mean: np.ndarray, std: np.
     }
     training_counts = card.get("training", {})
     n_total = sum(int(training_counts.get(k, 0)) for k in ("n_train", "n_val", "n_calibration", "n_evaluation"))
-    warning = metrics.evidence_warning(len(eval_int8), false_alarms, n_total or len(calib) + len(evaluation),
-                                       spec.window / spec.sample_rate)
-    spread = thresholds.spread_warning(calibrated, len(calib), n_total or len(calib) + len(evaluation),
-                                       spec.window / spec.sample_rate)
-    for text in (warning, spread):
+    n_windows, window_s = n_total or len(calib) + len(evaluation), spec.window / spec.sample_rate
+    evidence = metrics.evidence_warning(len(eval_int8), false_alarms, n_windows, window_s)
+    spread = thresholds.spread_warning(calibrated, len(calib), n_windows, window_s)
+    for text in (evidence, spread):
         if text:
             card["warnings"] = [*card.get("warnings", []), text]
             log.info("model %s: %s", name, text)

@@ -36,10 +36,9 @@ def run_gui(broker_url: str | None, devices: int, *, smoke_test: bool = False, s
     app.setOrganizationName("tinymlops")
     from app.ui.gui_gc import collect_on_gui_thread
     from app.ui.main_window import MainWindow
-
-    collect_on_gui_thread()  # a collection in paho's thread can deadlock Qt (app/ui/gui_gc.py)
     from app.ui.settings import Settings
 
+    collect_on_gui_thread()  # a collection in paho's thread can deadlock Qt (app/ui/gui_gc.py)
     settings = Settings.load()
     settings.apply_data_dir()
     window = MainWindow(settings)
