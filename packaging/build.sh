@@ -8,6 +8,7 @@
 # Env: PYTHON (interpreter for the build venv, default python3), TINYMLOPS_PACKAGING_OUT (output dir,
 # default build/packaging), DEB_COMPRESSION (dpkg-deb -Z: zstd (default: seconds), xz (28% smaller, 4 min).
 # Needs: python3-venv, dpkg-deb (dpkg), readelf and strip (binutils), and PyPI access for the first run.
+# Exit status: 0 built, 3 not enough disk space (disk_space.py says how much), anything else failed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${TINYMLOPS_PACKAGING_OUT:-$ROOT/build/packaging}"
@@ -41,6 +42,17 @@ command -v readelf >/dev/null || die "readelf not found (Debian package binutils
 command -v strip >/dev/null || die "strip not found (Debian package binutils)"
 mkdir -p "$OUT"
 T0=$(seconds)
+
+# 0. Room on the disk. The previous outputs go first (this build replaces them; the venv stays, it is
+#    the cache). Then: bundle ~1.0 GB + strip's rewritten copy of the largest library (TensorFlow's,
+#    790 MB) + .deb 0.3 GB + PyInstaller work 0.1 GB, with a margin = 2.5 GB; a new venv 2 GB more
+#    (measured 1.9 GB). The .deb staging tree hard-links the bundle and costs next to nothing.
+BUILD_NEED_MB=2500
+VENV_NEED_MB=2000
+rm -rf "${DIST:?}/$APP" "$OUT/deb" "$OUT/${PKG}_"*"_amd64.deb"
+NEED_MB=$BUILD_NEED_MB
+[ -x "$VENV/bin/python" ] || NEED_MB=$((BUILD_NEED_MB + VENV_NEED_MB))
+"$PY" "$ROOT/packaging/disk_space.py" "$OUT" "$NEED_MB" "the bundle and .deb build" || exit $?
 
 # 1. An isolated venv holding the project (not editable) + PyInstaller: the bundle gets exactly the
 #    project's dependencies, nothing the developer happens to have installed.
@@ -76,7 +88,9 @@ STAGE="$OUT/deb/${PKG}_${VERSION}_amd64"
 rm -rf "$STAGE"
 mkdir -p "$STAGE/DEBIAN" "$STAGE/opt" "$STAGE/usr/bin" "$STAGE/usr/share/applications" \
     "$STAGE/usr/share/metainfo" "$STAGE/usr/share/icons/hicolor/scalable/apps" "$STAGE/usr/share/doc/$PKG"
-cp -a "$BUNDLE" "$STAGE/opt/$APP"
+# Hard links: the staging tree adds ~0 bytes instead of a second 1 GB copy (a full copy where the
+# filesystem cannot link).
+cp -al "$BUNDLE" "$STAGE/opt/$APP" 2>/dev/null || { rm -rf "$STAGE/opt/$APP"; cp -a "$BUNDLE" "$STAGE/opt/$APP"; }
 install -m 0755 "$ROOT/packaging/debian/tinymlops.sh" "$STAGE/usr/bin/$APP"
 install -m 0644 "$ROOT/resources/desktop/tinymlops.desktop" "$STAGE/usr/share/applications/tinymlops.desktop"
 install -m 0644 "$ROOT/resources/desktop/$METAINFO_ID.metainfo.xml" "$STAGE/usr/share/metainfo/$METAINFO_ID.metainfo.xml"

@@ -30,6 +30,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from disk_space import MB, shortfall  # packaging/ is on sys.path: this file runs as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "build" / "packaging"
 PACKAGE = "tinymlops"
@@ -51,6 +53,11 @@ DEB_FILES = ("/usr/bin/tinymlops", "/opt/tinymlops/tinymlops", "/usr/share/appli
              "/usr/share/metainfo/io.github.tinymlops.operator.metainfo.xml")
 
 
+# dpkg unpacks every file beside its final name before renaming it, so it needs the Installed-Size
+# free under /opt, plus room for its database and the launcher's first-run files.
+DPKG_MARGIN_MB = 100
+
+
 class SmokeFailure(Exception):
     pass
 
@@ -63,6 +70,10 @@ class Report:
     def add(self, check: str, ok: bool, detail: str) -> None:
         self.rows.append((check, "ok" if ok else "FAIL", detail))
         self.failed |= not ok
+
+    def skip(self, check: str, reason: str) -> None:
+        """A check this machine cannot run (not a failure of the package): shown as SKIP with why."""
+        self.rows.append((check, "SKIP", reason))
 
     def print(self) -> None:
         width = max(len(r[0]) for r in self.rows)
@@ -188,6 +199,14 @@ def install_deb(deb: Path, report: Report, devices: int) -> None:
     if shutil.which("tinymlops") and not Path("/var/lib/dpkg/info/tinymlops.list").exists():
         raise SmokeFailure("a tinymlops that is not the Debian package is on PATH; it would shadow the installed one")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    code, out, err, _ = run(["dpkg-deb", "-f", str(deb), "Installed-Size"], env, DPKG_TIMEOUT_S)
+    if code != 0 or not out.strip().isdigit():
+        raise SmokeFailure(f"dpkg-deb -f {deb} Installed-Size failed ({code}): {err.strip() or out.strip()}")
+    need_mb = int(out) // 1024 + DPKG_MARGIN_MB  # Installed-Size is in KiB
+    short = shortfall(Path("/opt"), need_mb * MB, "installing the .deb")
+    if short is not None:
+        report.skip("deb: dpkg -i", short)
+        return
     code, out, err, secs = run(["dpkg", "-i", str(deb)], env, DPKG_TIMEOUT_S)
     if code != 0:
         raise SmokeFailure(f"dpkg -i {deb} failed ({code}):\n{out}\n{err}")

@@ -19,7 +19,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from elf_requirements import is_elf  # packaging/ is on sys.path: build.sh runs this file as a script
+# packaging/ is on sys.path: build.sh runs this file as a script.
+from disk_space import NO_SPACE_EXIT, NO_SPACE_PHRASE
+from elf_requirements import is_elf
 
 # Files per strip/readelf call: keeps the command line far below the kernel's argument limit.
 BATCH = 64
@@ -63,12 +65,36 @@ def strippable(bundle: Path) -> list[Path]:
     return found
 
 
+class StripFailed(Exception):
+    """strip refused a batch. It writes each result to a temporary file and renames it over the
+    original only when that worked, so every library is either stripped or exactly as it was."""
+
+    def __init__(self, message: str, no_space: bool) -> None:
+        super().__init__(message)
+        self.no_space = no_space
+
+
+# strip's own words when the temporary copy does not fit (binutils: "...: No space left on device").
+ENOSPC_TEXT = "No space left on device"
+
+
 def strip_bundle(bundle: Path) -> tuple[int, int, int]:
-    """Strip the strippable libraries in place; returns (files, bytes before, bytes after)."""
+    """Strip the strippable libraries in place; returns (files, bytes before, bytes after).
+    Raises StripFailed with strip's own message (not the batch's file list) when strip fails."""
     files = strippable(bundle)
     before = sum(p.stat().st_size for p in files)
     for start in range(0, len(files), BATCH):
-        subprocess.run(["strip", "--strip-all", *map(str, files[start:start + BATCH])], check=True)
+        batch = files[start:start + BATCH]
+        done = subprocess.run(["strip", "--strip-all", *map(str, batch)], capture_output=True, text=True,
+                              check=False)
+        if done.returncode != 0:
+            said = done.stderr.strip() or f"exit status {done.returncode}"
+            if ENOSPC_TEXT in said:
+                largest = max(p.stat().st_size for p in batch)
+                raise StripFailed(f"{NO_SPACE_PHRASE} to strip {bundle}: strip writes a stripped copy beside "
+                                  f"each library (up to {largest / 2**20:,.0f} MB here) before it replaces it. "
+                                  f"strip said: {said}", no_space=True)
+            raise StripFailed(f"strip failed on {len(batch)} libraries of {bundle}: {said}", no_space=False)
     after = sum(p.stat().st_size for p in files)
     return len(files), before, after
 
@@ -80,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.bundle / "_internal").is_dir():
         print(f"strip_bundle.py: {args.bundle} is not a PyInstaller one-folder bundle", file=sys.stderr)
         return 2
-    count, before, after = strip_bundle(args.bundle)
+    try:
+        count, before, after = strip_bundle(args.bundle)
+    except StripFailed as exc:
+        print(f"strip_bundle.py: {exc}", file=sys.stderr)
+        return NO_SPACE_EXIT if exc.no_space else 1
     print(f"stripped {count} libraries: {before / 2**20:.0f} -> {after / 2**20:.0f} MB")
     return 0
 

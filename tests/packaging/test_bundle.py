@@ -18,6 +18,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "packaging"))
+try:  # the exit status build.sh passes on for "this machine's disk is too full"
+    from disk_space import NO_SPACE_EXIT
+finally:
+    sys.path.remove(str(ROOT / "packaging"))
 # First build on a fresh machine: venv + ~700 MB of wheels + PyInstaller analysis of TensorFlow.
 BUILD_TIMEOUT_S = 1800
 # Three smoke runs (bundle, installed) plus dpkg -i / -r of a 1 GB package.
@@ -43,6 +48,8 @@ def _installed_size_mb() -> float:
 def test_bundle_and_deb_build_and_pass_the_headless_smoke_test():
     build = subprocess.run(["bash", str(ROOT / "packaging" / "build.sh")], cwd=ROOT, capture_output=True, text=True,
                            timeout=BUILD_TIMEOUT_S, check=False)
+    if build.returncode == NO_SPACE_EXIT:  # this machine's disk, not the build: say so, with the figures
+        pytest.skip(build.stderr.strip().splitlines()[-1])
     assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-8000:]
     assert "== done" in build.stdout
     assert _installed_size_mb() <= INSTALLED_SIZE_LIMIT_MB
@@ -54,3 +61,6 @@ def test_bundle_and_deb_build_and_pass_the_headless_smoke_test():
     print(build.stdout[-600:], smoke.stdout, sep="\n")  # the figures, in pytest -rA / CI logs
     assert smoke.returncode == 0, smoke.stdout + smoke.stderr[-4000:]
     assert "SMOKE TEST PASSED" in smoke.stdout
+    skipped = [line for line in smoke.stdout.splitlines() if "  SKIP  " in line]
+    if skipped:  # the bundle passed; what this machine could not run is reported, not passed over
+        pytest.skip("bundle built and smoke-tested; not run here: " + "; ".join(skipped))
