@@ -22,6 +22,17 @@ pytest_plugins = [
 # Tests never write signing keys into a developer's OS keyring: keys go to each test's data dir.
 os.environ.setdefault("TINYMLOPS_KEYRING", "off")
 
+
+@pytest.fixture(autouse=True)
+def own_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test (and every command it starts) gets its own data dir, never the user's: the xdist
+    workers would otherwise share one registry, fleet memory, broker announcement and clean-up list
+    in ~/.local/share/tinymlops (a clean-up remembered for 127.0.0.1:PORT could meet another test's
+    broker on that port). A test that sets its own dir with monkeypatch overrides this one."""
+    from app.domain.paths import DATA_DIR_ENV
+
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path_factory.mktemp("data-dir")))
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("hardware", "tests against a real device (marker: hardware)")
     group.addoption("--hardware", action="store_true", default=False,

@@ -29,8 +29,11 @@ from tests.deploy.outage_helpers import LogEvent, operator_link, retained_under,
 from tests.deploy.tcp_proxy import TcpProxy
 from tests.transport.helpers import wait_until
 
-# A command's wait per attempt in these tests: the devices answer on loopback in milliseconds.
-COMMAND_S = 1.0
+# A command's wait per attempt in these tests: the devices answer on loopback in milliseconds, but
+# other workers may be training on both cores; 3 s keeps the cases that must succeed clear of that.
+COMMAND_S = 3.0
+# The stall case's attempts: long enough that a resent command waits past STALLED_PUBLISH_S.
+STALL_ATTEMPT_S = 3.0
 # The operator's link outage a rollout rides out, shortened so the failing cases end in seconds.
 RIDE_OUT_S = 3.0
 # paho's reconnect back-off after several seconds of outage can reach 8 s; a generous bound on top.
@@ -252,6 +255,6 @@ def test_a_stall_of_the_operator_link_mid_rollout_is_named_as_such(mosquitto_fac
     with operator_link(broker.port, fleet.devices, lambda proxy: proxy.set_stalled(True)) as link, \
             LogEvent("app.deploy.rollout", "rollout to", lambda: link.proxy.set_stalled(False)):
         # attempts long enough that the resent command waits past STALLED_PUBLISH_S unacknowledged
-        report = roll_out(link.conn, model_image_v3, [dev.device_id], 3, 3 * COMMAND_S)
+        report = roll_out(link.conn, model_image_v3, [dev.device_id], 3, STALL_ATTEMPT_S)
     message = str(report.results[0].error)
     assert "operator's connection" in message and "stalled" in message, message

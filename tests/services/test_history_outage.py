@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from app.services import telemetry_history as th
 from app.services.telemetry_history import TelemetryHistory, TelemetryRow
@@ -33,9 +34,16 @@ db.execute("ROLLBACK")
 """
 
 
-# Rows are stamped this many seconds into the last hour (the reads look back from now).
-# rows of ten minutes ago: inside the hour the history keeps whole (RAW_FULL_S), so a prune thins none
-BASE_TS = time.time() - 600
+# Rows are stamped from ten minutes ago (the reads look back from now): inside the hour the history
+# keeps whole (RAW_FULL_S), so a prune thins none. Taken when each test starts, not when the module is
+# imported: a worker may reach this module most of an hour after collecting it.
+BASE_AGE_S = 600
+BASE_TS = 0.0  # set by _rows_of_ten_minutes_ago for each test
+
+
+@pytest.fixture(autouse=True)
+def _rows_of_ten_minutes_ago(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "BASE_TS", time.time() - BASE_AGE_S)
 
 
 def _row(device: str, ts: float) -> TelemetryRow:

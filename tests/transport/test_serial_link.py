@@ -15,6 +15,10 @@ from app.transport.serial_link import SerialLink
 from tests.transport.helpers import wait_until
 from tests.transport.ptys import PtyDevice
 
+# The responder thread answers over a pty in milliseconds; the wait it gets while other workers keep
+# both cores busy (one attempt: these requests must not be resent).
+REPLY_S = 10.0
+
 
 @pytest.fixture
 def pty() -> PtyDevice:
@@ -120,10 +124,10 @@ def test_channel_request_reply_and_listeners(pty: PtyDevice) -> None:
     seen: list[m.Packet] = []
     with SerialChannel.open(pty.path) as channel:
         channel.on_packet(seen.append)
-        reply = channel.request(m.GetInfo(), timeout=2, retries=0)
+        reply = channel.request(m.GetInfo(), timeout=REPLY_S, retries=0)
         assert reply.msg == m.Hello(device_id="pty-dev")
         with pytest.raises(DeviceError, match="NO_MODEL") as err:
-            channel.request(m.Benchmark(count=3), timeout=2, retries=0)
+            channel.request(m.Benchmark(count=3), timeout=REPLY_S, retries=0)
         assert err.value.code == ErrorCode.NO_MODEL
         wait_until(lambda: sum(isinstance(p.msg, m.Telemetry) for p in seen) == 2, what="unsolicited telemetry")
     device.stop()
