@@ -2,17 +2,32 @@
 
 The window is shown before anything heavy happens: the session (embedded broker + virtual fleet +
 fleet monitor, or a plant broker) starts in a worker thread, and TensorFlow is imported only by
-the jobs that train or convert. `--smoke-test` shows the window offscreen-capable, waits for the
-devices to fill the fleet view, then trains one tiny model through the GUI's own worker path (a
-spawned child process, the part most likely to break in a frozen bundle), prints one JSON line
-and exits (the packaged build's check).
+the jobs that train or convert. Without a display (Linux, no DISPLAY or WAYLAND_DISPLAY) it says
+so instead of letting Qt abort. `--smoke-test` shows the window (offscreen when there is no
+display), waits for the devices to fill the fleet view, then trains one tiny model through the
+GUI's own worker path (a spawned child process, the part most likely to break in a frozen bundle),
+prints one JSON line and exits (the packaged build's check).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+
+# Qt's on-screen platforms on Linux need one of these; with none set, Qt aborts the process (SIGABRT
+# and a core file) after a paragraph about platform plugins.
+DISPLAY_VARIABLES = ("DISPLAY", "WAYLAND_DISPLAY")
+NO_DISPLAY_MESSAGE = ("error: no display to open the operator window on (neither DISPLAY nor WAYLAND_DISPLAY "
+                      "is set: an SSH session or a server?). Start it in a desktop session, or use the "
+                      "command line (tinymlops --help); QT_QPA_PLATFORM=offscreen runs the window unseen.")
+
+
+def no_display() -> bool:
+    """True on Linux when Qt would find no screen: no display variable and no platform chosen."""
+    return (sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM")
+            and not any(os.environ.get(name) for name in DISPLAY_VARIABLES))
 
 
 def register(sub) -> None:
@@ -57,6 +72,11 @@ def run(args: argparse.Namespace) -> int:
     if args.devices < 1:
         print("error: --devices must be at least 1", file=sys.stderr)
         return 2
+    if no_display():
+        if not args.smoke_test:
+            print(NO_DISPLAY_MESSAGE, file=sys.stderr)
+            return 2
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # the check needs no one to look at the window
     from app.ui.launch import run_gui
 
     return run_gui(args.broker, args.devices, smoke_test=args.smoke_test, started=started)

@@ -276,3 +276,25 @@ def test_settings_dialog_takes_the_tls_files_of_an_mqtts_broker(qtbot, tmp_path)
         assert expected in bad.problem.text()
         bad.accept()
         assert bad.result() != bad.DialogCode.Accepted and expected in bad.problem.text()
+
+
+def _headless_env(tmp_path) -> dict:
+    """The environment of an SSH session or a server: no display, no Qt platform chosen."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    return {**env, "TINYMLOPS_DATA_DIR": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+
+
+def test_without_a_display_the_window_says_so_instead_of_qt_aborting(tmp_path):
+    """Before, Qt aborted the process (SIGABRT, exit -6, a core file) after a paragraph on plugins."""
+    proc = subprocess.run([sys.executable, "-m", "app"], cwd=ROOT, env=_headless_env(tmp_path), capture_output=True,
+                          text=True, timeout=STARTUP_TIMEOUT_S)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "no display to open the operator window on" in proc.stderr and "tinymlops --help" in proc.stderr
+    assert "qt.qpa" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_smoke_test_needs_no_display(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "app", "gui", "--smoke-test", "--devices", "2"], cwd=ROOT,
+                          env=_headless_env(tmp_path), capture_output=True, text=True, timeout=STARTUP_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["ok"] is True
