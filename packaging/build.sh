@@ -45,10 +45,11 @@ T0=$(seconds)
 
 # 0. Room on the disk. The previous outputs go first (this build replaces them; the venv stays, it is
 #    the cache). Then: bundle ~1.0 GB + strip's rewritten copy of the largest library (TensorFlow's,
-#    790 MB) + .deb 0.3 GB + PyInstaller work 0.1 GB, with a margin = 2.5 GB; a new venv 2 GB more
-#    (measured 1.9 GB). The .deb staging tree hard-links the bundle and costs next to nothing.
+#    790 MB) + .deb 0.3 GB + PyInstaller work 0.1 GB, with a margin = 2.5 GB; a new venv 3 GB more
+#    (measured 1.9 GB, plus pip's ~0.7 GB of downloads in its cache and temporary files). The .deb
+#    staging tree hard-links the bundle and costs next to nothing.
 BUILD_NEED_MB=2500
-VENV_NEED_MB=2000
+VENV_NEED_MB=3000
 rm -rf "${DIST:?}/$APP" "$OUT/deb" "$OUT/${PKG}_"*"_amd64.deb"
 NEED_MB=$BUILD_NEED_MB
 [ -x "$VENV/bin/python" ] || NEED_MB=$((BUILD_NEED_MB + VENV_NEED_MB))
@@ -89,8 +90,12 @@ rm -rf "$STAGE"
 mkdir -p "$STAGE/DEBIAN" "$STAGE/opt" "$STAGE/usr/bin" "$STAGE/usr/share/applications" \
     "$STAGE/usr/share/metainfo" "$STAGE/usr/share/icons/hicolor/scalable/apps" "$STAGE/usr/share/doc/$PKG"
 # Hard links: the staging tree adds ~0 bytes instead of a second 1 GB copy (a full copy where the
-# filesystem cannot link).
-cp -al "$BUNDLE" "$STAGE/opt/$APP" 2>/dev/null || { rm -rf "$STAGE/opt/$APP"; cp -a "$BUNDLE" "$STAGE/opt/$APP"; }
+# filesystem cannot link; cp says why).
+if ! cp -al "$BUNDLE" "$STAGE/opt/$APP"; then
+    log "hard links refused (cp's message above): copying the bundle, ~1 GB more on the disk"
+    rm -rf "$STAGE/opt/$APP"
+    cp -a "$BUNDLE" "$STAGE/opt/$APP"
+fi
 install -m 0755 "$ROOT/packaging/debian/tinymlops.sh" "$STAGE/usr/bin/$APP"
 install -m 0644 "$ROOT/resources/desktop/tinymlops.desktop" "$STAGE/usr/share/applications/tinymlops.desktop"
 install -m 0644 "$ROOT/resources/desktop/$METAINFO_ID.metainfo.xml" "$STAGE/usr/share/metainfo/$METAINFO_ID.metainfo.xml"

@@ -1,11 +1,11 @@
 """Say plainly when the build or the package install lacks disk space, before it starts failing.
 
-The build writes about 2.5 GB (the bundle, a stripped copy of TensorFlow's 790 MB library while strip
-rewrites it, the .deb) and 2 GB more for a new build venv. Without a check, a nearly full disk shows
-up as `strip` exiting 1 in the middle of a list of 64 file names. Every packaging script that runs
-out of space exits with NO_SPACE_EXIT and a message that says how much is free and how much is
-needed, so a caller (and the packaging test) can tell "this machine's disk is full" from "the build
-is broken".
+The build writes about 2.5 GB (the bundle, a stripped copy of TensorFlow's 790 MB library while
+strip rewrites it, the .deb) and 3 GB more for a new build venv (with pip's downloads). Without a
+check, a nearly full disk shows up as `strip` exiting 1 in the middle of a list of 64 file names.
+Every packaging script that runs out of space exits with NO_SPACE_EXIT and a message that says how
+much is free and how much is needed, so a caller (and the packaging test) can tell "this machine's
+disk is full" from "the build is broken".
 
     python3 packaging/disk_space.py PATH NEED_MB WHAT     exit 0, or NO_SPACE_EXIT with the message
 """
