@@ -193,16 +193,21 @@ def check_executable(exe: str, report: Report, devices: int, label: str) -> None
         _attempt(report, f"{label}: keys, broker kit, serial", features)
 
 
+def installed_size_kib(deb: Path) -> int:
+    """The package's Installed-Size control field (KiB, as Debian policy has it)."""
+    code, out, err, _ = run(["dpkg-deb", "-f", str(deb), "Installed-Size"], dict(os.environ), DPKG_TIMEOUT_S)
+    if code != 0 or not out.strip().isdigit():
+        raise SmokeFailure(f"dpkg-deb -f {deb} Installed-Size failed ({code}): {err.strip() or out.strip()}")
+    return int(out)
+
+
 def install_deb(deb: Path, report: Report, devices: int) -> None:
     if os.geteuid() != 0:
         raise SmokeFailure("--deb installs the package system-wide: run as root")
     if shutil.which("tinymlops") and not Path("/var/lib/dpkg/info/tinymlops.list").exists():
         raise SmokeFailure("a tinymlops that is not the Debian package is on PATH; it would shadow the installed one")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    code, out, err, _ = run(["dpkg-deb", "-f", str(deb), "Installed-Size"], env, DPKG_TIMEOUT_S)
-    if code != 0 or not out.strip().isdigit():
-        raise SmokeFailure(f"dpkg-deb -f {deb} Installed-Size failed ({code}): {err.strip() or out.strip()}")
-    need_mb = int(out) // 1024 + DPKG_MARGIN_MB  # Installed-Size is in KiB
+    need_mb = installed_size_kib(deb) // 1024 + DPKG_MARGIN_MB
     short = shortfall(Path("/opt"), need_mb * MB, "installing the .deb")
     if short is not None:
         report.skip("deb: dpkg -i", short)

@@ -47,6 +47,15 @@ def windows_to_show_below(limit: float, z: float = Z_95) -> int:
     return n
 
 
+def more_recording_s(needed: int, n_subset: int, n_total_windows: int, window_s: float) -> float | None:
+    """Seconds more of normal recording for a held-out subset (`n_subset` of `n_total_windows`,
+    keeping its share of them) to reach `needed` windows; None without a share to scale by."""
+    if n_subset <= 0 or n_total_windows <= 0:
+        return None
+    needed_total = -(-needed * n_total_windows // n_subset)  # integer ceiling
+    return max(0, needed_total - n_total_windows) * window_s
+
+
 @dataclass(frozen=True)
 class Rate:
     """`count` of `total`, e.g. 3 false alarms in 62 windows, with its 95 % Wilson interval."""

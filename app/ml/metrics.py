@@ -84,7 +84,7 @@ def evidence_warning(n_evaluation: int, false_alarms: int, n_total_windows: int,
     """A sentence when `n_evaluation` windows cannot show a false-alarm rate under `limit` (its 95 %
     upper bound stays above it), with how many seconds more of normal recording would; None when
     the evidence is enough. Assumes the evaluation set keeps its share of all windows."""
-    from app.ml.intervals import Rate, windows_to_show_below
+    from app.ml.intervals import Rate, more_recording_s, windows_to_show_below
 
     rate = Rate(int(false_alarms), int(n_evaluation))
     high = rate.interval[1]
@@ -93,8 +93,7 @@ def evidence_warning(n_evaluation: int, false_alarms: int, n_total_windows: int,
     needed = windows_to_show_below(limit)
     text = (f"false-alarm rate {rate.describe()} on {n_evaluation} held-out windows: too few to show it is "
             f"under {100 * limit:g} % (that takes at least {needed} evaluation windows with no false alarm")
-    if n_evaluation > 0 and n_total_windows > 0:
-        share = n_evaluation / n_total_windows
-        more_windows = max(0, int(np.ceil(needed / share)) - n_total_windows)
-        text += f"; record about {more_windows * window_s:.0f} s more normal data"
+    more_s = more_recording_s(needed, n_evaluation, n_total_windows, window_s)
+    if more_s is not None:
+        text += f"; record about {more_s:.0f} s more normal data"
     return text + ")"

@@ -24,6 +24,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from app.ml.intervals import more_recording_s
+
 # Per-window false-alarm probability the tail bound is designed for: one in ~11.6 machine-days at one
 # window a second, a factor 10 under the promised one a day for the tail beyond the log-normal (above).
 DESIGN_FALSE_ALARM_RATE = 1e-6
@@ -104,10 +106,9 @@ def spread_warning(threshold: Threshold, n_calibration: int, n_total_windows: in
     text = (f"threshold {threshold.value:.3g} rests on the spread of only {n_calibration} calibration windows: from "
             f"fewer than {STEADY_TAIL_WINDOWS} it can come out several times higher or lower in another training "
             "on the same machine, and too high hides faint faults")
-    if n_calibration > 0 and n_total_windows > 0:
-        needed_total = -(-STEADY_TAIL_WINDOWS * n_total_windows // n_calibration)  # integer ceiling
-        more_windows = max(0, needed_total - n_total_windows)
-        text += f" (record about {more_windows * window_s:.0f} s more normal data)"
+    more_s = more_recording_s(STEADY_TAIL_WINDOWS, n_calibration, n_total_windows, window_s)
+    if more_s is not None:
+        text += f" (record about {more_s:.0f} s more normal data)"
     return text
 
 

@@ -12,17 +12,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 
+from tests.packaging.helpers import packaging_script
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "packaging"))
-try:  # the exit status build.sh passes on for "this machine's disk is too full"
-    from disk_space import NO_SPACE_EXIT, NO_SPACE_PHRASE
-finally:
-    sys.path.remove(str(ROOT / "packaging"))
+# its exit status that build.sh passes on for "this machine's disk is too full", and what it then says
+DISK_SPACE = packaging_script("disk_space")
+SMOKE_TEST = packaging_script("smoke_test")  # the same check the test runs as a script, read for its .deb
 # First build on a fresh machine: venv + ~700 MB of wheels + PyInstaller analysis of TensorFlow.
 BUILD_TIMEOUT_S = 1800
 # Three smoke runs (bundle, installed) plus dpkg -i / -r of a 1 GB package.
@@ -30,17 +29,11 @@ SMOKE_TIMEOUT_S = 1200
 # The .deb's Installed-Size ceiling: 896 MB measured 2026-12-04 (issue 17 item 5: 1,228 MB before the
 # strip step and the spec's exclusions), plus room for dependency updates; losing either fails here.
 INSTALLED_SIZE_LIMIT_MB = 960
-DEB = ROOT / "build" / "packaging" / "tinymlops_{version}_amd64.deb"
-# Reading one control field takes milliseconds; a hang guard.
-DPKG_FIELD_TIMEOUT_S = 60
 
 
 def _installed_size_mb() -> float:
-    with open(ROOT / "pyproject.toml", "rb") as fh:
-        version = tomllib.load(fh)["project"]["version"]
-    field = subprocess.run(["dpkg-deb", "-f", str(DEB).format(version=version), "Installed-Size"],
-                           capture_output=True, text=True, check=True, timeout=DPKG_FIELD_TIMEOUT_S).stdout
-    return int(field) / 1024  # KiB, as Debian policy has it
+    deb = SMOKE_TEST.DEFAULT_OUT / f"tinymlops_{SMOKE_TEST.project_version()}_amd64.deb"
+    return SMOKE_TEST.installed_size_kib(deb) / 1024
 
 
 @pytest.mark.slow
@@ -48,9 +41,9 @@ def _installed_size_mb() -> float:
 def test_bundle_and_deb_build_and_pass_the_headless_smoke_test():
     build = subprocess.run(["bash", str(ROOT / "packaging" / "build.sh")], cwd=ROOT, capture_output=True, text=True,
                            timeout=BUILD_TIMEOUT_S, check=False)
-    if build.returncode == NO_SPACE_EXIT and NO_SPACE_PHRASE in build.stderr:
+    if build.returncode == DISK_SPACE.NO_SPACE_EXIT and DISK_SPACE.NO_SPACE_PHRASE in build.stderr:
         # this machine's disk, not the build: said with the figures
-        pytest.skip(next(line for line in build.stderr.splitlines() if NO_SPACE_PHRASE in line))
+        pytest.skip(next(line for line in build.stderr.splitlines() if DISK_SPACE.NO_SPACE_PHRASE in line))
     assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-8000:]
     assert "== done" in build.stdout
     assert _installed_size_mb() <= INSTALLED_SIZE_LIMIT_MB

@@ -9,13 +9,13 @@ import ctypes
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.packaging.helpers import PACKAGING, compiled_library, packaging_script
+
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGING = ROOT / "packaging"
 # Compiling, stripping or the build script's checks before its first real step: seconds; a hang guard.
 TOOL_TIMEOUT_S = 120
 # Big enough for a small library and its stripped copy, so the filler decides when it is full.
@@ -24,13 +24,7 @@ TMPFS_MB = 8
 
 @pytest.fixture()
 def packaging_modules():
-    sys.path.insert(0, str(PACKAGING))
-    try:
-        import disk_space
-        import strip_bundle
-    finally:
-        sys.path.remove(str(PACKAGING))
-    return disk_space, strip_bundle
+    return packaging_script("disk_space"), packaging_script("strip_bundle")
 
 
 @pytest.fixture()
@@ -57,18 +51,6 @@ def _fill(folder: Path, leave_bytes: int) -> None:
         fh.write(b"\0" * max(0, free - leave_bytes))
 
 
-def _library(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    source = path.parent / f"{path.name}.c"
-    # Enough symbols that the stripped copy needs more room than the filler leaves.
-    source.write_text("".join(f"int function_{i}(void) {{ return {i}; }}\n" for i in range(2000))
-                      + "int answer(void) { return 42; }\n")
-    subprocess.run([shutil.which("cc") or "cc", "-shared", "-fPIC", "-o", str(path), str(source)],
-                   check=True, timeout=TOOL_TIMEOUT_S)
-    source.unlink()
-    return path
-
-
 def test_shortfall_states_what_is_free_and_what_is_needed(tmp_path, packaging_modules):
     disk_space, _ = packaging_modules
     total = shutil.disk_usage(tmp_path).total
@@ -83,7 +65,7 @@ def test_a_library_strip_cannot_read_fails_with_strips_words_and_is_left_as_it_w
                                                                                   capsys):
     _, strip_bundle = packaging_modules
     broken = tmp_path / "tinymlops" / "_internal" / "libbroken.so"
-    whole = _library(broken).read_bytes()
+    whole = compiled_library(broken).read_bytes()
     broken.write_bytes(whole[:4096])  # an ELF header for this machine, the rest cut off
     assert strip_bundle.main([str(tmp_path / "tinymlops")]) == 1
     err = capsys.readouterr().err
@@ -93,7 +75,8 @@ def test_a_library_strip_cannot_read_fails_with_strips_words_and_is_left_as_it_w
 
 def test_strip_on_a_full_disk_exits_no_space_and_keeps_every_library_whole(small_disk, packaging_modules, capsys):
     disk_space, strip_bundle = packaging_modules
-    library = _library(small_disk / "tinymlops" / "_internal" / "libown.so")
+    # enough symbols that the stripped copy needs more room than the filler leaves
+    library = compiled_library(small_disk / "tinymlops" / "_internal" / "libown.so", extra_functions=2000)
     original = library.read_bytes()
     _fill(small_disk, leave_bytes=len(original) // 8)
 
@@ -108,11 +91,7 @@ def test_build_refuses_to_start_on_a_disk_without_room(small_disk):
     env = dict(os.environ, TINYMLOPS_PACKAGING_OUT=str(small_disk / "out"))
     build = subprocess.run(["bash", str(PACKAGING / "build.sh")], cwd=ROOT, env=env, capture_output=True,
                            text=True, timeout=TOOL_TIMEOUT_S, check=False)
-    sys.path.insert(0, str(PACKAGING))
-    try:
-        from disk_space import NO_SPACE_EXIT, NO_SPACE_PHRASE
-    finally:
-        sys.path.remove(str(PACKAGING))
-    assert build.returncode == NO_SPACE_EXIT, build.stdout + build.stderr
-    assert NO_SPACE_PHRASE in build.stderr and "MB free" in build.stderr
+    disk_space = packaging_script("disk_space")
+    assert build.returncode == disk_space.NO_SPACE_EXIT, build.stdout + build.stderr
+    assert disk_space.NO_SPACE_PHRASE in build.stderr and "MB free" in build.stderr
     assert not (small_disk / "out" / "venv").exists()  # it stopped before creating anything large

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.packaging.helpers import packaging_script
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGING = ROOT / "packaging"
 DESKTOP = ROOT / "resources" / "desktop" / "tinymlops.desktop"
@@ -88,11 +90,7 @@ def test_png_icons_exist_at_every_size_with_those_dimensions():
 def test_icon_renderer_writes_every_size(tmp_path, qapp):
     # `qapp`: the process's one Qt application must be a QApplication (widget tests run later in
     # the same process); render_icons would otherwise create a bare QGuiApplication.
-    sys.path.insert(0, str(PACKAGING))
-    try:
-        import render_icons
-    finally:
-        sys.path.remove(str(PACKAGING))
+    render_icons = packaging_script("render_icons")
     written = render_icons.render(out_dir=tmp_path)
     assert [_png_size(p) for p in written] == [(s, s) for s in render_icons.SIZES]
     assert tuple(render_icons.SIZES) == ICON_SIZES
@@ -113,11 +111,7 @@ def test_icon_renderer_writes_every_size(tmp_path, qapp):
 
 def test_committed_ico_and_icns_hold_the_committed_pngs(tmp_path):
     """The installers' icons are built from the PNGs; a mismatch means render_icons.py was not rerun."""
-    sys.path.insert(0, str(PACKAGING))
-    try:
-        import render_icons
-    finally:
-        sys.path.remove(str(PACKAGING))
+    render_icons = packaging_script("render_icons")
     pngs = {size: (ICONS / f"tinymlops-{size}.png").read_bytes() for size in ICON_SIZES}
     render_icons.write_ico(pngs, tmp_path / "t.ico")
     render_icons.write_icns(pngs, tmp_path / "t.icns")
@@ -167,11 +161,7 @@ def test_version_flag_prints_the_pyproject_version(project):
 
 
 def test_elf_requirements_reads_the_glibc_and_libstdcxx_versions_qt_needs():
-    sys.path.insert(0, str(PACKAGING))
-    try:
-        import elf_requirements
-    finally:
-        sys.path.remove(str(PACKAGING))
+    elf_requirements = packaging_script("elf_requirements")
     import PySide6
 
     qtcore = next((Path(PySide6.__file__).parent / "Qt" / "lib").glob("libQt6Core.so*"))
