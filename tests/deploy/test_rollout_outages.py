@@ -190,14 +190,17 @@ class _ClockedChannel(MqttChannel):
         return pkt
 
 
-def test_pull_deployment_latency_counts_from_the_first_chunk_published(mosquitto_url, virtual_fleet,
+def test_pull_deployment_latency_counts_from_the_first_chunk_published(mosquitto_factory, virtual_fleet,
                                                                       model_image_v3):
     """11.19: pull left the publishing out (0.2 s reported for a 3.7 s command). One definition for
     both paths: first byte sent for the deployment -> device answered COMMIT. The bounds below are
-    orderings of clock readings, not timing assumptions."""
-    fleet = virtual_fleet(mosquitto_url, 2, profiles=PROFILE)
+    orderings of clock readings, not timing assumptions. A broker of its own, as the other tests
+    here: on the session's shared broker, earlier tests' sim-001/sim-002 (same client ids, retained
+    statuses) can meet this fleet (a shuffled run saw sim-002 answer nothing for 15 s)."""
+    broker = mosquitto_factory()
+    fleet = virtual_fleet(broker.url, 2, profiles=PROFILE)
     ids = [d.device_id for d in fleet.devices]
-    with MqttConnection(mosquitto_url) as real:
+    with MqttConnection(broker.url) as real:
         conn = _ClockedConnection(real, f"{topics.ROOT}/")
         report = Rollout(conn, model_image_v3, find_devices(real, ids), model_name="pump-ae", model_version=3,
                          channel_factory=lambda c, site, d: _ClockedChannel(real, site, d)).run()
